@@ -1,0 +1,59 @@
+# edge-asr: every target installs what it needs first (Debian packages via apt, Python
+# packages into .venv), so a fresh machine needs nothing but `make run` and `make test`.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+DATA    ?= $(HOME)/.cache/edge-asr
+MODEL   ?= models/rnnt-v1
+APT_PKGS := espeak-ng flite libsndfile1 libportaudio2 sox
+
+.PHONY: run test train eval bench lint system-deps clean-venv
+
+# System packages: TTS engines for the recipe and tests, PortAudio for microphones.
+$(VENV)/.system-deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+# torch==2.13.0 is pinned because a CPU build of it is on this machine class's disk; a bare
+# `torch` would fetch a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(VENV)/.system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[train,dev]'
+	@touch $@
+
+system-deps: $(VENV)/.system-deps
+
+run: $(VENV)/.installed
+	$(VENV)/bin/edge-asr demo --model $(MODEL)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+# Reproduces the shipped model from nothing: corpus, TTS, training, export, model card.
+train: $(VENV)/.installed
+	$(PY) -m edge_asr.models.recipe --data $(DATA) --out $(MODEL)
+
+# Scores the shipped model on every evaluation set the recipe rendered.
+eval: $(VENV)/.installed
+	@for s in test_voices test_sentences test_names test_snr10 test_band8k; do \
+	  echo "== $$s"; \
+	  $(VENV)/bin/edge-asr eval $(DATA)/manifests/$$s.jsonl --model $(MODEL) \
+	    --output $(DATA)/results/$$s.jsonl || exit 1; \
+	done
+
+bench: $(VENV)/.installed
+	$(PY) bench/rtf.py --model $(MODEL)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""edge-asr device runtime."""

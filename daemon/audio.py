@@ -1,0 +1,38 @@
+"""Reading audio files into the model's format: 16 kHz mono float32 in [-1, 1]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from edge_asr.daemon.features import SAMPLE_RATE
+
+# DOMAIN.md: the rates the daemon accepts; anything else is refused, never guessed at.
+SUPPORTED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+
+
+class AudioFormatError(ValueError):
+    """Audio the daemon will not take, with the reason in words."""
+
+
+def to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
+    if rate not in SUPPORTED_RATES:
+        raise AudioFormatError(f"unsupported sample rate {rate} Hz; supported: "
+                               + ", ".join(str(r) for r in SUPPORTED_RATES))
+    samples = np.asarray(samples, dtype=np.float32)
+    if not np.all(np.isfinite(samples)):
+        raise AudioFormatError("audio contains NaN or infinite samples")
+    if rate != SAMPLE_RATE:
+        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    return samples
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """A WAV/FLAC/OGG file as 16 kHz mono float32; several channels are averaged."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioFormatError(f"{path}: cannot read audio: {e}") from e
+    return to_model_rate(data.mean(axis=1), rate)

@@ -1,0 +1,60 @@
+"""JSON Lines manifests in the DOMAIN.md format (NeMo / Lhotse keys)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Entry:
+    audio_filepath: str  # absolute after loading
+    text: str = ""
+    duration: float | None = None
+    speech_start: float | None = None
+    speech_end: float | None = None
+    context: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # any other keys, kept for the output
+
+
+_KNOWN = {"audio_filepath", "text", "duration", "speech_start", "speech_end", "context", "tags"}
+
+
+def read_manifest(path: str | Path) -> list[Entry]:
+    """Entries with audio paths resolved against the manifest's folder; clear errors per line."""
+    path = Path(path)
+    entries = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON: {e}") from e
+            if not isinstance(row, dict) or "audio_filepath" not in row:
+                raise ValueError(f"{path}:{lineno}: each line needs an 'audio_filepath'")
+            audio = Path(row["audio_filepath"])
+            if not audio.is_absolute():
+                audio = path.parent / audio
+            entries.append(Entry(
+                audio_filepath=str(audio),
+                text=row.get("text", ""),
+                duration=row.get("duration"),
+                speech_start=row.get("speech_start"),
+                speech_end=row.get("speech_end"),
+                context=list(row.get("context") or []),
+                tags=list(row.get("tags") or []),
+                extra={k: v for k, v in row.items() if k not in _KNOWN},
+            ))
+    return entries
+
+
+def write_manifest(path: str | Path, rows: list[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

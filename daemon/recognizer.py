@@ -1,0 +1,124 @@
+"""Recognizer and stream, one object per concept (as sherpa-onnx's Python API has them).
+
+    recognizer = Recognizer(RecognizerConfig(model_dir="models/rnnt-v1"))
+    stream = recognizer.create_stream()
+    stream.accept_waveform(samples_16k)      # any piece size, float32 in [-1, 1]
+    recognizer.decode(stream)                # runs every chunk that is ready
+    stream.input_finished(); recognizer.decode(stream)
+    recognizer.result(stream).text
+
+The stream owns everything per utterance (feature extractor, frame buffer, encoder state,
+search); the recognizer owns the model and is shared by all streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from edge_asr.daemon.features import FRAME_SHIFT_S, SAMPLE_RATE, StreamingFbank
+from edge_asr.daemon.search import GreedySearch, Hypothesis, ModifiedBeamSearch
+from edge_asr.daemon.transducer import TransducerModel
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "rnnt-v1"
+
+
+@dataclass
+class RecognizerConfig:
+    model_dir: str | Path = DEFAULT_MODEL_DIR
+    decoding_method: str = "modified_beam_search"  # or "greedy_search"
+    beam: int = 4
+    threads: int = 1  # onnxruntime intra-op threads: one leaves the other core to the device
+
+
+@dataclass
+class Result:
+    text: str
+    tokens: list[int]
+    timestamps: list[float]  # seconds from the start of the stream, one per token
+    nbest: list[str] = field(default_factory=list)
+    nbest_log_probs: list[float] = field(default_factory=list)
+
+
+class OnlineStream:
+    def __init__(self, recognizer: Recognizer) -> None:
+        model = recognizer.model
+        self.fbank = StreamingFbank()
+        self._frames = np.zeros((0, 80), np.float32)
+        self.state = model.initial_state()
+        self.search = recognizer.new_search()
+        self.finished = False
+        self.frames_decoded = 0  # feature frames whose encoder output is in the search
+        self._chunk = model.info.chunk_frames
+        self._shift = model.info.chunk_shift
+
+    def accept_waveform(self, samples: np.ndarray) -> None:
+        if self.finished:
+            raise RuntimeError("accept_waveform after input_finished")
+        self.fbank.accept(samples)
+        self._pull()
+
+    def input_finished(self) -> None:
+        """Flush: pad with silence so that every real frame reaches the encoder."""
+        if self.finished:
+            return
+        tail = np.zeros(int((self._chunk + self._shift) * FRAME_SHIFT_S * SAMPLE_RATE), np.float32)
+        self.fbank.accept(tail)
+        self.fbank.finish()
+        self.finished = True
+        self._pull()
+
+    def _pull(self) -> None:
+        new = self.fbank.pop_frames()
+        if new.size:
+            self._frames = np.concatenate([self._frames, new])
+
+    def ready(self) -> bool:
+        return self._frames.shape[0] >= self._chunk
+
+    def next_chunk(self) -> np.ndarray:
+        chunk = self._frames[: self._chunk]
+        self._frames = self._frames[self._shift :]  # keep the overlap the subsampling needs
+        self.frames_decoded += self._shift
+        return chunk
+
+
+class Recognizer:
+    def __init__(self, config: RecognizerConfig | None = None,
+                 model: TransducerModel | None = None) -> None:
+        config = config or RecognizerConfig()
+        if config.decoding_method not in ("greedy_search", "modified_beam_search"):
+            raise ValueError(f"unknown decoding_method {config.decoding_method!r}: "
+                             "use greedy_search or modified_beam_search")
+        self.config = config
+        self.model = model or TransducerModel(config.model_dir, threads=config.threads)
+
+    def new_search(self) -> GreedySearch | ModifiedBeamSearch:
+        if self.config.decoding_method == "greedy_search":
+            return GreedySearch(self.model)
+        return ModifiedBeamSearch(self.model, self.config.beam)
+
+    def create_stream(self) -> OnlineStream:
+        return OnlineStream(self)
+
+    def decode(self, stream: OnlineStream) -> int:
+        """Run every ready chunk through encoder and search; returns the chunks decoded."""
+        n = 0
+        while stream.ready():
+            enc, stream.state = self.model.run_encoder(stream.next_chunk()[None], stream.state)
+            stream.search.step(enc[0])
+            n += 1
+        return n
+
+    def result(self, stream: OnlineStream) -> Result:
+        nbest: list[Hypothesis] = stream.search.nbest
+        best = nbest[0]
+        seconds_per_frame = FRAME_SHIFT_S * self.model.info.frames_per_output
+        return Result(
+            text=self.model.detokenize(list(best.tokens)),
+            tokens=list(best.tokens),
+            timestamps=[t * seconds_per_frame for t in best.timestamps],
+            nbest=[self.model.detokenize(list(h.tokens)) for h in nbest],
+            nbest_log_probs=[h.log_prob for h in nbest],
+        )

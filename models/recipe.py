@@ -1,0 +1,114 @@
+"""The whole recipe, from nothing to a shipped model: `make train` runs this.
+
+    python -m edge_asr.models.recipe --data ~/.cache/edge-asr --out models/rnnt-v1
+
+Stages (each skipped when its output exists, so an interrupted run picks up where it was):
+  1 corpus      sentences and name lists            DATA/corpus
+  2 tokenizer   sentencepiece units                  DATA/lang
+  3 audio       TTS + evaluation conditions          DATA/audio, DATA/manifests
+  4 cmvn        global feature statistics           DATA/lang/cmvn.pt
+  5 train       resumable training                  DATA/exp
+  6 export      ONNX in sherpa-onnx lstm layout      OUT/
+  7 evaluate    edge-asr eval on every test set      OUT/model_card.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from edge_asr.daemon.features import compute_fbank
+from edge_asr.models import corpus, prepare
+from edge_asr.models.augment import Augmenter
+from edge_asr.models.dataset import load_audio
+from edge_asr.models.tokenizer import train_tokenizer
+from edge_asr.models.train import TrainConfig, load_model, train
+
+
+def stage_corpus(data: Path, n_train: int) -> None:
+    out = data / "corpus"
+    if (out / "train.jsonl").exists():
+        return
+    splits = corpus.build_corpus(seed=0, n_train=n_train)
+    corpus.write_corpus(splits, out)
+    print(f"corpus: {len(splits.train)} train, {len(splits.dev)} dev, "
+          f"{len(splits.test_sentences)} held-out sentences, {len(splits.test_names)} "
+          f"held-out-name sentences")
+
+
+def stage_tokenizer(data: Path, vocab_size: int) -> None:
+    lang = data / "lang"
+    if (lang / "bpe.model").exists():
+        return
+    sentences = [u["text"] for u in prepare.load_split(data / "corpus", "train")]
+    train_tokenizer(sentences, lang, vocab_size)
+
+
+def stage_cmvn(data: Path, n: int = 400) -> None:
+    """Mean and inverse std of the features over augmented training clips."""
+    path = data / "lang" / "cmvn.pt"
+    if path.exists():
+        return
+    rows = [json.loads(line) for line in (data / "manifests" / "train.jsonl").open()]
+    rng = np.random.default_rng(0)
+    aug = Augmenter(seed=0)
+    feats = []
+    for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False):
+        audio = load_audio(str(data / "manifests" / rows[i]["audio_filepath"]))
+        feats.append(compute_fbank(aug(audio, rng)))
+    allf = np.concatenate(feats)
+    mean, std = allf.mean(0), allf.std(0)
+    torch.save({"mean": torch.from_numpy(mean), "istd": torch.from_numpy(1.0 / (std + 1e-5))},
+               path)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="cache folder (outside git)")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.add_argument("--n-train", type=int, default=22000, help="training utterances to render")
+    p.add_argument("--n-corpus", type=int, default=40000, help="training sentences to generate")
+    p.add_argument("--vocab-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--until", choices=["corpus", "tokenizer", "audio", "cmvn", "train", "export",
+                                        "evaluate"], default="evaluate")
+    args = p.parse_args()
+    started = time.monotonic()
+    order = ["corpus", "tokenizer", "audio", "cmvn", "train", "export", "evaluate"]
+    last = order.index(args.until)
+
+    def step(name: str) -> bool:
+        print(f"== stage {name} ({(time.monotonic() - started) / 60:.1f} min)", flush=True)
+        return order.index(name) <= last
+
+    if step("corpus"):
+        stage_corpus(args.data, args.n_corpus)
+    if step("tokenizer"):
+        stage_tokenizer(args.data, args.vocab_size)
+    if step("audio"):
+        prepare.prepare_all(args.data, args.n_train, workers=args.workers)
+    if step("cmvn"):
+        stage_cmvn(args.data)
+    if step("train"):
+        stats = torch.load(args.data / "lang" / "cmvn.pt")
+        final = train(args.data, args.data / "exp", TrainConfig(epochs=args.epochs),
+                      stats["mean"], stats["istd"])
+    if step("export"):
+        from edge_asr.models.export import export_onnx
+
+        final = args.data / "exp" / "final.pt"
+        export_onnx(load_model(final), args.data / "lang" / "tokens.txt", args.out)
+    if step("evaluate"):
+        from edge_asr.models.card import write_model_card
+
+        write_model_card(args.out, args.data)
+    print(f"recipe done in {(time.monotonic() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Train the transducer: resumable, with progress bars, a loss / dev-WER log and checkpoints.
+
+    python -m edge_asr.models.train --data DIR --exp DIR [--epochs N]
+
+Checkpoints (`exp/checkpoint.pt`, rewritten every few minutes and at each epoch end) carry
+model, optimiser, scheduler and position, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jiwer
+import torch
+from edge_asr.models.dataset import SpeechDataset, collate, duration_batches
+from edge_asr.models.model import ModelConfig, Transducer, count_parameters
+from edge_asr.models.rnnt_loss import rnnt_loss
+from edge_asr.models.tokenizer import Tokenizer
+from tqdm import tqdm
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    peak_lr: float = 2e-3
+    warmup_steps: int = 400
+    final_lr_ratio: float = 0.05
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    batch_seconds: float = 90.0  # padded audio seconds per batch
+    num_workers: int = 1
+    threads: int = 2
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    freq_masks: int = 2  # SpecAugment: masks of up to 12 mel bins
+    time_masks: int = 1  # and up to 5% of the frames
+    average_last: int = 3  # the exported weights average the last epochs' checkpoints
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def spec_augment(x: torch.Tensor, lens: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+    x = x.clone()
+    n, t, f = x.shape
+    for b in range(n):
+        for _ in range(cfg.freq_masks):
+            width = int(torch.randint(0, 13, (1,), generator=gen))
+            start = int(torch.randint(0, f - width + 1, (1,), generator=gen))
+            x[b, :, start : start + width] = x[b].mean()
+        for _ in range(cfg.time_masks):
+            width = int(torch.randint(0, max(1, int(lens[b]) // 20) + 1, (1,), generator=gen))
+            start = int(torch.randint(0, max(1, int(lens[b]) - width), (1,), generator=gen))
+            x[b, start : start + width, :] = x[b].mean()
+    return x
+
+
+@torch.no_grad()
+def greedy_decode(model: Transducer, feats: torch.Tensor, lens: torch.Tensor,
+                  max_symbols: int = 3) -> list[list[int]]:
+    """Offline greedy search on the torch model (for dev WER during training)."""
+    model.eval()
+    enc, enc_lens = model.encoder(feats, lens)
+    cfg = model.cfg
+    results = []
+    for b in range(enc.shape[0]):
+        ctx = [-1] * (cfg.context_size - 1) + [cfg.blank_id]
+        hyp: list[int] = []
+        dec = model.decoder(torch.tensor([ctx]))[:, -1]
+        for t in range(int(enc_lens[b])):
+            for _ in range(max_symbols):
+                token = int(model.joiner(enc[b, t : t + 1], dec).argmax(-1))
+                if token == cfg.blank_id:
+                    break
+                hyp.append(token)
+                ctx = ctx[1:] + [token]
+                dec = model.decoder(torch.tensor([ctx]))[:, -1]
+        results.append(hyp)
+    return results
+
+
+def dev_wer(model: Transducer, dev: SpeechDataset, tok: Tokenizer, batch: int = 16) -> float:
+    refs, hyps = [], []
+    for start in range(0, len(dev), batch):
+        items = [dev[i] for i in range(start, min(len(dev), start + batch))]
+        x, xl, y, yl = collate(items)
+        for hyp, ref in zip(greedy_decode(model, x, xl), y, strict=True):
+            hyps.append(tok.decode(hyp))
+            refs.append(tok.decode(ref.tolist()))
+    model.train()
+    return jiwer.wer(refs, [h if h else "<empty>" for h in hyps])
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.peak_lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.peak_lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * cosine)
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    """Element-wise mean of several epochs' weights: a cheap, reliable WER gain."""
+    states = [torch.load(p, map_location="cpu", weights_only=False)["model"] for p in paths]
+    avg = {}
+    for k, v in states[0].items():
+        avg[k] = sum(s[k].to(torch.float64) for s in states).div(len(states)).to(v.dtype) \
+            if v.is_floating_point() else v
+    return avg
+
+
+def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
+          feat_istd: torch.Tensor) -> Path:
+    """Runs (or resumes) training; returns the path of the final averaged weights."""
+    exp.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    lang = data / "lang"
+    tok = Tokenizer(lang / "bpe.model")
+    cfg.model.vocab_size = tok.vocab_size
+    train_set = SpeechDataset(data / "manifests" / "train.jsonl", lang / "bpe.model", True,
+                              cfg.seed)
+    dev_set = SpeechDataset(data / "manifests" / "dev.jsonl", lang / "bpe.model", False)
+    model = Transducer(cfg.model)
+    model.encoder.feat_mean.copy_(feat_mean)
+    model.encoder.feat_istd.copy_(feat_istd)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
+    batches_per_epoch = len(duration_batches([d + 1.0 for d in train_set.durations()],
+                                             cfg.batch_seconds, 0))
+    total_steps = batches_per_epoch * cfg.epochs
+    state = {"epoch": 0, "batch": 0, "step": 0, "log": []}
+    ckpt = exp / "checkpoint.pt"
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        print(f"resuming at epoch {state['epoch']} batch {state['batch']} step {state['step']}")
+    print(f"model: {count_parameters(model):,} parameters; {len(train_set)} training "
+          f"utterances, {batches_per_epoch} batches an epoch, {cfg.epochs} epochs")
+    (exp / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    def save(path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "state": state, "config": asdict(cfg)}, tmp)
+        tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        train_set.epoch = epoch
+        batches = duration_batches([d + 1.0 for d in train_set.durations()], cfg.batch_seconds,
+                                   cfg.seed + epoch)
+        loader = torch.utils.data.DataLoader(
+            train_set, batch_sampler=batches[state["batch"]:], collate_fn=collate,
+            num_workers=cfg.num_workers, prefetch_factor=4 if cfg.num_workers else None)
+        bar = tqdm(loader, total=len(batches), initial=state["batch"], desc=f"epoch {epoch}",
+                   mininterval=10)
+        running, last_save = 0.0, time.monotonic()
+        for x, xl, y, yl in bar:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(state["step"], total_steps, cfg)
+            x = spec_augment(x, xl, cfg, gen)
+            logits, enc_lens = model(x, xl, y, yl)
+            loss = rnnt_loss(logits, y, enc_lens, yl, blank=cfg.model.blank_id)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] += 1
+            state["batch"] += 1
+            running = 0.98 * running + 0.02 * float(loss) if running else float(loss)
+            bar.set_postfix(loss=f"{running:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+            if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
+                save(ckpt)
+                last_save = time.monotonic()
+        wer = dev_wer(model, dev_set, tok)
+        state["log"].append({"epoch": epoch, "loss": round(running, 4), "dev_wer": round(wer, 4),
+                             "step": state["step"], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+        print(json.dumps(state["log"][-1]), flush=True)
+        with (exp / "log.jsonl").open("a") as f:
+            f.write(json.dumps(state["log"][-1]) + "\n")
+        state["epoch"] += 1
+        state["batch"] = 0
+        save(exp / f"epoch-{epoch}.pt")
+        save(ckpt)
+    last = [exp / f"epoch-{e}.pt" for e in range(max(0, cfg.epochs - cfg.average_last), cfg.epochs)]
+    final = exp / "final.pt"
+    torch.save({"model": average_checkpoints(last), "config": asdict(cfg)}, final)
+    return final
+
+
+def load_model(path: Path) -> Transducer:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model = Transducer(ModelConfig(**saved["config"]["model"]))
+    model.load_state_dict(saved["model"])
+    return model.eval()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--exp", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    args = p.parse_args()
+    stats = torch.load(args.data / "lang" / "cmvn.pt")
+    train(args.data, args.exp, TrainConfig(epochs=args.epochs), stats["mean"], stats["istd"])
+
+
+if __name__ == "__main__":
+    main()
