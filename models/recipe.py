@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from edge_asr.daemon.features import compute_fbank
-from edge_asr.models import corpus, prepare
+from edge_asr.models import prepare
 from edge_asr.models.augment import Augmenter
 from edge_asr.models.dataset import load_audio
 from edge_asr.models.tokenizer import train_tokenizer
@@ -33,6 +33,8 @@ def stage_corpus(data: Path, n_train: int) -> None:
     out = data / "corpus"
     if (out / "train.jsonl").exists():
         return
+    from edge_asr.models import corpus
+
     splits = corpus.build_corpus(seed=0, n_train=n_train)
     corpus.write_corpus(splits, out)
     print(f"corpus: {len(splits.train)} train, {len(splits.dev)} dev, "

@@ -174,7 +174,7 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
             opt.step()
             state["step"] += 1
             state["batch"] += 1
-            running = 0.98 * running + 0.02 * float(loss) if running else float(loss)
+            running = 0.98 * running + 0.02 * loss.item() if running else loss.item()
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
             if time.monotonic() - last_save > cfg.checkpoint_minutes * 60:
                 save(ckpt)
