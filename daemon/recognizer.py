@@ -7,19 +7,38 @@
     stream.input_finished(); recognizer.decode(stream)
     recognizer.result(stream).text
 
+    stream = recognizer.create_stream(context=["Ananya Krishnamurthy", "the lava lamp"])
+
+A context (a list of display forms, or {"contacts": [...], "devices": [...], "phrases": [...]})
+biases the beam search towards those phrases; it is spelled with the model folder's bpe.model,
+and its graph is cached on the recognizer, since the same user's context comes back every
+utterance. Greedy search ignores the context (it only checks its shape).
+
 The stream owns everything per utterance (feature extractor, frame buffer, encoder state,
 search); the recognizer owns the model and is shared by all streams.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from edge_asr.daemon.context_graph import (
+    DEFAULT_BONUS,
+    ContextBuilder,
+    ContextGraph,
+    context_entries,
+)
 from edge_asr.daemon.features import FRAME_SHIFT_S, SAMPLE_RATE, StreamingFbank
 from edge_asr.daemon.search import GreedySearch, Hypothesis, ModifiedBeamSearch
-from edge_asr.daemon.transducer import TransducerModel
+from edge_asr.daemon.transducer import ModelError, TransducerModel
+
+Context = Sequence[str] | Mapping[str, Sequence[str]]
+CONTEXT_CACHE_SIZE = 8  # graphs kept per recognizer; a device has one user, eval a few lists
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "rnnt-v1"
 
@@ -30,6 +49,7 @@ class RecognizerConfig:
     decoding_method: str = "modified_beam_search"  # or "greedy_search"
     beam: int = 4
     threads: int = 1  # onnxruntime intra-op threads: one leaves the other core to the device
+    context_bonus: float = DEFAULT_BONUS  # log-prob bonus per token of a context phrase
 
 
 @dataclass
@@ -38,17 +58,19 @@ class Result:
     tokens: list[int]
     timestamps: list[float]  # seconds from the start of the stream, one per token
     nbest: list[str] = field(default_factory=list)
-    nbest_log_probs: list[float] = field(default_factory=list)
+    nbest_log_probs: list[float] = field(default_factory=list)  # acoustic
+    nbest_bias: list[float] = field(default_factory=list)  # context bonus kept by each
 
 
 class OnlineStream:
-    def __init__(self, recognizer: Recognizer) -> None:
+    def __init__(self, recognizer: Recognizer, context_graph: ContextGraph | None = None) -> None:
         model = recognizer.model
         self.fbank = StreamingFbank()
         self._frames = np.zeros((0, 80), np.float32)
         self.state = model.initial_state()
-        self.search = recognizer.new_search()
+        self.search = recognizer.new_search(context_graph)
         self.finished = False
+        self.finalized = False  # the search's end-of-input step has run
         self.frames_decoded = 0  # feature frames whose encoder output is in the search
         self._chunk = model.info.chunk_frames
         self._shift = model.info.chunk_shift
@@ -93,22 +115,65 @@ class Recognizer:
                              "use greedy_search or modified_beam_search")
         self.config = config
         self.model = model or TransducerModel(config.model_dir, threads=config.threads)
+        self._context_builder: ContextBuilder | None = None
+        self._contexts: OrderedDict[tuple, ContextGraph] = OrderedDict()
 
-    def new_search(self) -> GreedySearch | ModifiedBeamSearch:
+    def new_search(self, context_graph: ContextGraph | None = None
+                   ) -> GreedySearch | ModifiedBeamSearch:
         if self.config.decoding_method == "greedy_search":
-            return GreedySearch(self.model)
-        return ModifiedBeamSearch(self.model, self.config.beam)
+            return GreedySearch(self.model)  # greedy search has no use for a context
+        return ModifiedBeamSearch(self.model, self.config.beam, context_graph)
 
-    def create_stream(self) -> OnlineStream:
-        return OnlineStream(self)
+    def _builder(self) -> ContextBuilder:
+        if self._context_builder is None:
+            path = self.model.dir / "bpe.model"
+            if not path.is_file():
+                raise ModelError(f"{self.model.dir}: no bpe.model, which contextual biasing "
+                                 "needs to spell the context (export it beside tokens.txt)")
+            try:
+                builder = ContextBuilder(path, self.config.context_bonus)
+            except (OSError, RuntimeError) as e:
+                raise ModelError(f"{path}: not a sentencepiece model: {e}") from e
+            pieces = [builder.sp.id_to_piece(i) for i in range(builder.sp.get_piece_size())]
+            if pieces != self.model.tokens:
+                raise ModelError(f"{path}: its pieces differ from tokens.txt (another model's?)")
+            self._context_builder = builder
+        return self._context_builder
+
+    def context_graph(self, context: Context | None) -> ContextGraph | None:
+        """The graph of a context, built once per distinct content; ContextError if invalid."""
+        if context is None:
+            return None
+        key = tuple(context_entries(context))  # checks shape, types and counts first
+        if self.config.decoding_method == "greedy_search":
+            return None
+        graph = self._contexts.get(key)
+        if graph is None:
+            graph = self._builder().build(context)
+            self._contexts[key] = graph
+            if len(self._contexts) > CONTEXT_CACHE_SIZE:
+                self._contexts.popitem(last=False)
+        else:
+            self._contexts.move_to_end(key)
+        return graph
+
+    def create_stream(self, context: Context | None = None) -> OnlineStream:
+        return OnlineStream(self, self.context_graph(context))
 
     def decode(self, stream: OnlineStream) -> int:
-        """Run every ready chunk through encoder and search; returns the chunks decoded."""
+        """Run every ready chunk through encoder and search; returns the chunks decoded.
+
+        Once the input is finished and its last chunk decoded, the search is finalized
+        (unfinished context matches give their bonus back), exactly once.
+        """
         n = 0
         while stream.ready():
             enc, stream.state = self.model.run_encoder(stream.next_chunk()[None], stream.state)
             stream.search.step(enc[0])
             n += 1
+        if stream.finished and not stream.finalized:
+            stream.search.finalize()
+            stream.finalized = True
         return n
 
     def result(self, stream: OnlineStream) -> Result:
@@ -121,4 +186,5 @@ class Recognizer:
             timestamps=[t * seconds_per_frame for t in best.timestamps],
             nbest=[self.model.detokenize(list(h.tokens)) for h in nbest],
             nbest_log_probs=[h.log_prob for h in nbest],
+            nbest_bias=[h.bias for h in nbest],
         )

@@ -4,6 +4,11 @@ Both searches are incremental: `step()` takes the encoder frames of one chunk an
 hypotheses carry over to the next chunk, so partial results are available at every chunk.
 "Modified" beam search (as in icefall / sherpa-onnx) emits at most one token per frame,
 which lets all hypotheses of a frame be scored in one batched joiner call.
+
+Contextual biasing (shallow fusion with a `ContextGraph`) is done by the beam search only:
+each hypothesis keeps its acoustic log-prob in `log_prob` and the bonus it currently holds
+in `bias`, and hypotheses are ranked by `log_prob + bias` (`Hypothesis.score`). The greedy
+search ignores any context: it has no alternatives for a bonus to choose between.
 """
 
 from __future__ import annotations
@@ -11,16 +16,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from edge_asr.daemon.context_graph import ROOT, ContextGraph, ContextState
 from edge_asr.daemon.transducer import TransducerModel
 
 
 @dataclass
 class Hypothesis:
     tokens: tuple[int, ...] = ()
-    log_prob: float = 0.0
+    log_prob: float = 0.0  # acoustic: joiner log-probs, summed over the merged paths
     timestamps: tuple[int, ...] = ()  # encoder frame index at which each token was emitted
     # Decoder output for this hypothesis' context, computed once and reused every frame.
     decoder_out: np.ndarray | None = field(default=None, repr=False, compare=False)
+    context_state: ContextState = ROOT  # where the tokens stand in the context graph
+    bias: float = 0.0  # context bonus currently included in the ranking score
+
+    @property
+    def score(self) -> float:
+        """What the beam search ranks by: acoustic log-prob plus the context bonus."""
+        return self.log_prob + self.bias
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -49,6 +63,9 @@ class _Search:
                 h.decoder_out = out
         return np.stack([h.decoder_out for h in hyps])
 
+    def finalize(self) -> None:
+        """End of input; a search without context has nothing left to do."""
+
 
 class GreedySearch(_Search):
     def __init__(self, model: TransducerModel) -> None:
@@ -73,10 +90,17 @@ class GreedySearch(_Search):
 
 
 class ModifiedBeamSearch(_Search):
-    def __init__(self, model: TransducerModel, beam: int = 4) -> None:
+    def __init__(self, model: TransducerModel, beam: int = 4,
+                 context_graph: ContextGraph | None = None) -> None:
         super().__init__(model)
         self.beam = beam
         self.hyps = [Hypothesis()]
+        # An empty graph is no graph, so that it decodes exactly as without context.
+        self.context = None if context_graph is None or context_graph.is_empty else context_graph
+        if self.context is not None and self.context.vocab_size != model.info.vocab_size:
+            raise ValueError(f"context graph is for {self.context.vocab_size} tokens, the model "
+                             f"has {model.info.vocab_size}: built with another bpe.model?")
+        self.finalized = False
 
     def step(self, encoder_out: np.ndarray) -> None:
         for frame in encoder_out:
@@ -90,27 +114,52 @@ class ModifiedBeamSearch(_Search):
         logp = log_softmax(self.model.run_joiner(enc, dec))  # (H, V)
         if self.unk >= 0:
             logp[:, self.unk] = -np.inf
-        scores = logp + np.array([h.log_prob for h in hyps])[:, None]
+        acoustic = logp + np.array([h.log_prob for h in hyps])[:, None]
+        ranking = acoustic
+        if self.context is not None:
+            # Every (hypothesis, token) pair ranked with the bonus the token would bring, so
+            # that a name's low-scoring tokens can enter the beam; a blank changes no bonus.
+            deltas = np.stack([self.context.token_deltas(h.context_state) for h in hyps])
+            deltas[:, self.blank] = 0.0
+            ranking = acoustic + deltas + np.array([h.bias for h in hyps])[:, None]
         # The best `beam` (hypothesis, token) pairs over the whole (H, V) grid.
-        flat = scores.ravel()
+        flat = ranking.ravel()
         k = min(self.beam, flat.size)
         top = np.argpartition(-flat, k - 1)[:k]
         merged: dict[tuple[int, ...], Hypothesis] = {}
         for idx in top[np.argsort(-flat[top])]:
             h, token = divmod(int(idx), logp.shape[1])
             src = hyps[h]
-            score = float(flat[idx])
+            log_prob = float(acoustic.flat[idx])
             if token == self.blank:
-                new = Hypothesis(src.tokens, score, src.timestamps, src.decoder_out)
+                new = Hypothesis(src.tokens, log_prob, src.timestamps, src.decoder_out,
+                                 src.context_state, src.bias)
             else:
-                new = Hypothesis(src.tokens + (token,), score,
-                                 src.timestamps + (self.frame_offset,))
+                state, bias = src.context_state, src.bias
+                if self.context is not None:
+                    delta, state, _ = self.context.forward_one_step(state, token)
+                    bias += delta
+                new = Hypothesis(src.tokens + (token,), log_prob,
+                                 src.timestamps + (self.frame_offset,), None, state, bias)
             old = merged.get(new.tokens)
             if old is None:
                 merged[new.tokens] = new
             else:  # the same token sequence reached two ways: add the probabilities
+                # (the context state is a function of the tokens: the better one's is kept)
                 old.log_prob = float(np.logaddexp(old.log_prob, new.log_prob))
-        return sorted(merged.values(), key=lambda h: -h.log_prob)
+        return sorted(merged.values(), key=lambda h: -h.score)
+
+    def finalize(self) -> None:
+        """End of input: unfinished context matches give their bonus back; re-rank once."""
+        if self.finalized:
+            return
+        self.finalized = True
+        if self.context is None:
+            return
+        for h in self.hyps:
+            h.bias += self.context.finalize(h.context_state)
+            h.context_state = ROOT
+        self.hyps.sort(key=lambda h: -h.score)
 
     @property
     def nbest(self) -> list[Hypothesis]:

@@ -1,0 +1,399 @@
+"""Word lattices for the device -> cloud link (DESIGN.md, "Lattices on the wire").
+
+The beam search's n-best is merged into a compact DAG: a trie from the start shares word
+prefixes, and merging equivalent states from the end (minimising the acyclic automaton)
+shares word suffixes. The wire form is `protos/lattice.proto`: interned words, times in
+milliseconds, scores as float32, nothing that could carry audio.
+
+Merge rule (correctness over compactness): two arcs are merged only when everything the
+wire carries about them is equal: the word, start and end in whole milliseconds, and the
+acoustic and bias scores as float32. Paths that share a word but not its timing or scores
+keep separate arcs, so every input path comes back from `paths()` with its own words,
+times and scores, and no path that was not in the n-best is ever created.
+
+An empty hypothesis cannot be a path of a lattice with arcs (there are no epsilon arcs),
+so it is kept only when the n-best has nothing else: an empty n-best, or one whose
+hypotheses are all empty, becomes the one-node lattice (start == final, no arcs) whose
+single path is empty.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import struct
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from edge_asr.daemon.proto import lattice_pb2
+
+MAX_UINT32 = 2**32 - 1
+DEFAULT_MAX_BYTES = 256 * 1024
+
+
+class LatticeError(ValueError):
+    """A lattice (or the n-best it is built from) breaks the wire contract."""
+
+
+@dataclass(frozen=True)
+class WordArc:
+    """One word of a hypothesis; times in seconds from the start of the utterance."""
+
+    word: str
+    start: float
+    end: float
+    acoustic: float
+    bias: float = 0.0
+
+
+@dataclass
+class Path:
+    """One hypothesis: its words in order."""
+
+    words: list[WordArc] = field(default_factory=list)
+
+    @property
+    def acoustic(self) -> float:
+        return sum(w.acoustic for w in self.words)
+
+    @property
+    def bias(self) -> float:
+        return sum(w.bias for w in self.words)
+
+    @property
+    def score(self) -> float:
+        """What paths() ranks by: acoustic log-probability plus biasing bonus."""
+        return self.acoustic + self.bias
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.word for w in self.words)
+
+
+@dataclass(frozen=True)
+class Arc:
+    """A lattice arc as on the wire: word is an index into Lattice.words."""
+
+    src: int
+    dst: int
+    word: int
+    acoustic: float
+    bias: float
+    start_ms: int
+    end_ms: int
+
+    @property
+    def score(self) -> float:
+        return self.acoustic + self.bias
+
+
+@dataclass
+class Lattice:
+    """A word lattice; nodes are 0 .. num_nodes-1, topologically numbered."""
+
+    utterance_id: str
+    revision: int
+    speculative: bool
+    words: list[str]
+    arcs: list[Arc]
+    num_nodes: int
+    model_version: str = ""
+
+    @property
+    def start_node(self) -> int:
+        return 0
+
+    @property
+    def final_node(self) -> int:
+        return self.num_nodes - 1
+
+
+# --- building -------------------------------------------------------------------------
+
+# An arc's identity for merging: (word, start_ms, end_ms, acoustic f32, bias f32).
+_Label = tuple[str, int, int, float, float]
+# A trie symbol: the label plus whether it ends its path. Keeping the flag apart stops a
+# path that is a prefix of another from ending on a node that still has arcs out.
+_Symbol = tuple[_Label, bool]
+_Signature = frozenset[tuple[_Symbol, int]]
+
+
+def _float32(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise LatticeError(f"{what} is {value}; scores must be finite")
+    try:
+        narrowed = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        narrowed = math.inf
+    if not math.isfinite(narrowed):
+        raise LatticeError(f"{what} is {value}, beyond float32 range")
+    return narrowed
+
+
+def _milliseconds(seconds: float, what: str) -> int:
+    if not math.isfinite(seconds) or seconds < 0:
+        raise LatticeError(f"{what} is {seconds}; times must be finite and >= 0")
+    ms = round(seconds * 1000)
+    if ms > MAX_UINT32:
+        raise LatticeError(f"{what} is {seconds} s, beyond the uint32 millisecond range")
+    return ms
+
+
+def _labels(path: Path, index: int) -> tuple[_Label, ...]:
+    """The path at wire precision, checked: finite scores, times that never go back."""
+    labels: list[_Label] = []
+    previous_end = 0
+    for position, arc in enumerate(path.words):
+        where = f"path {index} word {position} ({arc.word!r})"
+        start = _milliseconds(arc.start, f"{where} start")
+        end = _milliseconds(arc.end, f"{where} end")
+        if end < start or start < previous_end:
+            raise LatticeError(f"{where}: times go backwards ({start} ms .. {end} ms after "
+                               f"a word ending at {previous_end} ms)")
+        labels.append((arc.word, start, end, _float32(arc.acoustic, f"{where} acoustic"),
+                       _float32(arc.bias, f"{where} bias")))
+        previous_end = end
+    return tuple(labels)
+
+
+def _trie(sequences: Iterable[tuple[_Label, ...]]) -> list[dict[_Symbol, int]]:
+    """Prefix tree of the paths; a child's id is always larger than its parent's."""
+    children: list[dict[_Symbol, int]] = [{}]
+    for labels in sequences:
+        node = 0
+        for position, label in enumerate(labels):
+            symbol = (label, position == len(labels) - 1)
+            child = children[node].get(symbol)
+            if child is None:
+                child = len(children)
+                children.append({})
+                children[node][symbol] = child
+            node = child
+    return children
+
+
+def _minimise(children: list[dict[_Symbol, int]]) -> tuple[int, dict[int, _Signature]]:
+    """Merges trie nodes with equal futures; returns (root state, state -> outgoing arcs).
+
+    Children are visited before parents (reverse id order), so a node's signature (its
+    outgoing symbols and the states they reach) is final when it is looked up. The trie
+    is deterministic, so equal signatures mean equal sets of suffixes.
+    """
+    state_of = [0] * len(children)
+    states: dict[_Signature, int] = {}
+    for node in reversed(range(len(children))):
+        signature = frozenset((sym, state_of[child]) for sym, child in children[node].items())
+        state_of[node] = states.setdefault(signature, len(states))
+    return state_of[0], {state: signature for signature, state in states.items()}
+
+
+def _topological_numbers(root: int, out: dict[int, _Signature]) -> dict[int, int]:
+    """Kahn's order from the root; the root comes first and the only sink (final) last."""
+    indegree = dict.fromkeys(out, 0)
+    for signature in out.values():
+        for _, dst in signature:
+            indegree[dst] += 1
+    ready, numbers = deque([root]), {}
+    while ready:
+        state = ready.popleft()
+        numbers[state] = len(numbers)
+        for _, dst in sorted(out[state], key=_arc_order):
+            indegree[dst] -= 1
+            if indegree[dst] == 0:
+                ready.append(dst)
+    return numbers
+
+
+def _arc_order(item: tuple[_Symbol, int]) -> tuple:
+    (label, is_last), dst = item
+    return (label[1], label[0], label[2], -label[3] - label[4], is_last, dst)
+
+
+def build_lattice(paths: Sequence[Path], utterance_id: str, revision: int, speculative: bool,
+                  model_version: str = "") -> Lattice:
+    """Merges an n-best into a lattice whose paths are exactly the n-best's (see module doc)."""
+    sequences = {_labels(path, index): None for index, path in enumerate(paths)}
+    nonempty = [labels for labels in sequences if labels]
+    root, out = _minimise(_trie(nonempty))
+    numbers = _topological_numbers(root, out)
+    words: dict[str, int] = {}
+    arcs: list[Arc] = []
+    for state in sorted(numbers, key=numbers.__getitem__):
+        for ((word, start, end, acoustic, bias), _), dst in sorted(out[state], key=_arc_order):
+            arcs.append(Arc(numbers[state], numbers[dst], words.setdefault(word, len(words)),
+                            acoustic, bias, start, end))
+    lattice = Lattice(utterance_id, revision, speculative, list(words), arcs, len(numbers),
+                      model_version)
+    validate(lattice)
+    return lattice
+
+
+# --- validation -----------------------------------------------------------------------
+
+def _check_header(lattice: Lattice) -> None:
+    if not 0 <= lattice.revision <= MAX_UINT32:
+        raise LatticeError(f"revision {lattice.revision} is outside uint32")
+    if lattice.num_nodes < 1:
+        raise LatticeError(f"num_nodes is {lattice.num_nodes}; a lattice has at least one node")
+    # Every node but the start needs an arc into it; checked before any per-node array is
+    # allocated, so a forged num_nodes cannot make the receiver allocate gigabytes.
+    if lattice.num_nodes > len(lattice.arcs) + 1:
+        raise LatticeError(f"num_nodes is {lattice.num_nodes} but there are only "
+                           f"{len(lattice.arcs)} arcs: some node is unreachable")
+
+
+def _check_arc(index: int, arc: Arc, num_words: int, num_nodes: int) -> None:
+    if not 0 <= arc.word < num_words:
+        raise LatticeError(f"arc {index}: word index {arc.word} out of range "
+                           f"(the word table has {num_words})")
+    for name, node in (("src", arc.src), ("dst", arc.dst)):
+        if not 0 <= node < num_nodes:
+            raise LatticeError(f"arc {index}: {name} node {node} out of range "
+                               f"(num_nodes is {num_nodes})")
+    if arc.src >= arc.dst:
+        raise LatticeError(f"arc {index}: src {arc.src} >= dst {arc.dst}; "
+                           "nodes must be topologically numbered")
+    if not 0 <= arc.start_ms <= arc.end_ms <= MAX_UINT32:
+        raise LatticeError(f"arc {index}: times go backwards or out of range "
+                           f"({arc.start_ms} ms .. {arc.end_ms} ms)")
+    for name, value in (("acoustic", arc.acoustic), ("bias", arc.bias)):
+        if not math.isfinite(value):
+            raise LatticeError(f"arc {index}: {name} score is {value}; scores must be finite")
+
+
+def _check_times_at_nodes(lattice: Lattice) -> None:
+    """A word may not start before any word that can precede it on a path has ended."""
+    latest_end = [0] * lattice.num_nodes
+    for arc in lattice.arcs:
+        latest_end[arc.dst] = max(latest_end[arc.dst], arc.end_ms)
+    for index, arc in enumerate(lattice.arcs):
+        if arc.start_ms < latest_end[arc.src]:
+            raise LatticeError(f"arc {index}: times go backwards at node {arc.src} (word starts "
+                               f"at {arc.start_ms} ms, a word into the node ends at "
+                               f"{latest_end[arc.src]} ms)")
+
+
+def _check_connected(lattice: Lattice) -> None:
+    """Every node lies on some start -> final path (no dead ends, no orphans)."""
+    by_src = sorted(lattice.arcs, key=lambda a: a.src)
+    forward = [False] * lattice.num_nodes
+    forward[0] = True
+    for arc in by_src:  # topological numbering: one pass in src order suffices
+        forward[arc.dst] = forward[arc.dst] or forward[arc.src]
+    backward = [False] * lattice.num_nodes
+    backward[-1] = True
+    for arc in reversed(sorted(lattice.arcs, key=lambda a: a.dst)):
+        backward[arc.src] = backward[arc.src] or backward[arc.dst]
+    for node in range(lattice.num_nodes):
+        if not forward[node]:
+            raise LatticeError(f"node {node} is not reachable from the start node")
+        if not backward[node]:
+            raise LatticeError(f"node {node} cannot reach the final node")
+
+
+def validate(lattice: Lattice) -> None:
+    """Raises LatticeError unless the lattice meets the wire contract."""
+    _check_header(lattice)
+    for index, arc in enumerate(lattice.arcs):
+        _check_arc(index, arc, len(lattice.words), lattice.num_nodes)
+    _check_times_at_nodes(lattice)
+    _check_connected(lattice)
+
+
+# --- wire form ------------------------------------------------------------------------
+
+def to_proto(lattice: Lattice) -> lattice_pb2.Lattice:
+    message = lattice_pb2.Lattice(
+        utterance_id=lattice.utterance_id, revision=lattice.revision,
+        speculative=lattice.speculative, words=lattice.words, num_nodes=lattice.num_nodes,
+        start_node=lattice.start_node, final_node=lattice.final_node,
+        model_version=lattice.model_version)
+    for arc in lattice.arcs:
+        message.arcs.add(src=arc.src, dst=arc.dst, word=arc.word, acoustic=arc.acoustic,
+                         bias=arc.bias, start_ms=arc.start_ms, end_ms=arc.end_ms)
+    return message
+
+
+def from_proto(message: lattice_pb2.Lattice) -> Lattice:
+    """Converts without the graph checks (parse() runs them); checks the node fields."""
+    if message.start_node != 0:
+        raise LatticeError(f"start_node is {message.start_node}; it must be 0")
+    if message.final_node != max(message.num_nodes, 1) - 1:
+        raise LatticeError(f"final_node is {message.final_node}; it must be num_nodes-1 "
+                           f"({message.num_nodes - 1})")
+    arcs = [Arc(a.src, a.dst, a.word, a.acoustic, a.bias, a.start_ms, a.end_ms)
+            for a in message.arcs]
+    return Lattice(message.utterance_id, message.revision, message.speculative,
+                   list(message.words), arcs, message.num_nodes, message.model_version)
+
+
+def serialize(lattice: Lattice) -> bytes:
+    """Wire bytes; validates first so the device never sends what a receiver would reject."""
+    validate(lattice)
+    return to_proto(lattice).SerializeToString()
+
+
+def parse(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Lattice:
+    """Decodes and validates untrusted wire bytes; raises LatticeError on anything wrong."""
+    if len(data) > max_bytes:
+        raise LatticeError(f"lattice is {len(data)} bytes, more than the {max_bytes} allowed")
+    message = lattice_pb2.Lattice()
+    try:
+        message.ParseFromString(data)
+    except DecodeError as exc:
+        raise LatticeError(f"not a Lattice message: {exc}") from exc
+    lattice = from_proto(message)
+    validate(lattice)
+    return lattice
+
+
+# --- reading paths back ---------------------------------------------------------------
+
+def _best_completion(lattice: Lattice, out: list[list[Arc]]) -> list[float]:
+    """Best score from each node to the final node (nodes are topologically numbered)."""
+    best = [-math.inf] * lattice.num_nodes
+    best[-1] = 0.0
+    for node in reversed(range(lattice.num_nodes - 1)):
+        best[node] = max((arc.score + best[arc.dst] for arc in out[node]), default=-math.inf)
+    return best
+
+
+def _to_path(lattice: Lattice, chain: tuple | None) -> Path:
+    arcs: list[Arc] = []
+    while chain is not None:
+        arc, chain = chain
+        arcs.append(arc)
+    return Path([WordArc(lattice.words[a.word], a.start_ms / 1000, a.end_ms / 1000,
+                         a.acoustic, a.bias) for a in reversed(arcs)])
+
+
+def paths(lattice: Lattice, limit: int = 100) -> list[Path]:
+    """Up to `limit` start -> final paths, best first by acoustic + bias.
+
+    A* over the DAG with the exact best completion as heuristic: each pop either extends a
+    prefix that can still reach the next-best path or finishes it, so the n-best comes out
+    in order without enumerating the whole lattice.
+    """
+    validate(lattice)
+    if limit <= 0:
+        return []
+    out: list[list[Arc]] = [[] for _ in range(lattice.num_nodes)]
+    for arc in lattice.arcs:
+        out[arc.src].append(arc)
+    best = _best_completion(lattice, out)
+    # Entries: (-priority, tie-break, node, prefix score, reversed arc chain).
+    heap: list[tuple[float, int, int, float, tuple | None]] = [(-best[0], 0, 0, 0.0, None)]
+    pushed, found = 1, []
+    while heap and len(found) < limit:
+        _, _, node, prefix, chain = heapq.heappop(heap)
+        if node == lattice.final_node:
+            found.append(_to_path(lattice, chain))
+            continue
+        for arc in out[node]:
+            score = prefix + arc.score
+            heapq.heappush(heap, (-(score + best[arc.dst]), pushed, arc.dst, score, (arc, chain)))
+            pushed += 1
+    return found
