@@ -8,7 +8,7 @@ DATA    ?= $(HOME)/.cache/edge-asr
 MODEL   ?= models/rnnt-v1
 APT_PKGS := espeak-ng flite libsndfile1 libportaudio2 sox
 
-.PHONY: run test train eval bench lint system-deps clean-venv
+.PHONY: run test train eval bench lint proto system-deps clean-venv
 
 # System packages: TTS engines for the recipe and tests, PortAudio for microphones.
 $(VENV)/.system-deps:
@@ -39,6 +39,11 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+
+# Python modules from protos/*.proto into daemon/_generated/ (gitignored). The daemon also
+# does this on first import; packagers run it before building a wheel.
+proto: $(VENV)/.installed
+	$(PY) -m edge_asr.daemon.proto --force
 
 # Reproduces the shipped model from nothing: corpus, TTS, training, export, model card.
 train: $(VENV)/.installed

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
 from edge_asr.daemon.features import SAMPLE_RATE
 
 # DOMAIN.md: the rates the daemon accepts; anything else is refused, never guessed at.
@@ -17,13 +18,21 @@ class AudioFormatError(ValueError):
     """Audio the daemon will not take, with the reason in words."""
 
 
-def to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
+def check_sample_rate(rate: int) -> None:
     if rate not in SUPPORTED_RATES:
         raise AudioFormatError(f"unsupported sample rate {rate} Hz; supported: "
                                + ", ".join(str(r) for r in SUPPORTED_RATES))
-    samples = np.asarray(samples, dtype=np.float32)
+
+
+def check_finite(samples: np.ndarray) -> None:
     if not np.all(np.isfinite(samples)):
         raise AudioFormatError("audio contains NaN or infinite samples")
+
+
+def to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
+    check_sample_rate(rate)
+    samples = np.asarray(samples, dtype=np.float32)
+    check_finite(samples)
     if rate != SAMPLE_RATE:
         samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     return samples

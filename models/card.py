@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from edge_asr.daemon.evaluate import evaluate
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
@@ -40,7 +41,7 @@ def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = E
             results.setdefault(name, {})[method] = {"wer": round(s.wer, 4), "rtf": round(s.rtf, 4),
                                                     "utterances": s.utterances}
             print(f"{name} {method}: WER {100 * s.wer:.2f}% RTF {s.rtf:.4f}", flush=True)
-    files = {name: model_dir / name for name in MODEL_FILES}
+    files = {name: model_dir / name for name in (*MODEL_FILES, "bpe.model")}
     card = {
         "name": model_dir.name,
         "architecture": "RNN-T: conv subsampling x4, LSTM-with-projection encoder, stateless "

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import onnx
 import torch
-from edge_asr.models.model import SUBSAMPLING_PAD, Transducer, subsampled_length
 from torch import nn
+
+from edge_asr.models.model import SUBSAMPLING_PAD, Transducer, subsampled_length
 
 OPSET = 17
 
@@ -138,6 +139,11 @@ def export_onnx(model: Transducer, tokens: Path, out_dir: Path) -> dict[str, Pat
     model.eval()
     shutil.copy(tokens, out_dir / "tokens.txt")
     paths["tokens"] = out_dir / "tokens.txt"
+    # The sentencepiece model travels with the tokens: contextual biasing encodes names with it.
+    bpe = tokens.parent / "bpe.model"
+    if bpe.exists():
+        shutil.copy(bpe, out_dir / "bpe.model")
+        paths["bpe"] = out_dir / "bpe.model"
     return paths
 
 

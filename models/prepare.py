@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
+
 from edge_asr.daemon.manifest import write_manifest
 from edge_asr.models import augment
 from edge_asr.models.synth import SAMPLE_RATE, Voice, heldout_voices, synthesize, training_voices
-from tqdm import tqdm
 
 # Share of training utterances per engine: espeak-ng is fast and has many voices; flite and
 # piper add more natural prosody and timbre.
@@ -150,3 +151,33 @@ def prepare_all(data_dir: Path, n_train: int, n_eval: int = 300, workers: int = 
                                  "clean", 5, 0.3, workers),
     }
     return sets
+
+
+def bundle_test_clips(data_dir: Path, out_dir: Path, n: int = 24, seed: int = 0) -> Path:
+    """Copy a few held-out-voice evaluation clips into the repo (FLAC) for tests and the demo.
+
+    Drawn from test_voices (held-out voices, held-out sentences) so that CI measures the
+    shipped model on speakers and sentences it never trained on; the manifest keeps
+    speech_start / speech_end and the context lists.
+    """
+    rows = [json.loads(line) for line in (data_dir / "manifests" / "test_voices.jsonl").open()]
+    rng = np.random.default_rng(seed)
+    # One clip per voice first, then a varied rest, so every held-out voice is represented.
+    by_voice: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_voice.setdefault(row["voice"], []).append(i)
+    chosen = [int(rng.choice(ix)) for ix in by_voice.values()]
+    rest = [i for i in rng.permutation(len(rows)) if i not in chosen]
+    chosen += [int(i) for i in rest[: max(0, n - len(chosen))]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_rows = []
+    for k, i in enumerate(sorted(chosen)):
+        row = dict(rows[i])
+        audio, rate = sf.read(str(data_dir / "manifests" / row["audio_filepath"]), dtype="int16")
+        name = f"clip{k:02d}.flac"
+        sf.write(out_dir / name, audio, rate, format="FLAC")
+        row["audio_filepath"] = name
+        out_rows.append(row)
+    manifest = out_dir / "manifest.jsonl"
+    write_manifest(manifest, out_rows)
+    return manifest

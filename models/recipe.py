@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from edge_asr.daemon.features import compute_fbank
 from edge_asr.models import prepare
 from edge_asr.models.augment import Augmenter

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edge_asr.models import augment as A
 
 SR = A.SAMPLE_RATE

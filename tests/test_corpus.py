@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.corpus import (
     CONTEXT_SIZE,

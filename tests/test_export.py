@@ -7,6 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.models.export import export_onnx
 from edge_asr.models.model import ModelConfig, Transducer

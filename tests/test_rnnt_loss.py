@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+
 from edge_asr.models.rnnt_loss import rnnt_loss
 
 

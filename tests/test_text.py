@@ -1,9 +1,10 @@
 """The shared text normalisation (DOMAIN.md, "Text")."""
 
 import pytest
-from edge_asr.daemon.text import digits_to_words, normalize_text, number_to_words, ordinal_to_words
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from edge_asr.daemon.text import digits_to_words, normalize_text, number_to_words, ordinal_to_words
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

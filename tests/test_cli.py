@@ -1,0 +1,81 @@
+"""The `edge-asr` command: clear errors for bad input, every DESIGN.md key in eval output."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge_asr.daemon.audio import AudioFormatError, read_audio, to_model_rate
+from edge_asr.daemon.cli import main
+from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
+
+EVAL_KEYS = {"audio_filepath", "text", "hypothesis", "nbest", "rescored", "speculative_endpoint",
+             "final_endpoint", "reset", "lattice_bytes", "cpu_seconds", "duration"}
+
+
+def test_unsupported_sample_rate_is_refused(tmp_path):
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros(11025, np.float32), 11025)
+    with pytest.raises(AudioFormatError, match="unsupported sample rate 11025"):
+        read_audio(path)
+
+
+def test_nan_samples_are_refused():
+    with pytest.raises(AudioFormatError, match="NaN"):
+        to_model_rate(np.array([0.0, np.nan], np.float32), 16000)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_supported_rates_are_resampled_to_16k(rate):
+    out = to_model_rate(np.zeros(rate, np.float32), rate)
+    assert abs(out.size - 16000) <= 1 and out.dtype == np.float32
+
+
+def test_not_audio_gives_clear_error_and_exit_code(tmp_path, capsys):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is not audio")
+    assert main(["transcribe", str(bad)]) == 2
+    assert "cannot read audio" in capsys.readouterr().err
+
+
+def test_missing_model_gives_clear_error(tmp_path, capsys):
+    clip = tmp_path / "a.wav"
+    sf.write(clip, np.zeros(1600, np.float32), 16000)
+    assert main(["transcribe", str(clip), "--model", str(tmp_path / "nowhere")]) == 2
+    assert "missing encoder.onnx" in capsys.readouterr().err
+
+
+def test_corrupt_model_file_is_caught_by_the_card_sha256(tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    data = bytearray((model / "joiner.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (model / "joiner.onnx").write_bytes(bytes(data))
+    clip = tmp_path / "a.wav"
+    sf.write(clip, np.zeros(1600, np.float32), 16000)
+    assert main(["transcribe", str(clip), "--model", str(model)]) == 2
+    assert "sha256 does not match" in capsys.readouterr().err
+
+
+def test_eval_writes_every_design_key_and_keeps_going_past_bad_files(tmp_path, capsys):
+    data = Path(__file__).parent / "data"
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").open()][:2]
+    for row in rows:
+        row["audio_filepath"] = str(data / row["audio_filepath"])
+    rows.append({"audio_filepath": str(tmp_path / "gone.wav"), "text": "call mom"})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "results.jsonl"
+    assert main(["eval", str(manifest), "--output", str(out), "--decoding",
+                 "greedy_search"]) == 0
+    lines = [json.loads(line) for line in out.open()]
+    assert len(lines) == 2  # the missing file is reported, not scored, and eval goes on
+    for line in lines:
+        assert EVAL_KEYS <= line.keys()
+        assert line["duration"] > 0 and line["cpu_seconds"] > 0
+    printed = capsys.readouterr().out
+    assert "gone.wav" in printed and "unreadable 1" in printed
