@@ -1,0 +1,142 @@
+"""Voice activity detection: webrtcvad on 16 kHz audio, plus a debouncing smoother.
+
+    vad = Vad(mode=2, frame_ms=30)
+    smoother = SpeechSmoother()
+    flags = smoother.process(vad.process(samples))   # one bool per complete 30 ms frame
+
+`Vad.process` takes pieces of any length (the remainder waits for the next call) and
+returns one raw speech flag per complete frame. `SpeechSmoother` removes isolated noise
+frames: a speech region opens only when N of the last M frames are speech. It adds no
+delay at the end of speech, so silence measured on its output starts when speech stops.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+import webrtcvad
+
+SAMPLE_RATE = 16000
+FRAME_MS_CHOICES = (10, 20, 30)  # the only frame sizes webrtcvad accepts
+MODES = (0, 1, 2, 3)  # 0 least aggressive about filtering non-speech, 3 most
+
+
+class Vad:
+    """webrtcvad over float audio in [-1, 1] (or int16), in pieces of any length."""
+
+    def __init__(self, mode: int = 2, frame_ms: int = 30) -> None:
+        if isinstance(mode, bool) or not isinstance(mode, int) or mode not in MODES:
+            raise ValueError(f"VAD mode must be one of {MODES}, got {mode!r}")
+        if isinstance(frame_ms, bool) or not isinstance(frame_ms, int) \
+                or frame_ms not in FRAME_MS_CHOICES:
+            raise ValueError(f"VAD frame_ms must be one of {FRAME_MS_CHOICES}, got {frame_ms!r}")
+        self.mode = mode
+        self.frame_ms = frame_ms
+        self.frame_samples = SAMPLE_RATE * frame_ms // 1000
+        self._vad = webrtcvad.Vad(mode)
+        self._pending = np.zeros(0, np.int16)
+        self._frames_done = 0
+
+    @property
+    def frame_s(self) -> float:
+        return self.frame_ms / 1000
+
+    @property
+    def time_s(self) -> float:
+        """Audio seconds covered by the flags returned so far (the end of the last frame)."""
+        return self._frames_done * self.frame_ms / 1000
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples waiting for the rest of their frame."""
+        return int(self._pending.size)
+
+    def reset(self) -> None:
+        """Forget buffered audio and restart the clock (a new stream)."""
+        self._vad = webrtcvad.Vad(self.mode)  # webrtcvad keeps adaptive noise state
+        self._pending = np.zeros(0, np.int16)
+        self._frames_done = 0
+
+    def process(self, samples: np.ndarray) -> list[bool]:
+        """One speech flag per frame completed by `samples` (16 kHz mono)."""
+        pcm = _to_int16(samples)
+        if self._pending.size:
+            pcm = np.concatenate([self._pending, pcm])
+        n_frames = pcm.size // self.frame_samples
+        cut = n_frames * self.frame_samples
+        self._pending = pcm[cut:].copy()
+        frames = pcm[:cut].reshape(n_frames, self.frame_samples)
+        flags = [self._vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in frames]
+        self._frames_done += n_frames
+        return flags
+
+
+def _to_int16(samples: np.ndarray) -> np.ndarray:
+    """Little-endian int16 PCM, which is what webrtcvad reads from its bytes."""
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise ValueError(f"VAD expects mono audio as a 1-D array, got shape {x.shape}")
+    if x.dtype == np.int16:
+        return x.astype("<i2", copy=False)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"VAD expects float32 samples in [-1, 1] or int16, got {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("VAD input contains NaN or infinite samples")
+    # Clip first: out-of-range floats would otherwise wrap around in the int16 cast.
+    return np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
+class SpeechSmoother:
+    """N-of-M onset with hangover, over per-frame speech flags.
+
+    Outside a speech region every frame is reported as non-speech until `onset_frames` of
+    the last `onset_window` raw frames are speech; the frame that completes the count opens
+    the region and is the first reported as speech. Inside a region the raw flags pass
+    through unchanged, so the end of speech is reported without delay; the region closes
+    after `hangover_frames` consecutive non-speech frames, and then a lone noise frame in
+    the silence cannot reset an end-pointer's silence timer.
+    """
+
+    def __init__(self, onset_frames: int = 3, onset_window: int = 5,
+                 hangover_frames: int = 10) -> None:
+        if onset_window < 1:
+            raise ValueError(f"onset_window must be >= 1, got {onset_window}")
+        if not 1 <= onset_frames <= onset_window:
+            raise ValueError(
+                f"onset_frames must be in 1..onset_window ({onset_window}), got {onset_frames}")
+        if hangover_frames < 1:
+            raise ValueError(f"hangover_frames must be >= 1, got {hangover_frames}")
+        self.onset_frames = onset_frames
+        self.onset_window = onset_window
+        self.hangover_frames = hangover_frames
+        self._window: deque[bool] = deque(maxlen=onset_window)
+        self._in_speech = False
+        self._silent_run = 0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def reset(self) -> None:
+        self._window.clear()
+        self._in_speech = False
+        self._silent_run = 0
+
+    def process(self, flags: Iterable[bool]) -> list[bool]:
+        return [self._step(bool(flag)) for flag in flags]
+
+    def _step(self, speech: bool) -> bool:
+        self._window.append(speech)
+        if self._in_speech:
+            self._silent_run = 0 if speech else self._silent_run + 1
+            if self._silent_run >= self.hangover_frames:
+                self._in_speech = False
+                self._window.clear()  # the next region needs a fresh N of M
+            return speech
+        if speech and sum(self._window) >= self.onset_frames:
+            self._in_speech = True
+            self._silent_run = 0
+            return True
+        return False

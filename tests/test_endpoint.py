@@ -1,0 +1,505 @@
+"""The end-pointers' decision logic on synthetic timelines, the VAD wrapper and the
+completeness rules. No model and no audio files: speech flags per 10 ms frame, trailing
+blank counts and best texts are made up to order."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_asr.daemon.completeness import looks_complete
+from edge_asr.daemon.endpoint import (
+    EndpointConfig,
+    Endpointer,
+    EndpointEvent,
+    EndReason,
+    EventKind,
+    Phase,
+)
+from edge_asr.daemon.vad import SpeechSmoother, Vad
+
+FRAME_S = 0.01
+CONFIG = EndpointConfig(vad_frame_s=FRAME_S)
+LETTERS = {
+    EventKind.SPEECH_STARTED: "S", EventKind.SPECULATIVE_ENDPOINT: "P",
+    EventKind.CONFIRMED: "C", EventKind.RESET: "R", EventKind.FINAL_ENDPOINT: "F",
+}
+
+
+# ---------------------------------------------------------------- timeline driver
+
+@dataclass(frozen=True)
+class Segment:
+    """`frames` VAD frames of speech or silence; the best path reads `text` once the
+    segment has been decoded (None: the text does not change)."""
+
+    frames: int
+    speech: bool
+    text: str | None = None
+
+
+def speech(seconds: float, text: str | None = None) -> Segment:
+    return Segment(round(seconds / FRAME_S), True, text)
+
+
+def silence(seconds: float, text: str | None = None) -> Segment:
+    return Segment(round(seconds / FRAME_S), False, text)
+
+
+@dataclass
+class Run:
+    events: list[EndpointEvent]
+    endpointer: Endpointer
+
+    @property
+    def kinds(self) -> list[EventKind]:
+        return [e.kind for e in self.events]
+
+    def first(self, kind: EventKind) -> EndpointEvent:
+        return next(e for e in self.events if e.kind is kind)
+
+
+def simulate(segments: list[Segment], config: EndpointConfig = CONFIG,
+             chunk_frames: int | list[int] = 4, blank_lag_s: float = 0.04,
+             blanks: str = "follow", finish: bool = True) -> Run:
+    """Feed a timeline in decoder-sized calls.
+
+    blanks="follow": the best path's trailing blanks follow the silence, `blank_lag_s`
+    late (the model emits its last token after the audio); "none": unknown;
+    "never": the decoder keeps emitting.
+    """
+    flags: list[bool] = []
+    texts: list[str] = []
+    text = ""
+    for seg in segments:
+        for i in range(seg.frames):
+            flags.append(seg.speech)
+            if seg.text is not None and i == seg.frames - 1:
+                text = seg.text
+            texts.append(text)
+    sizes = chunk_frames if isinstance(chunk_frames, list) else [chunk_frames]
+    ep = Endpointer(config)
+    events: list[EndpointEvent] = []
+    pos, k = 0, 0
+    while pos < len(flags):
+        size = max(1, sizes[k % len(sizes)])
+        k += 1
+        end = min(len(flags), pos + size)
+        events += ep.update(round(end * FRAME_S, 9), flags[pos:end],
+                            _blanks(flags, end, blank_lag_s, blanks), texts[end - 1])
+        pos = end
+    if finish:
+        events += ep.finish(round(len(flags) * FRAME_S, 9), texts[-1] if texts else "")
+    return Run(events, ep)
+
+
+def _blanks(flags: list[bool], end: int, lag_s: float, mode: str) -> int | None:
+    if mode == "none":
+        return None
+    if mode == "never":
+        return 0
+    silent = 0
+    while silent < end and not flags[end - 1 - silent]:
+        silent += 1
+    return max(0, math.floor((silent * FRAME_S - lag_s) / CONFIG.encoder_frame_s + 1e-9))
+
+
+def grammar(events: list[EndpointEvent]) -> list[str]:
+    """Each utterance's events as letters, e.g. ["SPC", "SPRF"]."""
+    out: list[str] = []
+    for e in events:
+        if e.utterance == len(out):
+            out.append("")
+        assert e.utterance == len(out) - 1, "utterances must come one after the other"
+        out[-1] += LETTERS[e.kind]
+    return out
+
+
+def no_events_between(run: Run, start: float, end: float, *kinds: EventKind) -> bool:
+    return not [e for e in run.events if e.kind in kinds and start <= e.time <= end]
+
+
+# ---------------------------------------------------------------- end-pointer scenarios
+
+@pytest.mark.parametrize("chunk_frames", [4, 8, 16])
+def test_normal_utterance_speculates_then_confirms(chunk_frames: int) -> None:
+    text = "turn on the kitchen lights"
+    run = simulate([silence(0.3), speech(1.5, text), silence(1.5)], chunk_frames=chunk_frames)
+    chunk_s = chunk_frames * FRAME_S
+    assert run.kinds == [EventKind.SPEECH_STARTED, EventKind.SPECULATIVE_ENDPOINT,
+                         EventKind.CONFIRMED]
+    started, spec, confirmed = run.events
+    assert 0.3 + CONFIG.min_speech <= started.time <= 0.3 + CONFIG.min_speech + chunk_s
+    speech_end = 1.8
+    assert CONFIG.spec_silence <= spec.time - speech_end <= CONFIG.spec_silence + chunk_s
+    threshold = run.endpointer.final_silence_for(text)
+    assert CONFIG.final_silence_min <= threshold <= CONFIG.final_silence
+    assert threshold <= confirmed.time - speech_end <= threshold + chunk_s
+    assert (spec.revision, confirmed.revision) == (1, 1)
+    assert spec.text == confirmed.text == text
+    assert confirmed.reason is EndReason.SILENCE
+    timing = confirmed.timing
+    assert timing is not None and not timing.reset
+    assert timing.speech_start == pytest.approx(0.3)
+    assert timing.speech_end == pytest.approx(speech_end)
+    assert timing.speculative_at == spec.time and timing.final_at == confirmed.time
+    assert run.endpointer.phase is Phase.IDLE
+
+
+def test_speculative_leads_final_by_about_200_ms_for_unsure_text() -> None:
+    run = simulate([silence(0.2), speech(1.0, "foo bar baz"), silence(1.5)], chunk_frames=2)
+    spec = run.first(EventKind.SPECULATIVE_ENDPOINT)
+    confirmed = run.first(EventKind.CONFIRMED)
+    assert looks_complete("foo bar baz") == pytest.approx(0.7)
+    assert 0.1 <= confirmed.time - spec.time <= 0.25
+
+
+@pytest.mark.parametrize("chunk_frames", [4, 8, 16])
+@pytest.mark.parametrize("pause_s", [0.6, 0.7])
+def test_pause_between_digit_groups_is_not_cut(chunk_frames: int, pause_s: float) -> None:
+    first, full = "dial five five five", "dial five five five zero one nine two"
+    run = simulate([silence(0.3), speech(1.0, first), silence(pause_s),
+                    speech(0.9, full), silence(1.5)], chunk_frames=chunk_frames)
+    pause_start, pause_end = 1.3, 1.3 + pause_s
+    assert run.kinds == [EventKind.SPEECH_STARTED, EventKind.SPECULATIVE_ENDPOINT,
+                         EventKind.RESET, EventKind.FINAL_ENDPOINT]
+    spec, reset, final = run.events[1:]
+    assert pause_start < spec.time < pause_end  # the aggressive one may guess wrong ...
+    assert no_events_between(run, pause_start, pause_end, EventKind.CONFIRMED,
+                             EventKind.FINAL_ENDPOINT)  # ... the final one must not cut
+    assert pause_end <= reset.time <= pause_end + CONFIG.resume_speech + chunk_frames * FRAME_S
+    assert final.time > pause_end + 0.9
+    assert final.text == full and final.revision == 2 and final.reason is EndReason.SILENCE
+    assert final.timing is not None and final.timing.reset
+    assert final.timing.reset_at == reset.time
+
+
+@pytest.mark.parametrize("chunk_frames", [4, 16])
+def test_pause_before_a_name_is_not_cut(chunk_frames: int) -> None:
+    run = simulate([silence(0.4), speech(0.4, "call"), silence(0.7),
+                    speech(0.6, "call siobhan"), silence(1.5)], chunk_frames=chunk_frames)
+    assert no_events_between(run, 0.8, 1.5, EventKind.CONFIRMED, EventKind.FINAL_ENDPOINT)
+    assert grammar(run.events) == ["SPRF"]
+    assert run.events[-1].text == "call siobhan"
+    assert run.endpointer.final_silence_for("call") == CONFIG.final_silence_max
+
+
+def test_changed_best_path_at_the_final_decision_resets() -> None:
+    run = simulate([silence(0.3), speech(1.2, "turn on the kitchen light"),
+                    silence(0.3, "turn on the kitchen lights"), silence(1.2)])
+    assert run.kinds == [EventKind.SPEECH_STARTED, EventKind.SPECULATIVE_ENDPOINT,
+                         EventKind.RESET, EventKind.FINAL_ENDPOINT]
+    spec, reset, final = run.events[1:]
+    assert spec.text == "turn on the kitchen light"
+    assert reset.time == final.time  # decided together, at the final end-point
+    assert final.text == "turn on the kitchen lights" and final.revision == 2
+
+
+def test_best_path_that_changes_back_before_the_final_is_confirmed() -> None:
+    text = "play some jazz in the kitchen"
+    run = simulate([silence(0.3), speech(1.5, text), silence(0.26, "play some jazz in the"),
+                    silence(0.06, text), silence(1.0)], chunk_frames=2)
+    assert grammar(run.events) == ["SPC"]
+
+
+def test_max_utterance_forces_a_final_and_speech_goes_on_as_a_new_utterance() -> None:
+    config = EndpointConfig(vad_frame_s=FRAME_S, max_utterance=3.0)
+    run = simulate([silence(0.5), speech(5.0, "blah blah"), silence(1.5)], config=config)
+    assert grammar(run.events) == ["SPC", "SPC"]
+    first_end = run.events[2]
+    assert first_end.reason is EndReason.MAX_UTTERANCE
+    assert 3.5 <= first_end.time <= 3.5 + 0.04
+    assert run.events[1].time == first_end.time  # speculative and confirmed together
+    assert run.events[3].time > first_end.time  # the rest of the speech, a second one
+
+
+def test_max_utterance_after_a_reset_gives_the_final_endpoint() -> None:
+    config = EndpointConfig(vad_frame_s=FRAME_S, max_utterance=4.0)
+    run = simulate([silence(0.5), speech(1.0, "call"), silence(0.4), speech(4.0, "call x")],
+                   config=config, finish=False)
+    assert grammar(run.events) == ["SPRF", "S"]  # the speech after the cut starts anew
+    final = run.first(EventKind.FINAL_ENDPOINT)
+    assert final.reason is EndReason.MAX_UTTERANCE
+    assert final.time == pytest.approx(0.5 + config.max_utterance, abs=0.041)
+
+
+@pytest.mark.parametrize("blip_s", [0.03, 0.06, 0.09, 0.11])
+def test_noise_blips_shorter_than_min_speech_start_nothing(blip_s: float) -> None:
+    timeline = [silence(0.3)]
+    for _ in range(8):
+        timeline += [speech(blip_s), silence(0.25)]
+    run = simulate(timeline, chunk_frames=[1, 3, 7])
+    assert run.events == []
+
+
+def test_short_gaps_inside_the_onset_are_bridged() -> None:
+    run = simulate([silence(0.2), speech(0.06), silence(0.05), speech(0.06), silence(1.0)])
+    assert grammar(run.events) == ["SPC"]
+    assert run.events[0].timing is None
+    assert run.endpointer.timing is not None
+    assert run.endpointer.timing.speech_start == pytest.approx(0.2)
+
+
+def test_a_noise_frame_in_the_trailing_silence_does_not_reset() -> None:
+    run = simulate([silence(0.3), speech(1.0, "lock the front door"), silence(0.3),
+                    speech(0.03), silence(1.0)])
+    assert grammar(run.events) == ["SPC"]
+
+
+def test_blanks_hold_the_end_pointers_until_the_silence_timeout() -> None:
+    run = simulate([silence(0.3), speech(1.0, "what's the weather"), silence(2.0)],
+                   blanks="never")
+    assert grammar(run.events) == ["SPC"]
+    spec, confirmed = run.events[1:]
+    assert spec.time == confirmed.time
+    assert confirmed.reason is EndReason.SILENCE_TIMEOUT
+    assert confirmed.time - 1.3 == pytest.approx(CONFIG.silence_timeout, abs=0.05)
+
+
+def test_unknown_blanks_go_by_the_vad_alone() -> None:
+    run = simulate([silence(0.3), speech(1.0, "what's the weather"), silence(1.0)],
+                   blanks="none")
+    spec = run.first(EventKind.SPECULATIVE_ENDPOINT)
+    assert spec.time - 1.3 == pytest.approx(CONFIG.spec_silence, abs=0.045)
+
+
+def test_finish_closes_an_open_utterance_and_drops_an_onset() -> None:
+    run = simulate([silence(0.3), speech(1.0, "set a timer for")])
+    assert grammar(run.events) == ["SPC"]
+    assert run.events[-1].reason is EndReason.END_OF_INPUT
+    run = simulate([silence(0.3), speech(0.05)])
+    assert run.events == [] and run.endpointer.phase is Phase.IDLE
+
+
+def test_finished_text_ends_sooner_and_unfinished_text_later() -> None:
+    ep = Endpointer(CONFIG)
+    assert ep.final_silence_for("turn the fan off please") == CONFIG.final_silence_min
+    assert ep.final_silence_for("dial five five five") == CONFIG.final_silence_max
+    assert ep.final_silence_for("") == CONFIG.final_silence
+    neutral = Endpointer(CONFIG, completeness=lambda text: 0.5)
+    assert neutral.final_silence_for("call") == CONFIG.final_silence
+
+
+@given(st.floats(0, 1), st.floats(0, 1))
+def test_final_threshold_falls_as_completeness_rises(a: float, b: float) -> None:
+    lo, hi = sorted((a, b))
+    ep_lo, ep_hi = (Endpointer(CONFIG, completeness=lambda text, s=s: s) for s in (lo, hi))
+    assert ep_hi.final_silence_for("x") <= ep_lo.final_silence_for("x")
+    assert CONFIG.final_silence_min <= ep_hi.final_silence_for("x") <= CONFIG.final_silence_max
+
+
+def test_bad_inputs_are_refused() -> None:
+    ep = Endpointer(CONFIG)
+    ep.update(1.0, [False] * 10, 0, "")
+    with pytest.raises(ValueError, match="never go back"):
+        ep.update(0.5, [], 0, "")
+    with pytest.raises(ValueError, match="trailing_blanks"):
+        ep.update(1.1, [False] * 10, -1, "")
+    with pytest.raises(ValueError, match="finite"):
+        ep.update(math.nan, [], 0, "")
+    with pytest.raises(ValueError, match="final_silence_min <= final_silence"):
+        EndpointConfig(final_silence=0.2, final_silence_min=0.3)
+    with pytest.raises(ValueError, match="silence_timeout"):
+        EndpointConfig(silence_timeout=0.5)
+    with pytest.raises(ValueError, match="spec_silence"):
+        EndpointConfig(spec_silence=-0.1)
+
+
+# ---------------------------------------------------------------- ordering invariant
+
+_TEXTS = ["", "call", "call mom", "dial five five five", "turn the lights on", "stop"]
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> tuple[list[Segment], list[int], str, EndpointConfig]:
+    segments = draw(st.lists(
+        st.builds(Segment, st.integers(1, 80), st.booleans(),
+                  st.one_of(st.none(), st.sampled_from(_TEXTS))),
+        min_size=1, max_size=14))
+    chunks = draw(st.lists(st.integers(1, 16), min_size=1, max_size=5))
+    blanks = draw(st.sampled_from(["follow", "none", "never"]))
+    config = EndpointConfig(
+        vad_frame_s=FRAME_S,
+        spec_silence=draw(st.sampled_from([0.05, 0.22, 0.4])),
+        final_silence_min=0.3, final_silence=0.45, final_silence_max=1.0,
+        max_utterance=draw(st.sampled_from([2.5, 12.0])),
+    )
+    return segments, chunks, blanks, config
+
+
+@settings(max_examples=150, deadline=None)
+@given(timelines())
+def test_events_always_follow_the_grammar(case: tuple) -> None:
+    segments, chunks, blanks, config = case
+    run = simulate(segments, config=config, chunk_frames=chunks, blanks=blanks, finish=True)
+    times = [e.time for e in run.events]
+    assert times == sorted(times)
+    for letters in grammar(run.events):
+        # One speculative per utterance, then exactly one of CONFIRMED or RESET+FINAL.
+        assert re.fullmatch(r"SP(C|RF)", letters), letters
+    for e in run.events:
+        expected = {EventKind.SPEECH_STARTED: None, EventKind.SPECULATIVE_ENDPOINT: 1,
+                    EventKind.CONFIRMED: 1, EventKind.RESET: 1, EventKind.FINAL_ENDPOINT: 2}
+        assert e.revision == expected[e.kind]
+        if e.kind in (EventKind.CONFIRMED, EventKind.FINAL_ENDPOINT):
+            t = e.timing
+            assert t is not None and t.final_at == e.time
+            assert t.speech_start <= t.started_at <= t.speculative_at <= t.final_at
+            assert (e.kind is EventKind.FINAL_ENDPOINT) == t.reset
+    assert run.endpointer.phase is Phase.IDLE  # every utterance that started has ended
+
+
+@settings(max_examples=60, deadline=None)
+@given(timelines())
+def test_an_unfinished_stream_is_a_prefix_of_the_grammar(case: tuple) -> None:
+    segments, chunks, blanks, config = case
+    run = simulate(segments, config=config, chunk_frames=chunks, blanks=blanks, finish=False)
+    utterances = grammar(run.events)
+    for letters in utterances[:-1]:
+        assert re.fullmatch(r"SP(C|RF)", letters), letters
+    if utterances:
+        assert re.fullmatch(r"S(P(C|R(F)?)?)?", utterances[-1]), utterances[-1]
+
+
+# ---------------------------------------------------------------- VAD
+
+def _voiced(seconds: float, sr: int = 16000) -> np.ndarray:
+    """A harmonic-rich 140 Hz buzz with a syllable-rate envelope: webrtcvad calls it speech."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 25))
+    x = x * 0.5 * (1 + np.sin(2 * np.pi * 4 * t))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode, frame_ms", [(4, 30), (-1, 30), (2, 25), (2, 0), (True, 30)])
+def test_vad_refuses_bad_settings(mode: int, frame_ms: int) -> None:
+    with pytest.raises(ValueError, match="mode|frame_ms"):
+        Vad(mode, frame_ms)
+
+
+def test_vad_flags_speech_not_silence_and_buffers_any_piece_size() -> None:
+    audio = np.concatenate([np.zeros(8000, np.float32), _voiced(0.5), np.zeros(8000, np.float32)])
+    whole = Vad(2, 30).process(audio)
+    assert len(whole) == audio.size // 480
+    assert not any(whole[:15]) and sum(whole[18:30]) >= 10 and not any(whole[-10:])
+    vad = Vad(2, 30)
+    pieces: list[bool] = []
+    for piece in np.array_split(audio, [7, 500, 501, 2000, 9999, 13000, 20000]):
+        pieces += vad.process(piece)
+    assert pieces == whole
+    assert vad.time_s == pytest.approx(len(whole) * 0.03)
+    assert vad.pending_samples == audio.size % 480
+    vad.reset()
+    assert vad.time_s == 0 and vad.pending_samples == 0
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+def test_vad_frame_sizes(frame_ms: int) -> None:
+    vad = Vad(1, frame_ms)
+    assert len(vad.process(np.zeros(16000, np.float32))) == 1000 // frame_ms
+    assert len(vad.process(np.zeros(16000, np.int16))) == 1000 // frame_ms
+
+
+def test_vad_refuses_bad_audio() -> None:
+    vad = Vad()
+    with pytest.raises(ValueError, match="NaN"):
+        vad.process(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(ValueError, match="1-D"):
+        vad.process(np.zeros((2, 480), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        vad.process(np.zeros(480, np.int32))
+    assert vad.process(np.full(480, 5.0, np.float32)) in ([True], [False])  # clipped
+
+
+def test_smoother_ignores_blips_opens_on_n_of_m_and_adds_no_end_delay() -> None:
+    s = SpeechSmoother(onset_frames=3, onset_window=5, hangover_frames=4)
+    assert s.process([True, False, False, True, False, False, False, True]) == [False] * 8
+    # The window spans calls: with the last True above, the third frame makes 3 of 5.
+    assert s.process([True, False, True, True]) == [False, False, True, True]
+    assert s.in_speech
+    # Inside the region raw flags pass through: silence is reported at once.
+    assert s.process([False, True, False, False, False]) == [False, True, False, False, False]
+    assert s.in_speech
+    assert s.process([False]) == [False] and not s.in_speech  # hangover over
+    assert s.process([True]) == [False]  # a lone frame no longer counts
+    with pytest.raises(ValueError):
+        SpeechSmoother(onset_frames=6, onset_window=5)
+
+
+# ---------------------------------------------------------------- completeness
+
+UNFINISHED = [
+    "call", "please call", "could you call", "call mom on", "call ananya krishnamurthy on her",
+    "i need to call", "video call", "text", "text diego that", "send a text to diego saying",
+    "send a message to", "let ana know", "tell", "message", "put me through to",
+    "dial", "dial five five five", "call five five five", "dial five five five one two three",
+    "dial one five five five", "dial one five five five one two three", "dial five",
+    "dial the number", "call this number", "dial extension", "dial extension one two",
+    "punch in five five five", "dial out to five five five", "the number is",
+    "turn on", "turn off", "switch on", "turn", "turn the", "turn the lights off in the",
+    "lights on in", "set the", "set the temperature to", "dim the lights to", "put on",
+    "put on some", "warm up", "cross off", "take milk off",
+    "set a timer for", "set a timer for twelve", "set a timer", "set a ten minute",
+    "wake me up", "wake me up at six thirty a", "remind me", "remind me in",
+    "add", "add oat milk to my", "add eggs and", "add oat milk to the",
+    "play some", "play my", "play the latest from", "play music by",
+    "what's", "what's the", "what's on", "what's on my", "what's the weather tomorrow in",
+    "what time", "what time is", "how much time", "how much", "will it", "is it going to",
+    "do i have anything on", "what's my next", "what can you", "did i",
+    "hey", "could you", "can you please", "um", "call um", "i want", "it's too", "make it",
+]
+FINISHED = [
+    "call mom", "call ananya krishnamurthy on her mobile", "call mom on her cell phone",
+    "give mom a call", "call mom back", "text diego that i'm running late",
+    "dial nine one one", "dial five five five zero one nine two",
+    "dial five five five one two three four five six seven", "dial extension four four five",
+    "the number is five five five zero one nine two",
+    "turn the lights on", "turn on the kitchen lights", "switch the fan off", "lights off",
+    "turn it up", "turn the volume down", "volume up", "lock up",
+    "set the thermostat to seventy two degrees", "dim the hallway lamp to thirty percent",
+    "set the volume to four", "set a timer for twelve minutes", "set a ten minute timer",
+    "wake me up at six thirty a m", "remind me in a minute", "cancel the pasta timer",
+    "add oat milk to my shopping list", "put eggs on the list", "what's on my to do list",
+    "play some jazz in the kitchen", "play my road trip playlist", "next song", "pause",
+    "what's the weather", "what's the weather tomorrow in denver", "what time is it",
+    "how much time is left", "what's on my calendar on friday", "is the garage door closed",
+    "is the garage door open", "who is this", "did diego text me", "when did mom call",
+    "stop", "cancel", "never mind", "yes", "no thank you", "repeat that", "forget it",
+    "could you turn the lights off please", "hey lock the front door", "dial nine one one for me",
+    "make it warmer", "i'm cold", "is the fan still on",
+]
+
+
+@pytest.mark.parametrize("text", UNFINISHED)
+def test_unfinished_requests_score_low(text: str) -> None:
+    assert looks_complete(text) <= 0.25
+
+
+@pytest.mark.parametrize("text", FINISHED)
+def test_finished_requests_score_high(text: str) -> None:
+    assert looks_complete(text) >= 0.7
+
+
+@pytest.mark.parametrize("text", ["", "okay", "siobhan", "dial one eight hundred"])
+def test_unsure_requests_score_in_the_middle(text: str) -> None:
+    assert 0.3 <= looks_complete(text) <= 0.6
+
+
+def test_clear_cases_sit_at_the_ends_of_the_scale() -> None:
+    assert looks_complete("call") == pytest.approx(0.1)
+    assert looks_complete("set a timer for ten minutes") == pytest.approx(0.9)
+    assert looks_complete("") == pytest.approx(0.5)
+
+
+@given(st.lists(st.sampled_from(
+    "call dial turn on off the a my to five one nine minutes please what's it up list mom "
+    "timer for set that is m p siobhan".split()), max_size=8))
+def test_completeness_is_a_score_in_unit_range(words: list[str]) -> None:
+    score = looks_complete(" ".join(words))
+    assert 0.0 <= score <= 1.0
