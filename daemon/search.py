@@ -30,6 +30,9 @@ class Hypothesis:
     decoder_out: np.ndarray | None = field(default=None, repr=False, compare=False)
     context_state: ContextState = ROOT  # where the tokens stand in the context graph
     bias: float = 0.0  # context bonus currently included in the ranking score
+    # (log_prob, bias) just after each token was emitted: splits the score over the words
+    # of a lattice path. Merged paths add their probability to `log_prob` only.
+    trace: tuple[tuple[float, float], ...] = ()
 
     @property
     def score(self) -> float:
@@ -80,8 +83,10 @@ class GreedySearch(_Search):
             token = int(logits.argmax())
             if token not in (self.blank, self.unk):
                 lp = float(log_softmax(logits)[token])
-                self.hyp = Hypothesis(self.hyp.tokens + (token,), self.hyp.log_prob + lp,
-                                      self.hyp.timestamps + (self.frame_offset,))
+                log_prob = self.hyp.log_prob + lp
+                self.hyp = Hypothesis(self.hyp.tokens + (token,), log_prob,
+                                      self.hyp.timestamps + (self.frame_offset,),
+                                      trace=self.hyp.trace + ((log_prob, 0.0),))
             self.frame_offset += 1
 
     @property
@@ -133,14 +138,15 @@ class ModifiedBeamSearch(_Search):
             log_prob = float(acoustic.flat[idx])
             if token == self.blank:
                 new = Hypothesis(src.tokens, log_prob, src.timestamps, src.decoder_out,
-                                 src.context_state, src.bias)
+                                 src.context_state, src.bias, src.trace)
             else:
                 state, bias = src.context_state, src.bias
                 if self.context is not None:
                     delta, state, _ = self.context.forward_one_step(state, token)
                     bias += delta
                 new = Hypothesis(src.tokens + (token,), log_prob,
-                                 src.timestamps + (self.frame_offset,), None, state, bias)
+                                 src.timestamps + (self.frame_offset,), None, state, bias,
+                                 src.trace + ((log_prob, bias),))
             old = merged.get(new.tokens)
             if old is None:
                 merged[new.tokens] = new

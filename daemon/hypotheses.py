@@ -1,0 +1,61 @@
+"""From token hypotheses to words with times and scores (what lattices and clients see)."""
+
+from __future__ import annotations
+
+from edge_asr.daemon.lattice import Path, WordArc
+from edge_asr.daemon.search import Hypothesis
+
+WORD_START = "\u2581"  # sentencepiece's word-boundary marker
+
+
+def hypothesis_path(hyp: Hypothesis, pieces: list[str], frame_s: float) -> Path:
+    """Words of a hypothesis, times in seconds from the start of its stream.
+
+    A word's acoustic score is the growth of the hypothesis' log-prob from the previous
+    word's last token to its own last token; what follows the last token (trailing blanks,
+    probability added by merged paths) goes to the last word, so the path's scores add up
+    to the hypothesis' score. The context bonus is split the same way.
+    """
+    groups: list[list[int]] = []  # token positions of each word
+    for i, token in enumerate(hyp.tokens):
+        piece = pieces[token]
+        starts_word = piece.startswith(WORD_START) and (
+            not groups or pieces[hyp.tokens[groups[-1][-1]]] != WORD_START)
+        if not groups or starts_word:
+            groups.append([i])
+        else:
+            groups[-1].append(i)
+    words: list[WordArc] = []
+    prev_lp, prev_bias = 0.0, 0.0
+    for k, group in enumerate(groups):
+        text = "".join(pieces[hyp.tokens[i]] for i in group).replace(WORD_START, "")
+        last = group[-1]
+        lp, bias = hyp.trace[last] if last < len(hyp.trace) else (hyp.log_prob, hyp.bias)
+        if k == len(groups) - 1:
+            lp, bias = hyp.log_prob, hyp.bias
+        start = hyp.timestamps[group[0]] * frame_s
+        if k + 1 < len(groups):
+            end = hyp.timestamps[groups[k + 1][0]] * frame_s
+        else:
+            end = (hyp.timestamps[last] + 1) * frame_s
+        if text:
+            words.append(WordArc(text, start, end, lp - prev_lp, bias - prev_bias))
+            prev_lp, prev_bias = lp, bias
+    return Path(words)
+
+
+def stable_prefix(texts: list[str]) -> str:
+    """The words every hypothesis of the beam agrees on: they will not change any more."""
+    if not texts:
+        return ""
+    split = [t.split() for t in texts]
+    common = []
+    for column in zip(*split, strict=False):
+        if any(w != column[0] for w in column):
+            break
+        common.append(column[0])
+    # The last common word may still grow ("five" -> "fifty"): only words followed by more
+    # words in every hypothesis count as stable.
+    if common and any(len(s) == len(common) for s in split):
+        common = common[:-1]
+    return " ".join(common)
