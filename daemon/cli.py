@@ -1,8 +1,11 @@
 """The `edge-asr` command.
 
-    edge-asr transcribe FILE [--model DIR]          partial and final transcripts of a file
-    edge-asr eval MANIFEST --output RESULTS.jsonl   score a DOMAIN.md manifest (WER per tag, RTF)
-    edge-asr demo [FILES...]                        stream the bundled clips as a microphone would
+    edge-asr daemon [--config daemon.toml] [...]    the long-running device service
+    edge-asr listen [--socket PATH | --tcp ADDR]    print a running daemon's events
+    edge-asr devices                                list audio input devices
+    edge-asr transcribe FILE...                     the daemon's events for audio files
+    edge-asr eval MANIFEST --output RESULTS.jsonl   score a DOMAIN.md manifest
+    edge-asr demo                                   daemon + simulated microphone + listener
 """
 
 from __future__ import annotations
@@ -10,11 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from edge_asr.daemon.audio import AudioFormatError, read_audio
-from edge_asr.daemon.features import SAMPLE_RATE
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import ModelError
 
@@ -26,20 +27,20 @@ def _recognizer(args: argparse.Namespace) -> Recognizer:
                                        beam=args.beam, threads=args.threads))
 
 
-def _print_partial(result, seconds: float) -> None:
-    print(f"  [{seconds:6.2f}s] partial: {result.text}", flush=True)
-
-
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.evaluate import recognize_samples
+    from edge_asr.daemon.evaluate import run_pipeline
+    from edge_asr.daemon.pipeline import Pipeline, PipelineConfig
+    from edge_asr.daemon.service import format_event
 
     recognizer = _recognizer(args)
     for path in args.files:
         samples = read_audio(path)
         print(f"{path}:")
-        result = recognize_samples(recognizer, samples,
-                                   on_partial=_print_partial if args.partials else None)
-        print(f"  final: {result.text}")
+        pipeline = Pipeline(recognizer, PipelineConfig(partials=args.partials), source="file")
+        if args.context:
+            pipeline.set_context(args.context)
+        for event in run_pipeline(pipeline, samples):
+            print("  " + format_event(event))
     return 0
 
 
@@ -54,32 +55,65 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Plays clips in real time (or faster) through one recognizer, printing what it hears."""
-    from edge_asr.daemon.evaluate import PIECE_SECONDS
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from edge_asr.daemon.service import load_config, run_daemon
 
-    recognizer = _recognizer(args)
-    files = args.files or sorted(BUNDLED_CLIPS.glob("*.flac"))[: args.limit]
-    piece = int(PIECE_SECONDS * SAMPLE_RATE)
-    for path in files:
-        samples = read_audio(path)
-        stream = recognizer.create_stream()
-        print(f"\n>> {Path(path).name} ({len(samples) / SAMPLE_RATE:.2f} s)", flush=True)
-        last = ""
-        t0 = time.monotonic()
-        for i, start in enumerate(range(0, len(samples), piece)):
-            if args.realtime:  # pace like a microphone: one piece every 20 ms
-                time.sleep(max(0.0, t0 + i * PIECE_SECONDS - time.monotonic()))
-            stream.accept_waveform(samples[start : start + piece])
-            if recognizer.decode(stream):
-                text = recognizer.result(stream).text
-                if text != last:
-                    _print_partial(recognizer.result(stream), (start + piece) / SAMPLE_RATE)
-                    last = text
-        stream.input_finished()
-        recognizer.decode(stream)
-        print(f"   FINAL: {recognizer.result(stream).text}", flush=True)
+    config = load_config(args.config)
+    if args.model:
+        config.recognizer.model_dir = args.model
+    for name in ("decoding_method", "beam", "threads"):
+        if getattr(args, name) is not None:
+            setattr(config.recognizer, name, getattr(args, name))
+    if args.source:
+        config.source.kind = args.source
+    if args.device is not None:
+        config.source.device = args.device
+    if args.files:
+        config.source.files = [str(f) for f in args.files]
+        config.source.kind = args.source or "files"
+    if args.realtime is not None:
+        config.source.realtime = args.realtime
+    if args.wait_for_subscriber:
+        config.source.wait_for_subscriber = True
+    if args.socket is not None:
+        config.server.socket = args.socket
+    if args.tcp is not None:
+        config.server.tcp = args.tcp
+    if args.metrics_port is not None:
+        config.metrics_port = args.metrics_port
+    config.print_events = args.print_events or config.print_events
+    return run_daemon(config)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from edge_asr.daemon.sources import AudioSourceError, list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except AudioSourceError as e:
+        print(f"edge-asr: {e}", file=sys.stderr)
+        return 2
+    if not devices:
+        print("no audio input devices")
+    for d in devices:
+        print(f"{d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['default_rate']:.0f} Hz, "
+              f"{d['host_api']})")
     return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from edge_asr.daemon.client import listen
+
+    return listen(args.socket, args.tcp, partials=not args.no_partials, timeout=args.timeout)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The daemon in its own process, playing the bundled clips as a microphone would, and
+    this process subscribed to its events over gRPC, printing them."""
+    from edge_asr.daemon.client import run_demo
+
+    files = args.files or sorted(BUNDLED_CLIPS.glob("*.flac"))[: args.limit]
+    return run_demo([str(f) for f in files], model=args.model, realtime=args.realtime)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--beam", type=int, default=4)
         sp.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
 
-    t = sub.add_parser("transcribe", help="transcribe audio files")
+    t = sub.add_parser("transcribe", help="run audio files through the daemon's pipeline")
     t.add_argument("files", nargs="+", type=Path)
     t.add_argument("--partials", action="store_true", help="print partial results too")
+    t.add_argument("--context", nargs="*", help="names and phrases to boost")
     model_args(t)
     t.set_defaults(func=cmd_transcribe)
 
@@ -109,11 +144,40 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(e)
     e.set_defaults(func=cmd_eval)
 
-    d = sub.add_parser("demo", help="stream clips as a microphone would and print results")
+    dm = sub.add_parser("daemon", help="run the device service")
+    dm.add_argument("--config", type=Path, help="TOML configuration (see README)")
+    dm.add_argument("--model", type=Path)
+    dm.add_argument("--decoding", dest="decoding_method",
+                    choices=["greedy_search", "modified_beam_search"])
+    dm.add_argument("--beam", type=int)
+    dm.add_argument("--threads", type=int)
+    dm.add_argument("--source", choices=["microphone", "files", "none"])
+    dm.add_argument("--device", help="microphone name (substring) or index")
+    dm.add_argument("--files", nargs="*", type=Path, help="play these files as the microphone")
+    dm.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None)
+    dm.add_argument("--wait-for-subscriber", action="store_true",
+                    help="start the source once a client subscribes")
+    dm.add_argument("--socket", help="Unix socket path ('' to disable)")
+    dm.add_argument("--tcp", help="also listen on this loopback address, e.g. 127.0.0.1:50051")
+    dm.add_argument("--metrics-port", type=int, help="serve Prometheus metrics (0: any port)")
+    dm.add_argument("--print-events", action="store_true", help="also print events")
+    dm.set_defaults(func=cmd_daemon)
+
+    dv = sub.add_parser("devices", help="list audio input devices")
+    dv.set_defaults(func=cmd_devices)
+
+    ls = sub.add_parser("listen", help="print the events of a running daemon")
+    ls.add_argument("--socket", default=None, help="Unix socket (default: the daemon's)")
+    ls.add_argument("--tcp", default=None, help="or a loopback TCP address")
+    ls.add_argument("--no-partials", action="store_true")
+    ls.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    ls.set_defaults(func=cmd_listen)
+
+    d = sub.add_parser("demo", help="daemon + simulated microphone + listener (make run)")
     d.add_argument("files", nargs="*", type=Path)
     d.add_argument("--limit", type=int, default=6, help="bundled clips to play")
     d.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True)
-    model_args(d)
+    d.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     d.set_defaults(func=cmd_demo)
     return p
 

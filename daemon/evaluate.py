@@ -1,8 +1,10 @@
-"""`edge-asr eval`: run a manifest through the recognition pipeline and score it.
+"""`edge-asr eval`: run a manifest through the daemon's pipeline and score it.
 
-Audio is fed in 20 ms pieces exactly as a microphone would deliver it, so what eval
-measures is what the device does. Writes one JSON line per utterance (DESIGN.md
-"Evaluation output") and returns a summary with WER per tag.
+Audio is fed in 20 ms pieces through the same `Pipeline` (VAD, recognizer, the two
+end-pointers, lattices) that the daemon runs on its microphone, so what eval measures is
+what the device does. Writes one JSON line per utterance (DESIGN.md "Evaluation output")
+and returns a summary: WER per tag, end-point latency (EP50/EP90 after the manifest's
+speech_end), premature cuts, resets, lattice bytes, real-time factor.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import numpy as np
 
 from edge_asr.daemon.audio import read_audio
 from edge_asr.daemon.features import SAMPLE_RATE
+from edge_asr.daemon.lattice import serialize
 from edge_asr.daemon.manifest import Entry, read_manifest
+from edge_asr.daemon.pipeline import Event, EventType, Pipeline, PipelineConfig
 from edge_asr.daemon.recognizer import Context, Recognizer, Result
 from edge_asr.daemon.text import normalize_text
 
@@ -42,6 +46,19 @@ def recognize_samples(recognizer: Recognizer, samples: np.ndarray,
     return recognizer.result(stream)
 
 
+def run_pipeline(pipeline: Pipeline, samples: np.ndarray) -> list[Event]:
+    """Feed samples in 20 ms pieces as a microphone would, then end the input."""
+    piece = int(PIECE_SECONDS * SAMPLE_RATE)
+    events: list[Event] = []
+    for start in range(0, len(samples), piece):
+        events += pipeline.accept(samples[start : start + piece])
+    return events + pipeline.finish()
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
 @dataclass
 class Summary:
     utterances: int = 0
@@ -51,11 +68,27 @@ class Summary:
     rtf: float = 0.0
     audio_seconds: float = 0.0
     errors: int = 0  # utterances whose audio could not be read (reported, not scored)
+    # End-point latency after the true end of speech (manifest speech_end), seconds.
+    speculative_ep50: float | None = None
+    speculative_ep90: float | None = None
+    final_ep50: float | None = None
+    final_ep90: float | None = None
+    premature_cuts: float = 0.0  # share of utterances whose final end-point cut speech
+    resets: float = 0.0  # share of utterances whose speculative lattice was revised
+    no_endpoint: int = 0  # utterances where no end-point fired before the audio ended
+    lattice_bytes_median: float | None = None
 
     def format(self) -> str:
         lines = [f"utterances {self.utterances}  WER {100 * self.wer:.2f}%  RTF {self.rtf:.4f}"
                  f"  audio {self.audio_seconds / 60:.1f} min"
                  + (f"  unreadable {self.errors}" if self.errors else "")]
+        if self.final_ep50 is not None:
+            lines.append(
+                f"end-points after speech end: speculative EP50 {self.speculative_ep50}s "
+                f"EP90 {self.speculative_ep90}s; final EP50 {self.final_ep50}s "
+                f"EP90 {self.final_ep90}s; premature cuts {100 * self.premature_cuts:.1f}%; "
+                f"resets {100 * self.resets:.1f}%; no end-point {self.no_endpoint}; "
+                f"lattice bytes median {self.lattice_bytes_median}")
         for tag in sorted(self.wer_by_tag):
             lines.append(f"  {tag:<16} {100 * self.wer_by_tag[tag]:6.2f}%  "
                          f"({self.count_by_tag[tag]} utts)")
@@ -72,24 +105,45 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
     return errors / sum(len(r.split()) for r, _ in pairs)
 
 
-def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool) -> dict:
+_FINALS = (EventType.CONFIRMED, EventType.FINAL_ENDPOINT)
+
+
+def _decision_time(event: Event | None) -> float | None:
+    """Audio time of an end-point decision, or None if only the end of input closed it."""
+    if event is None or event.reason == "end_of_input":
+        return None
+    return round(event.audio_time, 3)
+
+
+def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
+                   config: PipelineConfig | None = None) -> dict:
     samples = read_audio(entry.audio_filepath)
     context = entry.context if use_context and entry.context else None
     cpu = time.process_time()  # building a context graph is part of the device's work
-    result = recognize_samples(recognizer, samples, context=context)
+    pipeline = Pipeline(recognizer, config)
+    pipeline.set_context(context)
+    events = run_pipeline(pipeline, samples)
     cpu = time.process_time() - cpu
+    finals = [e for e in events if e.type in _FINALS]
+    first_spec = next((e for e in events if e.type is EventType.SPECULATIVE_ENDPOINT), None)
+    last = finals[-1] if finals else None
+    # One request may come out as several utterances if an end-pointer cut it: the
+    # hypothesis is all of them in order, and the first final decision is the one scored.
+    hypothesis = " ".join(e.text for e in finals if e.text)
     return {
         "audio_filepath": entry.audio_filepath,
         "text": normalize_text(entry.text),
-        "hypothesis": normalize_text(result.text),
-        "nbest": [normalize_text(t) for t in result.nbest],
+        "hypothesis": normalize_text(hypothesis),
+        "nbest": [normalize_text(t) for t, _ in last.nbest] if last else [],
         "rescored": None,  # filled when a cloud is reachable (cloud issue)
-        "speculative_endpoint": None,  # filled by the daemon's end-pointers (daemon issue)
-        "final_endpoint": None,
-        "reset": False,
-        "lattice_bytes": None,
+        "speculative_endpoint": _decision_time(first_spec),
+        "final_endpoint": _decision_time(finals[0] if finals else None),
+        "reset": any(e.type is EventType.RESET for e in events),
+        "lattice_bytes": sum(len(serialize(e.lattice)) for e in events if e.lattice),
+        "utterances": len(finals),
         "cpu_seconds": round(cpu, 4),
         "duration": round(len(samples) / SAMPLE_RATE, 3),
+        "speech_end": entry.speech_end,
         "tags": entry.tags,
         "context_used": context is not None,
     }
@@ -101,6 +155,14 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         for tag in row.get("tags") or []:
             by_tag[tag].append(row)
     audio = sum(r["duration"] for r in rows)
+    timed = [r for r in rows if r.get("speech_end") is not None]
+    premature = [r for r in timed if r["final_endpoint"] is not None
+                 and r["final_endpoint"] < r["speech_end"]]
+    ok = [r for r in timed if r not in premature]
+    spec = [r["speculative_endpoint"] - r["speech_end"] for r in ok
+            if r["speculative_endpoint"] is not None]
+    final = [r["final_endpoint"] - r["speech_end"] for r in ok if r["final_endpoint"] is not None]
+    sent = [r["lattice_bytes"] for r in rows if r.get("lattice_bytes")]
     return Summary(
         utterances=len(rows),
         wer=word_error_rate([r["text"] for r in rows], [r["hypothesis"] for r in rows]),
@@ -110,18 +172,27 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         rtf=sum(r["cpu_seconds"] for r in rows) / audio if audio else 0.0,
         audio_seconds=audio,
         errors=errors,
+        speculative_ep50=_percentile(spec, 50),
+        speculative_ep90=_percentile(spec, 90),
+        final_ep50=_percentile(final, 50),
+        final_ep90=_percentile(final, 90),
+        premature_cuts=len(premature) / len(timed) if timed else 0.0,
+        resets=sum(bool(r["reset"]) for r in rows) / len(rows) if rows else 0.0,
+        no_endpoint=sum(r["final_endpoint"] is None for r in rows),
+        lattice_bytes_median=float(np.median(sent)) if sent else None,
     )
 
 
 def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
-             use_context: bool = True, progress: bool = False) -> Summary:
+             use_context: bool = True, progress: bool = False,
+             config: PipelineConfig | None = None) -> Summary:
     entries = read_manifest(manifest)
     rows, errors = [], 0
     out = output.open("w", encoding="utf-8") if output else None
     try:
         for i, entry in enumerate(entries):
             try:
-                row = evaluate_entry(recognizer, entry, use_context)
+                row = evaluate_entry(recognizer, entry, use_context, config)
             except (OSError, ValueError) as e:
                 errors += 1
                 print(f"skipping {entry.audio_filepath}: {e}")

@@ -333,6 +333,55 @@ class FileSource(_Closing):
         self._closed.set()
 
 
+class PlaylistSource(_Closing):
+    """Several files one after another with silence between them: a simulated microphone
+    in a room where someone speaks now and then (what `make run` plays)."""
+
+    def __init__(self, paths: Sequence[str | Path], realtime: bool = True, gap_s: float = 1.5,
+                 loop: bool = False, piece_ms: int = 20) -> None:
+        if not paths:
+            raise AudioSourceError("a playlist source needs at least one file")
+        self.paths = [Path(p) for p in paths]
+        self.realtime, self.gap_s, self.loop, self.piece_ms = realtime, gap_s, loop, piece_ms
+        self.pieces_delivered = 0
+        self.current: Path | None = None
+        self._closed = threading.Event()
+        self._file: FileSource | None = None
+
+    def pieces(self) -> Iterator[np.ndarray]:
+        gap = np.zeros(int(self.gap_s * SAMPLE_RATE), np.float32)
+        while not self._closed.is_set():
+            for path in self.paths:
+                self.current = path
+                self._file = FileSource(path, self.realtime, self.piece_ms)
+                for piece in self._file.pieces():
+                    self.pieces_delivered += 1
+                    yield piece
+                for piece in self._silence(gap):
+                    yield piece
+                if self._closed.is_set():
+                    return
+            if not self.loop:
+                return
+
+    def _silence(self, gap: np.ndarray) -> Iterator[np.ndarray]:
+        piece = samples_per_piece(self.piece_ms)
+        start = time.monotonic()
+        for i in range(0, len(gap), piece):
+            if self.realtime and self._closed.wait(max(0.0, start + (i + piece) / SAMPLE_RATE
+                                                         - time.monotonic())):
+                return
+            if self._closed.is_set():
+                return
+            self.pieces_delivered += 1
+            yield gap[i:i + piece]
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._file is not None:
+            self._file.close()
+
+
 # -- pushed by a client --------------------------------------------------------------------
 
 def decode_pushed(data: bytes | bytearray | memoryview | np.ndarray, rate: int, encoding: str,

@@ -5,7 +5,9 @@ Every figure in it is measured here, by the same `edge-asr eval` code users run.
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -19,12 +21,29 @@ from edge_asr.models.model import count_parameters
 from edge_asr.models.synth import heldout_voices, training_voices
 from edge_asr.models.train import load_model
 
-EVAL_SETS = ("test_voices", "test_sentences", "test_names", "test_snr10", "test_band8k", "dev")
+EVAL_SETS = ("test_voices", "test_sentences", "test_names", "test_snr10", "test_band8k")
 
 
 def _manifest_summary(path: Path) -> dict:
     rows = [json.loads(line) for line in path.open(encoding="utf-8")]
     return {"utterances": len(rows), "hours": round(sum(r["duration"] for r in rows) / 3600, 2)}
+
+
+def _rss_bytes() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def loaded_model_bytes(model_dir: Path) -> int:
+    """Resident memory that loading the three ONNX sessions adds to this process."""
+    from edge_asr.daemon.transducer import TransducerModel
+
+    gc.collect()
+    before = _rss_bytes()
+    model = TransducerModel(model_dir, threads=1)
+    after = _rss_bytes()
+    del model
+    return after - before
 
 
 def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = EVAL_SETS) -> dict:
@@ -53,6 +72,7 @@ def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = E
         "bytes": {n: p.stat().st_size for n, p in files.items()},
         "bytes_total": sum(p.stat().st_size for p in files.values()),
         "bytes_in_memory_weights": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "bytes_in_memory_loaded": loaded_model_bytes(model_dir),
         "sha256": {n: sha256_of(p) for n, p in files.items()},
         "training_data": {
             "train": _manifest_summary(data / "manifests" / "train.jsonl"),
@@ -71,7 +91,6 @@ def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = E
                            "test_names": "held-out voices, sentences with held-out names",
                            "test_snr10": "test_voices at 10 dB SNR (fan, babble, music ...)",
                            "test_band8k": "test_voices band-limited to 8 kHz",
-                           "dev": "training voices, dev sentences",
                        }},
         "measured_on": f"{platform.machine()} {platform.processor() or ''} "
                        f"{torch.get_num_threads()} threads, onnxruntime 1 thread".strip(),

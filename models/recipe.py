@@ -73,7 +73,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="cache folder (outside git)")
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
-    p.add_argument("--n-train", type=int, default=22000, help="training utterances to render")
+    p.add_argument("--n-train", type=int, default=24000, help="training utterances to render")
     p.add_argument("--n-corpus", type=int, default=40000, help="training sentences to generate")
     p.add_argument("--vocab-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)

@@ -1,0 +1,79 @@
+"""A small gRPC client of the daemon: `edge-asr listen` and the `make run` demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
+from edge_asr.daemon.service import default_socket
+
+
+def channel_for(socket: str | None, tcp: str | None) -> grpc.Channel:
+    target = tcp if tcp else f"unix:{socket or default_socket()}"
+    return grpc.insecure_channel(target)
+
+
+def format_pb_event(event) -> str:
+    kind = edge_asr_pb2.EventType.Name(event.type)
+    extra = ""
+    if event.HasField("lattice"):
+        extra = (f"  (lattice rev {event.lattice.revision}: {len(event.lattice.arcs)} arcs, "
+                 f"{event.lattice.ByteSize()} bytes)")
+    elif kind == "PARTIAL" and event.stable_prefix:
+        extra = f"  [stable: {event.stable_prefix}]"
+    elif kind in ("RESET",) and event.reason:
+        extra = f"  ({event.reason})"
+    return f"{event.audio_time:7.2f}s  {kind:<21} {event.utterance_id:<8} {event.text}{extra}"
+
+
+def listen(socket: str | None, tcp: str | None, partials: bool = True,
+           timeout: float | None = None, out=sys.stdout) -> int:
+    """Print the daemon's events until it stops (or `timeout` seconds pass)."""
+    with channel_for(socket, tcp) as channel:
+        stub = edge_asr_pb2_grpc.EdgeAsrStub(channel)
+        try:
+            stream = stub.Subscribe(edge_asr_pb2.SubscribeRequest(partials=partials),
+                                    timeout=timeout, wait_for_ready=True)
+            for event in stream:
+                print(format_pb_event(event), file=out, flush=True)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return 0
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                print(f"edge-asr: daemon not reachable: {e.details()}", file=sys.stderr)
+                return 2
+            raise
+    return 0
+
+
+def run_demo(files: list[str], model: str | Path, realtime: bool = True) -> int:
+    """`make run`: the daemon in its own process plays the files as its microphone; this
+    process subscribes over the Unix socket and prints every event."""
+    with tempfile.TemporaryDirectory(prefix="edge-asr-") as tmp:
+        socket = os.path.join(tmp, "daemon.sock")
+        cmd = [sys.executable, "-m", "edge_asr.daemon.cli", "daemon", "--source", "files",
+               "--files", *files, "--socket", socket, "--model", str(model),
+               "--realtime" if realtime else "--no-realtime", "--wait-for-subscriber"]
+        daemon = subprocess.Popen(cmd)
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(socket):
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    print("edge-asr: the daemon did not start", file=sys.stderr)
+                    return 2
+                time.sleep(0.05)
+            print(f"playing {len(files)} clips through the daemon's simulated microphone\n",
+                  flush=True)
+            listen(socket, None)
+            return daemon.wait(timeout=30)
+        finally:
+            if daemon.poll() is None:
+                daemon.terminate()
+                daemon.wait(timeout=10)

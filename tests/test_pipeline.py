@@ -1,0 +1,75 @@
+"""The per-stream pipeline on real speech (the shipped model, the bundled clips):
+DESIGN.md's event order, and resumed speech after a speculative end-point ends in RESET."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.evaluate import run_pipeline
+from edge_asr.daemon.lattice import paths
+from edge_asr.daemon.pipeline import EventType, Pipeline
+from edge_asr.daemon.recognizer import Recognizer
+
+DATA = Path(__file__).parent / "data"
+ROWS = [json.loads(line) for line in (DATA / "manifest.jsonl").open()]
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> Recognizer:
+    return Recognizer()
+
+
+def _speech(row: dict) -> np.ndarray:
+    audio = read_audio(DATA / row["audio_filepath"])
+    return audio[int(row["speech_start"] * 16000) : int(row["speech_end"] * 16000)]
+
+
+def _grammar_ok(types: list[EventType]) -> bool:
+    """SPEECH_STARTED PARTIAL* SPECULATIVE (PARTIAL*) (CONFIRMED | RESET PARTIAL* FINAL)."""
+    t = [x for x in types if x is not EventType.PARTIAL]
+    return t in ([EventType.SPEECH_STARTED, EventType.SPECULATIVE_ENDPOINT, EventType.CONFIRMED],
+                 [EventType.SPEECH_STARTED, EventType.SPECULATIVE_ENDPOINT, EventType.RESET,
+                  EventType.FINAL_ENDPOINT])
+
+
+def test_every_bundled_clip_follows_the_event_order(recognizer):
+    for row in ROWS[:8]:
+        events = run_pipeline(Pipeline(recognizer), read_audio(DATA / row["audio_filepath"]))
+        by_utt: dict[str, list[EventType]] = {}
+        for e in events:
+            by_utt.setdefault(e.utterance_id, []).append(e.type)
+        assert by_utt, row["text"]
+        for types in by_utt.values():
+            assert _grammar_ok(types), (row["text"], types)
+        spec = next(e for e in events if e.type is EventType.SPECULATIVE_ENDPOINT)
+        assert spec.revision == 1 and spec.lattice is not None
+        # The lattice carries the n-best: its best path is the speculative best text.
+        assert " ".join(w.word for w in paths(spec.lattice, 1)[0].words) == spec.text
+
+
+def test_speech_resuming_after_a_speculative_endpoint_gives_reset(recognizer):
+    first, second = _speech(ROWS[0]), _speech(ROWS[1])
+    # A pause long enough for the speculative end-pointer (0.22 s) but shorter than the
+    # final one's shortest wait (0.35 s): the person goes on speaking.
+    pause = np.zeros(int(0.30 * 16000), np.float32)
+    lead = np.zeros(8000, np.float32)
+    tail = np.zeros(int(1.5 * 16000), np.float32)
+    audio = np.concatenate([lead, first, pause, second, tail])
+    events = run_pipeline(Pipeline(recognizer), audio)
+    types = [e.type for e in events if e.type is not EventType.PARTIAL]
+    assert types == [EventType.SPEECH_STARTED, EventType.SPECULATIVE_ENDPOINT, EventType.RESET,
+                     EventType.FINAL_ENDPOINT], types
+    final = events[-1]
+    assert final.revision == 2 and final.lattice is not None and final.lattice.revision == 2
+    assert len({e.utterance_id for e in events}) == 1  # one utterance, continued
+    spec = next(e for e in events if e.type is EventType.SPECULATIVE_ENDPOINT)
+    assert len(final.text.split()) > len(spec.text.split())
+
+
+def test_silence_and_noise_produce_no_utterance(recognizer):
+    rng = np.random.default_rng(0)
+    quiet = (rng.standard_normal(16000 * 3) * 1e-4).astype(np.float32)
+    assert run_pipeline(Pipeline(recognizer), quiet) == []
