@@ -16,7 +16,10 @@ import sys
 from pathlib import Path
 
 from edge_asr.daemon.audio import AudioFormatError, read_audio
+from edge_asr.daemon.context_graph import ContextError
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
+from edge_asr.daemon.server import ServeError
+from edge_asr.daemon.sources import AudioSourceError
 from edge_asr.daemon.transducer import ModelError
 
 BUNDLED_CLIPS = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -186,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ModelError, AudioFormatError, FileNotFoundError) as e:
+    except (ModelError, AudioFormatError, FileNotFoundError, ServeError, AudioSourceError,
+            ContextError, ValueError) as e:
         print(f"edge-asr: error: {e}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,7 @@ search); the recognizer owns the model and is shared by all streams.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class Recognizer:
         self.model = model or TransducerModel(config.model_dir, threads=config.threads)
         self._context_builder: ContextBuilder | None = None
         self._contexts: OrderedDict[tuple, ContextGraph] = OrderedDict()
+        self._contexts_lock = threading.Lock()
 
     def new_search(self, context_graph: ContextGraph | None = None
                    ) -> GreedySearch | ModifiedBeamSearch:
@@ -147,14 +149,17 @@ class Recognizer:
         key = tuple(context_entries(context))  # checks shape, types and counts first
         if self.config.decoding_method == "greedy_search":
             return None
-        graph = self._contexts.get(key)
-        if graph is None:
-            graph = self._builder().build(context)
+        # Streams of several threads (the daemon's worker, Recognize calls) share the cache.
+        with self._contexts_lock:
+            graph = self._contexts.get(key)
+            if graph is not None:
+                self._contexts.move_to_end(key)
+                return graph
+        graph = self._builder().build(context)  # outside the lock: building takes a while
+        with self._contexts_lock:
             self._contexts[key] = graph
             if len(self._contexts) > CONTEXT_CACHE_SIZE:
                 self._contexts.popitem(last=False)
-        else:
-            self._contexts.move_to_end(key)
         return graph
 
     def create_stream(self, context: Context | None = None) -> OnlineStream:

@@ -130,6 +130,7 @@ class Daemon:
         return {
             "uptime_s": time.monotonic() - self.started,
             "model": str(self.config.recognizer.model_dir),
+            "model_version": self.pipeline_config.model_version,
             "utterances": self.pipeline.utterances,
             "subscribers": self.bus.subscribers,
             "dropped_partials": self.bus.dropped,

@@ -1,0 +1,518 @@
+"""The gRPC client API (protos/edge_asr.proto) over the daemon's core.
+
+`serve()` listens on a Unix socket (mode 0660) and/or a loopback TCP port, with gRPC's
+standard health service and server reflection beside `edge_asr.v1.EdgeAsr`.
+
+Threads: this is gRPC's synchronous server, so every call runs on a thread of one pool
+and a streaming call (Subscribe, Recognize) holds its thread for as long as it lasts.
+The pool is therefore large (64 by default) and streaming calls are capped a few threads
+below it (`max_streams`): the calls past the cap are refused with RESOURCE_EXHAUSTED,
+so health checks, GetStatus and SetContext always find a free thread. Recognize calls
+have a lower cap of their own (`max_recognize`), since each one decodes on the CPU that the
+daemon's own source needs too.
+
+Recognize runs a pipeline of its own for each call, in the call's thread: pushed audio
+is validated and resampled by a `PushSource`, then recognized, and the events go back on
+the same call. Nothing of it touches the daemon's own source or the event bus.
+
+Errors: bad audio, a missing RecognizeConfig and bad context entries end that call with
+INVALID_ARGUMENT and a message saying what was wrong; a client that vanishes mid-stream
+only loses its own pipeline. The server goes on serving in every case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent import futures
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from edge_asr.daemon.audio import AudioFormatError, check_sample_rate
+from edge_asr.daemon.bus import EventBus, Subscription, SubscriptionClosed
+from edge_asr.daemon.context_graph import ContextError
+from edge_asr.daemon.lattice import to_proto as lattice_to_proto
+from edge_asr.daemon.pipeline import Event, EventType, Pipeline
+from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
+from edge_asr.daemon.sources import PushSource
+from edge_asr.daemon.transducer import ModelError
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = edge_asr_pb2.DESCRIPTOR.services_by_name["EdgeAsr"].full_name
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+DEFAULT_WORKERS = 64
+RESERVED_WORKERS = 8  # threads kept free of streaming calls, for unary calls
+# Each Recognize call decodes on its own thread; a few at once already fill a 2-core device.
+DEFAULT_MAX_RECOGNIZE = 4
+PUSH_PIECE_MS = 20  # pushed audio reaches the pipeline in pieces as a microphone's would
+MAX_PUSH_PIECE_S = 1.0  # longest audio one Recognize message may carry
+_POLL_S = 1.0  # a blocked Subscribe re-checks that its client is still there this often
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
+SOCKET_MODE = 0o660
+
+_EVENT_TYPES = {t: edge_asr_pb2.EventType.Value(t.name) for t in EventType}
+_ENCODINGS = {edge_asr_pb2.PCM_S16LE: "pcm_s16le", edge_asr_pb2.F32LE: "f32le"}
+_CONTEXT_KINDS = ("contacts", "devices", "phrases")
+
+
+class Core(Protocol):
+    """What the servicer needs of the daemon (edge_asr.daemon.service.Daemon has it)."""
+
+    bus: EventBus
+
+    def new_pipeline(self, source: str) -> Pipeline:
+        """A fresh pipeline over the shared model; `source` prefixes its utterance ids."""
+        ...
+
+    def set_context(self, context: dict[str, list[str]]) -> int:
+        """Sets the own source's context from the next utterance; returns its entries.
+        Raises ContextError naming a bad entry (the old context then stays)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Status fields by name (see Status in edge_asr.proto); other numbers are counters."""
+        ...
+
+
+class ServeError(RuntimeError):
+    """The server cannot listen where it was asked to, in words."""
+
+
+class _Refused(Exception):
+    """A call the servicer ends with `code` and a message for the client."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# -- conversions --------------------------------------------------------------------------
+
+def event_to_proto(event: Event, dropped_before: int = 0) -> edge_asr_pb2.Event:
+    message = edge_asr_pb2.Event(
+        type=_EVENT_TYPES[event.type], utterance_id=event.utterance_id,
+        revision=event.revision, text=event.text, stable_prefix=event.stable_prefix,
+        audio_time=event.audio_time, wall_time=event.wall_time, reason=event.reason,
+        dropped_partials_before=dropped_before)
+    message.nbest.extend(edge_asr_pb2.NbestEntry(text=text, score=score)
+                         for text, score in event.nbest)
+    if event.speech_start is not None:
+        message.speech_start = event.speech_start
+    if event.lattice is not None:
+        message.lattice.CopyFrom(lattice_to_proto(event.lattice))
+    return message
+
+
+def context_from_proto(lists: edge_asr_pb2.ContextLists) -> dict[str, list[str]]:
+    return {kind: list(getattr(lists, kind)) for kind in _CONTEXT_KINDS}
+
+
+_STATUS_FIELDS = {f.name for f in edge_asr_pb2.Status.DESCRIPTOR.fields} - {"counters"}
+
+
+def status_to_proto(values: Mapping[str, Any]) -> edge_asr_pb2.Status:
+    """Known keys fill their fields; any other number goes into `counters`."""
+    message = edge_asr_pb2.Status()
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in _STATUS_FIELDS:
+            field = edge_asr_pb2.Status.DESCRIPTOR.fields_by_name[key]
+            is_text = field.type == field.TYPE_STRING
+            setattr(message, key, str(value) if is_text else type(getattr(message, key))(value))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            message.counters[key] = float(value)
+    return message
+
+
+def _encoding_name(encoding: int) -> str:
+    if encoding == edge_asr_pb2.ENCODING_UNSPECIFIED:
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                       "RecognizeConfig.encoding is not set; use PCM_S16LE or F32LE")
+    if encoding not in _ENCODINGS:
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"unknown encoding {encoding}; known: PCM_S16LE, F32LE")
+    return _ENCODINGS[encoding]
+
+
+# -- the servicer -------------------------------------------------------------------------
+
+class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
+    def __init__(self, core: Core, max_streams: int = DEFAULT_WORKERS - RESERVED_WORKERS,
+                 max_recognize: int = DEFAULT_MAX_RECOGNIZE,
+                 max_piece_s: float = MAX_PUSH_PIECE_S) -> None:
+        if max_streams < 1 or max_recognize < 1:
+            raise ValueError(f"max_streams and max_recognize must be at least 1, got "
+                             f"{max_streams} and {max_recognize}")
+        self.core = core
+        self.max_streams = max_streams
+        self.max_recognize = max_recognize
+        self.max_piece_s = max_piece_s
+        self._lock = threading.Lock()
+        self._streams = 0
+        self._recognizing = 0
+        self._subscriptions: set[Subscription] = set()
+        self._stopping = False
+        self.counters = {"recognize_calls": 0, "recognize_refused": 0, "clients_vanished": 0,
+                         "streams_refused": 0, "subscribers_disconnected": 0}
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    @property
+    def active_streams(self) -> int:
+        """Subscribe and Recognize calls running now."""
+        return self._streams
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] += 1
+
+    @contextlib.contextmanager
+    def _stream_slot(self, recognize: bool = False) -> Iterator[None]:
+        with self._lock:
+            if self._stopping:
+                raise _Refused(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
+            if self._streams >= self.max_streams:
+                self.counters["streams_refused"] += 1
+                raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"the daemon serves at most {self.max_streams} streaming "
+                               "calls at once; try again later")
+            if recognize and self._recognizing >= self.max_recognize:
+                self.counters["streams_refused"] += 1
+                raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"the daemon recognizes at most {self.max_recognize} pushed "
+                               "streams at once (they share the device's CPU with its own "
+                               "source); try again later")
+            self._streams += 1
+            self._recognizing += int(recognize)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._streams -= 1
+                self._recognizing -= int(recognize)
+
+    def shutdown(self, reason: str = "the daemon is shutting down") -> None:
+        """Ends every Subscribe stream with OK once it has sent what is queued for it;
+        later streaming calls are refused with UNAVAILABLE."""
+        with self._lock:
+            self._stopping = True
+            subs = list(self._subscriptions)
+        for sub in subs:
+            sub.end(reason)
+
+    # -- Subscribe ---------------------------------------------------------------------
+
+    def Subscribe(self, request: edge_asr_pb2.SubscribeRequest,
+                  context: grpc.ServicerContext) -> Iterator[edge_asr_pb2.Event]:
+        try:
+            with self._stream_slot():
+                yield from self._subscribe(request.partials, context)
+        except _Refused as e:
+            context.abort(e.code, e.message)
+
+    def _subscribe(self, partials: bool, context: grpc.ServicerContext
+                   ) -> Iterator[edge_asr_pb2.Event]:
+        sub = self.core.bus.subscribe(partials=partials)
+        with self._lock:
+            self._subscriptions.add(sub)
+            if self._stopping:  # shutdown() ran after this call got its slot
+                sub.end("the daemon is shutting down")
+        # Called by gRPC when the call ends for any reason (client gone, server stop):
+        # wakes the get() below at once.
+        context.add_callback(lambda: sub.close("the call ended"))
+        try:
+            while True:
+                try:
+                    delivery = sub.get(timeout=_POLL_S)
+                except SubscriptionClosed as closed:
+                    if closed.disconnected:
+                        self._count("subscribers_disconnected")
+                        raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       closed.reason) from None
+                    return  # the source ended or the daemon stops: the stream ends OK
+                if delivery is None:
+                    if not context.is_active():
+                        return
+                    continue
+                yield event_to_proto(delivery.event, delivery.dropped_before)
+        finally:
+            sub.close()
+            with self._lock:
+                self._subscriptions.discard(sub)
+
+    # -- Recognize ---------------------------------------------------------------------
+
+    def Recognize(self, request_iterator: Iterator[edge_asr_pb2.RecognizeRequest],
+                  context: grpc.ServicerContext) -> Iterator[edge_asr_pb2.Event]:
+        self._count("recognize_calls")
+        refused: _Refused | None = None
+        finished = False
+        try:
+            with self._stream_slot(recognize=True):
+                yield from self._recognize(request_iterator)
+            finished = True
+        except _Refused as e:
+            refused = e
+        except (AudioFormatError, ContextError) as e:
+            refused = _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except ModelError as e:
+            refused = _Refused(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except grpc.RpcError:
+            pass  # the request iterator says the client cancelled or vanished: see below
+        except Exception as e:  # a bug, not the client's fault: say so, keep serving
+            log.exception("Recognize failed")
+            refused = _Refused(grpc.StatusCode.INTERNAL, f"recognition failed: {e!r}")
+        finally:
+            # Neither finished nor refused: the client went away, while we waited for its
+            # audio (RpcError) or sent it events (gRPC closes this generator). Its pipeline
+            # and source go with this frame.
+            if not finished and refused is None:
+                self._count("clients_vanished")
+                log.info("Recognize from %s ended before the client half-closed (it cancelled, "
+                         "went away, or sent a message over the size limit)", context.peer())
+        if refused is not None:
+            if refused.code is grpc.StatusCode.INVALID_ARGUMENT:
+                self._count("recognize_refused")
+            context.abort(refused.code, refused.message)
+
+    def _recognize(self, requests: Iterator[edge_asr_pb2.RecognizeRequest]
+                   ) -> Iterator[edge_asr_pb2.Event]:
+        first = next(requests, None)
+        if first is None or first.WhichOneof("request") != "config":
+            got = "nothing" if first is None else (first.WhichOneof("request") or "an empty "
+                                                   "message")
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"the first message of Recognize must be a RecognizeConfig "
+                           f"(config), then audio; got {got}")
+        pipeline, rate, encoding = self._open(first.config)
+        source = PushSource(piece_ms=PUSH_PIECE_MS, max_piece_s=self.max_piece_s)
+        for request in requests:
+            kind = request.WhichOneof("request")
+            if kind != "audio":
+                raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                               "only the first message of Recognize may be a RecognizeConfig"
+                               if kind == "config" else
+                               "a RecognizeRequest must carry config or audio; got neither")
+            source.push(request.audio, rate, encoding)
+            yield from self._run(pipeline, source)
+        source.end()  # the client half-closed: flush the resampler, then the utterance
+        yield from self._run(pipeline, source)
+        for event in pipeline.finish():
+            yield event_to_proto(event)
+
+    def _open(self, config: edge_asr_pb2.RecognizeConfig) -> tuple[Pipeline, int, str]:
+        encoding = _encoding_name(config.encoding)
+        check_sample_rate(config.sample_rate)
+        pipeline = self.core.new_pipeline("push")
+        if not config.partials:  # a copy: the config object is shared with other pipelines
+            pipeline.config = dataclasses.replace(pipeline.config, partials=False)
+        if config.HasField("context"):
+            context = context_from_proto(config.context)
+            if any(context.values()):
+                pipeline.set_context(context)
+        return pipeline, config.sample_rate, encoding
+
+    @staticmethod
+    def _run(pipeline: Pipeline, source: PushSource) -> Iterator[edge_asr_pb2.Event]:
+        for piece in source.pieces(timeout=0):  # only what is ready; never waits
+            for event in pipeline.accept(piece):
+                yield event_to_proto(event)
+
+    # -- unary calls -------------------------------------------------------------------
+
+    def SetContext(self, request: edge_asr_pb2.ContextLists,
+                   context: grpc.ServicerContext) -> edge_asr_pb2.SetContextReply:
+        try:
+            entries = self.core.set_context(context_from_proto(request))
+        except ContextError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except ModelError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        return edge_asr_pb2.SetContextReply(entries=entries)
+
+    def GetStatus(self, request: edge_asr_pb2.GetStatusRequest,
+                  context: grpc.ServicerContext) -> edge_asr_pb2.Status:
+        values: dict[str, Any] = {}
+        stats = self.core.bus.stats()
+        values["events_published"] = stats["published"]
+        values["finals_over_bound"] = stats["finals_over_bound"]
+        with self._lock:
+            values.update(self.counters)
+            values["streams_active"] = self._streams
+        values.update(self.core.status())  # the core's own figures win
+        return status_to_proto(values)
+
+
+# -- the server ---------------------------------------------------------------------------
+
+class ApiServer(grpc.Server):
+    """The grpc.Server, plus a stop() that ends Subscribe streams cleanly (with OK after
+    their queued events) and marks health NOT_SERVING before gRPC stops."""
+
+    def __init__(self, server: grpc.Server, servicer: EdgeAsrServicer,
+                 health_servicer: health.HealthServicer, unix_path: str | None) -> None:
+        self.grpc_server = server
+        self.servicer = servicer
+        self.health = health_servicer
+        self.unix_path = unix_path
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
+        self.grpc_server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
+        self.grpc_server.add_registered_method_handlers(service_name, method_handlers)
+
+    def add_insecure_port(self, address: str) -> int:
+        return self.grpc_server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self.grpc_server.add_secure_port(address, server_credentials)
+
+    def start(self) -> None:
+        self.grpc_server.start()
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self.grpc_server.wait_for_termination(timeout)
+
+    def stop(self, grace: float | None) -> threading.Event:
+        self.health.enter_graceful_shutdown()
+        self.servicer.shutdown()
+        return self.grpc_server.stop(grace)  # gRPC removes the Unix socket file itself
+
+
+class Served(NamedTuple):
+    server: ApiServer
+    port: int | None  # the bound TCP port (useful with port 0), None without TCP
+
+
+def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
+          max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, allow_remote: bool = False,
+          max_workers: int = DEFAULT_WORKERS, max_recognize: int = DEFAULT_MAX_RECOGNIZE,
+          start: bool = True) -> Served:
+    """Serves `core` on a Unix socket and/or TCP; returns the started server and TCP port.
+
+    unix_socket: a path (an optional "unix:" prefix is accepted); the socket file gets
+        mode 0660. A live daemon already on it is an error; a stale socket file is
+        replaced.
+    tcp: "host:port"; the host must be loopback (127.0.0.1, ::1, localhost) unless
+        `allow_remote`. Port 0 binds a free port, returned as `port`.
+    max_message_bytes: largest request message; gRPC refuses bigger ones with
+        RESOURCE_EXHAUSTED.
+    max_workers: gRPC's thread pool; Subscribe and Recognize calls each hold a thread, up
+        to max_workers - 8 of them at once (the rest keep unary calls answered).
+    max_recognize: Recognize calls decoding at once; more get RESOURCE_EXHAUSTED.
+    """
+    if not unix_socket and not tcp:
+        raise ServeError("nowhere to listen: give a Unix socket path, a TCP address or both")
+    if max_workers <= RESERVED_WORKERS:
+        raise ValueError(f"max_workers must be more than {RESERVED_WORKERS}, got {max_workers}")
+    unix_path = _check_unix_path(unix_socket) if unix_socket else None
+    tcp_address = _check_tcp(tcp, allow_remote) if tcp else None
+    servicer = EdgeAsrServicer(core, max_streams=max_workers - RESERVED_WORKERS,
+                               max_recognize=max_recognize)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-api"),
+        options=[("grpc.max_receive_message_length", max_message_bytes),
+                 # Linux gRPC sets SO_REUSEPORT, which would let a second daemon share
+                 # the port silently.
+                 ("grpc.so_reuseport", 0)])
+    edge_asr_pb2_grpc.add_EdgeAsrServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = None
+    try:
+        if tcp_address is not None:  # first: a port in use is the likelier failure
+            port = _bind(server, tcp_address)
+        if unix_path is not None:
+            _bind(server, f"unix:{unix_path}")
+            os.chmod(unix_path, SOCKET_MODE)  # before start(): nobody else can connect yet
+    except BaseException:
+        # gRPC releases bound listeners (and removes the socket file) only when a started
+        # server stops.
+        server.start()
+        server.stop(None).wait()
+        raise
+    api = ApiServer(server, servicer, health_servicer, unix_path)
+    if start:
+        api.start()
+    return Served(api, port)
+
+
+def _bind(server: grpc.Server, address: str) -> int:
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise ServeError(f"cannot listen on {address}: {e}") from e
+    if port == 0 and not address.startswith("unix:"):
+        raise ServeError(f"cannot listen on {address} (is the port in use?)")
+    return port
+
+
+def _check_unix_path(spec: str) -> str:
+    path = spec.removeprefix("unix:")
+    if len(os.fsencode(path)) > UNIX_PATH_MAX:
+        raise ServeError(f"Unix socket path {path!r} is longer than {UNIX_PATH_MAX} bytes; "
+                         "choose a shorter one")
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise ServeError(f"cannot create the Unix socket {path}: folder {folder} does not exist")
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISSOCK(mode):
+        raise ServeError(f"{path} exists and is not a socket; refusing to replace it")
+    if _socket_is_live(path):
+        raise ServeError(f"another process is already serving on {path}")
+    return path  # a stale socket of a daemon that died: gRPC replaces it
+
+
+def _socket_is_live(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError as e:
+            if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                return False
+            raise ServeError(f"cannot check whether {path} is in use: {e}") from e
+    return True
+
+
+def _check_tcp(address: str, allow_remote: bool) -> str:
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ServeError(f"TCP address {address!r} is not HOST:PORT (e.g. 127.0.0.1:0)")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not allow_remote and not _is_loopback(bare):
+        raise ServeError(f"refusing to listen on {host}: not a loopback address; the client "
+                         "API is local to the device (pass allow_remote=True to override)")
+    return address
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost could resolve anywhere
