@@ -60,6 +60,7 @@ eval: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/rtf.py --model $(MODEL)
+	$(PY) bench/daemon.py --model $(MODEL)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@ Stages (each skipped when its output exists, so an interrupted run picks up wher
   5 train       resumable training                  DATA/exp
   6 export      ONNX in sherpa-onnx lstm layout      OUT/
   7 evaluate    edge-asr eval on every test set      OUT/model_card.json
+  8 bundle      a few held-out clips for the tests   tests/data (skipped if present)
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from edge_asr.models.augment import Augmenter
 from edge_asr.models.dataset import load_audio
 from edge_asr.models.tokenizer import train_tokenizer
 from edge_asr.models.train import TrainConfig, load_model, train
+
+TESTS_DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
 def stage_corpus(data: Path, n_train: int) -> None:
@@ -79,10 +82,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--until", choices=["corpus", "tokenizer", "audio", "cmvn", "train", "export",
-                                        "evaluate"], default="evaluate")
+                                        "evaluate", "bundle"], default="bundle")
     args = p.parse_args()
     started = time.monotonic()
-    order = ["corpus", "tokenizer", "audio", "cmvn", "train", "export", "evaluate"]
+    order = ["corpus", "tokenizer", "audio", "cmvn", "train", "export", "evaluate", "bundle"]
     last = order.index(args.until)
 
     def step(name: str) -> bool:
@@ -110,6 +113,8 @@ def main() -> None:
         from edge_asr.models.card import write_model_card
 
         write_model_card(args.out, args.data)
+    if step("bundle") and not (TESTS_DATA / "manifest.jsonl").exists():
+        prepare.bundle_test_clips(args.data, TESTS_DATA)
     print(f"recipe done in {(time.monotonic() - started) / 60:.1f} min")
 
 
