@@ -12,7 +12,7 @@ APT_PKGS := espeak-ng flite libsndfile1 libportaudio2 sox pulseaudio pulseaudio-
 
 # System packages: TTS engines for the recipe and tests, PortAudio for microphones, and
 # PulseAudio with the ALSA pulse plugin for the virtual microphone in tests/test_microphone.py.
-$(VENV)/.system-deps:
+$(VENV)/.system-deps: Makefile
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
