@@ -77,6 +77,11 @@ class Summary:
     resets: float = 0.0  # share of utterances whose speculative lattice was revised
     no_endpoint: int = 0  # utterances where no end-point fired before the audio ended
     lattice_bytes_median: float | None = None
+    # Contextual biasing: share of the context names spoken in an utterance that the final
+    # hypothesis contains, and WER on the utterances that contain no context name.
+    name_recall: float | None = None
+    names_spoken: int = 0
+    wer_without_names: float | None = None
 
     def format(self) -> str:
         lines = [f"utterances {self.utterances}  WER {100 * self.wer:.2f}%  RTF {self.rtf:.4f}"
@@ -89,6 +94,10 @@ class Summary:
                 f"EP90 {self.final_ep90}s; premature cuts {100 * self.premature_cuts:.1f}%; "
                 f"resets {100 * self.resets:.1f}%; no end-point {self.no_endpoint}; "
                 f"lattice bytes median {self.lattice_bytes_median}")
+        if self.name_recall is not None:
+            lines.append(f"context names: recall {100 * self.name_recall:.1f}% of "
+                         f"{self.names_spoken} spoken; WER without names "
+                         f"{100 * (self.wer_without_names or 0):.2f}%")
         for tag in sorted(self.wer_by_tag):
             lines.append(f"  {tag:<16} {100 * self.wer_by_tag[tag]:6.2f}%  "
                          f"({self.count_by_tag[tag]} utts)")
@@ -115,6 +124,17 @@ def _decision_time(event: Event | None) -> float | None:
     return round(event.audio_time, 3)
 
 
+def names_in(text: str, names: list[str]) -> list[str]:
+    """The context entries (normalised) that occur as whole words in a normalised text."""
+    padded = f" {text} "
+    found = []
+    for name in names:
+        norm = normalize_text(name)
+        if norm and f" {norm} " in padded and norm not in found:
+            found.append(norm)
+    return found
+
+
 def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
                    config: PipelineConfig | None = None) -> dict:
     samples = read_audio(entry.audio_filepath)
@@ -129,11 +149,13 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     last = finals[-1] if finals else None
     # One request may come out as several utterances if an end-pointer cut it: the
     # hypothesis is all of them in order, and the first final decision is the one scored.
-    hypothesis = " ".join(e.text for e in finals if e.text)
+    hypothesis = normalize_text(" ".join(e.text for e in finals if e.text))
+    reference = normalize_text(entry.text)
+    spoken = names_in(reference, entry.context)
     return {
         "audio_filepath": entry.audio_filepath,
-        "text": normalize_text(entry.text),
-        "hypothesis": normalize_text(hypothesis),
+        "text": reference,
+        "hypothesis": hypothesis,
         "nbest": [normalize_text(t) for t, _ in last.nbest] if last else [],
         "rescored": None,  # filled when a cloud is reachable (cloud issue)
         "speculative_endpoint": _decision_time(first_spec),
@@ -146,6 +168,10 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "speech_end": entry.speech_end,
         "tags": entry.tags,
         "context_used": context is not None,
+        # The manifest's context names spoken in this utterance, and those recognised; scored
+        # with or without the context given to the recognizer (--no-context).
+        "context_names": spoken,
+        "context_names_recognized": [n for n in spoken if n in names_in(hypothesis, [n])],
     }
 
 
@@ -163,6 +189,9 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
             if r["speculative_endpoint"] is not None]
     final = [r["final_endpoint"] - r["speech_end"] for r in ok if r["final_endpoint"] is not None]
     sent = [r["lattice_bytes"] for r in rows if r.get("lattice_bytes")]
+    spoken = sum(len(r.get("context_names", [])) for r in rows)
+    recognized = sum(len(r.get("context_names_recognized", [])) for r in rows)
+    plain = [r for r in rows if not r.get("context_names")]
     return Summary(
         utterances=len(rows),
         wer=word_error_rate([r["text"] for r in rows], [r["hypothesis"] for r in rows]),
@@ -180,6 +209,10 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         resets=sum(bool(r["reset"]) for r in rows) / len(rows) if rows else 0.0,
         no_endpoint=sum(r["final_endpoint"] is None for r in rows),
         lattice_bytes_median=float(np.median(sent)) if sent else None,
+        name_recall=recognized / spoken if spoken else None,
+        names_spoken=spoken,
+        wer_without_names=word_error_rate([r["text"] for r in plain],
+                                          [r["hypothesis"] for r in plain]) if plain else None,
     )
 
 
