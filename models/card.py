@@ -125,3 +125,40 @@ def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = E
     }
     (model_dir / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def markdown_table(card: dict) -> str:
+    """The card's WER table as Markdown (what the README shows)."""
+    sets = card["evaluation"]["sets"]
+    described = card["evaluation"].get("sets_described", {})
+    lines = ["| set | greedy WER | beam-4 WER | beam-4 + context WER | RTF greedy | RTF beam |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    def cell(by: dict, key: str, field: str = "wer", pct: bool = True) -> str:
+        value = by.get(key, {}).get(field)
+        if value is None:
+            return "-"
+        return f"{100 * value:.2f}%" if pct else f"{value:.3f}"
+
+    for name, by in sets.items():
+        lines.append(f"| {name} ({described.get(name, '')}) | {cell(by, 'greedy_search')} | "
+                     f"{cell(by, 'modified_beam_search')} | "
+                     f"{cell(by, 'modified_beam_search+context')} | "
+                     f"{cell(by, 'greedy_search', 'rtf', False)} | "
+                     f"{cell(by, 'modified_beam_search', 'rtf', False)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="print a model card's figures as Markdown")
+    p.add_argument("card", type=Path)
+    card = json.loads(p.parse_args().card.read_text())
+    print(markdown_table(card))
+    print(f"\nparameters {card['parameters']:,}; bytes on disk {card['bytes_total']:,}; "
+          f"loaded in memory {card['bytes_in_memory_loaded'] / 2**20:.1f} MiB; "
+          f"measured on {card['measured_on']}")
+
+
+if __name__ == "__main__":
+    main()
