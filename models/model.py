@@ -75,14 +75,18 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.d_model, cfg.joiner_dim)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """LSTM output before the joiner projection, (N, T', d_model)."""
         x = (x - self.feat_mean) * self.feat_istd
         x = self.subsampling(x)
         for i, lstm in enumerate(self.lstms):
             y, _ = lstm(x)
             y = self.dropout(y)
             x = y if i == 0 else x + y
-        return self.proj(x), subsampled_length(lengths)
+        return x
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.proj(self.hidden(x)), subsampled_length(lengths)
 
 
 class Decoder(nn.Module):
@@ -123,6 +127,10 @@ class Transducer(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.joiner = Joiner(cfg)
+        # Training only (never exported): a CTC head on the encoder. Its loss makes the
+        # encoder learn alignments early; without it the transducer first learns the
+        # decoder's language model and ignores the audio for thousands of steps.
+        self.ctc_head = nn.Linear(cfg.d_model, cfg.vocab_size)
 
     def decoder_input(self, targets: torch.Tensor) -> torch.Tensor:
         """Prepend the start context (-1 ... -1, blank) to padded targets (N, U)."""
@@ -131,13 +139,16 @@ class Transducer(nn.Module):
         start[:, -1] = self.cfg.blank_id
         return torch.cat([start, targets], dim=1)
 
-    def forward(self, feats, feat_lens, targets, target_lens) -> torch.Tensor:
-        """Joiner logits over the whole (T, U+1) grid for the transducer loss."""
-        enc, enc_lens = self.encoder(feats, feat_lens)
+    def forward(self, feats, feat_lens, targets, target_lens):
+        """Joiner logits over the whole (T, U+1) grid for the transducer loss, encoder
+        lengths, and the CTC head's log-probs (N, T, V)."""
+        hidden = self.encoder.hidden(feats)
+        enc, enc_lens = self.encoder.proj(hidden), subsampled_length(feat_lens)
         dec = self.decoder(self.decoder_input(targets))  # (N, U+1, J)
         logits = self.joiner(enc.unsqueeze(2), dec.unsqueeze(1))  # (N, T, U+1, V)
-        return logits, enc_lens
+        return logits, enc_lens, self.ctc_head(hidden).log_softmax(-1)
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of what ships: the training-only CTC head is not counted."""
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("ctc_head"))
