@@ -114,7 +114,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The daemon in its own process, playing the bundled clips as a microphone would, and
     this process subscribed to its events over gRPC, printing them."""
     from edge_asr.daemon.client import run_demo
+    from edge_asr.daemon.transducer import verify_model_dir
 
+    if not (Path(args.model) / "encoder.onnx").exists():
+        raise ModelError(f"no model in {args.model}: `make train` builds one "
+                         "(or pass --model DIR)")
+    verify_model_dir(Path(args.model))
     files = args.files or sorted(BUNDLED_CLIPS.glob("*.flac"))[: args.limit]
     return run_demo([str(f) for f in files], model=args.model, realtime=args.realtime)
 

@@ -9,7 +9,6 @@ import soundfile as sf
 
 from edge_asr.daemon.audio import AudioFormatError, read_audio, to_model_rate
 from edge_asr.daemon.cli import main
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
 
 EVAL_KEYS = {"audio_filepath", "text", "hypothesis", "nbest", "rescored", "speculative_endpoint",
              "final_endpoint", "reset", "lattice_bytes", "cpu_seconds", "duration"}
@@ -33,10 +32,10 @@ def test_supported_rates_are_resampled_to_16k(rate):
     assert abs(out.size - 16000) <= 1 and out.dtype == np.float32
 
 
-def test_not_audio_gives_clear_error_and_exit_code(tmp_path, capsys):
+def test_not_audio_gives_clear_error_and_exit_code(tmp_path, capsys, tiny_model_dir):
     bad = tmp_path / "notes.wav"
     bad.write_text("this is not audio")
-    assert main(["transcribe", str(bad)]) == 2
+    assert main(["transcribe", str(bad), "--model", str(tiny_model_dir)]) == 2
     assert "cannot read audio" in capsys.readouterr().err
 
 
@@ -47,21 +46,23 @@ def test_missing_model_gives_clear_error(tmp_path, capsys):
     assert "missing encoder.onnx" in capsys.readouterr().err
 
 
-def test_corrupt_model_file_is_caught_by_the_card_sha256(tmp_path, capsys):
+def test_corrupt_model_file_is_caught_by_the_card_sha256(tmp_path, capsys, tiny_model_dir):
     import shutil
 
     model = tmp_path / "model"
-    shutil.copytree(DEFAULT_MODEL_DIR, model)
+    shutil.copytree(tiny_model_dir, model)
+    clip = tmp_path / "a.wav"
+    sf.write(clip, np.zeros(1600, np.float32), 16000)
+    assert main(["transcribe", str(clip), "--model", str(model)]) == 0  # intact: loads
     data = bytearray((model / "joiner.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (model / "joiner.onnx").write_bytes(bytes(data))
-    clip = tmp_path / "a.wav"
-    sf.write(clip, np.zeros(1600, np.float32), 16000)
     assert main(["transcribe", str(clip), "--model", str(model)]) == 2
     assert "sha256 does not match" in capsys.readouterr().err
 
 
-def test_eval_writes_every_design_key_and_keeps_going_past_bad_files(tmp_path, capsys):
+def test_eval_writes_every_design_key_and_keeps_going_past_bad_files(tmp_path, capsys,
+                                                                     tiny_model_dir):
     data = Path(__file__).parent / "data"
     rows = [json.loads(line) for line in (data / "manifest.jsonl").open()][:2]
     for row in rows:
@@ -70,8 +71,8 @@ def test_eval_writes_every_design_key_and_keeps_going_past_bad_files(tmp_path, c
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "results.jsonl"
-    assert main(["eval", str(manifest), "--output", str(out), "--decoding",
-                 "greedy_search"]) == 0
+    assert main(["eval", str(manifest), "--output", str(out), "--model", str(tiny_model_dir),
+                 "--decoding", "greedy_search"]) == 0
     lines = [json.loads(line) for line in out.open()]
     assert len(lines) == 2  # the missing file is reported, not scored, and eval goes on
     for line in lines:

@@ -21,6 +21,13 @@ CLIPS = [str(DATA / json.loads(line)["audio_filepath"])
          for line in (DATA / "manifest.jsonl").open()][:2]
 
 
+@pytest.fixture
+def start(tmp_path, tiny_model_dir):
+    def _run(*extra: str) -> tuple[subprocess.Popen, str]:
+        return _start(tmp_path, "--model", str(tiny_model_dir), *extra)
+    return _run
+
+
 def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     socket = str(tmp_path / "d.sock")
     cmd = [sys.executable, "-m", "edge_asr.daemon.cli", "daemon", "--source", "files",
@@ -45,8 +52,8 @@ def _events(socket: str, until: int | None = None):
         return got
 
 
-def test_daemon_plays_its_source_to_subscribers_and_exits_cleanly(tmp_path):
-    proc, socket = _start(tmp_path, "--no-realtime")
+def test_daemon_plays_its_source_to_subscribers_and_exits_cleanly(start):
+    proc, socket = start("--no-realtime")
     events = _events(socket)
     assert proc.wait(timeout=60) == 0
     out = proc.stdout.read()
@@ -55,8 +62,8 @@ def test_daemon_plays_its_source_to_subscribers_and_exits_cleanly(tmp_path):
     assert events.count("SPEECH_STARTED") == len(finals) >= len(CLIPS)
 
 
-def test_sigterm_finishes_the_open_utterance_first(tmp_path):
-    proc, socket = _start(tmp_path, "--realtime")
+def test_sigterm_finishes_the_open_utterance_first(start):
+    proc, socket = start("--realtime")
     # Stop as soon as the first utterance has started: its final must still arrive.
     events = []
     with grpc.insecure_channel(f"unix:{socket}") as channel:
@@ -72,15 +79,15 @@ def test_sigterm_finishes_the_open_utterance_first(tmp_path):
     assert "SIGTERM, finishing" in proc.stdout.read()
 
 
-def test_metrics_endpoint_and_status(tmp_path):
-    proc, socket = _start(tmp_path, "--no-realtime", "--metrics-port", "0")
+def test_metrics_endpoint_and_status(start):
+    proc, socket = start("--realtime", "--metrics-port", "0")
     try:
         line = ""
         while "metrics http://" not in line:
             line = proc.stdout.readline()
             assert line, "daemon exited before printing its endpoints"
         url = line.split("metrics ")[1].split()[0].rstrip(")")
-        _events(socket)
+        _events(socket, until=3)  # the first utterance is over; the daemon still runs
         body = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
         assert "edge_asr_real_time_factor" in body
         assert "edge_asr_final_endpoint_delay_seconds_bucket" in body
