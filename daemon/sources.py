@@ -208,7 +208,21 @@ def _choose_rate(sd: ModuleType, device: dict[str, Any], rate: int | None) -> in
                            f"the sample rates {candidates}")
 
 
-class MicrophoneSource(_Closing):
+class _RingCounters:
+    """Overrun counters of a source that buffers through `self.ring`."""
+
+    ring: RingBuffer
+
+    @property
+    def overruns(self) -> int:
+        return self.ring.overruns
+
+    @property
+    def dropped_samples(self) -> int:
+        return self.ring.dropped_samples
+
+
+class MicrophoneSource(_RingCounters, _Closing):
     """Captures from a PortAudio input device.
 
     The capture callback only copies the native-rate audio into `ring`: it runs under the
@@ -282,14 +296,6 @@ class MicrophoneSource(_Closing):
     @property
     def captured_samples(self) -> int:
         return self.ring.written
-
-    @property
-    def overruns(self) -> int:
-        return self.ring.overruns
-
-    @property
-    def dropped_samples(self) -> int:
-        return self.ring.dropped_samples
 
 
 # -- file --------------------------------------------------------------------------------
@@ -421,7 +427,7 @@ def _check_array(data: np.ndarray, encoding: str) -> np.ndarray:
     return data
 
 
-class PushSource(_Closing):
+class PushSource(_RingCounters, _Closing):
     """Audio a client pushes piece by piece (gRPC), for one stream.
 
     `push()` runs on the caller's thread: it validates, resamples statefully and queues
@@ -501,11 +507,3 @@ class PushSource(_Closing):
     @property
     def padded_samples(self) -> int:
         return 0 if self._maker is None else self._maker.padded_samples
-
-    @property
-    def overruns(self) -> int:
-        return self.ring.overruns
-
-    @property
-    def dropped_samples(self) -> int:
-        return self.ring.dropped_samples

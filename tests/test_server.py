@@ -24,7 +24,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -38,32 +37,17 @@ from edge_asr.daemon.proto import edge_asr_pb2_grpc as pb_grpc
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.server import SERVICE_NAME, Served, ServeError, event_to_proto, serve
 from edge_asr.daemon.vad import Vad
-from edge_asr.models.export import export_onnx
-from edge_asr.models.model import ModelConfig, Transducer
-from edge_asr.models.tokenizer import train_tokenizer
 
 SR = 16000
-SENTENCES = [
-    "call zoe o'brien now", "turn on the lava lamp", "play some music please",
-    "set a timer for ten minutes", "what is the weather like today",
-    "quick brown fox jumps over the lazy dog",
-] * 20  # sentencepiece wants more than 100 sentences
-VOCAB = 40
 LEAD_S, BURST_S, GAP_S = 0.5, 0.8, 1.8  # GAP_S outlasts every end-pointer threshold
 
 
 # -- the model, the signal and a core ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    bpe = train_tokenizer(SENTENCES, tmp_path_factory.mktemp("bpe"), vocab_size=VOCAB)
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=VOCAB, d_model=32, rnn_hidden_size=48, decoder_dim=32,
-                      joiner_dim=32, subsampling_channels=8)
-    out = tmp_path_factory.mktemp("model")
-    export_onnx(Transducer(cfg).eval(), bpe.parent / "tokens.txt", out)
-    assert (out / "bpe.model").is_file()
-    return out
+def model_dir(tiny_model_dir) -> Path:
+    assert (tiny_model_dir / "bpe.model").is_file()
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
