@@ -30,9 +30,8 @@ def hypothesis_path(hyp: Hypothesis, pieces: list[str], frame_s: float) -> Path:
     for k, group in enumerate(groups):
         text = "".join(pieces[hyp.tokens[i]] for i in group).replace(WORD_START, "")
         last = group[-1]
-        lp, bias = hyp.trace[last] if last < len(hyp.trace) else (hyp.log_prob, hyp.bias)
-        if k == len(groups) - 1:
-            lp, bias = hyp.log_prob, hyp.bias
+        # Both searches record a trace entry per token; the last word takes the full score.
+        lp, bias = (hyp.log_prob, hyp.bias) if k == len(groups) - 1 else hyp.trace[last]
         start = hyp.timestamps[group[0]] * frame_s
         if k + 1 < len(groups):
             end = hyp.timestamps[groups[k + 1][0]] * frame_s

@@ -24,6 +24,7 @@ from typing import Any
 
 from edge_asr.daemon.bus import EventBus
 from edge_asr.daemon.endpoint import EndpointConfig, Phase
+from edge_asr.daemon.lattice import serialize
 from edge_asr.daemon.metrics import Metrics
 from edge_asr.daemon.pipeline import Event, Pipeline, PipelineConfig
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
@@ -175,8 +176,6 @@ class Daemon:
         for event in events:
             self.metrics.observe_event(event, timing.speech_end if timing else None)
             if event.lattice is not None:
-                from edge_asr.daemon.lattice import serialize
-
                 self.metrics.lattice_bytes.inc(len(serialize(event.lattice)))
             self.bus.publish(event)
             if self.config.print_events:
