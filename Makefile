@@ -50,6 +50,12 @@ proto: $(VENV)/.installed
 train: $(VENV)/.installed
 	$(PY) -m edge_asr.models.recipe --data $(DATA) --out $(MODEL)
 
+# The cloud's language models (n-gram + LSTM, issue 4): corpus text in $(DATA)/cloud_lm,
+# models and their card in models/cloud-lm. About 10 minutes on one core.
+.PHONY: cloud-lm
+cloud-lm: $(VENV)/.installed
+	OMP_NUM_THREADS=1 $(PY) -m edge_asr.simulator.lm_recipe --data $(DATA)/cloud_lm --out models/cloud-lm
+
 # Scores the shipped model on every evaluation set the recipe rendered.
 eval: $(VENV)/.installed
 	@for s in test_voices test_sentences test_names test_snr10 test_band8k; do \

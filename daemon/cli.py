@@ -6,6 +6,7 @@
     edge-asr transcribe FILE...                     the daemon's events for audio files
     edge-asr eval MANIFEST --output RESULTS.jsonl   score a DOMAIN.md manifest
     edge-asr demo                                   daemon + simulated microphone + listener
+    edge-asr cloud [--port N] [--lm DIR]            the cloud-rescoring service
 """
 
 from __future__ import annotations
@@ -30,16 +31,28 @@ def _recognizer(args: argparse.Namespace) -> Recognizer:
                                        beam=args.beam, threads=args.threads))
 
 
+def _pipeline_config(args: argparse.Namespace, partials: bool = True):
+    """End-pointer and VAD settings from the daemon's TOML file, so that `transcribe` and
+    `eval` decide exactly as a daemon with that configuration would."""
+    from edge_asr.daemon.pipeline import PipelineConfig
+    from edge_asr.daemon.service import load_config
+
+    config = load_config(args.config)
+    return PipelineConfig(endpoint=config.endpoint, vad_mode=config.vad_mode, partials=partials,
+                          model_version=Path(args.model).name)
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from edge_asr.daemon.evaluate import run_pipeline
-    from edge_asr.daemon.pipeline import Pipeline, PipelineConfig
+    from edge_asr.daemon.pipeline import Pipeline
     from edge_asr.daemon.service import format_event
 
     recognizer = _recognizer(args)
+    config = _pipeline_config(args, partials=args.partials)
     for path in args.files:
         samples = read_audio(path)
         print(f"{path}:")
-        pipeline = Pipeline(recognizer, PipelineConfig(partials=args.partials), source="file")
+        pipeline = Pipeline(recognizer, config, source="file")
         if args.context:
             pipeline.set_context(args.context)
         for event in run_pipeline(pipeline, samples):
@@ -51,7 +64,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edge_asr.daemon.evaluate import evaluate
 
     summary = evaluate(_recognizer(args), args.manifest, args.output,
-                       use_context=not args.no_context, progress=True)
+                       use_context=not args.no_context, progress=True,
+                       config=_pipeline_config(args), limit=args.limit)
     print(summary.format())
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.__dict__, indent=2))
@@ -124,6 +138,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo([str(f) for f in files], model=args.model, realtime=args.realtime)
 
 
+def cmd_cloud(args: argparse.Namespace) -> int:
+    """The cloud-rescoring service in this process, until SIGINT or SIGTERM."""
+    import signal
+    import threading
+
+    from edge_asr.simulator.cloud import CloudOptions, CloudServeError, serve_cloud
+    from edge_asr.simulator.cloud_lm import CloudLM, CloudLmError
+
+    try:
+        lm = CloudLM.load(args.lm)
+        options = CloudOptions(nbest=args.nbest, max_paths=args.max_paths,
+                               nlu_cost_s=args.nlu_cost_ms / 1000, slow_s=args.slow_ms / 1000,
+                               max_sessions=args.max_sessions)
+        served = serve_cloud(lm, options, host=args.host, port=args.port)
+    except (CloudLmError, CloudServeError) as e:
+        print(f"edge-asr: error: {e}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"edge-asr cloud: serving on {args.host}:{served.port} (LM {lm.version}, "
+          f"weights {lm.weights})", flush=True)
+    stop.wait()
+    served.stop(grace=2.0).wait()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-asr", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                         default="modified_beam_search")
         sp.add_argument("--beam", type=int, default=4)
         sp.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+        sp.add_argument("--config", type=Path,
+                        help="daemon TOML whose [endpoint] and vad_mode settings to use")
 
     t = sub.add_parser("transcribe", help="run audio files through the daemon's pipeline")
     t.add_argument("files", nargs="+", type=Path)
@@ -149,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", type=Path, help="results JSON Lines, one line per utterance")
     e.add_argument("--summary-json", type=Path, help="also write the summary as JSON")
     e.add_argument("--no-context", action="store_true", help="ignore the manifest's context")
+    e.add_argument("--limit", type=int, help="score only the first N utterances")
     model_args(e)
     e.set_defaults(func=cmd_eval)
 
@@ -187,6 +231,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True)
     d.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("cloud", help="run the cloud-rescoring service")
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    c.add_argument("--port", type=int, default=50061, help="TCP port (0: any free port)")
+    c.add_argument("--lm", type=Path, default=Path("models/cloud-lm"),
+                   help="cloud LM folder (make cloud-lm)")
+    c.add_argument("--nbest", type=int, default=10, help="hypotheses returned by default")
+    c.add_argument("--max-paths", type=int, default=50, help="lattice paths rescored")
+    c.add_argument("--nlu-cost-ms", type=float, default=0.0,
+                   help="emulated NLU service time per result (cancelled by a reset)")
+    c.add_argument("--slow-ms", type=float, default=0.0,
+                   help="extra delay before every result, to emulate a slow cloud")
+    c.add_argument("--max-sessions", type=int, default=64)
+    c.set_defaults(func=cmd_cloud)
     return p
 
 

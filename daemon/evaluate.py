@@ -218,8 +218,8 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
 
 def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
              use_context: bool = True, progress: bool = False,
-             config: PipelineConfig | None = None) -> Summary:
-    entries = read_manifest(manifest)
+             config: PipelineConfig | None = None, limit: int | None = None) -> Summary:
+    entries = read_manifest(manifest)[:limit]
     rows, errors = [], 0
     out = output.open("w", encoding="utf-8") if output else None
     try:

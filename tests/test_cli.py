@@ -80,3 +80,40 @@ def test_eval_writes_every_design_key_and_keeps_going_past_bad_files(tmp_path, c
         assert line["duration"] > 0 and line["cpu_seconds"] > 0
     printed = capsys.readouterr().out
     assert "gone.wav" in printed and "unreadable 1" in printed
+
+
+def test_eval_scores_a_daemon_config_and_a_limited_subset(tmp_path, tiny_model_dir):
+    """`--config` evaluates the end-pointer a daemon with that TOML file would run: a
+    maximum utterance shorter than the clip cuts it, which the defaults do not."""
+    data = Path(__file__).parent / "data"
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").open()]
+    row = max(rows, key=lambda r: r["duration"])
+    row["audio_filepath"] = str(data / row["audio_filepath"])
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    config = tmp_path / "daemon.toml"
+    config.write_text("[endpoint]\nmax_utterance = 0.5\n")
+
+    def finals(*extra: str) -> list[dict]:
+        out = tmp_path / "r.jsonl"
+        assert main(["eval", str(manifest), "--output", str(out), "--model",
+                     str(tiny_model_dir), "--decoding", "greedy_search", "--limit", "1",
+                     *extra]) == 0
+        return [json.loads(line) for line in out.open()]
+
+    default, short = finals(), finals("--config", str(config))
+    assert len(default) == len(short) == 1  # --limit 1 of the two rows
+    # The 0.5 s limit ends the utterance before the speaker does; the defaults wait for them.
+    assert short[0]["final_endpoint"] is not None
+    assert short[0]["final_endpoint"] < row["speech_end"]
+    assert default[0]["final_endpoint"] is None or default[0]["final_endpoint"] >= row["speech_end"]
+
+
+def test_eval_refuses_a_bad_config_clearly(tmp_path, capsys, tiny_model_dir):
+    config = tmp_path / "daemon.toml"
+    config.write_text("[endpoint]\nspec_silense = 0.2\n")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"audio_filepath": "x.wav", "text": "hi"}\n')
+    assert main(["eval", str(manifest), "--model", str(tiny_model_dir),
+                 "--config", str(config)]) == 2
+    assert "spec_silense" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""The world around the device: the cloud-rescoring service and its language models."""

@@ -1,0 +1,243 @@
+"""Builds the cloud LM: a larger text corpus, the n-gram and the neural LM, a model card.
+
+    python -m edge_asr.simulator.lm_recipe --data ~/.cache/edge-asr/cloud_lm --out models/cloud-lm
+
+1. Corpus: the device's corpus generator (`edge_asr.models.corpus`) with the device's own
+   name split, drawing several times as many training sentences from another random
+   stream. The device's dev and test sentences are excluded, and held-out names cannot
+   occur (only the training contact pool is used), so the device's evaluation stays fair
+   for the cloud too. A share of the person names is replaced by <unk>, so that both LMs
+   learn where an unknown name goes ("call <unk> <unk> on her mobile"): most names in real
+   use were never in any corpus (DOMAIN.md).
+2. The n-gram LM (interpolated modified Kneser-Ney) -> ngram.arpa.gz.
+3. The LSTM LM (PyTorch, one thread, a time budget) -> neural.onnx + vocab.txt.
+4. Perplexities on the device's dev sentences (and on its held-out-name sentences) of each
+   LM and of their interpolation; the best interpolation weight goes into weights.json
+   (LM weight and length bonus stay at their defaults until `rescore tune` sets them from
+   lattices).
+5. model_card.json: files with bytes and sha256, parameters, corpus, perplexities, timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edge_asr.models import corpus
+from edge_asr.simulator.cloud_lm import (
+    CARD_FILE,
+    NEURAL_FILE,
+    VOCAB_FILE,
+    WEIGHTS_FILE,
+    RescoreWeights,
+    interpolate,
+    sha256_of,
+)
+from edge_asr.simulator.neural_lm import NeuralLM, write_vocab
+from edge_asr.simulator.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
+
+NGRAM_FILE = "ngram.arpa.gz"
+LAMBDA_CHOICES = tuple(i / 20 for i in range(21))
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    sentences: int = 160_000  # 4x the device's 40,000
+    device_train: int = 40_000  # the device recipe's --n-corpus, to rebuild its splits
+    seed: int = 0  # the device corpus's seed: its name split must be the same
+    cloud_stream: str = "cloud"  # the random stream the cloud sentences come from
+    unk_name_rate: float = 0.1  # share of person names replaced by <unk>
+
+
+@dataclass
+class CloudCorpus:
+    train: list[list[str]]
+    dev: list[list[str]]  # the device's dev sentences
+    test_names: list[list[str]]  # the device's held-out-name sentences
+
+
+def _replace_names(utterance: corpus.Utterance, names: set[str], rate: float,
+                   rng: random.Random) -> list[str]:
+    """The words, with some person names (display form in `names`) replaced by <unk>s."""
+    words = utterance.text.split()
+    for entity in utterance.entities:
+        if entity not in names or rng.random() >= rate:
+            continue
+        name_words = corpus.Phrase.of(entity).words
+        for start in range(len(words) - len(name_words) + 1):
+            if tuple(words[start:start + len(name_words)]) == name_words:
+                words[start:start + len(name_words)] = [UNK] * len(name_words)
+                break
+    return words
+
+
+def build_cloud_corpus(options: CorpusOptions = CorpusOptions()) -> CloudCorpus:
+    device = corpus.build_corpus(seed=options.seed, n_train=options.device_train)
+    lexicon = corpus.load_lexicon()
+    names = corpus.split_names(lexicon, random.Random(f"{options.seed}:names"))
+    if names.train.person_names != device.train_names:
+        raise RuntimeError("the cloud corpus's name split differs from the device's")
+    generator = corpus.SentenceGenerator(lexicon, names.train)
+    evaluation = device.dev + device.test_sentences + device.test_names
+    exclude = {u.text for u in evaluation}
+    rng = random.Random(f"{options.seed}:{options.cloud_stream}:train")
+    utterances = generator.sample(options.sentences, rng, set(exclude))
+    leaked = [u.text for u in utterances if u.text in exclude
+              or names.heldout_words.intersection(u.text.split())]
+    if leaked:
+        raise RuntimeError(f"{len(leaked)} cloud sentences leak evaluation text, e.g. {leaked[0]}")
+    person_names = set(device.train_names)
+    unk_rng = random.Random(f"{options.seed}:{options.cloud_stream}:unk")
+    train = [_replace_names(u, person_names, options.unk_name_rate, unk_rng) for u in utterances]
+    return CloudCorpus(train, [u.text.split() for u in device.dev],
+                       [u.text.split() for u in device.test_names])
+
+
+def _write_sentences(sentences: list[list[str]], path: Path) -> None:
+    path.write_text("".join(" ".join(s) + "\n" for s in sentences), encoding="utf-8")
+
+
+def _read_sentences(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def load_or_build_corpus(data: Path, options: CorpusOptions) -> CloudCorpus:
+    """The corpus text under data/corpus, built once per set of options."""
+    folder = data / "corpus"
+    stamp = folder / "options.json"
+    files = {name: folder / f"{name}.txt" for name in ("train", "dev", "test_names")}
+    if stamp.exists() and json.loads(stamp.read_text()) == asdict(options) and all(
+            p.exists() for p in files.values()):
+        return CloudCorpus(*(_read_sentences(files[n]) for n in ("train", "dev", "test_names")))
+    built = build_cloud_corpus(options)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in files.items():
+        _write_sentences(getattr(built, name), path)
+    stamp.write_text(json.dumps(asdict(options)))
+    return built
+
+
+def _per_word_ppl(total_logprob: float, sentences: Sequence[Sequence[str]]) -> float:
+    return math.exp(-total_logprob / sum(len(s) + 1 for s in sentences))
+
+
+def _perplexities(ngram: NgramLM, neural: NeuralLM, sentences: list[list[str]]
+                  ) -> tuple[float, float, dict[float, float]]:
+    """n-gram, neural and interpolated (per lambda) per-word perplexity, </s> included."""
+    ngram_parts = [ngram.word_logprobs(s) for s in sentences]
+    neural_parts: list[list[float]] = []
+    for start in range(0, len(sentences), 256):
+        neural_parts += neural.word_logprobs(sentences[start:start + 256])
+    mixed = {share: _per_word_ppl(sum(interpolate(a, b, share) for a, b in
+                                      zip(ngram_parts, neural_parts, strict=True)), sentences)
+             for share in LAMBDA_CHOICES}
+    return (_per_word_ppl(sum(map(sum, ngram_parts)), sentences),
+            _per_word_ppl(sum(map(sum, neural_parts)), sentences), mixed)
+
+
+def _file_entry(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge_asr.simulator.lm_recipe",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path.home() / ".cache/edge-asr/cloud_lm",
+                        help="working folder for the corpus text")
+    parser.add_argument("--out", type=Path, default=Path("models/cloud-lm"))
+    parser.add_argument("--sentences", type=int, default=CorpusOptions.sentences)
+    parser.add_argument("--order", type=int, default=4)
+    parser.add_argument("--embedding", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--neural-seconds", type=float, default=330.0,
+                        help="time budget for training the neural LM")
+    args = parser.parse_args(argv)
+
+    import torch  # training only; serving never imports it
+
+    from edge_asr.simulator.neural_lm_train import NeuralOptions, export_onnx, train_lstm_lm
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 1)
+        print(f"[{name}] {timings[name]:.1f} s", flush=True)
+        return time.perf_counter()
+
+    mark = time.perf_counter()
+    corpus_options = CorpusOptions(sentences=args.sentences)
+    text = load_or_build_corpus(args.data, corpus_options)
+    tokens = sum(len(s) for s in text.train)
+    print(f"corpus: {len(text.train)} sentences, {tokens} words; dev {len(text.dev)}, "
+          f"held-out names {len(text.test_names)}")
+    mark = lap("corpus", mark)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    ngram = train_ngram(text.train, NgramOptions(order=args.order))
+    ngram.save_arpa(args.out / NGRAM_FILE)
+    ngram = NgramLM.load_arpa(args.out / NGRAM_FILE)  # measure what ships
+    print(f"n-gram: order {args.order}, vocabulary {len(ngram.vocab)}, n-grams "
+          f"{ngram.num_ngrams()}")
+    mark = lap("ngram", mark)
+
+    neural_options = NeuralOptions(embedding=args.embedding, hidden=args.hidden,
+                                   epochs=args.epochs, max_seconds=args.neural_seconds)
+    model = train_lstm_lm(text.train, ngram.vocab, text.dev, neural_options)
+    export_onnx(model, args.out / NEURAL_FILE)
+    write_vocab(ngram.vocab, args.out / VOCAB_FILE)
+    parameters = sum(p.numel() for p in model.parameters())
+    neural = NeuralLM(args.out / NEURAL_FILE, args.out / VOCAB_FILE)
+    mark = lap("neural", mark)
+
+    ngram_ppl, neural_ppl, mixed = _perplexities(ngram, neural, text.dev)
+    best_lambda = min(mixed, key=mixed.__getitem__)
+    names_ngram, names_neural, names_mixed = _perplexities(ngram, neural, text.test_names)
+    RescoreWeights(ngram_lambda=best_lambda).save(args.out / WEIGHTS_FILE)
+    mark = lap("perplexity", mark)
+
+    timings["total"] = round(time.perf_counter() - started, 1)
+    card = {
+        "name": "edge-asr cloud LM", "version": f"cloud-lm-{args.order}gram-lstm{args.hidden}",
+        "files": {name: _file_entry(args.out / name)
+                  for name in (NGRAM_FILE, NEURAL_FILE, VOCAB_FILE)},
+        "vocabulary": len(ngram.vocab),
+        "ngram": {"order": args.order, "smoothing": "interpolated modified Kneser-Ney",
+                  "ngrams": ngram.num_ngrams()},
+        "neural": {"architecture": "word LSTM", "embedding": args.embedding,
+                   "hidden": args.hidden, "layers": 1, "parameters": parameters,
+                   "options": asdict(neural_options)},
+        "corpus": {**asdict(corpus_options), "train_words": tokens,
+                   "dev": "the device corpus's dev split (excluded from training)"},
+        "perplexity": {
+            "dev": {"ngram": round(ngram_ppl, 3), "neural": round(neural_ppl, 3),
+                    "interpolated": round(mixed[best_lambda], 3), "ngram_lambda": best_lambda},
+            "test_names": {"ngram": round(names_ngram, 3), "neural": round(names_neural, 3),
+                           "interpolated": round(names_mixed[best_lambda], 3)},
+            "note": "per word with </s>, unknown words scored as <unk>",
+        },
+        "initial_weights": asdict(RescoreWeights(ngram_lambda=best_lambda)),
+        "weights_note": f"{WEIGHTS_FILE} holds the weights in use; `python -m "
+                        "edge_asr.simulator.rescore tune` replaces them from dev lattices",
+        "timings_s": timings,
+    }
+    (args.out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(card["perplexity"], indent=2))
+    print(f"wrote {args.out} in {timings['total']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""A word n-gram language model with interpolated modified Kneser-Ney smoothing.
+
+Trained from sentences (Chen & Goodman's modified Kneser-Ney: three discounts per order
+from the count-of-counts, continuation counts for the lower orders except for n-grams that
+start with <s>, and the unigrams interpolated with the uniform distribution), saved and
+loaded in ARPA format, and queried word by word with an `LmState`, so that a lattice
+search can carry the state along a path.
+
+An interpolated model is exactly an ARPA back-off model: an n-gram seen in training stores
+its interpolated probability, and the back-off weight of a context is its interpolation
+weight gamma. Scores are natural logs in memory and log10 in the ARPA file.
+
+Every probability distribution is over the vocabulary without <s>: all words, </s> and
+<unk>. Words outside the vocabulary are scored as <unk>.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+LN10 = math.log(10.0)
+ARPA_NO_PROB = -99.0  # what ARPA files write as the log10 probability of <s>
+# Discounts when the count-of-counts cannot give them (a tiny corpus): D_k stays below k.
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+
+LmState = tuple[int, ...]  # word ids of the context the next word is scored in
+
+
+class LmFormatError(ValueError):
+    """An ARPA file, or the sentences to train on, are not what the model needs."""
+
+
+@dataclass(frozen=True)
+class NgramOptions:
+    order: int = 4
+    # Words seen fewer times than this become <unk> in training, so that <unk> gets real
+    # contexts to learn from.
+    min_count: int = 1
+
+
+def _modified_kn_discounts(adjusted: Iterable[int]) -> tuple[float, float, float]:
+    """D1, D2, D3+ from the count-of-counts n1..n4 (Chen & Goodman 1998, eq. 26)."""
+    n = Counter(c for c in adjusted if c <= 4)
+    n1, n2, n3, n4 = (n[k] for k in (1, 2, 3, 4))
+    if min(n1, n2, n3, n4) == 0:
+        return FALLBACK_DISCOUNTS
+    y = n1 / (n1 + 2 * n2)
+    discounts = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
+    if not all(0 < d < k for k, d in enumerate(discounts, start=1)):
+        return FALLBACK_DISCOUNTS
+    return discounts
+
+
+class NgramLM:
+    """Back-off tables: per order, packed n-gram key -> ln p, and context key -> ln bow."""
+
+    def __init__(self, vocab: Sequence[str], order: int,
+                 logprobs: list[dict[int, float]], backoffs: list[dict[int, float]]) -> None:
+        if order < 1:
+            raise LmFormatError(f"order must be at least 1, got {order}")
+        for special in (BOS, EOS, UNK):
+            if special not in vocab:
+                raise LmFormatError(f"the vocabulary has no {special}")
+        self.vocab = list(vocab)
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+        self.order = order
+        self._base = len(self.vocab) + 1
+        self._logprobs = logprobs  # [0] unused; [n] holds the n-grams
+        self._backoffs = backoffs
+        self.bos, self.eos, self.unk = self.index[BOS], self.index[EOS], self.index[UNK]
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def _key(self, ids: Sequence[int]) -> int:
+        key = 0
+        for i in ids:
+            key = key * self._base + i + 1
+        return key
+
+    def word_id(self, word: str) -> int:
+        return self.index.get(word, self.unk)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def begin_state(self) -> LmState:
+        return (self.bos,)
+
+    def score_id(self, state: LmState, word: int) -> tuple[float, LmState]:
+        """ln p(word | state) and the state after it. `word` must not be <s>."""
+        context = state
+        penalty = 0.0
+        while True:
+            logprob = self._logprobs[len(context) + 1].get(self._key((*context, word)))
+            if logprob is not None:
+                break
+            if not context:
+                raise LmFormatError(f"word id {word} ({self.vocab[word]!r}) has no unigram")
+            penalty += self._backoffs[len(context)].get(self._key(context), 0.0)
+            context = context[1:]
+        # Every suffix of a stored n-gram is stored, so the found n-gram's tail is the
+        # longest history that can still matter.
+        found = (*context, word)
+        return penalty + logprob, found[-(self.order - 1):] if self.order > 1 else ()
+
+    def score(self, state: LmState, word: str) -> tuple[float, LmState]:
+        return self.score_id(state, self.word_id(word))
+
+    def end_score(self, state: LmState) -> float:
+        return self.score_id(state, self.eos)[0]
+
+    def sentence_logprob(self, words: Sequence[str], end: bool = True) -> float:
+        """ln p of the words after <s>, with </s> unless end is False."""
+        state, total = self.begin_state(), 0.0
+        for word in words:
+            logprob, state = self.score(state, word)
+            total += logprob
+        return total + (self.end_score(state) if end else 0.0)
+
+    def word_logprobs(self, words: Sequence[str]) -> list[float]:
+        """ln p of each word in turn, then of </s>."""
+        state, out = self.begin_state(), []
+        for word in words:
+            logprob, state = self.score(state, word)
+            out.append(logprob)
+        out.append(self.end_score(state))
+        return out
+
+    def predictable_ids(self) -> list[int]:
+        """The ids every distribution covers: the vocabulary without <s>."""
+        return [i for i in range(len(self.vocab)) if i != self.bos]
+
+    def num_ngrams(self) -> list[int]:
+        return [len(table) for table in self._logprobs[1:]]
+
+    # -- ARPA ---------------------------------------------------------------------------
+
+    def _ids_of_key(self, key: int, n: int) -> list[int]:
+        ids = []
+        for _ in range(n):
+            key, digit = divmod(key, self._base)
+            ids.append(digit - 1)
+        return ids[::-1]
+
+    def save_arpa(self, path: Path) -> None:
+        """Writes the model as ARPA text (gzip-compressed when the name ends in .gz)."""
+        path = Path(path)
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "wt", encoding="utf-8") as f:
+            f.write("\n\\data\\\n")
+            for n, count in enumerate(self.num_ngrams(), start=1):
+                f.write(f"ngram {n}={count + (1 if n == 1 else 0)}\n")
+            for n in range(1, self.order + 1):
+                f.write(f"\n\\{n}-grams:\n")
+                if n == 1:
+                    bow = self._backoffs[1].get(self._key((self.bos,)), 0.0)
+                    f.write(f"{ARPA_NO_PROB:.1f}\t{BOS}\t{bow / LN10:.7g}\n")
+                backoffs = self._backoffs[n] if n < self.order else {}
+                table = self._logprobs[n]
+                # Unigrams in id order, so a loaded model numbers its words the same way.
+                keys = ([self._key((i,)) for i in self.predictable_ids()] if n == 1
+                        else list(table))
+                for key in keys:
+                    logprob = table[key]
+                    words = " ".join(self.vocab[i] for i in self._ids_of_key(key, n))
+                    line = f"{logprob / LN10:.7g}\t{words}"
+                    if key in backoffs:
+                        line += f"\t{backoffs[key] / LN10:.7g}"
+                    f.write(line + "\n")
+            f.write("\n\\end\\\n")
+
+    @classmethod
+    def load_arpa(cls, path: Path) -> NgramLM:
+        path = Path(path)
+        opener = gzip.open if path.suffix == ".gz" else open
+        try:
+            with opener(path, "rt", encoding="utf-8") as f:
+                return _read_arpa(f, str(path))
+        except (OSError, UnicodeDecodeError, EOFError) as exc:
+            raise LmFormatError(f"cannot read ARPA file {path}: {exc}") from exc
+
+
+_SECTION = re.compile(r"^\\(\d+)-grams:$")
+_COUNT = re.compile(r"^ngram (\d+)=(\d+)$")
+
+
+def _read_arpa(lines: Iterable[str], name: str) -> NgramLM:
+    """Parses ARPA text; n-grams may only use words of the unigram section."""
+    declared: dict[int, int] = {}
+    entries: list[list[tuple[list[str], float, float | None]]] = [[]]
+    section = None  # "data", or the order being read
+    ended = False
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        where = f"{name}:{number}"
+        if line == "\\data\\":
+            section = "data"
+        elif line == "\\end\\":
+            ended = True
+            break
+        elif match := _SECTION.match(line):
+            section = int(match.group(1))
+            if section != len(entries):
+                raise LmFormatError(f"{where}: \\{section}-grams: out of order")
+            entries.append([])
+        elif section == "data":
+            if not (match := _COUNT.match(line)):
+                raise LmFormatError(f"{where}: expected 'ngram N=COUNT', got {line!r}")
+            declared[int(match.group(1))] = int(match.group(2))
+        elif isinstance(section, int):
+            fields = line.split("\t") if "\t" in line else line.split()
+            entries[section].append(_arpa_entry(fields, section, where))
+        else:
+            raise LmFormatError(f"{where}: text before \\data\\: {line!r}")
+    if not ended:
+        raise LmFormatError(f"{name}: no \\end\\ line (truncated file?)")
+    order = len(entries) - 1
+    if order < 1 or sorted(declared) != list(range(1, order + 1)):
+        raise LmFormatError(f"{name}: the header declares orders {sorted(declared)} but the "
+                            f"file has sections 1..{order}")
+    for n in range(1, order + 1):
+        if declared[n] != len(entries[n]):
+            raise LmFormatError(f"{name}: header says {declared[n]} {n}-grams, "
+                                f"the file has {len(entries[n])}")
+    vocab = [words[0] for words, _, _ in entries[1]]
+    if len(set(vocab)) != len(vocab):
+        raise LmFormatError(f"{name}: a word is listed twice among the unigrams")
+    lm = NgramLM(vocab, order, [{} for _ in range(order + 1)], [{} for _ in range(order + 1)])
+    for n in range(1, order + 1):
+        for words, log10p, log10bow in entries[n]:
+            try:
+                ids = [lm.index[w] for w in words]
+            except KeyError as exc:
+                raise LmFormatError(f"{name}: {n}-gram {' '.join(words)!r} uses "
+                                    f"{exc.args[0]!r}, which is not a unigram") from None
+            key = lm._key(ids)
+            if not (n == 1 and words[0] == BOS):
+                lm._logprobs[n][key] = log10p * LN10
+            if log10bow is not None and log10bow != 0.0:
+                lm._backoffs[n][key] = log10bow * LN10
+    return lm
+
+
+def _arpa_entry(fields: list[str], n: int, where: str) -> tuple[list[str], float, float | None]:
+    """One n-gram line: log10 p, n words (tab- or space-separated), optional log10 bow."""
+    if "\t" in fields[0] or len(fields) not in (2, 3, n + 1, n + 2):
+        raise LmFormatError(f"{where}: not an ARPA {n}-gram line")
+    if len(fields) in (2, 3) and len(fields[1].split()) == n:
+        words = fields[1].split()
+        rest = fields[2:]
+    else:
+        words, rest = fields[1:n + 1], fields[n + 1:]
+    if len(words) != n:
+        raise LmFormatError(f"{where}: expected {n} words, got {len(words)}")
+    try:
+        log10p = float(fields[0])
+        log10bow = float(rest[0]) if rest else None
+    except ValueError as exc:
+        raise LmFormatError(f"{where}: bad number: {exc}") from None
+    if not math.isfinite(log10p) or log10p > 0 or (log10bow is not None
+                                                    and not math.isfinite(log10bow)):
+        raise LmFormatError(f"{where}: probability or back-off out of range")
+    return words, log10p, log10bow
+
+
+# -- training ---------------------------------------------------------------------------
+
+def build_vocab(sentences: Iterable[Sequence[str]], min_count: int = 1) -> list[str]:
+    """<s>, </s>, <unk>, then the words seen at least min_count times, most frequent first."""
+    counts = Counter(w for sentence in sentences for w in sentence)
+    for special in (BOS, EOS, UNK):
+        counts.pop(special, None)
+    words = sorted((w for w, c in counts.items() if c >= min_count),
+                   key=lambda w: (-counts[w], w))
+    return [BOS, EOS, UNK, *words]
+
+
+def _raw_counts(sentences: Iterable[Sequence[str]], index: dict[str, int],
+                order: int) -> list[Counter[tuple[int, ...]]]:
+    counts: list[Counter[tuple[int, ...]]] = [Counter() for _ in range(order + 1)]
+    unk = index[UNK]
+    for sentence in sentences:
+        ids = [index[BOS], *(index.get(w, unk) for w in sentence), index[EOS]]
+        for n in range(1, order + 1):
+            table = counts[n]
+            for i in range(len(ids) - n + 1):
+                table[tuple(ids[i:i + n])] += 1
+    counts[1].pop((index[BOS],), None)  # <s> is never predicted
+    return counts
+
+
+def _adjusted_counts(raw: list[Counter[tuple[int, ...]]], bos: int
+                     ) -> list[dict[tuple[int, ...], int]]:
+    """Raw counts at the top order and for n-grams starting with <s>; elsewhere the number
+    of distinct words seen before the n-gram (continuation counts)."""
+    order = len(raw) - 1
+    adjusted: list[dict[tuple[int, ...], int]] = [{} for _ in range(order + 1)]
+    adjusted[order] = dict(raw[order])
+    for n in range(order - 1, 0, -1):
+        continuation: Counter[tuple[int, ...]] = Counter()
+        for gram in raw[n + 1]:
+            continuation[gram[1:]] += 1
+        adjusted[n] = {gram: (count if gram[0] == bos else continuation[gram])
+                       for gram, count in raw[n].items()}
+    return adjusted
+
+
+def train_ngram(sentences: Sequence[Sequence[str]], options: NgramOptions = NgramOptions()
+                ) -> NgramLM:
+    """Interpolated modified Kneser-Ney from tokenised sentences (no <s>/</s> in them)."""
+    if options.order < 1:
+        raise LmFormatError(f"order must be at least 1, got {options.order}")
+    if not any(sentences):
+        raise LmFormatError("no words to train on")
+    vocab = build_vocab(sentences, options.min_count)
+    lm = NgramLM(vocab, options.order, [{} for _ in range(options.order + 1)],
+                 [{} for _ in range(options.order + 1)])
+    adjusted = _adjusted_counts(_raw_counts(sentences, lm.index, options.order), lm.bos)
+    uniform = 1.0 / (len(vocab) - 1)  # every word but <s>
+    lower: dict[tuple[int, ...], float] = {}  # probabilities of the order below
+    for n in range(1, options.order + 1):
+        discounts = _modified_kn_discounts(adjusted[n].values())
+        by_context: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
+        for gram, count in adjusted[n].items():
+            by_context[gram[:-1]].append((gram[-1], count))
+        if n == 1:  # words never seen (<unk> at least) get the uniform share of gamma
+            by_context[()].extend((word, 0) for word in lm.predictable_ids()
+                                  if (word,) not in adjusted[1])
+        probs: dict[tuple[int, ...], float] = {}
+        for context, followers in by_context.items():
+            total = sum(count for _, count in followers)
+            left_over = sum(discounts[min(count, 3) - 1] for _, count in followers if count)
+            gamma = left_over / total
+            for word, count in followers:
+                below = uniform if n == 1 else lower[(*context[1:], word)]
+                discounted = max(count - discounts[min(count, 3) - 1], 0.0) if count else 0.0
+                probs[(*context, word)] = discounted / total + gamma * below
+            if context:
+                lm._backoffs[n - 1][lm._key(context)] = math.log(gamma)
+        for gram, prob in probs.items():
+            lm._logprobs[n][lm._key(gram)] = math.log(prob)
+        lower = probs
+    return lm
+
+
+def perplexity(lm: NgramLM, sentences: Iterable[Sequence[str]]) -> float:
+    """Per-word perplexity with </s> counted as a word and unknown words as <unk>."""
+    total, count = 0.0, 0
+    for sentence in sentences:
+        total += lm.sentence_logprob(sentence)
+        count += len(sentence) + 1
+    if count == 0:
+        raise LmFormatError("no sentences to measure perplexity on")
+    return math.exp(-total / count)

@@ -1,0 +1,159 @@
+"""The Kneser-Ney n-gram LM: proper distributions, ARPA round trip, incremental scoring."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from edge_asr.simulator.ngram_lm import (
+    BOS,
+    EOS,
+    FALLBACK_DISCOUNTS,
+    UNK,
+    LmFormatError,
+    NgramLM,
+    NgramOptions,
+    _modified_kn_discounts,
+    build_vocab,
+    perplexity,
+    train_ngram,
+)
+
+SENTENCES = [s.split() for s in [
+    "turn on the kitchen lights", "turn off the kitchen lights", "turn on the bedroom lights",
+    "turn off the fan", "turn on the fan in the bedroom", "switch the kitchen lights off",
+    "call mom", "call mom on her mobile", "call dad at work", "call diego on his mobile",
+    "text diego that i'm running late", "text mom that i'm on my way",
+    "set a timer for ten minutes", "set a timer for five minutes", "cancel the pasta timer",
+    "play some jazz in the kitchen", "play some rock in the bedroom", "next song", "pause",
+    "what's the weather tomorrow", "what's the weather in denver", "what time is it",
+    "add milk to my shopping list", "add eggs to my shopping list", "lock the front door",
+    "dial five five five one two one two", "dial five five five zero one nine two",
+    "dim the hallway lamp to thirty percent", "set the thermostat to seventy two degrees",
+    "stop", "never mind", "yes", "no",
+]]
+
+
+@pytest.fixture(scope="module")
+def lm() -> NgramLM:
+    # min_count=2 makes the words seen once <unk>, so <unk> has contexts of its own.
+    return train_ngram(SENTENCES, NgramOptions(order=3, min_count=2))
+
+
+def _context_sum(lm: NgramLM, context: tuple[str, ...]) -> float:
+    state = tuple(lm.index[w] if w in lm.index else lm.unk for w in context)
+    return sum(math.exp(lm.score_id(state, i)[0]) for i in lm.predictable_ids())
+
+
+CONTEXTS = [(BOS,), (), ("turn",), ("turn", "on"), (BOS, "call"), ("the", "kitchen"),
+            ("kitchen", "lights"), (UNK,), (UNK, UNK), ("never", "heard"), ("call", UNK),
+            (BOS, "turn"), ("five", "five")]
+
+
+@pytest.mark.parametrize("context", CONTEXTS, ids=" ".join)
+def test_every_context_is_a_distribution_over_vocabulary_end_and_unk(lm, context):
+    assert _context_sum(lm, context) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_vocabulary_has_specials_and_drops_rare_words(lm):
+    assert lm.vocab[:3] == [BOS, EOS, UNK]
+    assert "denver" not in lm.index  # seen once, below min_count
+    assert "kitchen" in lm.index
+    assert lm.score(lm.begin_state(), "zanzibar")[0] == lm.score(lm.begin_state(), UNK)[0]
+    assert BOS not in [lm.vocab[i] for i in lm.predictable_ids()]
+
+
+def test_in_domain_sentence_scores_better_than_shuffled(lm):
+    rng = random.Random(0)
+    for text in ["turn on the kitchen lights", "call diego on his mobile",
+                 "set a timer for five minutes", "turn off the bedroom lights"]:
+        words = text.split()
+        shuffled = words[:]
+        while shuffled == words:
+            rng.shuffle(shuffled)
+        assert lm.sentence_logprob(words) > lm.sentence_logprob(shuffled) + 2.0
+
+
+def test_held_out_combination_beats_its_shuffle():
+    lm = train_ngram(SENTENCES, NgramOptions(order=4))
+    held_out = "turn off the bedroom lights".split()  # not a training sentence
+    assert held_out not in SENTENCES
+    assert lm.sentence_logprob(held_out) > lm.sentence_logprob(held_out[::-1]) + 5.0
+    assert perplexity(lm, [held_out]) < perplexity(lm, [held_out[::-1]])
+
+
+def test_incremental_scoring_matches_whole_sentence_and_keeps_states_short(lm):
+    words = "call mom on her mobile please".split()
+    state, total = lm.begin_state(), 0.0
+    for word in words:
+        logprob, state = lm.score(state, word)
+        assert len(state) <= lm.order - 1
+        total += logprob
+    total += lm.end_score(state)
+    assert total == pytest.approx(lm.sentence_logprob(words), abs=1e-12)
+    assert sum(lm.word_logprobs(words)) == pytest.approx(total, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["lm.arpa", "lm.arpa.gz"])
+def test_arpa_round_trip_keeps_every_probability(lm, tmp_path, name):
+    path = tmp_path / name
+    lm.save_arpa(path)
+    loaded = NgramLM.load_arpa(path)
+    assert loaded.vocab == lm.vocab and loaded.order == lm.order
+    assert loaded.num_ngrams() == lm.num_ngrams()
+    for sentence in [*SENTENCES[:10], "zanzibar turn lights the".split()]:
+        assert loaded.sentence_logprob(sentence) == pytest.approx(
+            lm.sentence_logprob(sentence), abs=1e-5)
+    for context in CONTEXTS:
+        assert _context_sum(loaded, context) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_arpa_file_looks_like_arpa(lm, tmp_path):
+    lm.save_arpa(tmp_path / "lm.arpa")
+    text = (tmp_path / "lm.arpa").read_text()
+    assert text.lstrip().startswith("\\data\\")
+    assert "ngram 3=" in text and "\\3-grams:" in text and text.rstrip().endswith("\\end\\")
+    assert f"-99.0\t{BOS}\t" in text
+
+
+def _add_bigram(text: str) -> str:
+    """A bigram over a word that is not a unigram, with the header count kept right."""
+    count = int(text.split("ngram 2=")[1].split()[0])
+    text = text.replace(f"ngram 2={count}", f"ngram 2={count + 1}")
+    return text.replace("\\2-grams:\n", "\\2-grams:\n-0.5\tnowhere word\n")
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda t: t.replace("\\end\\", ""), "no .end. line"),
+    (lambda t: t.replace("ngram 2=", "ngram 2=1"), "header says"),
+    (lambda t: t.replace("\tkitchen\t", "\tkitchen\tx\t", 1), "not an ARPA"),
+    (_add_bigram, "not a unigram"),
+])
+def test_malformed_arpa_is_refused_with_a_reason(lm, tmp_path, damage, message):
+    lm.save_arpa(tmp_path / "good.arpa")
+    (tmp_path / "bad.arpa").write_text(damage((tmp_path / "good.arpa").read_text()))
+    with pytest.raises(LmFormatError, match=message):
+        NgramLM.load_arpa(tmp_path / "bad.arpa")
+
+
+def test_missing_arpa_file_is_a_clear_error(tmp_path):
+    with pytest.raises(LmFormatError, match="cannot read"):
+        NgramLM.load_arpa(tmp_path / "missing.arpa")
+
+
+def test_modified_kneser_ney_discounts_follow_count_of_counts():
+    counts = [1] * 100 + [2] * 40 + [3] * 20 + [4] * 10
+    y = 100 / (100 + 2 * 40)
+    expected = (1 - 2 * y * 40 / 100, 2 - 3 * y * 20 / 40, 3 - 4 * y * 10 / 20)
+    assert _modified_kn_discounts(counts) == pytest.approx(expected)
+    assert _modified_kn_discounts([1, 1, 2]) == FALLBACK_DISCOUNTS  # no n3, n4
+
+
+def test_training_input_errors():
+    with pytest.raises(LmFormatError, match="no words"):
+        train_ngram([[], []])
+    with pytest.raises(LmFormatError, match="order"):
+        train_ngram(SENTENCES, NgramOptions(order=0))
+    assert build_vocab([["a", "b", "a"]], min_count=2) == [BOS, EOS, UNK, "a"]

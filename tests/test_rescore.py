@@ -1,0 +1,236 @@
+"""Lattice rescoring with the interpolated cloud LM, and tuning its weights."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path as FsPath
+
+import pytest
+
+from edge_asr.daemon.lattice import Path, WordArc, build_lattice, serialize
+from edge_asr.simulator.cloud_lm import (
+    CloudLM,
+    CloudLmError,
+    RescoreWeights,
+    interpolate,
+    sha256_of,
+)
+from edge_asr.simulator.ngram_lm import NgramOptions, train_ngram
+from edge_asr.simulator.rescore import (
+    DevSetError,
+    DevUtterance,
+    RescoreOptions,
+    encode_dev_line,
+    load_dev_set,
+    main,
+    rescore,
+    tune,
+    word_errors,
+)
+
+TRAIN = [s.split() for s in [
+    "turn on the kitchen lights", "turn off the kitchen lights", "turn off the fan",
+    "turn on the bedroom lights", "set a timer for ten minutes", "set a timer for five minutes",
+    "play some jazz in the kitchen", "play some rock in the bedroom", "what time is it",
+    "call mom on her mobile", "call dad at work", "lock the front door", "next song",
+]] * 3
+# (reference, what the device's acoustics prefer): only the LM can tell them apart.
+CONFUSIONS = [
+    ("turn off the kitchen lights", "turn of the kitchen lights"),
+    ("set a timer for ten minutes", "set a time for ten minutes"),
+    ("play some jazz in the kitchen", "play some jazz in the kitten"),
+    ("call mom on her mobile", "call mom on her noble"),
+    ("what time is it", "what time is at"),
+]
+
+
+def make_path(text: str, acoustic: float, bias: float = 0.0) -> Path:
+    words = text.split()
+    share = acoustic / max(len(words), 1)
+    return Path([WordArc(w, 0.3 * i, 0.3 * i + 0.25, share, bias / len(words))
+                 for i, w in enumerate(words)])
+
+
+def make_lattice(texts_and_scores: list[tuple[str, float]], utterance_id: str = "u1",
+                 revision: int = 1):
+    return build_lattice([make_path(t, s) for t, s in texts_and_scores], utterance_id,
+                         revision, speculative=revision == 1)
+
+
+@pytest.fixture(scope="module")
+def lm() -> CloudLM:
+    return CloudLM(train_ngram(TRAIN, NgramOptions(order=3)), None,
+                   RescoreWeights(lm_weight=1.0, length_bonus=0.0, ngram_lambda=1.0), "test")
+
+
+def test_lm_fixes_the_acoustically_best_path(lm):
+    reference, confusion = CONFUSIONS[0]
+    lattice = make_lattice([(confusion, -5.0), (reference, -6.0)])
+    assert rescore(lattice, lm, weights=RescoreWeights(lm_weight=0.0))[0].text == confusion
+    assert rescore(lattice, lm)[0].text == reference
+
+
+def test_total_is_acoustic_plus_bias_plus_weighted_lm_plus_length_bonus(lm):
+    lattice = build_lattice([make_path("turn on the kitchen lights", -4.0, bias=1.5),
+                             make_path("turn on the kitchen light", -3.0)], "u", 1, True)
+    weights = RescoreWeights(lm_weight=0.7, length_bonus=0.4, ngram_lambda=1.0)
+    for p in rescore(lattice, lm, weights=weights):
+        expected_lm = lm.ngram.sentence_logprob(list(p.words))
+        assert p.lm == pytest.approx(expected_lm)
+        assert p.total == pytest.approx(p.acoustic + p.bias + 0.7 * expected_lm
+                                        + 0.4 * len(p.words))
+    best = rescore(lattice, lm, weights=weights)[0]
+    assert best.bias == pytest.approx(1.5) and best.acoustic == pytest.approx(-4.0)
+
+
+def test_paths_with_the_same_words_are_merged_and_nbest_is_capped(lm):
+    same_a = make_path("next song", -2.0)
+    same_b = Path([WordArc("next", 0.0, 0.4, -0.5), WordArc("song", 0.5, 0.9, -0.6)])
+    other = [make_path(t, -3.0 - i) for i, t in enumerate(["next son", "text song", "nest"])]
+    lattice = build_lattice([same_a, same_b, *other], "u", 1, True)
+    scored = rescore(lattice, lm, RescoreOptions(max_paths=10, nbest=3))
+    assert len(scored) == 3
+    assert [p.text for p in scored].count("next song") == 1
+    assert scored[0].text == "next song" and scored[0].acoustic == pytest.approx(-1.1)
+
+
+def test_empty_lattice_rescored_as_empty_sentence(lm):
+    lattice = build_lattice([], "u", 1, True)
+    [only] = rescore(lattice, lm)
+    assert only.words == () and only.lm == pytest.approx(lm.ngram.sentence_logprob([]))
+
+
+def test_interpolation_is_a_mixture_of_probabilities():
+    ngram, neural = [math.log(0.2), math.log(0.5)], [math.log(0.4), math.log(0.1)]
+    assert interpolate(ngram, neural, 1.0) == pytest.approx(sum(ngram))
+    assert interpolate(ngram, neural, 0.0) == pytest.approx(sum(neural))
+    assert interpolate(ngram, neural, 0.25) == pytest.approx(
+        math.log(0.25 * 0.2 + 0.75 * 0.4) + math.log(0.25 * 0.5 + 0.75 * 0.1))
+    assert interpolate(ngram, None, 0.3) == pytest.approx(sum(ngram))
+
+
+def test_word_errors():
+    assert word_errors("a b c".split(), "a b c".split()) == 0
+    assert word_errors("a b c".split(), "a x c d".split()) == 2
+    assert word_errors([], "a b".split()) == 2
+
+
+def _dev_set() -> list[DevUtterance]:
+    dev = []
+    for i, (reference, confusion) in enumerate(CONFUSIONS):
+        lattice = make_lattice([(confusion, -5.0), (reference, -6.0)], f"u{i}")
+        dev.append(DevUtterance(lattice, tuple(reference.split())))
+    # one where the acoustics are right and confidently so
+    lattice = make_lattice([("lock the front door", -2.0), ("lock the front floor", -9.0)], "x")
+    dev.append(DevUtterance(lattice, tuple("lock the front door".split())))
+    return dev
+
+
+def test_tuning_finds_weights_that_let_the_lm_fix_the_errors(lm):
+    result = tune(_dev_set(), lm)
+    assert result.device_wer > 0.15
+    assert result.wer == 0.0
+    assert result.weights.lm_weight > 0.0
+    # ties keep the weakest LM that works: weight 0 never wins when it is worse
+    no_lm = tune(_dev_set(), lm, lm_weights=(0.0,), length_bonuses=(0.0,))
+    assert no_lm.wer == pytest.approx(result.device_wer)
+
+
+def test_tuning_searches_the_interpolation_weight_with_a_neural_lm(lm, tmp_path):
+    torch = pytest.importorskip("torch")
+    from edge_asr.simulator.neural_lm import NeuralLM, write_vocab
+    from edge_asr.simulator.neural_lm_train import NeuralOptions, export_onnx, train_lstm_lm
+
+    torch.set_num_threads(1)
+    model = train_lstm_lm(TRAIN, lm.ngram.vocab, options=NeuralOptions(
+        embedding=8, hidden=16, epochs=15, batch_sentences=8, learning_rate=1e-2,
+        dropout=0.0), log=lambda _: None)
+    export_onnx(model, tmp_path / "neural.onnx")
+    write_vocab(lm.ngram.vocab, tmp_path / "vocab.txt")
+    both = CloudLM(lm.ngram, NeuralLM(tmp_path / "neural.onnx", tmp_path / "vocab.txt"))
+    result = tune(_dev_set(), both, lm_weights=(0.0, 0.5, 1.0), length_bonuses=(0.0,),
+                  lambdas=(0.0, 0.5, 1.0))
+    assert result.grid_points == 9 and result.wer == 0.0
+    scored = rescore(_dev_set()[0].lattice, both, weights=RescoreWeights(1.0, 0.0, 0.5))
+    assert scored[0].text == CONFUSIONS[0][0]
+
+
+def _write_lm_folder(lm: CloudLM, folder) -> None:
+    folder.mkdir()
+    lm.ngram.save_arpa(folder / "ngram.arpa.gz")
+
+
+def test_tune_command_reads_jsonl_and_writes_weights_next_to_the_lm(lm, tmp_path, capsys):
+    folder = tmp_path / "lm"
+    _write_lm_folder(lm, folder)
+    dev_path = tmp_path / "dev.jsonl"
+    dev_path.write_text("".join(encode_dev_line(serialize(u.lattice), " ".join(u.reference))
+                                + "\n" for u in _dev_set()))
+    assert len(load_dev_set(dev_path)) == len(_dev_set())
+    assert main(["tune", "--lm", str(folder), "--dev", str(dev_path), "--write"]) == 0
+    assert "rescored WER 0.00%" in capsys.readouterr().out
+    stored = RescoreWeights.load(folder / "weights.json")
+    assert stored.lm_weight > 0
+    assert CloudLM.load(folder).weights == stored
+
+
+@pytest.mark.parametrize("line,message", [
+    ("not json", "expected"),
+    (json.dumps({"text": "a"}), "expected"),
+    (json.dumps({"lattice": "@@@", "text": "a"}), "expected"),
+    (json.dumps({"lattice": "AAEC", "text": "a"}), "lattice|Lattice|node"),
+])
+def test_bad_dev_lines_are_refused_with_their_line_number(tmp_path, line, message):
+    path = tmp_path / "dev.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(DevSetError, match=f"dev.jsonl:1: .*({message})"):
+        load_dev_set(path)
+
+
+def test_cloud_lm_folder_is_checked_against_its_card(lm, tmp_path):
+    folder = tmp_path / "lm"
+    _write_lm_folder(lm, folder)
+    card = {"files": {"ngram.arpa.gz": {"sha256": sha256_of(folder / "ngram.arpa.gz")}}}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    assert CloudLM.load(folder).ngram.vocab == lm.ngram.vocab
+    (folder / "ngram.arpa.gz").write_bytes(b"replaced")
+    with pytest.raises(CloudLmError, match="sha256"):
+        CloudLM.load(folder)
+    with pytest.raises(CloudLmError, match="no cloud LM folder"):
+        CloudLM.load(tmp_path / "nowhere")
+
+
+def test_weights_are_validated(tmp_path):
+    with pytest.raises(CloudLmError, match="ngram_lambda"):
+        RescoreWeights(ngram_lambda=1.5)
+    (tmp_path / "w.json").write_text('{"lm_weight": 1, "typo": 2}')
+    with pytest.raises(CloudLmError, match="expected an object"):
+        RescoreWeights.load(tmp_path / "w.json")
+
+
+SHIPPED = FsPath(__file__).resolve().parent.parent / "models" / "cloud-lm"
+
+
+@pytest.mark.skipif(not (SHIPPED / "model_card.json").exists(),
+                    reason="no cloud LM built (make cloud-lm)")
+def test_shipped_cloud_lm_knows_the_domain():
+    lm = CloudLM.load(SHIPPED)  # checks every file against the card's sha256
+    card = json.loads((SHIPPED / "model_card.json").read_text())
+    dev = card["perplexity"]["dev"]
+    assert dev["interpolated"] <= min(dev["ngram"], dev["neural"]) + 1e-6
+    assert lm.neural is not None and lm.ngram.order >= 3
+    rng = random.Random(1)
+    for text in ["dim the hallway lamp to thirty percent", "call mom on their mobile",
+                 "what's the weather tomorrow in denver", "add oat milk to my shopping list"]:
+        words = text.split()
+        shuffled = words[:]
+        while shuffled == words:
+            rng.shuffle(shuffled)
+        good, bad = lm.sentence_logprobs([words, shuffled])
+        assert good > bad + 5.0
+    for reference, confusion in [*CONFUSIONS[:3], CONFUSIONS[4],
+                                 ("call mom on their mobile", "call mom on their noble")]:
+        lattice = make_lattice([(confusion, -5.0), (reference, -6.0)])
+        assert rescore(lattice, lm, weights=RescoreWeights(1.0, 0.0, 0.5))[0].text == reference
