@@ -61,11 +61,26 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from edge_asr.daemon.cloud_link import CloudLink
     from edge_asr.daemon.evaluate import evaluate
+    from edge_asr.daemon.service import load_config
 
-    summary = evaluate(_recognizer(args), args.manifest, args.output,
-                       use_context=not args.no_context, progress=True,
-                       config=_pipeline_config(args), limit=args.limit)
+    recognizer, link = _recognizer(args), None
+    if args.cloud:  # the daemon's [cloud] settings (token, TLS, deadline), this address
+        cloud = load_config(args.config).cloud
+        cloud.address = args.cloud
+        link = CloudLink(cloud).start()
+        if not link.wait_connected(cloud.connect_timeout_s + 1.0):
+            print(f"edge-asr eval: no cloud answers at {args.cloud}; every utterance will "
+                  "get its on-device final", file=sys.stderr)
+    try:
+        summary = evaluate(recognizer, args.manifest, args.output,
+                           use_context=not args.no_context, progress=True,
+                           config=_pipeline_config(args), limit=args.limit, link=link,
+                           answer_deadline_s=link.config.answer_deadline_s if link else 0.5)
+    finally:
+        if link is not None:
+            link.close()
     print(summary.format())
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary.__dict__, indent=2))
@@ -81,6 +96,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     for name in ("decoding_method", "beam", "threads"):
         if getattr(args, name) is not None:
             setattr(config.recognizer, name, getattr(args, name))
+    if args.cloud is not None:
+        config.cloud.address = args.cloud
+    if args.local_only:
+        config.local_only = True
     if args.source:
         config.source.kind = args.source
     if args.device is not None:
@@ -193,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--summary-json", type=Path, help="also write the summary as JSON")
     e.add_argument("--no-context", action="store_true", help="ignore the manifest's context")
     e.add_argument("--limit", type=int, help="score only the first N utterances")
+    e.add_argument("--cloud", help="host:port of `edge-asr cloud`: also score its rescoring")
     model_args(e)
     e.set_defaults(func=cmd_eval)
 
@@ -203,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["greedy_search", "modified_beam_search"])
     dm.add_argument("--beam", type=int)
     dm.add_argument("--threads", type=int)
+    dm.add_argument("--cloud", help="host:port of `edge-asr cloud` to send lattices to")
+    dm.add_argument("--local-only", action="store_true",
+                    help="send nothing off the device, even with a cloud configured")
     dm.add_argument("--source", choices=["microphone", "files", "none"])
     dm.add_argument("--device", help="microphone name (substring) or index")
     dm.add_argument("--files", nargs="*", type=Path, help="play these files as the microphone")

@@ -5,6 +5,11 @@ end-pointers, lattices) that the daemon runs on its microphone, so what eval mea
 what the device does. Writes one JSON line per utterance (DESIGN.md "Evaluation output")
 and returns a summary: WER per tag, end-point latency (EP50/EP90 after the manifest's
 speech_end), premature cuts, resets, lattice bytes, real-time factor.
+
+With a cloud link (`--cloud ADDR`) every utterance's lattices go to `edge-asr cloud`
+through the daemon's `Finisher`, and `rescored` holds the cloud's best for the standing
+revision (null when it did not answer in time); the summary then also gives the WER of
+what a user receives (rescored where the cloud answered, the device's best elsewhere).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import jiwer
 import numpy as np
 
 from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.cloud_link import CloudLink
 from edge_asr.daemon.features import SAMPLE_RATE
+from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import serialize
 from edge_asr.daemon.manifest import Entry, read_manifest
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline, PipelineConfig
@@ -82,6 +89,9 @@ class Summary:
     name_recall: float | None = None
     names_spoken: int = 0
     wer_without_names: float | None = None
+    # With a cloud: WER of what the user receives, and how many utterances were rescored.
+    delivered_wer: float | None = None
+    rescored: int = 0
 
     def format(self) -> str:
         lines = [f"utterances {self.utterances}  WER {100 * self.wer:.2f}%  RTF {self.rtf:.4f}"
@@ -94,6 +104,9 @@ class Summary:
                 f"EP90 {self.final_ep90}s; premature cuts {100 * self.premature_cuts:.1f}%; "
                 f"resets {100 * self.resets:.1f}%; no end-point {self.no_endpoint}; "
                 f"lattice bytes median {self.lattice_bytes_median}")
+        if self.delivered_wer is not None:
+            lines.append(f"cloud: {self.rescored} of {self.utterances} rescored; WER device "
+                         f"{100 * self.wer:.2f}% -> delivered {100 * self.delivered_wer:.2f}%")
         if self.name_recall is not None:
             lines.append(f"context names: recall {100 * self.name_recall:.1f}% of "
                          f"{self.names_spoken} spoken; WER without names "
@@ -136,7 +149,8 @@ def names_in(text: str, names: list[str]) -> list[str]:
 
 
 def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
-                   config: PipelineConfig | None = None) -> dict:
+                   config: PipelineConfig | None = None, link: CloudLink | None = None,
+                   answer_deadline_s: float = 0.5) -> dict:
     samples = read_audio(entry.audio_filepath)
     context = entry.context if use_context and entry.context else None
     cpu = time.process_time()  # building a context graph is part of the device's work
@@ -144,6 +158,15 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     pipeline.set_context(context)
     events = run_pipeline(pipeline, samples)
     cpu = time.process_time() - cpu
+    rescored = None
+    if link is not None:
+        closing: list[Event] = []
+        finisher = Finisher(closing.append, link, answer_deadline_s)
+        finisher.process(events)
+        finisher.wait_idle(answer_deadline_s + 1.0)
+        finisher.close()
+        answers = [e for e in closing if e.type is EventType.RESCORED]
+        rescored = normalize_text(" ".join(e.text for e in answers)) if answers else None
     finals = [e for e in events if e.type in _FINALS]
     first_spec = next((e for e in events if e.type is EventType.SPECULATIVE_ENDPOINT), None)
     last = finals[-1] if finals else None
@@ -157,7 +180,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "text": reference,
         "hypothesis": hypothesis,
         "nbest": [normalize_text(t) for t, _ in last.nbest] if last else [],
-        "rescored": None,  # filled when a cloud is reachable (cloud issue)
+        "rescored": rescored,
         "speculative_endpoint": _decision_time(first_spec),
         "final_endpoint": _decision_time(finals[0] if finals else None),
         "reset": any(e.type is EventType.RESET for e in events),
@@ -213,19 +236,26 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         names_spoken=spoken,
         wer_without_names=word_error_rate([r["text"] for r in plain],
                                           [r["hypothesis"] for r in plain]) if plain else None,
+        delivered_wer=word_error_rate(
+            [r["text"] for r in rows],
+            [r["hypothesis"] if r.get("rescored") is None else r["rescored"] for r in rows])
+        if any(r.get("rescored") is not None for r in rows) else None,
+        rescored=sum(r.get("rescored") is not None for r in rows),
     )
 
 
 def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
              use_context: bool = True, progress: bool = False,
-             config: PipelineConfig | None = None, limit: int | None = None) -> Summary:
+             config: PipelineConfig | None = None, limit: int | None = None,
+             link: CloudLink | None = None, answer_deadline_s: float = 0.5) -> Summary:
     entries = read_manifest(manifest)[:limit]
     rows, errors = [], 0
     out = output.open("w", encoding="utf-8") if output else None
     try:
         for i, entry in enumerate(entries):
             try:
-                row = evaluate_entry(recognizer, entry, use_context, config)
+                row = evaluate_entry(recognizer, entry, use_context, config, link,
+                                     answer_deadline_s)
             except (OSError, ValueError) as e:
                 errors += 1
                 print(f"skipping {entry.audio_filepath}: {e}")

@@ -41,6 +41,13 @@ class Metrics:
                                  "Audio waiting in the capture ring buffer", registry=r)
         self.lattice_bytes = Counter("edge_asr_lattice_bytes", "Lattice bytes produced",
                                      registry=r)
+        self.bytes_per_utterance = Histogram(
+            "edge_asr_cloud_bytes_per_utterance", "Lattice bytes sent to the cloud per utterance",
+            buckets=(0, 100, 200, 400, 800, 1600, 3200, 6400, 12800), registry=r)
+        self.cloud_bytes_sent = Gauge("edge_asr_cloud_bytes_sent",
+                                      "Bytes of lattices sent to the cloud", registry=r)
+        self.cloud_connected = Gauge("edge_asr_cloud_connected",
+                                     "1 while a cloud session is up", registry=r)
 
     def observe_event(self, event: Event, speech_end: float | None) -> None:
         self.events.labels(event.type.value).inc()

@@ -43,6 +43,11 @@ class EventType(Enum):
         """Events that close or revise an utterance: never dropped on the way to a client."""
         return self is not EventType.PARTIAL
 
+    @property
+    def closes_utterance(self) -> bool:
+        """The last event of every utterance (DESIGN.md, step 5)."""
+        return self in (EventType.RESCORED, EventType.ON_DEVICE_FINAL)
+
 
 @dataclass
 class Event:
@@ -57,6 +62,8 @@ class Event:
     reason: str = ""
     speech_start: float | None = None  # stream seconds of the utterance's first speech
     wall_time: float = field(default_factory=time.time)
+    intent: str = ""  # on RESCORED: what the cloud's NLU made of the best path
+    slots: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -28,10 +28,11 @@ import errno
 import ipaddress
 import logging
 import os
+import queue
 import socket
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -43,6 +44,7 @@ from grpc_reflection.v1alpha import reflection
 from edge_asr.daemon.audio import AudioFormatError, check_sample_rate
 from edge_asr.daemon.bus import EventBus, Subscription, SubscriptionClosed
 from edge_asr.daemon.context_graph import ContextError
+from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import to_proto as lattice_to_proto
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline
 from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
@@ -77,6 +79,10 @@ class Core(Protocol):
         """A fresh pipeline over the shared model; `source` prefixes its utterance ids."""
         ...
 
+    def new_finisher(self, emit: Callable[[Event], None]) -> Finisher:
+        """Closes a stream's utterances (RESCORED / ON_DEVICE_FINAL) through `emit`."""
+        ...
+
     def set_context(self, context: dict[str, list[str]]) -> int:
         """Sets the own source's context from the next utterance; returns its entries.
         Raises ContextError naming a bad entry (the old context then stays)."""
@@ -102,6 +108,14 @@ class _Refused(Exception):
 
 # -- conversions --------------------------------------------------------------------------
 
+def _drain(events: queue.SimpleQueue) -> Iterator[edge_asr_pb2.Event]:
+    while True:
+        try:
+            yield event_to_proto(events.get_nowait())
+        except queue.Empty:
+            return
+
+
 def event_to_proto(event: Event, dropped_before: int = 0) -> edge_asr_pb2.Event:
     message = edge_asr_pb2.Event(
         type=_EVENT_TYPES[event.type], utterance_id=event.utterance_id,
@@ -114,6 +128,9 @@ def event_to_proto(event: Event, dropped_before: int = 0) -> edge_asr_pb2.Event:
         message.speech_start = event.speech_start
     if event.lattice is not None:
         message.lattice.CopyFrom(lattice_to_proto(event.lattice))
+    if event.intent:
+        message.intent.name = event.intent
+        message.intent.slots.update(event.slots)
     return message
 
 
@@ -301,6 +318,8 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
                            f"(config), then audio; got {got}")
         pipeline, rate, encoding = self._open(first.config)
         source = PushSource(piece_ms=PUSH_PIECE_MS, max_piece_s=self.max_piece_s)
+        closed: queue.SimpleQueue[Event] = queue.SimpleQueue()  # the finisher's output
+        finisher = self.core.new_finisher(closed.put)
         for request in requests:
             kind = request.WhichOneof("request")
             if kind != "audio":
@@ -309,11 +328,15 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
                                if kind == "config" else
                                "a RecognizeRequest must carry config or audio; got neither")
             source.push(request.audio, rate, encoding)
-            yield from self._run(pipeline, source)
+            yield from self._run(pipeline, source, finisher, closed)
         source.end()  # the client half-closed: flush the resampler, then the utterance
-        yield from self._run(pipeline, source)
-        for event in pipeline.finish():
-            yield event_to_proto(event)
+        yield from self._run(pipeline, source, finisher, closed)
+        finisher.process(pipeline.finish())
+        # The call ends once every utterance is closed (the cloud answered, or its
+        # deadline passed): the client gets RESCORED or ON_DEVICE_FINAL for each.
+        finisher.wait_idle(timeout=30.0)
+        finisher.close()
+        yield from _drain(closed)
 
     def _open(self, config: edge_asr_pb2.RecognizeConfig) -> tuple[Pipeline, int, str]:
         encoding = _encoding_name(config.encoding)
@@ -328,10 +351,12 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
         return pipeline, config.sample_rate, encoding
 
     @staticmethod
-    def _run(pipeline: Pipeline, source: PushSource) -> Iterator[edge_asr_pb2.Event]:
+    def _run(pipeline: Pipeline, source: PushSource, finisher: Finisher,
+             closed: queue.SimpleQueue) -> Iterator[edge_asr_pb2.Event]:
         for piece in source.pieces(timeout=0):  # only what is ready; never waits
-            for event in pipeline.accept(piece):
-                yield event_to_proto(event)
+            finisher.process(pipeline.accept(piece))
+            yield from _drain(closed)
+        yield from _drain(closed)  # answers the cloud sent meanwhile
 
     # -- unary calls -------------------------------------------------------------------
 

@@ -8,6 +8,10 @@ loopback TCP), plus Prometheus metrics. Clients may also push their own audio
 Configuration: a TOML file (`--config`) whose tables mirror `DaemonConfig`, overridden by
 command-line flags. SIGTERM / SIGINT stop the source, let the open utterance finish (up
 to `shutdown_grace_s`), deliver its final events, then stop the server.
+
+With a cloud address (`[cloud] address` or `--cloud`), lattices go to `edge-asr cloud`
+over one `CloudLink`, and a `Finisher` per stream closes each utterance with RESCORED or,
+when the cloud is down or late, ON_DEVICE_FINAL. `local_only` sends nothing at all.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import signal
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_asr.daemon.bus import EventBus
+from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig
 from edge_asr.daemon.endpoint import EndpointConfig, Phase
+from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import serialize
 from edge_asr.daemon.metrics import Metrics
 from edge_asr.daemon.pipeline import Event, Pipeline, PipelineConfig
@@ -60,6 +67,8 @@ class DaemonConfig:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    cloud: CloudLinkConfig = field(default_factory=CloudLinkConfig)
+    local_only: bool = False  # nothing leaves the device, even with a cloud address
     vad_mode: int = 2
     partials: bool = True
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
@@ -105,6 +114,12 @@ class Daemon:
             endpoint=config.endpoint, vad_mode=config.vad_mode, partials=config.partials,
             model_version=Path(config.recognizer.model_dir).name)
         self.pipeline = self.new_pipeline("mic")
+        self.link: CloudLink | None = None
+        if config.cloud.address and not config.local_only:
+            self.link = CloudLink(config.cloud).start()
+        self._utterance_bytes: dict[str, int] = {}  # lattice bytes sent, per open utterance
+        self._bytes_lock = threading.Lock()
+        self.finisher = self.new_finisher(self._publish_one)
         self.source: AudioSource | None = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -116,6 +131,24 @@ class Daemon:
 
     def new_pipeline(self, source: str) -> Pipeline:
         return Pipeline(self.recognizer, self.pipeline_config, source=source)
+
+    def new_finisher(self, emit: Callable[[Event], None]) -> Finisher:
+        def observed(event: Event) -> None:
+            self._count_bytes(event)
+            emit(event)
+
+        return Finisher(observed, self.link, self.config.cloud.answer_deadline_s)
+
+    def _count_bytes(self, event: Event) -> None:
+        """Lattice bytes per utterance, observed when the utterance closes."""
+        with self._bytes_lock:
+            if event.lattice is not None and self.link is not None:
+                size = len(serialize(event.lattice))
+                self._utterance_bytes[event.utterance_id] = \
+                    self._utterance_bytes.get(event.utterance_id, 0) + size
+            elif event.type.closes_utterance:
+                sent = self._utterance_bytes.pop(event.utterance_id, 0)
+                self.metrics.bytes_per_utterance.observe(sent)
 
     def set_context(self, context: dict[str, list[str]]) -> int:
         """Validates (ContextError names a bad entry) and applies from the next utterance."""
@@ -141,6 +174,15 @@ class Daemon:
             "source": source.kind if source.kind != "microphone" else
             f"microphone {source.device or '(default)'}",
             "audio_seconds": self._audio_s,
+            "rescored": self.finisher.counters.rescored,
+            "on_device_finals": self.finisher.counters.on_device,
+            "cloud_timeouts": self.finisher.counters.timeouts,
+            "cloud_stale_results": self.finisher.counters.stale_results,
+            **({"cloud_connected": float(self.link.connected),
+                "cloud_bytes_sent": self.link.counters.bytes_sent,
+                "cloud_sessions": self.link.counters.sessions,
+                "cloud_outbox_drops": self.link.counters.outbox_drops}
+               if self.link is not None else {}),
         }
 
     # -- the recognition worker ------------------------------------------------------
@@ -171,15 +213,16 @@ class Daemon:
             self._worker = threading.Thread(target=self._run, name="recognition", daemon=True)
             self._worker.start()
 
-    def _publish(self, events: list[Event]) -> None:
+    def _publish_one(self, event: Event) -> None:
+        """Own-source events to metrics, subscribers and stdout (any thread: the cloud's
+        answers and deadlines arrive on other threads than recognition)."""
         timing = self.pipeline.endpointer.timing
-        for event in events:
-            self.metrics.observe_event(event, timing.speech_end if timing else None)
-            if event.lattice is not None:
-                self.metrics.lattice_bytes.inc(len(serialize(event.lattice)))
-            self.bus.publish(event)
-            if self.config.print_events:
-                print(format_event(event), flush=True)
+        self.metrics.observe_event(event, timing.speech_end if timing else None)
+        if event.lattice is not None:
+            self.metrics.lattice_bytes.inc(len(serialize(event.lattice)))
+        self.bus.publish(event)
+        if self.config.print_events:
+            print(format_event(event), flush=True)
 
     def _run(self) -> None:
         stop_at: float | None = None
@@ -190,7 +233,7 @@ class Daemon:
                 self._cpu_s += time.thread_time() - t0
                 self._audio_s += len(piece) / 16000
                 self.metrics.audio_seconds.inc(len(piece) / 16000)
-                self._publish(events)
+                self.finisher.process(events)
                 self._update_gauges()
                 if self._stop.is_set():
                     # Shutting down: let the open utterance reach its end-point first.
@@ -199,7 +242,9 @@ class Daemon:
                             time.monotonic() > stop_at:
                         break
         finally:
-            self._publish(self.pipeline.finish())
+            self.finisher.process(self.pipeline.finish())
+            self.finisher.wait_idle(self.config.cloud.answer_deadline_s + 0.5)
+            self.finisher.close()
             self.bus.close()
 
     def _update_gauges(self) -> None:
@@ -209,6 +254,9 @@ class Daemon:
         m.subscribers.set(self.bus.subscribers)
         m.dropped_partials.set(self.bus.dropped)
         m.overruns.set(getattr(self.source, "overruns", 0))
+        if self.link is not None:
+            m.cloud_bytes_sent.set(self.link.counters.bytes_sent)
+            m.cloud_connected.set(self.link.connected)
 
     def stop(self) -> None:
         """Stop taking audio; the worker finishes the open utterance, then ends."""
@@ -217,6 +265,8 @@ class Daemon:
             self._worker.join(self.config.shutdown_grace_s + 2.0)
         if self.source is not None:
             self.source.close()
+        if self.link is not None:
+            self.link.close()
 
     def wait(self) -> None:
         if self._worker is not None:

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from edge_asr.daemon.bus import EventBus, SubscriptionClosed
 from edge_asr.daemon.context_graph import context_entries
+from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import Path as LatticePath
 from edge_asr.daemon.lattice import WordArc, build_lattice, from_proto
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline, PipelineConfig
@@ -82,6 +83,9 @@ class FakeDaemon:
 
     def new_pipeline(self, source: str) -> Pipeline:
         return Pipeline(self.recognizer, PipelineConfig(model_version="test"), source=source)
+
+    def new_finisher(self, emit) -> Finisher:
+        return Finisher(emit)  # local-only: ON_DEVICE_FINAL right after the final decision
 
     def set_context(self, context: dict[str, list[str]]) -> int:
         entries = context_entries(context)
@@ -181,11 +185,12 @@ def refused(stub: pb_grpc.EdgeAsrStub, requests: list[pb.RecognizeRequest]
 NAME = pb.EventType.Name
 
 
-def grammar_ok(types: list[str]) -> bool:
-    """SPEECH_STARTED PARTIAL* SPECULATIVE PARTIAL* (CONFIRMED | RESET PARTIAL* FINAL)."""
+def grammar_ok(types: list[str], closing: str = "ON_DEVICE_FINAL") -> bool:
+    """SPEECH_STARTED PARTIAL* SPECULATIVE PARTIAL* (CONFIRMED | RESET PARTIAL* FINAL), then
+    the closing event (RESCORED, or ON_DEVICE_FINAL without a cloud)."""
     t = [x for x in types if x != "PARTIAL"]
-    return t in (["SPEECH_STARTED", "SPECULATIVE_ENDPOINT", "CONFIRMED"],
-                 ["SPEECH_STARTED", "SPECULATIVE_ENDPOINT", "RESET", "FINAL_ENDPOINT"])
+    return t in (["SPEECH_STARTED", "SPECULATIVE_ENDPOINT", "CONFIRMED", closing],
+                 ["SPEECH_STARTED", "SPECULATIVE_ENDPOINT", "RESET", "FINAL_ENDPOINT", closing])
 
 
 @pytest.mark.parametrize("rate, encoding, partials", [
@@ -208,7 +213,10 @@ def test_recognize_streams_each_burst_in_order(api, rate, encoding, partials):
     assert from_proto(spec.lattice).utterance_id == spec.utterance_id
     start = next(e for e in events if e.type == pb.SPEECH_STARTED)
     assert start.HasField("speech_start") and abs(start.speech_start - LEAD_S) < 0.1
-    assert NAME(events[-1].type) in ("CONFIRMED", "FINAL_ENDPOINT")
+    assert NAME(events[-2].type) in ("CONFIRMED", "FINAL_ENDPOINT")
+    closing = events[-1]
+    assert NAME(closing.type) == "ON_DEVICE_FINAL" and closing.reason == "local-only"
+    assert closing.text == events[-2].text or closing.text == spec.text
 
 
 def test_half_close_sends_the_open_utterance(api):
@@ -216,7 +224,7 @@ def test_half_close_sends_the_open_utterance(api):
     audio = speech_like(1)[: int((LEAD_S + BURST_S * 0.75) * SR)]
     events = recognize(api.stub, audio_requests(audio, SR, pb.PCM_S16LE))
     assert grammar_ok([NAME(e.type) for e in events])
-    assert events[-1].reason == "end_of_input"
+    assert events[-2].reason == "end_of_input" and events[-1].reason == "local-only"
 
 
 def test_recognize_with_a_context(api):

@@ -1,0 +1,294 @@
+"""The device's link to the cloud-rescoring service (`edge-asr cloud`, protos/cloud.proto).
+
+One long-lived `Session` stream per daemon, kept up by a background thread that
+reconnects with exponential backoff and jitter. Only lattices (and resets and confirms)
+are sent; nothing here can carry audio. Recognition never waits for the cloud: `upload`,
+`reset` and `confirm` only append to a bounded outbox (the oldest message gives way when
+it is full, and is counted), and each result comes back through the callback given with
+its utterance's upload (one link serves every stream of the daemon).
+
+    link = CloudLink(CloudLinkConfig(address="127.0.0.1:50061"))
+    link.start()
+    link.upload(lattice, on_result=print)          # returns at once
+    ...
+    link.close()
+
+Utterances still waiting for an answer when the session breaks are uploaded again on the
+next session (the cloud is stateless per utterance), so a reconnect loses nothing that is
+still worth answering; what the finisher gave up on (`forget`) is not re-sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from edge_asr.daemon.lattice import Lattice, to_proto
+from edge_asr.daemon.proto import cloud_pb2, cloud_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_CLOSE = object()  # ends the request stream of the current session
+
+
+@dataclass
+class CloudLinkConfig:
+    address: str = ""  # host:port of `edge-asr cloud` ("" = no cloud); dns:/// for several
+    device_id: str = "edge-asr-device"
+    # How long the device waits, after its final end-point, for the cloud's answer before
+    # it gives its own best (ON_DEVICE_FINAL). Rescoring takes a few ms; a round trip
+    # over a home connection 20-100 ms.
+    answer_deadline_s: float = 0.5
+    connect_timeout_s: float = 2.0  # deadline for a new session's Welcome
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 10.0
+    backoff_jitter: float = 0.5  # each wait is scaled by a random factor in [1-j, 1+j]
+    outbox_size: int = 64
+    nbest: int = 10
+    token: str = ""  # bearer token the cloud checks ("" = none)
+    tls_root_cert: str = ""  # PEM of the CA that signed the cloud's certificate
+    tls_client_cert: str = ""  # PEM certificate and key, when the cloud wants a client cert
+    tls_client_key: str = ""
+    tls_server_name: str = ""  # overrides the name checked in the server certificate
+
+    def __post_init__(self) -> None:
+        for name in ("answer_deadline_s", "connect_timeout_s", "backoff_initial_s",
+                     "backoff_max_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"CloudLinkConfig.{name} must be > 0")
+        if not 0 <= self.backoff_jitter < 1:
+            raise ValueError("CloudLinkConfig.backoff_jitter must be in [0, 1)")
+        if self.outbox_size < 1 or self.nbest < 1:
+            raise ValueError("CloudLinkConfig.outbox_size and nbest must be >= 1")
+        if bool(self.tls_client_cert) != bool(self.tls_client_key):
+            raise ValueError("CloudLinkConfig: tls_client_cert and tls_client_key go together")
+
+
+@dataclass(frozen=True)
+class CloudResult:
+    """The cloud's answer for one (utterance, revision)."""
+
+    utterance_id: str
+    revision: int
+    nbest: list[tuple[str, float]]  # (text, total score), best first
+    intent: str = ""
+    slots: dict[str, str] = field(default_factory=dict)
+    server_ms: float = 0.0
+
+
+@dataclass
+class LinkCounters:
+    sessions: int = 0  # sessions that got a Welcome
+    connect_failures: int = 0
+    uploads: int = 0
+    bytes_sent: int = 0  # serialized lattices, as they went on the wire
+    outbox_drops: int = 0
+    results: int = 0
+    unrouted: int = 0  # results for an utterance nobody waits for any more (late, reset)
+    cancelled: int = 0
+    errors: int = 0  # Error messages from the cloud (bad lattice, busy ...)
+    garbage: int = 0  # results the device could not use (unknown utterance, bad shape)
+
+
+ResultCallback = Callable[[CloudResult], None]
+
+
+def backoff_delays(cfg: CloudLinkConfig, rng: random.Random) -> Iterator[float]:
+    """Exponential backoff with jitter: initial, 2x, 4x ... capped, each scaled randomly so
+    that a fleet of devices does not reconnect in lockstep after an outage."""
+    delay = cfg.backoff_initial_s
+    while True:
+        yield delay * rng.uniform(1 - cfg.backoff_jitter, 1 + cfg.backoff_jitter)
+        delay = min(cfg.backoff_max_s, delay * 2)
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def open_channel(cfg: CloudLinkConfig) -> grpc.Channel:
+    """Round-robin over every address the name resolves to, so that replicas share the
+    load and a dead one is skipped; TLS when a root certificate is configured."""
+    options = [("grpc.lb_policy_name", "round_robin"),
+               ("grpc.max_receive_message_length", 4 * 1024 * 1024)]
+    if cfg.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", cfg.tls_server_name))
+    if not cfg.tls_root_cert:
+        return grpc.insecure_channel(cfg.address, options=options)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=_read(cfg.tls_root_cert),
+        private_key=_read(cfg.tls_client_key) if cfg.tls_client_key else None,
+        certificate_chain=_read(cfg.tls_client_cert) if cfg.tls_client_cert else None)
+    return grpc.secure_channel(cfg.address, creds, options=options)
+
+
+def result_from_proto(message: cloud_pb2.Rescored) -> CloudResult:
+    nbest = [(" ".join(h.words), float(h.total)) for h in message.nbest]
+    return CloudResult(message.utterance_id, message.revision, nbest, message.intent.name,
+                       dict(message.intent.slots), message.timings.total_ms)
+
+
+class CloudLink:
+    def __init__(self, config: CloudLinkConfig, seed: int | None = None) -> None:
+        if not config.address:
+            raise ValueError("CloudLink needs an address (no address: run local-only)")
+        self.config = config
+        self.counters = LinkCounters()
+        self._rng = random.Random(seed)
+        self._outbox: queue.Queue = queue.Queue(config.outbox_size)
+        # Utterances waiting for an answer: their latest lattice (re-sent on a new session)
+        # and where the answer goes.
+        self._awaiting: OrderedDict[str, tuple[Lattice, ResultCallback]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._call: grpc.Future | None = None
+        self._thread = threading.Thread(target=self._run, name="cloud-link", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> CloudLink:
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._call is not None:
+                self._call.cancel()
+        self._offer(_CLOSE)
+        self._thread.join(timeout)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # -- called by the recognition side: never blocks ---------------------------------
+
+    def upload(self, lattice: Lattice, on_result: ResultCallback) -> None:
+        with self._lock:
+            self._awaiting[lattice.utterance_id] = (lattice, on_result)
+            self._awaiting.move_to_end(lattice.utterance_id)
+            while len(self._awaiting) > self.config.outbox_size:
+                self._awaiting.popitem(last=False)
+        self._offer(self._upload_message(lattice))
+
+    def reset(self, utterance_id: str) -> None:
+        with self._lock:
+            self._awaiting.pop(utterance_id, None)
+        self._offer(cloud_pb2.ClientMessage(reset=cloud_pb2.Reset(utterance_id=utterance_id)))
+
+    def confirm(self, utterance_id: str, revision: int) -> None:
+        self._offer(cloud_pb2.ClientMessage(
+            confirm=cloud_pb2.Confirm(utterance_id=utterance_id, revision=revision)))
+
+    def forget(self, utterance_id: str) -> None:
+        """The device no longer waits for this utterance: do not re-send it."""
+        with self._lock:
+            self._awaiting.pop(utterance_id, None)
+
+    def _upload_message(self, lattice: Lattice) -> cloud_pb2.ClientMessage:
+        return cloud_pb2.ClientMessage(lattice=cloud_pb2.LatticeUpload(
+            lattice=to_proto(lattice), nbest=self.config.nbest))
+
+    def _offer(self, message: object) -> None:
+        while True:
+            try:
+                self._outbox.put_nowait(message)
+                return
+            except queue.Full:
+                try:  # the oldest message gives way; the finisher covers what it carried
+                    self._outbox.get_nowait()
+                    self.counters.outbox_drops += 1
+                except queue.Empty:
+                    pass
+
+    # -- the link thread ---------------------------------------------------------------
+
+    def _requests(self, first: list[cloud_pb2.ClientMessage]) -> Iterator:
+        yield cloud_pb2.ClientMessage(hello=cloud_pb2.Hello(
+            device_id=self.config.device_id, model_version=self._model_version(first)))
+        yield from first
+        while not self._stop.is_set():
+            try:
+                message = self._outbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if message is _CLOSE:
+                return
+            if message.WhichOneof("message") == "lattice":
+                self.counters.uploads += 1
+                self.counters.bytes_sent += message.lattice.lattice.ByteSize()
+            yield message
+
+    def _model_version(self, pending: list[cloud_pb2.ClientMessage]) -> str:
+        return pending[0].lattice.lattice.model_version if pending else ""
+
+    def _run(self) -> None:
+        delays = backoff_delays(self.config, self._rng)
+        channel = open_channel(self.config)
+        stub = cloud_pb2_grpc.CloudStub(channel)
+        metadata = [("authorization", f"Bearer {self.config.token}")] if self.config.token \
+            else None
+        try:
+            while not self._stop.is_set():
+                with self._lock:  # what still waits for an answer goes first on a new session
+                    again = [self._upload_message(lat) for lat, _ in self._awaiting.values()]
+                try:
+                    grpc.channel_ready_future(channel).result(self.config.connect_timeout_s)
+                    call = stub.Session(self._requests(again), metadata=metadata)
+                    with self._lock:
+                        self._call = call
+                    for message in call:
+                        if self._handle(message):
+                            delays = backoff_delays(self.config, self._rng)
+                except grpc.FutureTimeoutError:
+                    self.counters.connect_failures += 1
+                except grpc.RpcError as e:
+                    if not self._stop.is_set():
+                        self.counters.connect_failures += not self.connected
+                        log.info("cloud session ended: %s %s", e.code(), e.details())
+                finally:
+                    self._connected.clear()
+                    with self._lock:
+                        self._call = None
+                if self._stop.wait(next(delays)):
+                    break
+        finally:
+            channel.close()
+
+    def _handle(self, message: cloud_pb2.ServerMessage) -> bool:
+        """Returns True on Welcome (the backoff starts over)."""
+        kind = message.WhichOneof("message")
+        if kind == "welcome":
+            self.counters.sessions += 1
+            self._connected.set()
+            return True
+        if kind == "rescored":
+            r = message.rescored
+            if not r.nbest or not r.utterance_id:
+                self.counters.garbage += 1  # nothing the device could use
+                return False
+            with self._lock:
+                waiting = self._awaiting.pop(r.utterance_id, None)
+            self.counters.results += 1
+            if waiting is None:
+                self.counters.unrouted += 1
+            else:  # the finisher decides whether the revision still stands
+                waiting[1](result_from_proto(r))
+        elif kind == "cancelled":
+            self.counters.cancelled += 1
+        elif kind == "error":
+            self.counters.errors += 1
+            log.info("cloud refused %s rev %d: %s %s", message.error.utterance_id,
+                     message.error.revision, message.error.code, message.error.message)
+        return False
