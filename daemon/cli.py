@@ -164,14 +164,18 @@ def cmd_cloud(args: argparse.Namespace) -> int:
 
     from edge_asr.simulator.cloud import CloudOptions, CloudServeError, serve_cloud
     from edge_asr.simulator.cloud_lm import CloudLM, CloudLmError
+    from edge_asr.simulator.cloud_security import CloudSecurity
 
     try:
         lm = CloudLM.load(args.lm)
         options = CloudOptions(nbest=args.nbest, max_paths=args.max_paths,
                                nlu_cost_s=args.nlu_cost_ms / 1000, slow_s=args.slow_ms / 1000,
                                max_sessions=args.max_sessions)
-        served = serve_cloud(lm, options, host=args.host, port=args.port)
-    except (CloudLmError, CloudServeError) as e:
+        token = args.token_file.read_text().strip() if args.token_file else ""
+        security = CloudSecurity(token, args.tls_cert or "", args.tls_key or "",
+                                 args.tls_client_ca or "")
+        served = serve_cloud(lm, options, host=args.host, port=args.port, security=security)
+    except (CloudLmError, CloudServeError, ValueError, OSError) as e:
         print(f"edge-asr: error: {e}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -267,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--slow-ms", type=float, default=0.0,
                    help="extra delay before every result, to emulate a slow cloud")
     c.add_argument("--max-sessions", type=int, default=64)
+    c.add_argument("--token-file", type=Path,
+                   help="file holding the bearer token devices must send")
+    c.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
+    c.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    c.add_argument("--tls-client-ca", help="PEM CA: require device certificates it signed")
     c.set_defaults(func=cmd_cloud)
     return p
 

@@ -46,6 +46,7 @@ from grpc_reflection.v1alpha import reflection
 from edge_asr.daemon.lattice import Lattice, LatticeError, from_proto, validate
 from edge_asr.daemon.proto import cloud_pb2, lattice_pb2
 from edge_asr.simulator.cloud_lm import CloudLM
+from edge_asr.simulator.cloud_security import CloudSecurity
 from edge_asr.simulator.nlu import NluCancelled, NluOptions, NluResult, run_nlu, understand
 from edge_asr.simulator.rescore import RescoreOptions, ScoredPath, rescore
 
@@ -488,12 +489,15 @@ class CloudServeError(RuntimeError):
 
 
 def serve_cloud(lm: CloudLM, options: CloudOptions = CloudOptions(), host: str = "127.0.0.1",
-                port: int = 0) -> CloudServer:
-    """Starts the service on host:port (0: any free port, returned in .port)."""
+                port: int = 0, security: CloudSecurity | None = None) -> CloudServer:
+    """Starts the service on host:port (0: any free port, returned in .port); with TLS and
+    a bearer token when `security` says so."""
+    security = security or CloudSecurity()
     servicer = CloudServicer(lm, options)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.max_sessions + 8,
                                    thread_name_prefix="grpc-cloud"),
+        interceptors=security.interceptors(),
         options=[("grpc.max_receive_message_length", options.max_message_bytes),
                  ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((_handlers(servicer),))
@@ -505,8 +509,10 @@ def serve_cloud(lm: CloudLM, options: CloudOptions = CloudOptions(), host: str =
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as exc:
+        credentials = security.credentials()
+        bound = server.add_secure_port(address, credentials) if credentials else \
+            server.add_insecure_port(address)
+    except (RuntimeError, OSError) as exc:
         raise CloudServeError(f"cannot listen on {address}: {exc}") from exc
     if bound == 0:
         raise CloudServeError(f"cannot listen on {address} (is the port in use?)")
