@@ -24,6 +24,7 @@ from edge_asr.daemon.sources import AudioSourceError
 from edge_asr.daemon.transducer import ModelError
 
 BUNDLED_CLIPS = Path(__file__).resolve().parent.parent / "tests" / "data"
+DEFAULT_CLOUD_LM = Path(__file__).resolve().parent.parent / "models" / "cloud-lm"
 
 
 def _recognizer(args: argparse.Namespace) -> Recognizer:
@@ -77,7 +78,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         summary = evaluate(recognizer, args.manifest, args.output,
                            use_context=not args.no_context, progress=True,
                            config=_pipeline_config(args), limit=args.limit, link=link,
-                           answer_deadline_s=link.config.answer_deadline_s if link else 0.5)
+                           answer_deadline_s=link.config.answer_deadline_s if link else 0.5,
+                           lattices=args.lattices)
     finally:
         if link is not None:
             link.close()
@@ -154,7 +156,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          "(or pass --model DIR)")
     verify_model_dir(Path(args.model))
     files = args.files or sorted(BUNDLED_CLIPS.glob("*.flac"))[: args.limit]
-    return run_demo([str(f) for f in files], model=args.model, realtime=args.realtime)
+    cloud_lm = None if args.local_only or not (args.cloud_lm / "model_card.json").exists() \
+        else args.cloud_lm
+    return run_demo([str(f) for f in files], model=args.model, realtime=args.realtime,
+                    cloud_lm=cloud_lm)
 
 
 def cmd_cloud(args: argparse.Namespace) -> int:
@@ -217,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-context", action="store_true", help="ignore the manifest's context")
     e.add_argument("--limit", type=int, help="score only the first N utterances")
     e.add_argument("--cloud", help="host:port of `edge-asr cloud`: also score its rescoring")
+    e.add_argument("--lattices", type=Path,
+                   help="also write each utterance's lattice and reference (JSON Lines) for "
+                        "tuning the cloud's weights")
     model_args(e)
     e.set_defaults(func=cmd_eval)
 
@@ -257,12 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=int, default=6, help="bundled clips to play")
     d.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True)
     d.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    d.add_argument("--cloud-lm", type=Path, default=DEFAULT_CLOUD_LM,
+                   help="start `edge-asr cloud` with this LM (when it exists)")
+    d.add_argument("--local-only", action="store_true", help="no cloud: on-device results")
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("cloud", help="run the cloud-rescoring service")
     c.add_argument("--host", default="127.0.0.1", help="address to listen on")
     c.add_argument("--port", type=int, default=50061, help="TCP port (0: any free port)")
-    c.add_argument("--lm", type=Path, default=Path("models/cloud-lm"),
+    c.add_argument("--lm", type=Path, default=DEFAULT_CLOUD_LM,
                    help="cloud LM folder (make cloud-lm)")
     c.add_argument("--nbest", type=int, default=10, help="hypotheses returned by default")
     c.add_argument("--max-paths", type=int, default=50, help="lattice paths rescored")

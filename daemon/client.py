@@ -28,8 +28,11 @@ def format_pb_event(event) -> str:
                  f"{event.lattice.ByteSize()} bytes)")
     elif kind == "PARTIAL" and event.stable_prefix:
         extra = f"  [stable: {event.stable_prefix}]"
-    elif kind in ("RESET",) and event.reason:
+    elif kind in ("RESET", "ON_DEVICE_FINAL") and event.reason:
         extra = f"  ({event.reason})"
+    elif kind == "RESCORED" and event.intent.name:
+        slots = ", ".join(f"{k}={v}" for k, v in sorted(event.intent.slots.items()))
+        extra = f"  -> {event.intent.name}({slots})"
     return f"{event.audio_time:7.2f}s  {kind:<21} {event.utterance_id:<8} {event.text}{extra}"
 
 
@@ -53,14 +56,38 @@ def listen(socket: str | None, tcp: str | None, partials: bool = True,
     return 0
 
 
-def run_demo(files: list[str], model: str | Path, realtime: bool = True) -> int:
-    """`make run`: the daemon in its own process plays the files as its microphone; this
-    process subscribes over the Unix socket and prints every event."""
+def start_cloud(lm: Path, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """`edge-asr cloud` on a free loopback port, in its own process; returns it and its
+    address once it serves."""
+    cloud = subprocess.Popen([sys.executable, "-m", "edge_asr.daemon.cli", "cloud", "--port",
+                              "0", "--lm", str(lm)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    for line in cloud.stdout:  # "edge-asr cloud: serving on 127.0.0.1:PORT (...)"
+        if "serving on" in line:
+            return cloud, line.split("serving on", 1)[1].split()[0]
+        if time.monotonic() > deadline:
+            break
+    cloud.kill()
+    raise RuntimeError(f"edge-asr cloud did not start (exit status {cloud.wait()})")
+
+
+def run_demo(files: list[str], model: str | Path, realtime: bool = True,
+             cloud_lm: Path | None = None) -> int:
+    """`make run`: the cloud and the daemon in processes of their own; the daemon plays the
+    files as its microphone and sends lattices to the cloud; this process subscribes over
+    the Unix socket and prints every event."""
     with tempfile.TemporaryDirectory(prefix="edge-asr-") as tmp:
         socket = os.path.join(tmp, "daemon.sock")
         cmd = [sys.executable, "-m", "edge_asr.daemon.cli", "daemon", "--source", "files",
                "--files", *files, "--socket", socket, "--model", str(model),
                "--realtime" if realtime else "--no-realtime", "--wait-for-subscriber"]
+        cloud = None
+        if cloud_lm is not None:
+            cloud, address = start_cloud(cloud_lm)
+            cmd += ["--cloud", address]
+            print(f"cloud rescoring on {address} (LM {cloud_lm})", flush=True)
+        else:
+            print("no cloud LM (`make cloud-lm` builds one): on-device results only", flush=True)
         daemon = subprocess.Popen(cmd)
         try:
             deadline = time.monotonic() + 30
@@ -74,6 +101,7 @@ def run_demo(files: list[str], model: str | Path, realtime: bool = True) -> int:
             listen(socket, None)
             return daemon.wait(timeout=30)
         finally:
-            if daemon.poll() is None:
-                daemon.terminate()
-                daemon.wait(timeout=10)
+            for proc in (daemon, cloud):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(timeout=10)

@@ -14,6 +14,7 @@ what a user receives (rescored where the cloud answered, the device's best elsew
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections import defaultdict
@@ -173,6 +174,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     # One request may come out as several utterances if an end-pointer cut it: the
     # hypothesis is all of them in order, and the first final decision is the one scored.
     hypothesis = normalize_text(" ".join(e.text for e in finals if e.text))
+    lattices = [e.lattice for e in events if e.lattice is not None]
     reference = normalize_text(entry.text)
     spoken = names_in(reference, entry.context)
     return {
@@ -195,6 +197,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         # with or without the context given to the recognizer (--no-context).
         "context_names": spoken,
         "context_names_recognized": [n for n in spoken if n in names_in(hypothesis, [n])],
+        "_standing_lattice": serialize(lattices[-1]) if lattices else None,
     }
 
 
@@ -247,10 +250,14 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
 def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
              use_context: bool = True, progress: bool = False,
              config: PipelineConfig | None = None, limit: int | None = None,
-             link: CloudLink | None = None, answer_deadline_s: float = 0.5) -> Summary:
+             link: CloudLink | None = None, answer_deadline_s: float = 0.5,
+             lattices: Path | None = None) -> Summary:
+    """Scores every entry of `manifest`; `lattices` also gets, per utterance, its standing
+    lattice and reference (the cloud's weight-tuning input, simulator/rescore.py)."""
     entries = read_manifest(manifest)[:limit]
     rows, errors = [], 0
     out = output.open("w", encoding="utf-8") if output else None
+    dump = lattices.open("w", encoding="utf-8") if lattices else None
     try:
         for i, entry in enumerate(entries):
             try:
@@ -260,12 +267,17 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
                 errors += 1
                 print(f"skipping {entry.audio_filepath}: {e}")
                 continue
+            standing = row.pop("_standing_lattice")
+            if dump and standing is not None:
+                dump.write(json.dumps({"lattice": base64.b64encode(standing).decode("ascii"),
+                                       "text": row["text"]}) + "\n")
             rows.append(row)
             if out:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             if progress and (i + 1) % 50 == 0:
                 print(f"  {i + 1}/{len(entries)}", flush=True)
     finally:
-        if out:
-            out.close()
+        for f in (out, dump):
+            if f:
+                f.close()
     return summarize(rows, errors)

@@ -19,6 +19,7 @@ from edge_asr.daemon.pipeline import Event, EventType
 from edge_asr.simulator.cloud import CloudOptions, serve_cloud
 from edge_asr.simulator.cloud_lm import CloudLM, RescoreWeights
 from edge_asr.simulator.ngram_lm import NgramOptions, train_ngram
+from edge_asr.simulator.rescore import load_dev_set
 
 TRAIN = [s.split() for s in [
     "turn on the kitchen lights", "turn off the kitchen lights", "turn off the fan",
@@ -278,8 +279,11 @@ def test_eval_with_a_cloud_fills_rescored(cloud, tiny_model_dir, tmp_path):
     out, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
     assert main(["eval", str(manifest), "--output", str(out), "--model", str(tiny_model_dir),
                  "--decoding", "greedy_search", "--cloud", f"127.0.0.1:{cloud().port}",
-                 "--summary-json", str(summary)]) == 0
+                 "--summary-json", str(summary), "--lattices", str(tmp_path / "lat.jsonl")]) == 0
     results = [json.loads(line) for line in out.open()]
     assert all(isinstance(r["rescored"], str) for r in results)
     assert all(r["lattice_bytes"] > 0 for r in results)
     assert json.loads(summary.read_text())["rescored"] == len(results)
+    # The standing lattices, in the cloud's tuning format.
+    dev = load_dev_set(tmp_path / "lat.jsonl")
+    assert [" ".join(d.reference) for d in dev] == [r["text"] for r in results]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
 import pytest
 
@@ -42,6 +43,19 @@ def lm() -> NgramLM:
     return train_ngram(SENTENCES, NgramOptions(order=3, min_count=2))
 
 
+PRUNED = NgramOptions(order=4, min_count=2, cutoffs=(2,))  # 3- and 4-grams seen once are cut
+
+
+@pytest.fixture(scope="module")
+def pruned() -> NgramLM:
+    return train_ngram(SENTENCES, PRUNED)
+
+
+@pytest.fixture(params=["full", "pruned"])
+def any_lm(request, lm, pruned) -> NgramLM:
+    return lm if request.param == "full" else pruned
+
+
 def _context_sum(lm: NgramLM, context: tuple[str, ...]) -> float:
     state = tuple(lm.index[w] if w in lm.index else lm.unk for w in context)
     return sum(math.exp(lm.score_id(state, i)[0]) for i in lm.predictable_ids())
@@ -52,9 +66,57 @@ CONTEXTS = [(BOS,), (), ("turn",), ("turn", "on"), (BOS, "call"), ("the", "kitch
             (BOS, "turn"), ("five", "five")]
 
 
+# Three-word histories for the 4-gram model, with followers kept, cut, or both.
+CONTEXTS_4 = [("turn", "on", "the"), (BOS, "set", "a"), ("five", "five", "five"),
+              ("call", "dad", "at"), ("the", "kitchen", "lights"), ("in", "the", "kitchen")]
+
+
 @pytest.mark.parametrize("context", CONTEXTS, ids=" ".join)
-def test_every_context_is_a_distribution_over_vocabulary_end_and_unk(lm, context):
-    assert _context_sum(lm, context) == pytest.approx(1.0, abs=1e-9)
+def test_every_context_is_a_distribution_over_vocabulary_end_and_unk(any_lm, context):
+    assert _context_sum(any_lm, context) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("context", CONTEXTS_4, ids=" ".join)
+def test_every_long_context_of_a_pruned_model_is_a_distribution(pruned, context):
+    assert _context_sum(pruned, context) == pytest.approx(1.0, abs=1e-9)
+
+
+def _stored_ngrams(lm: NgramLM) -> list[tuple[int, ...]]:
+    return [tuple(lm._ids_of_key(key, n)) for n in range(1, lm.order + 1)
+            for key in lm._logprobs[n]]
+
+
+def test_cutoffs_drop_rarely_seen_ngrams_and_keep_the_model_closed(pruned):
+    full = train_ngram(SENTENCES, NgramOptions(order=4, min_count=2))
+    assert pruned.num_ngrams()[:2] == full.num_ngrams()[:2]
+    assert all(p < f for p, f in zip(pruned.num_ngrams()[2:], full.num_ngrams()[2:],
+                                     strict=True))
+    seen: Counter[tuple[int, ...]] = Counter()
+    for sentence in SENTENCES:
+        ids = [pruned.bos, *map(pruned.word_id, sentence), pruned.eos]
+        for n in (3, 4):
+            seen.update(tuple(ids[i:i + n]) for i in range(len(ids) - n + 1))
+    stored = set(_stored_ngrams(pruned))
+    for gram in stored:
+        if len(gram) >= 3:
+            assert seen[gram] >= 2, [pruned.vocab[i] for i in gram]
+        if len(gram) >= 2:  # its context and its back-off n-gram are there too
+            assert gram[:-1] in stored or gram[:-1] == (pruned.bos,)
+            assert gram[1:] in stored
+    # a trigram seen once scores as the back-off, a trigram seen twice keeps its own
+    cut = tuple(map(pruned.word_id, ["call", "dad", "at"]))
+    kept = tuple(map(pruned.word_id, ["dial", "five", "five"]))
+    assert cut not in stored and seen[cut] == 1
+    assert kept in stored and seen[kept] == 2
+
+
+def test_cutoffs_must_not_decrease_with_the_order():
+    assert [NgramOptions(cutoffs=(1, 2)).cutoff(n) for n in range(1, 6)] == [1, 1, 1, 2, 2]
+    assert NgramOptions().cutoff(4) == 1
+    with pytest.raises(LmFormatError, match="cutoffs"):
+        NgramOptions(cutoffs=(3, 2))
+    with pytest.raises(LmFormatError, match="cutoffs"):
+        NgramOptions(cutoffs=(0,))
 
 
 def test_vocabulary_has_specials_and_drops_rare_words(lm):
@@ -97,7 +159,8 @@ def test_incremental_scoring_matches_whole_sentence_and_keeps_states_short(lm):
 
 
 @pytest.mark.parametrize("name", ["lm.arpa", "lm.arpa.gz"])
-def test_arpa_round_trip_keeps_every_probability(lm, tmp_path, name):
+def test_arpa_round_trip_keeps_every_probability(any_lm, tmp_path, name):
+    lm = any_lm
     path = tmp_path / name
     lm.save_arpa(path)
     loaded = NgramLM.load_arpa(path)

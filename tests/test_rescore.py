@@ -218,6 +218,8 @@ SHIPPED = FsPath(__file__).resolve().parent.parent / "models" / "cloud-lm"
 def test_shipped_cloud_lm_knows_the_domain():
     lm = CloudLM.load(SHIPPED)  # checks every file against the card's sha256
     card = json.loads((SHIPPED / "model_card.json").read_text())
+    # committed to git: keep it small
+    assert sum(f.stat().st_size for f in SHIPPED.iterdir()) <= 4_000_000
     dev = card["perplexity"]["dev"]
     assert dev["interpolated"] <= min(dev["ngram"], dev["neural"]) + 1e-6
     assert lm.neural is not None and lm.ngram.order >= 3
