@@ -85,6 +85,10 @@ class Summary:
     resets: float = 0.0  # share of utterances whose speculative lattice was revised
     no_endpoint: int = 0  # utterances where no end-point fired before the audio ended
     lattice_bytes_median: float | None = None
+    # What a lattice costs against sending the audio itself: median over utterances of
+    # lattice bytes / bytes of the same audio as 16 kHz 16-bit PCM, and as Opus at 16 kbit/s.
+    lattice_to_pcm_median: float | None = None
+    lattice_to_opus16k_median: float | None = None
     # Contextual biasing: share of the context names spoken in an utterance that the final
     # hypothesis contains, and WER on the utterances that contain no context name.
     name_recall: float | None = None
@@ -104,7 +108,9 @@ class Summary:
                 f"EP90 {self.speculative_ep90}s; final EP50 {self.final_ep50}s "
                 f"EP90 {self.final_ep90}s; premature cuts {100 * self.premature_cuts:.1f}%; "
                 f"resets {100 * self.resets:.1f}%; no end-point {self.no_endpoint}; "
-                f"lattice bytes median {self.lattice_bytes_median}")
+                f"lattice bytes median {self.lattice_bytes_median} (of the audio as 16 kHz "
+                f"PCM {self.lattice_to_pcm_median}, as 16 kbit/s Opus "
+                f"{self.lattice_to_opus16k_median})")
         if self.delivered_wer is not None:
             lines.append(f"cloud: {self.rescored} of {self.utterances} rescored; WER device "
                          f"{100 * self.wer:.2f}% -> delivered {100 * self.delivered_wer:.2f}%")
@@ -201,6 +207,17 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     }
 
 
+PCM_BYTES_PER_SECOND = 16000 * 2
+OPUS_16K_BYTES_PER_SECOND = 16000 / 8
+
+
+def _ratio_median(rows: list[dict], audio_bytes_per_second: float) -> float | None:
+    if not rows:
+        return None
+    return round(float(np.median([r["lattice_bytes"] / (r["duration"] * audio_bytes_per_second)
+                                  for r in rows])), 5)
+
+
 def summarize(rows: list[dict], errors: int = 0) -> Summary:
     by_tag: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -215,6 +232,7 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
             if r["speculative_endpoint"] is not None]
     final = [r["final_endpoint"] - r["speech_end"] for r in ok if r["final_endpoint"] is not None]
     sent = [r["lattice_bytes"] for r in rows if r.get("lattice_bytes")]
+    sized = [r for r in rows if r.get("lattice_bytes") and r["duration"] > 0]
     spoken = sum(len(r.get("context_names", [])) for r in rows)
     recognized = sum(len(r.get("context_names_recognized", [])) for r in rows)
     plain = [r for r in rows if not r.get("context_names")]
@@ -235,6 +253,8 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         resets=sum(bool(r["reset"]) for r in rows) / len(rows) if rows else 0.0,
         no_endpoint=sum(r["final_endpoint"] is None for r in rows),
         lattice_bytes_median=float(np.median(sent)) if sent else None,
+        lattice_to_pcm_median=_ratio_median(sized, PCM_BYTES_PER_SECOND),
+        lattice_to_opus16k_median=_ratio_median(sized, OPUS_16K_BYTES_PER_SECOND),
         name_recall=recognized / spoken if spoken else None,
         names_spoken=spoken,
         wer_without_names=word_error_rate([r["text"] for r in plain],

@@ -283,7 +283,11 @@ def test_eval_with_a_cloud_fills_rescored(cloud, tiny_model_dir, tmp_path):
     results = [json.loads(line) for line in out.open()]
     assert all(isinstance(r["rescored"], str) for r in results)
     assert all(r["lattice_bytes"] > 0 for r in results)
-    assert json.loads(summary.read_text())["rescored"] == len(results)
+    figures = json.loads(summary.read_text())
+    assert figures["rescored"] == len(results)
+    # Lattice bytes against the audio they stand for (16 kHz PCM: 32,000 bytes a second).
+    ratios = sorted(r["lattice_bytes"] / (r["duration"] * 32000) for r in results)
+    assert figures["lattice_to_pcm_median"] == pytest.approx(sum(ratios) / 2, rel=1e-3)
     # The standing lattices, in the cloud's tuning format.
     dev = load_dev_set(tmp_path / "lat.jsonl")
     assert [" ".join(d.reference) for d in dev] == [r["text"] for r in results]
