@@ -3,7 +3,8 @@
 A cloud-LM folder holds
 
     ngram.arpa.gz    the Kneser-Ney n-gram model (ngram.arpa, uncompressed, also works)
-    neural.onnx      the LSTM LM (optional: without it the n-gram model is used alone)
+    neural.onnx      the LSTM LM, int8 weights (optional: without it the n-gram model is
+                     used alone)
     vocab.txt        the neural LM's vocabulary (the n-gram model's words)
     weights.json     RescoreWeights: LM weight, length bonus, interpolation weight
     model_card.json  sizes, sha256 of every file, perplexities (written by lm_recipe)

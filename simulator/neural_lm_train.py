@@ -4,7 +4,12 @@ Training only: serving runs the exported graph with onnxruntime (`neural_lm.Neur
 One LSTM layer over word embeddings, a linear layer to the vocabulary; trained with Adam
 on whole sentences (<s> w1 .. wn -> w1 .. wn </s>) in shuffled, length-sorted batches, for
 a number of epochs or a time budget, whichever ends first. The weights that scored best
-on the dev sentences are the ones exported.
+on the dev sentences are the ones exported. The time budget counts this process's CPU
+seconds, so a run that shares busy cores (nice'd beside another job) trains as many steps.
+
+`quantize_onnx` turns the exported graph into int8 weights (onnxruntime's dynamic
+quantisation: the LSTM becomes DynamicQuantizeLSTM, the output layer MatMulInteger, the
+embedding an int8 table), a quarter of the size and faster on CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from edge_asr.simulator.ngram_lm import BOS, EOS, UNK
 OPSET = 17
 IGNORE = -100  # target id of padding positions
 WARMUP = 0.03  # share of training spent raising the learning rate
+QUANTIZED_OPS = ["Gather", "LSTM", "MatMul"]  # embedding, recurrence, output layer
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class NeuralOptions:
     embedding: int = 128
     hidden: int = 256
     epochs: int = 3
-    max_seconds: float | None = None  # stop training after this long (checked per batch)
+    max_seconds: float | None = None  # stop after this many CPU seconds (checked per batch)
     batch_sentences: int = 128
     learning_rate: float = 3e-3
     clip_norm: float = 1.0
@@ -121,7 +127,7 @@ def train_lstm_lm(sentences: Sequence[Sequence[str]], vocab: Sequence[str],
     total_steps = options.epochs * math.ceil(len(encoded) / options.batch_sentences)
     step = 0
     best_nll, best_state = math.inf, None
-    start = time.monotonic()
+    start, wall_start = time.process_time(), time.monotonic()
     out_of_time = False
     for epoch in range(1, options.epochs + 1):
         total, count = 0.0, 0
@@ -136,10 +142,12 @@ def train_lstm_lm(sentences: Sequence[Sequence[str]], vocab: Sequence[str],
             optimizer.step()
             step += 1
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(options, step / total_steps, time.monotonic() - start)
+                group["lr"] = _learning_rate(options, step / total_steps,
+                                             time.process_time() - start)
             total += loss.item()
             count += 1
-            if options.max_seconds is not None and time.monotonic() - start > options.max_seconds:
+            if options.max_seconds is not None and \
+                    time.process_time() - start > options.max_seconds:
                 out_of_time = True
                 break
         message = f"neural LM epoch {epoch}: train nll {total / count:.3f}"
@@ -149,7 +157,8 @@ def train_lstm_lm(sentences: Sequence[Sequence[str]], vocab: Sequence[str],
             if nll < best_nll:
                 best_nll = nll
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        log(f"{message} ({time.monotonic() - start:.0f} s{', time budget spent' * out_of_time})")
+        log(f"{message} ({time.process_time() - start:.0f} CPU s, "
+            f"{time.monotonic() - wall_start:.0f} s{', time budget spent' * out_of_time})")
         if out_of_time:
             break
     if best_state is not None:
@@ -175,3 +184,16 @@ def export_onnx(model: LstmLm, path: Path) -> None:
             dynamic_axes={"tokens": {0: "B", 1: "T"}, "h0": {1: "B"}, "c0": {1: "B"},
                           "log_probs": {0: "B", 1: "T"}, "hn": {1: "B"}, "cn": {1: "B"}},
             opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def quantize_onnx(source: Path, target: Path) -> None:
+    """Writes `source` with int8 weights to `target`; activations are quantised per run.
+
+    Per-tensor scales: on the cloud LM they lost less perplexity than per-channel ones.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(Path(source), Path(target), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=QUANTIZED_OPS, per_channel=False)

@@ -43,6 +43,21 @@ class NgramOptions:
     # Words seen fewer times than this become <unk> in training, so that <unk> gets real
     # contexts to learn from.
     min_count: int = 1
+    # Count cutoffs (SRILM's -gt3min, -gt4min, ...): n-grams of order 3, 4, ... seen fewer
+    # times than this are not stored and their mass backs off; the last value also holds for
+    # the orders above. They may not decrease with the order, so that every stored n-gram's
+    # prefix and suffix are stored too. Unigrams and bigrams are never cut.
+    cutoffs: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(c < 1 for c in self.cutoffs) or list(self.cutoffs) != sorted(self.cutoffs):
+            raise LmFormatError(f"cutoffs must be >= 1 and not decrease, got {self.cutoffs}")
+
+    def cutoff(self, n: int) -> int:
+        """The fewest times an n-gram of order n must be seen to be stored."""
+        if n < 3 or not self.cutoffs:
+            return 1
+        return self.cutoffs[min(n - 3, len(self.cutoffs) - 1)]
 
 
 def _modified_kn_discounts(adjusted: Iterable[int]) -> tuple[float, float, float]:
@@ -315,7 +330,14 @@ def _adjusted_counts(raw: list[Counter[tuple[int, ...]]], bos: int
 
 def train_ngram(sentences: Sequence[Sequence[str]], options: NgramOptions = NgramOptions()
                 ) -> NgramLM:
-    """Interpolated modified Kneser-Ney from tokenised sentences (no <s>/</s> in them)."""
+    """Interpolated modified Kneser-Ney from tokenised sentences (no <s>/</s> in them).
+
+    With count cutoffs, discounts, continuation counts and context totals still come from
+    all n-grams; a cut n-gram gives its whole count to its context's back-off weight
+    instead of its discount only, so every context still sums to one. Raw counts never
+    grow with the order, so cutoffs that do not decrease keep each stored n-gram's prefix
+    (its context) and suffix (its back-off) stored.
+    """
     if options.order < 1:
         raise LmFormatError(f"order must be at least 1, got {options.order}")
     if not any(sentences):
@@ -323,27 +345,33 @@ def train_ngram(sentences: Sequence[Sequence[str]], options: NgramOptions = Ngra
     vocab = build_vocab(sentences, options.min_count)
     lm = NgramLM(vocab, options.order, [{} for _ in range(options.order + 1)],
                  [{} for _ in range(options.order + 1)])
-    adjusted = _adjusted_counts(_raw_counts(sentences, lm.index, options.order), lm.bos)
+    raw = _raw_counts(sentences, lm.index, options.order)
+    adjusted = _adjusted_counts(raw, lm.bos)
     uniform = 1.0 / (len(vocab) - 1)  # every word but <s>
     lower: dict[tuple[int, ...], float] = {}  # probabilities of the order below
     for n in range(1, options.order + 1):
         discounts = _modified_kn_discounts(adjusted[n].values())
-        by_context: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
+        cutoff = options.cutoff(n)
+        by_context: dict[tuple[int, ...], list[tuple[int, int, bool]]] = defaultdict(list)
         for gram, count in adjusted[n].items():
-            by_context[gram[:-1]].append((gram[-1], count))
+            by_context[gram[:-1]].append((gram[-1], count, raw[n][gram] >= cutoff))
         if n == 1:  # words never seen (<unk> at least) get the uniform share of gamma
-            by_context[()].extend((word, 0) for word in lm.predictable_ids()
+            by_context[()].extend((word, 0, True) for word in lm.predictable_ids()
                                   if (word,) not in adjusted[1])
         probs: dict[tuple[int, ...], float] = {}
         for context, followers in by_context.items():
-            total = sum(count for _, count in followers)
-            left_over = sum(discounts[min(count, 3) - 1] for _, count in followers if count)
+            total = sum(count for _, count, _ in followers)
+            left_over = sum(discounts[min(count, 3) - 1] if kept else count
+                            for _, count, kept in followers if count)
             gamma = left_over / total
-            for word, count in followers:
+            for word, count, kept in followers:
+                if not kept:
+                    continue
                 below = uniform if n == 1 else lower[(*context[1:], word)]
                 discounted = max(count - discounts[min(count, 3) - 1], 0.0) if count else 0.0
                 probs[(*context, word)] = discounted / total + gamma * below
-            if context:
+            # When every follower was cut, gamma is exactly 1: no back-off weight to store.
+            if context and any(kept for _, _, kept in followers):
                 lm._backoffs[n - 1][lm._key(context)] = math.log(gamma)
         for gram, prob in probs.items():
             lm._logprobs[n][lm._key(gram)] = math.log(prob)
