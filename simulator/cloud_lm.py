@@ -18,13 +18,13 @@ both over the same vocabulary, so it is a proper distribution too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from edge_asr.daemon.transducer import sha256_of
 from edge_asr.simulator.neural_lm import NeuralLM, NeuralLmError
 from edge_asr.simulator.ngram_lm import LmFormatError, NgramLM
 
@@ -70,14 +70,6 @@ class RescoreWeights:
             return cls(**{k: float(v) for k, v in values.items()})
         except (TypeError, ValueError) as exc:
             raise CloudLmError(f"{path}: {exc}") from exc
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_against_card(folder: Path) -> dict:

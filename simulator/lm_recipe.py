@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edge_asr.daemon.transducer import sha256_of
 from edge_asr.models import corpus
 from edge_asr.simulator.cloud_lm import (
     CARD_FILE,
@@ -42,7 +43,6 @@ from edge_asr.simulator.cloud_lm import (
     WEIGHTS_FILE,
     RescoreWeights,
     interpolate,
-    sha256_of,
 )
 from edge_asr.simulator.neural_lm import NeuralLM, write_vocab
 from edge_asr.simulator.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
