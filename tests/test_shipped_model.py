@@ -17,7 +17,9 @@ from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
 
 DATA = Path(__file__).parent / "data"
-WER_BOUND = {"greedy_search": None, "modified_beam_search": None}  # set from the measurement
+# rnnt-v1 measured 49.74% (greedy) and 43.08% (beam 4) on these 24 clips (`edge-asr eval
+# tests/data/manifest.jsonl --no-context --decoding ...`); bound = measurement + 5 points.
+WER_BOUND = {"greedy_search": 0.55, "modified_beam_search": 0.48}
 
 
 def test_bundled_clips_are_small_and_from_heldout_voices():
