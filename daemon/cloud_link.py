@@ -48,6 +48,9 @@ class CloudLinkConfig:
     # over a home connection 20-100 ms.
     answer_deadline_s: float = 0.5
     connect_timeout_s: float = 2.0  # deadline for a new session's Welcome
+    # A session whose answers stop coming (a hung or black-holed cloud) is dropped and
+    # opened anew after this many answer deadlines missed in a row.
+    max_missed_answers: int = 3
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 10.0
     backoff_jitter: float = 0.5  # each wait is scaled by a random factor in [1-j, 1+j]
@@ -66,8 +69,9 @@ class CloudLinkConfig:
                 raise ValueError(f"CloudLinkConfig.{name} must be > 0")
         if not 0 <= self.backoff_jitter < 1:
             raise ValueError("CloudLinkConfig.backoff_jitter must be in [0, 1)")
-        if self.outbox_size < 1 or self.nbest < 1:
-            raise ValueError("CloudLinkConfig.outbox_size and nbest must be >= 1")
+        if self.outbox_size < 1 or self.nbest < 1 or self.max_missed_answers < 1:
+            raise ValueError("CloudLinkConfig.outbox_size, nbest and max_missed_answers must "
+                             "be >= 1")
         if bool(self.tls_client_cert) != bool(self.tls_client_key):
             raise ValueError("CloudLinkConfig: tls_client_cert and tls_client_key go together")
 
@@ -96,6 +100,7 @@ class LinkCounters:
     cancelled: int = 0
     errors: int = 0  # Error messages from the cloud (bad lattice, busy ...)
     garbage: int = 0  # results the device could not use (unknown utterance, bad shape)
+    stalled_sessions: int = 0  # sessions dropped because answers stopped coming
 
 
 ResultCallback = Callable[[CloudResult], None]
@@ -117,8 +122,13 @@ def _read(path: str) -> bytes:
 def open_channel(cfg: CloudLinkConfig) -> grpc.Channel:
     """Round-robin over every address the name resolves to, so that replicas share the
     load and a dead one is skipped; TLS when a root certificate is configured."""
+    # gRPC's own reconnect backoff (1 s growing to 120 s by default) would otherwise hold a
+    # recovered cloud back long after ours says to try again.
     options = [("grpc.lb_policy_name", "round_robin"),
-               ("grpc.max_receive_message_length", 4 * 1024 * 1024)]
+               ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+               ("grpc.initial_reconnect_backoff_ms", int(cfg.backoff_initial_s * 1000)),
+               ("grpc.min_reconnect_backoff_ms", int(cfg.backoff_initial_s * 1000)),
+               ("grpc.max_reconnect_backoff_ms", int(cfg.backoff_max_s * 1000))]
     if cfg.tls_server_name:
         options.append(("grpc.ssl_target_name_override", cfg.tls_server_name))
     if not cfg.tls_root_cert:
@@ -151,6 +161,7 @@ class CloudLink:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._call: grpc.Future | None = None
+        self._missed = 0  # answer deadlines missed in a row on this session
         self._thread = threading.Thread(target=self._run, name="cloud-link", daemon=True)
 
     @property
@@ -191,6 +202,15 @@ class CloudLink:
         self._offer(cloud_pb2.ClientMessage(
             confirm=cloud_pb2.Confirm(utterance_id=utterance_id, revision=revision)))
 
+    def missed_answer(self) -> None:
+        """The finisher gave up waiting for an answer; enough in a row end the session."""
+        with self._lock:
+            self._missed += 1
+            if self._missed >= self.config.max_missed_answers and self._call is not None:
+                self.counters.stalled_sessions += 1
+                self._missed = 0
+                self._call.cancel()  # the link thread reconnects
+
     def forget(self, utterance_id: str) -> None:
         """The device no longer waits for this utterance: do not re-send it."""
         with self._lock:
@@ -214,16 +234,22 @@ class CloudLink:
 
     # -- the link thread ---------------------------------------------------------------
 
-    def _requests(self, first: list[cloud_pb2.ClientMessage]) -> Iterator:
+    def _requests(self, first: list[cloud_pb2.ClientMessage],
+                  ended: threading.Event) -> Iterator:
+        """One session's request stream. gRPC drains it on a thread of its own that may
+        outlive the session, so it stops once `ended` is set and hands back what it took."""
         yield cloud_pb2.ClientMessage(hello=cloud_pb2.Hello(
             device_id=self.config.device_id, model_version=self._model_version(first)))
         yield from first
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not ended.is_set():
             try:
                 message = self._outbox.get(timeout=0.2)
             except queue.Empty:
                 continue
             if message is _CLOSE:
+                return
+            if ended.is_set():  # taken for a session that just died: the next one sends it
+                self._offer(message)
                 return
             if message.WhichOneof("message") == "lattice":
                 self.counters.uploads += 1
@@ -243,21 +269,33 @@ class CloudLink:
             while not self._stop.is_set():
                 with self._lock:  # what still waits for an answer goes first on a new session
                     again = [self._upload_message(lat) for lat, _ in self._awaiting.values()]
+                ready = grpc.channel_ready_future(channel)
+                ended = threading.Event()
                 try:
-                    grpc.channel_ready_future(channel).result(self.config.connect_timeout_s)
-                    call = stub.Session(self._requests(again), metadata=metadata)
+                    ready.result(self.config.connect_timeout_s)
+                    call = stub.Session(self._requests(again, ended), metadata=metadata)
                     with self._lock:
                         self._call = call
+                        self._missed = 0
+                    # No Welcome within the deadline: a cloud that accepts and then hangs.
+                    watchdog = threading.Timer(self.config.connect_timeout_s,
+                                               lambda c=call: self.connected or c.cancel())
+                    watchdog.daemon = True
+                    watchdog.start()
                     for message in call:
                         if self._handle(message):
                             delays = backoff_delays(self.config, self._rng)
                 except grpc.FutureTimeoutError:
                     self.counters.connect_failures += 1
+                except ValueError:  # "channel closed": the link is shutting down
+                    break
                 except grpc.RpcError as e:
                     if not self._stop.is_set():
                         self.counters.connect_failures += not self.connected
                         log.info("cloud session ended: %s %s", e.code(), e.details())
                 finally:
+                    ended.set()
+                    ready.cancel()  # stops gRPC's connectivity polling of this channel
                     self._connected.clear()
                     with self._lock:
                         self._call = None
@@ -281,6 +319,8 @@ class CloudLink:
             with self._lock:
                 waiting = self._awaiting.pop(r.utterance_id, None)
             self.counters.results += 1
+            with self._lock:
+                self._missed = 0
             if waiting is None:
                 self.counters.unrouted += 1
             else:  # the finisher decides whether the revision still stands

@@ -122,6 +122,8 @@ class Finisher:
                 return  # answered just before the timer fired
             self.counters.timeouts += 1
             connected = self.link is not None and self.link.connected
+            if connected:
+                self.link.missed_answer()
             self._close(utt, self._on_device(state, "cloud late" if connected
                                              else "cloud unreachable"))
 

@@ -143,6 +143,9 @@ class RecordingLink:
     def forget(self, utt: str) -> None:
         self.calls.append(("forget", utt))
 
+    def missed_answer(self) -> None:
+        self.calls.append(("missed",))
+
 
 def test_stale_answers_never_surface():
     out: list[Event] = []
@@ -247,8 +250,8 @@ def test_the_link_reconnects_and_resends_what_still_waits(cloud, link_to):
     out: list[Event] = []
     finisher = Finisher(out.append, link, deadline_s=10.0)
     finisher.process([*spec(), confirmed()])  # no cloud yet: the lattice waits
-    time.sleep(0.4)
-    assert not link.connected and link.counters.connect_failures >= 1
+    wait_for(lambda: link.counters.connect_failures >= 2)
+    assert not link.connected
     cloud(port=port)
     assert link.wait_connected(10.0)
     assert finisher.wait_idle(10.0)
@@ -291,3 +294,14 @@ def test_eval_with_a_cloud_fills_rescored(cloud, tiny_model_dir, tmp_path):
     # The standing lattices, in the cloud's tuning format.
     dev = load_dev_set(tmp_path / "lat.jsonl")
     assert [" ".join(d.reference) for d in dev] == [r["text"] for r in results]
+
+
+def test_a_hung_cloud_session_is_dropped_and_opened_anew(cloud, link_to):
+    link = link_to(cloud(slow_s=3.0).port, max_missed_answers=2)
+    out: list[Event] = []
+    finisher = Finisher(out.append, link, deadline_s=0.1)
+    for i in range(2):
+        finisher.process([*spec(f"u{i}"), confirmed(f"u{i}")])
+        assert finisher.wait_idle(5.0)
+    assert [e.type for e in out].count(EventType.ON_DEVICE_FINAL) == 2
+    wait_for(lambda: link.counters.stalled_sessions == 1 and link.counters.sessions == 2)

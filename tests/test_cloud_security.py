@@ -156,11 +156,11 @@ def test_two_replicas_one_killed_the_device_goes_on(servers, links):
     assert closing_event(link, "u1").type is EventType.RESCORED
     serving = a if a.servicer.counters["sessions"] else b
     serving.stop(None).wait()  # the replica holding the session dies
-    deadline = time.monotonic() + 10
-    while link.connected and time.monotonic() < deadline:
+    deadline = time.monotonic() + 15
+    while link.counters.sessions < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert link.wait_connected(10.0)  # round-robin found the other replica
-    closing = closing_event(link, "u2")
+    assert link.counters.sessions == 2  # a new session, on the other replica
+    closing = closing_event(link, "u2", deadline_s=5.0)
     assert closing.type is EventType.RESCORED
     survivor = b if serving is a else a
     assert survivor.servicer.counters["sessions"] >= 1
