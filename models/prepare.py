@@ -130,11 +130,11 @@ def prepare_all(data_dir: Path, n_train: int, n_eval: int = 300, workers: int = 
     def cycle(voices: list[Voice], n: int) -> list[Voice]:
         return [voices[i % len(voices)] for i in range(n)]
 
+    train_voices = _pick_voices(len(train), rng)
+    dev_voices = _pick_voices(len(dev), rng)
     sets = {
-        "train": render_set("train", train, _pick_voices(len(train), rng), data_dir, None, 1, 0.4,
-                            workers),
-        "dev": render_set("dev", dev, _pick_voices(len(dev), rng), data_dir, "clean", 2, 0.3,
-                          workers),
+        "train": render_set("train", train, train_voices, data_dir, None, 1, 0.4, workers),
+        "dev": render_set("dev", dev, dev_voices, data_dir, "clean", 2, 0.3, workers),
         # Held-out voices speaking held-out sentences: the figure the targets are set on.
         "test_voices": render_set("test_voices", sentences, cycle(held, len(sentences)),
                                   data_dir, "clean", 3, 0.3, workers),
@@ -149,6 +149,10 @@ def prepare_all(data_dir: Path, n_train: int, n_eval: int = 300, workers: int = 
         # Held-out person names, held-out voices: what biasing must fix.
         "test_names": render_set("test_names", names, cycle(held, len(names)), data_dir,
                                  "clean", 5, 0.3, workers),
+        # The dev sentences and voices again at 10 dB SNR, so that what is tuned on dev (the
+        # cloud's weights, end-pointer thresholds) is not tuned for clean speech alone.
+        "dev_snr10": render_set("dev_snr10", dev, dev_voices, data_dir, "snr10", 2, 0.3,
+                                workers),
     }
     return sets
 
