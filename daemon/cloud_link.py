@@ -317,10 +317,13 @@ class CloudLink:
                 self.counters.garbage += 1  # nothing the device could use
                 return False
             with self._lock:
-                waiting = self._awaiting.pop(r.utterance_id, None)
-            self.counters.results += 1
-            with self._lock:
                 self._missed = 0
+                waiting = self._awaiting.get(r.utterance_id)
+                # An answer for an older revision (it finished before the reset reached the
+                # cloud) must not take the place of the one the device now waits for.
+                if waiting is not None and waiting[0].revision == r.revision:
+                    del self._awaiting[r.utterance_id]
+            self.counters.results += 1
             if waiting is None:
                 self.counters.unrouted += 1
             else:  # the finisher decides whether the revision still stands

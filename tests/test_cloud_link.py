@@ -305,3 +305,24 @@ def test_a_hung_cloud_session_is_dropped_and_opened_anew(cloud, link_to):
         assert finisher.wait_idle(5.0)
     assert [e.type for e in out].count(EventType.ON_DEVICE_FINAL) == 2
     wait_for(lambda: link.counters.stalled_sessions == 1 and link.counters.sessions == 2)
+
+
+def test_an_answer_for_the_withdrawn_revision_does_not_swallow_the_revised_one():
+    """Revision 1 was answered before the cloud heard the reset; that answer reaches the
+    device after revision 2 went up. Revision 2's answer must still be delivered."""
+    from edge_asr.daemon.proto import cloud_pb2
+
+    def answer(revision: int, words: str) -> cloud_pb2.ServerMessage:
+        return cloud_pb2.ServerMessage(rescored=cloud_pb2.Rescored(
+            utterance_id="u1", revision=revision,
+            nbest=[cloud_pb2.Hypothesis(words=words.split(), total=-1.0)]))
+
+    link = CloudLink(CloudLinkConfig(address=f"127.0.0.1:{free_port()}"))  # not started
+    out: list[Event] = []
+    finisher = Finisher(out.append, link, deadline_s=5.0)
+    finisher.process([*spec(), *revised()])  # rev 1 up, reset, rev 2 up, final decision
+    link._handle(answer(1, "turn off the kitchen"))  # late: for the withdrawn revision
+    link._handle(answer(2, "turn off the kitchen lights"))
+    assert out[-1].type is EventType.RESCORED and out[-1].revision == 2
+    assert out[-1].text == "turn off the kitchen lights"
+    assert finisher.counters.stale_results == 1
