@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
 from edge_asr.daemon.audio import AudioFormatError, check_sample_rate
 from edge_asr.daemon.bus import EventBus, Subscription, SubscriptionClosed
@@ -47,6 +46,7 @@ from edge_asr.daemon.context_graph import ContextError
 from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import to_proto as lattice_to_proto
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline
+from edge_asr.daemon.probes import add_health_and_reflection
 from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
 from edge_asr.daemon.sources import PushSource
 from edge_asr.daemon.transducer import ModelError
@@ -457,12 +457,7 @@ def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
                  # the port silently.
                  ("grpc.so_reuseport", 0)])
     edge_asr_pb2_grpc.add_EdgeAsrServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
     port = None
     try:
         if tcp_address is not None:  # first: a port in use is the likelier failure

@@ -40,10 +40,10 @@ from typing import NamedTuple
 
 import grpc
 from google.protobuf.message import DecodeError
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
 from edge_asr.daemon.lattice import Lattice, LatticeError, from_proto, validate
+from edge_asr.daemon.probes import add_health_and_reflection
 from edge_asr.daemon.proto import cloud_pb2, lattice_pb2
 from edge_asr.simulator.cloud_lm import CloudLM
 from edge_asr.simulator.cloud_security import CloudSecurity
@@ -501,12 +501,7 @@ def serve_cloud(lm: CloudLM, options: CloudOptions = CloudOptions(), host: str =
         options=[("grpc.max_receive_message_length", options.max_message_bytes),
                  ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((_handlers(servicer),))
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         credentials = security.credentials()
