@@ -1,4 +1,5 @@
-"""Shared fixtures: a small random model in the exported layout, and the shipped model.
+"""Shared fixtures: a small random model in the exported layout, the shipped model, and a
+tiny cloud (an n-gram LM over a few sentences) with links to it.
 
 The random model exercises every mechanism that does not depend on what is said (audio
 paths, VAD-driven events, the server, shutdown, model-file checks); tests that judge
@@ -44,3 +45,58 @@ def shipped_model_dir() -> Path:
         pytest.skip(f"no shipped model in {DEFAULT_MODEL_DIR} yet: `make train` makes it "
                     "(issue 2 is open)")
     return DEFAULT_MODEL_DIR
+
+
+# The cloud's tiny LM knows "turn off", so it can fix a device that heard "turn of".
+CLOUD_SENTENCES = [s.split() for s in [
+    "turn on the kitchen lights", "turn off the kitchen lights", "turn off the fan",
+    "call mom on her mobile", "set a timer for ten minutes", "what time is it",
+]] * 3
+
+
+@pytest.fixture(scope="session")
+def tiny_cloud_lm():
+    from edge_asr.simulator.cloud_lm import CloudLM, RescoreWeights
+    from edge_asr.simulator.ngram_lm import NgramOptions, train_ngram
+
+    return CloudLM(train_ngram(CLOUD_SENTENCES, NgramOptions(order=3)), None,
+                   RescoreWeights(lm_weight=1.0, length_bonus=0.0, ngram_lambda=1.0), "tiny")
+
+
+@pytest.fixture
+def cloud(tiny_cloud_lm):
+    """Starts `edge-asr cloud` servers on loopback: cloud(port=0, security=None, **options);
+    every one is stopped after the test."""
+    from edge_asr.simulator.cloud import CloudOptions, serve_cloud
+
+    started = []
+
+    def start(port: int = 0, security=None, **options):
+        served = serve_cloud(tiny_cloud_lm, CloudOptions(**options), port=port,
+                             security=security)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop(None).wait()
+
+
+@pytest.fixture
+def cloud_link():
+    """Starts device links with test-sized backoff: cloud_link(address, **config); every one
+    is closed after the test."""
+    from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig
+
+    made = []
+
+    def make(address: str, **config):
+        link = CloudLink(CloudLinkConfig(address=address, backoff_initial_s=0.05,
+                                         backoff_max_s=0.2, connect_timeout_s=0.5, **config),
+                         seed=0).start()
+        made.append(link)
+        return link
+
+    yield make
+    for link in made:
+        link.close()

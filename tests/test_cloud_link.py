@@ -16,15 +16,8 @@ from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig, CloudResult, 
 from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import Path, WordArc, build_lattice
 from edge_asr.daemon.pipeline import Event, EventType
-from edge_asr.simulator.cloud import CloudOptions, serve_cloud
-from edge_asr.simulator.cloud_lm import CloudLM, RescoreWeights
-from edge_asr.simulator.ngram_lm import NgramOptions, train_ngram
 from edge_asr.simulator.rescore import load_dev_set
 
-TRAIN = [s.split() for s in [
-    "turn on the kitchen lights", "turn off the kitchen lights", "turn off the fan",
-    "call mom on her mobile", "set a timer for ten minutes", "what time is it",
-]] * 3
 # The device's acoustics prefer a homophone the LM knows to be wrong.
 SPECULATIVE = [("turn of the kitchen", -4.0), ("turn off the kitchen", -5.0)]
 REVISED = [("turn of the kitchen lights", -5.0), ("turn off the kitchen lights", -6.0)]
@@ -52,12 +45,6 @@ def revised(utt: str = "u1") -> list[Event]:
                   nbest=REVISED, lattice=lattice(REVISED, utt, 2))]
 
 
-@pytest.fixture(scope="module")
-def lm() -> CloudLM:
-    return CloudLM(train_ngram(TRAIN, NgramOptions(order=3)), None,
-                   RescoreWeights(lm_weight=1.0, length_bonus=0.0, ngram_lambda=1.0), "tiny")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,34 +52,13 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def cloud(lm):
-    started = []
-
-    def start(port: int = 0, **options):
-        served = serve_cloud(lm, CloudOptions(**options), port=port)
-        started.append(served)
-        return served
-
-    yield start
-    for served in started:
-        served.stop(None).wait()
-
-
-@pytest.fixture
-def link_to():
-    links = []
-
+def link_to(cloud_link):
     def connect(port: int, wait: bool = True, **config) -> CloudLink:
-        link = CloudLink(CloudLinkConfig(address=f"127.0.0.1:{port}", backoff_initial_s=0.05,
-                                         backoff_max_s=0.2, connect_timeout_s=0.5, **config),
-                         seed=0).start()
-        links.append(link)
+        link = cloud_link(f"127.0.0.1:{port}", **config)
         assert not wait or link.wait_connected(10.0)
         return link
 
-    yield connect
-    for link in links:
-        link.close()
+    return connect
 
 
 def types(events: list[Event]) -> list[str]:

@@ -10,24 +10,15 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_cloud_link import SPECULATIVE, TRAIN, confirmed, spec
+from test_cloud_link import SPECULATIVE, confirmed, spec
 
 from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig
 from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.pipeline import Event, EventType
 from edge_asr.daemon.proto import cloud_pb2, cloud_pb2_grpc
-from edge_asr.simulator.cloud import serve_cloud
-from edge_asr.simulator.cloud_lm import CloudLM, RescoreWeights
 from edge_asr.simulator.cloud_security import CloudSecurity
-from edge_asr.simulator.ngram_lm import NgramOptions, train_ngram
 
 TOKEN = "s3cret-device-token"
-
-
-@pytest.fixture(scope="module")
-def lm() -> CloudLM:
-    return CloudLM(train_ngram(TRAIN, NgramOptions(order=3)), None,
-                   RescoreWeights(lm_weight=1.0, length_bonus=0.0, ngram_lambda=1.0), "tiny")
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -51,36 +42,6 @@ def pki(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture
-def servers(lm):
-    started = []
-
-    def start(security: CloudSecurity | None = None, **kw):
-        served = serve_cloud(lm, security=security, **kw)
-        started.append(served)
-        return served
-
-    yield start
-    for served in started:
-        served.stop(None).wait()
-
-
-@pytest.fixture
-def links():
-    made = []
-
-    def make(address: str, **config) -> CloudLink:
-        link = CloudLink(CloudLinkConfig(address=address, backoff_initial_s=0.05,
-                                         backoff_max_s=0.2, connect_timeout_s=0.5, **config),
-                         seed=0).start()
-        made.append(link)
-        return link
-
-    yield make
-    for link in made:
-        link.close()
-
-
 def closing_event(link: CloudLink, utt: str = "u1", deadline_s: float = 3.0) -> Event:
     out: list[Event] = []
     finisher = Finisher(out.append, link, deadline_s=deadline_s)
@@ -89,15 +50,15 @@ def closing_event(link: CloudLink, utt: str = "u1", deadline_s: float = 3.0) -> 
     return out[-1]
 
 
-def test_a_good_token_is_served(servers, links):
-    server = servers(CloudSecurity(token=TOKEN))
-    link = links(f"127.0.0.1:{server.port}", token=TOKEN)
+def test_a_good_token_is_served(cloud, cloud_link):
+    server = cloud(security=CloudSecurity(token=TOKEN))
+    link = cloud_link(f"127.0.0.1:{server.port}", token=TOKEN)
     assert link.wait_connected(10.0)
     assert closing_event(link).type is EventType.RESCORED
 
 
-def test_a_bad_token_is_refused_and_the_device_keeps_its_own_result(servers, links):
-    server = servers(CloudSecurity(token=TOKEN))
+def test_a_bad_token_is_refused_and_the_device_keeps_its_own_result(cloud, cloud_link):
+    server = cloud(security=CloudSecurity(token=TOKEN))
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = cloud_pb2_grpc.CloudStub(channel)
         hello = cloud_pb2.ClientMessage(hello=cloud_pb2.Hello(device_id="d"))
@@ -111,30 +72,30 @@ def test_a_bad_token_is_refused_and_the_device_keeps_its_own_result(servers, lin
         # Health stays open for probes.
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert health.status == health_pb2.HealthCheckResponse.SERVING
-    link = links(f"127.0.0.1:{server.port}", token="wrong")
+    link = cloud_link(f"127.0.0.1:{server.port}", token="wrong")
     closing = closing_event(link, deadline_s=0.5)
     assert closing.type is EventType.ON_DEVICE_FINAL and closing.text == SPECULATIVE[0][0]
     assert not link.connected and link.counters.sessions == 0
 
 
-def test_tls_with_the_cloud_certificate(servers, links, pki):
-    server = servers(CloudSecurity(tls_cert=str(pki / "server.pem"),
+def test_tls_with_the_cloud_certificate(cloud, cloud_link, pki):
+    server = cloud(security=CloudSecurity(tls_cert=str(pki / "server.pem"),
                                    tls_key=str(pki / "server.key")))
-    secure = links(f"127.0.0.1:{server.port}", tls_root_cert=str(pki / "ca.pem"))
+    secure = cloud_link(f"127.0.0.1:{server.port}", tls_root_cert=str(pki / "ca.pem"))
     assert secure.wait_connected(10.0)
     assert closing_event(secure).type is EventType.RESCORED
-    plaintext = links(f"127.0.0.1:{server.port}")
+    plaintext = cloud_link(f"127.0.0.1:{server.port}")
     assert not plaintext.wait_connected(1.5)
 
 
-def test_client_certificates_when_the_cloud_requires_them(servers, links, pki):
-    server = servers(CloudSecurity(tls_cert=str(pki / "server.pem"),
+def test_client_certificates_when_the_cloud_requires_them(cloud, cloud_link, pki):
+    server = cloud(security=CloudSecurity(tls_cert=str(pki / "server.pem"),
                                    tls_key=str(pki / "server.key"),
                                    tls_client_ca=str(pki / "ca.pem")))
     address = f"127.0.0.1:{server.port}"
-    anonymous = links(address, tls_root_cert=str(pki / "ca.pem"))
+    anonymous = cloud_link(address, tls_root_cert=str(pki / "ca.pem"))
     assert not anonymous.wait_connected(1.5)
-    known = links(address, tls_root_cert=str(pki / "ca.pem"),
+    known = cloud_link(address, tls_root_cert=str(pki / "ca.pem"),
                   tls_client_cert=str(pki / "client.pem"), tls_client_key=str(pki / "client.key"))
     assert known.wait_connected(10.0)
     assert closing_event(known).type is EventType.RESCORED
@@ -149,9 +110,9 @@ def test_security_settings_are_checked():
         CloudLinkConfig(address="x:1", tls_client_cert="c.pem")
 
 
-def test_two_replicas_one_killed_the_device_goes_on(servers, links):
-    a, b = servers(), servers()
-    link = links(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}")
+def test_two_replicas_one_killed_the_device_goes_on(cloud, cloud_link):
+    a, b = cloud(), cloud()
+    link = cloud_link(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}")
     assert link.wait_connected(10.0)
     assert closing_event(link, "u1").type is EventType.RESCORED
     serving = a if a.servicer.counters["sessions"] else b
