@@ -32,13 +32,11 @@ def _recognizer(args: argparse.Namespace) -> Recognizer:
                                        beam=args.beam, threads=args.threads))
 
 
-def _pipeline_config(args: argparse.Namespace, partials: bool = True):
-    """End-pointer and VAD settings from the daemon's TOML file, so that `transcribe` and
-    `eval` decide exactly as a daemon with that configuration would."""
+def _pipeline_config(args: argparse.Namespace, config, partials: bool = True):
+    """End-pointer and VAD settings from the daemon's configuration (`--config`), so that
+    `transcribe` and `eval` decide exactly as a daemon with that configuration would."""
     from edge_asr.daemon.pipeline import PipelineConfig
-    from edge_asr.daemon.service import load_config
 
-    config = load_config(args.config)
     return PipelineConfig(endpoint=config.endpoint, vad_mode=config.vad_mode, partials=partials,
                           model_version=Path(args.model).name)
 
@@ -46,10 +44,10 @@ def _pipeline_config(args: argparse.Namespace, partials: bool = True):
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from edge_asr.daemon.evaluate import run_pipeline
     from edge_asr.daemon.pipeline import Pipeline
-    from edge_asr.daemon.service import format_event
+    from edge_asr.daemon.service import format_event, load_config
 
     recognizer = _recognizer(args)
-    config = _pipeline_config(args, partials=args.partials)
+    config = _pipeline_config(args, load_config(args.config), partials=args.partials)
     for path in args.files:
         samples = read_audio(path)
         print(f"{path}:")
@@ -66,9 +64,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edge_asr.daemon.evaluate import evaluate
     from edge_asr.daemon.service import load_config
 
+    daemon_config = load_config(args.config)
     recognizer, link = _recognizer(args), None
     if args.cloud:  # the daemon's [cloud] settings (token, TLS, deadline), this address
-        cloud = load_config(args.config).cloud
+        cloud = daemon_config.cloud
         cloud.address = args.cloud
         link = CloudLink(cloud).start()
         if not link.wait_connected(cloud.connect_timeout_s + 1.0):
@@ -77,7 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         summary = evaluate(recognizer, args.manifest, args.output,
                            use_context=not args.no_context, progress=True,
-                           config=_pipeline_config(args), limit=args.limit, link=link,
+                           config=_pipeline_config(args, daemon_config), limit=args.limit,
+                           link=link,
                            answer_deadline_s=link.config.answer_deadline_s if link else 0.5,
                            lattices=args.lattices)
     finally:

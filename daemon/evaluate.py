@@ -157,7 +157,9 @@ def names_in(text: str, names: list[str]) -> list[str]:
 
 def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
                    config: PipelineConfig | None = None, link: CloudLink | None = None,
-                   answer_deadline_s: float = 0.5) -> dict:
+                   answer_deadline_s: float = 0.5) -> tuple[dict, bytes | None]:
+    """One utterance through the pipeline: its results row (DESIGN.md "Evaluation
+    output") and its standing lattice, serialized (None when no end-point produced one)."""
     samples = read_audio(entry.audio_filepath)
     context = entry.context if use_context and entry.context else None
     cpu = time.process_time()  # building a context graph is part of the device's work
@@ -180,7 +182,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     # One request may come out as several utterances if an end-pointer cut it: the
     # hypothesis is all of them in order, and the first final decision is the one scored.
     hypothesis = normalize_text(" ".join(e.text for e in finals if e.text))
-    lattices = [e.lattice for e in events if e.lattice is not None]
+    sent = [serialize(e.lattice) for e in events if e.lattice is not None]
     reference = normalize_text(entry.text)
     spoken = names_in(reference, entry.context)
     return {
@@ -192,7 +194,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "speculative_endpoint": _decision_time(first_spec),
         "final_endpoint": _decision_time(finals[0] if finals else None),
         "reset": any(e.type is EventType.RESET for e in events),
-        "lattice_bytes": sum(len(serialize(e.lattice)) for e in events if e.lattice),
+        "lattice_bytes": sum(len(lattice) for lattice in sent),
         "utterances": len(finals),
         "cpu_seconds": round(cpu, 4),
         "duration": round(len(samples) / SAMPLE_RATE, 3),
@@ -203,8 +205,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         # with or without the context given to the recognizer (--no-context).
         "context_names": spoken,
         "context_names_recognized": [n for n in spoken if n in names_in(hypothesis, [n])],
-        "_standing_lattice": serialize(lattices[-1]) if lattices else None,
-    }
+    }, (sent[-1] if sent else None)
 
 
 PCM_BYTES_PER_SECOND = 16000 * 2
@@ -281,13 +282,12 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
     try:
         for i, entry in enumerate(entries):
             try:
-                row = evaluate_entry(recognizer, entry, use_context, config, link,
-                                     answer_deadline_s)
+                row, standing = evaluate_entry(recognizer, entry, use_context, config, link,
+                                               answer_deadline_s)
             except (OSError, ValueError) as e:
                 errors += 1
                 print(f"skipping {entry.audio_filepath}: {e}")
                 continue
-            standing = row.pop("_standing_lattice")
             if dump and standing is not None:
                 dump.write(json.dumps({"lattice": base64.b64encode(standing).decode("ascii"),
                                        "text": row["text"]}) + "\n")
