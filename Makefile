@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/.system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,dev,sim]'
 	@touch $@
 
 system-deps: $(VENV)/.system-deps
@@ -70,6 +70,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/cloud.py --lm models/cloud-lm
 	$(PY) bench/rtf.py --model $(MODEL)
 	$(PY) bench/daemon.py --model $(MODEL)
+	$(PY) bench/peers.py --model $(MODEL)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,6 +7,7 @@
     edge-asr eval MANIFEST --output RESULTS.jsonl   score a DOMAIN.md manifest
     edge-asr demo                                   daemon + simulated microphone + listener
     edge-asr cloud [--port N] [--lm DIR]            the cloud-rescoring service
+    edge-asr sim run SCENARIO                       play a scenario, write its report
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, Recognizer
 from edge_asr.daemon.server import ServeError
 from edge_asr.daemon.sources import AudioSourceError
 from edge_asr.daemon.transducer import ModelError
+from edge_asr.simulator import sim
 
 BUNDLED_CLIPS = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_CLOUD_LM = Path(__file__).resolve().parent.parent / "models" / "cloud-lm"
@@ -288,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tls-key", help="PEM private key of --tls-cert")
     c.add_argument("--tls-client-ca", help="PEM CA: require device certificates it signed")
     c.set_defaults(func=cmd_cloud)
+
+    sim.add_parser(sub)
     return p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -56,17 +57,26 @@ def listen(socket: str | None, tcp: str | None, partials: bool = True,
     return 0
 
 
-def start_cloud(lm: Path, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+def start_cloud(lm: Path, timeout: float = 60.0,
+                extra_args: list[str] | None = None) -> tuple[subprocess.Popen, str]:
     """`edge-asr cloud` on a free loopback port, in its own process; returns it and its
     address once it serves."""
     cloud = subprocess.Popen([sys.executable, "-m", "edge_asr.daemon.cli", "cloud", "--port",
-                              "0", "--lm", str(lm)], stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    for line in cloud.stdout:  # "edge-asr cloud: serving on 127.0.0.1:PORT (...)"
-        if "serving on" in line:
-            return cloud, line.split("serving on", 1)[1].split()[0]
-        if time.monotonic() > deadline:
-            break
+                              "0", "--lm", str(lm), *(extra_args or [])],
+                             stdout=subprocess.PIPE, bufsize=0)
+    assert cloud.stdout is not None
+    deadline, seen = time.monotonic() + timeout, b""
+    while time.monotonic() < deadline:
+        # read what is there without blocking past the deadline (a hung start prints nothing)
+        ready, _, _ = select.select([cloud.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(cloud.stdout.fileno(), 4096) if ready else b""
+        if not chunk:
+            break  # timed out, or it exited
+        seen += chunk
+        for line in seen.decode(errors="replace").split("\n")[:-1]:  # whole lines only
+            # "edge-asr cloud: serving on 127.0.0.1:PORT (...)"
+            if "serving on" in line:
+                return cloud, line.split("serving on", 1)[1].split()[0]
     cloud.kill()
     raise RuntimeError(f"edge-asr cloud did not start (exit status {cloud.wait()})")
 

@@ -94,6 +94,9 @@ class EndpointConfig:
     silence_timeout: float = 1.5  # final after this much silence even if the decoder
     # still emits or the text looks unfinished
     max_utterance: float = 12.0  # forces a final, measured from the start of speech
+    # False: no early decision; SPECULATIVE_ENDPOINT and CONFIRMED come together at the
+    # final end-point (what a device without speculation does; the simulator compares both).
+    speculative: bool = True
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -318,7 +321,7 @@ class Endpointer:
             self._end(EndReason.SILENCE_TIMEOUT, text, events)
         elif silence >= self.final_silence_for(text) and blank_s >= c.final_blank:
             self._end(EndReason.SILENCE, text, events)
-        elif (self._phase is Phase.SPEAKING and silence >= c.spec_silence
+        elif (c.speculative and self._phase is Phase.SPEAKING and silence >= c.spec_silence
               and blank_s >= c.spec_blank):
             self._speculate(EndReason.SILENCE, text, events)
 

@@ -76,7 +76,9 @@ class DaemonConfig:
     print_events: bool = False
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def config_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
+    """A dataclass from a TOML table; nested tables fill nested dataclasses, and an unknown
+    key is an error that names it (a typo must not silently leave a default in force)."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
@@ -87,7 +89,7 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         sub = known[name].default_factory if known[name].default_factory is not \
             dataclasses.MISSING else None
         if isinstance(value, dict) and sub is not None and dataclasses.is_dataclass(sub):
-            value = _build(sub, value, f"{where}.{name}")
+            value = config_from_dict(sub, value, f"{where}.{name}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -98,7 +100,7 @@ def load_config(path: str | Path | None) -> DaemonConfig:
         return DaemonConfig()
     with open(path, "rb") as f:
         data = tomllib.load(f)
-    return _build(DaemonConfig, data, str(path))
+    return config_from_dict(DaemonConfig, data, str(path))
 
 
 class Daemon:

@@ -81,6 +81,9 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=TrainConfig.threads,
+                   help="training threads; 1 leaves a core free (torch's two threads slow "
+                        "down tenfold when anything else needs a core)")
     p.add_argument("--until", choices=["corpus", "tokenizer", "audio", "cmvn", "train", "export",
                                         "evaluate", "bundle"], default="bundle")
     args = p.parse_args()
@@ -102,8 +105,8 @@ def main() -> None:
         stage_cmvn(args.data)
     if step("train"):
         stats = torch.load(args.data / "lang" / "cmvn.pt")
-        final = train(args.data, args.data / "exp", TrainConfig(epochs=args.epochs),
-                      stats["mean"], stats["istd"])
+        cfg = TrainConfig(epochs=args.epochs, threads=args.threads)
+        final = train(args.data, args.data / "exp", cfg, stats["mean"], stats["istd"])
     if step("export"):
         from edge_asr.models.export import export_onnx
 

@@ -160,6 +160,22 @@ def test_speculative_leads_final_by_about_200_ms_for_unsure_text() -> None:
     assert 0.1 <= confirmed.time - spec.time <= 0.25
 
 
+def test_without_speculation_both_decisions_come_at_the_final_end_point() -> None:
+    """`speculative = false` (a device without the early end-pointer, which the simulator
+    compares against): the lattice leaves only when the final end-pointer fires."""
+    text = "turn on the kitchen lights"
+    config = EndpointConfig(vad_frame_s=FRAME_S, speculative=False)
+    run = simulate([silence(0.3), speech(1.5, text), silence(1.5)], config=config)
+    assert run.kinds == [EventKind.SPEECH_STARTED, EventKind.SPECULATIVE_ENDPOINT,
+                         EventKind.CONFIRMED]
+    spec, confirmed = run.events[1:]
+    assert spec.time == confirmed.time
+    assert confirmed.time - 1.8 >= run.endpointer.final_silence_for(text)
+    resumed = simulate([speech(1.0, "call"), silence(0.4), speech(0.8, "call mom"),
+                        silence(1.5)], config=config)
+    assert EventKind.RESET not in resumed.kinds  # nothing early to take back
+
+
 @pytest.mark.parametrize("chunk_frames", [4, 8, 16])
 @pytest.mark.parametrize("pause_s", [0.6, 0.7])
 def test_pause_between_digit_groups_is_not_cut(chunk_frames: int, pause_s: float) -> None:

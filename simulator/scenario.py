@@ -1,0 +1,105 @@
+"""Scenario files: the world a simulated device lives in, as TOML.
+
+    name = "quiet kitchen"
+    realtime = true                 # pace the microphone in real time (false: as fast as possible)
+    compare_speculation = true      # run twice, with and without the speculative end-pointer
+
+    [utterances]                    # simulator/room.py UtteranceSource
+    manifest = "../../tests/data/manifest.jsonl"
+    [room]                          # RoomConfig: rt60, gap_s, noise beds
+    rt60 = 0.3
+    noise = [{ kind = "kitchen", snr_db = 25 }]
+    [network]                       # simulator/netem.py NetworkConfig
+    latency_ms = 30
+    [cloud]                         # CloudSim
+    nlu_cost_ms = 150
+    [device]                        # DeviceProfile: threads, cores, a music player's load
+    [endpoint]                      # daemon EndpointConfig overrides
+    [link]                          # daemon CloudLinkConfig overrides
+
+Every table and key is checked: an unknown key is an error naming it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_asr.daemon.cloud_link import CloudLinkConfig
+from edge_asr.daemon.endpoint import EndpointConfig
+from edge_asr.daemon.service import config_from_dict
+from edge_asr.simulator.netem import NetworkConfig
+from edge_asr.simulator.room import NoiseBed, RoomConfig, UtteranceSource
+
+BUNDLED = Path(__file__).parent / "scenarios"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class CloudSim:
+    lm: str = ""  # cloud LM folder; "" = the repository's models/cloud-lm
+    nlu_cost_ms: float = 0.0  # downstream work per result (intent, fulfilment); a RESET cancels it
+    slow_ms: float = 0.0  # extra delay before every answer: an overloaded cloud
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    model: str = ""  # acoustic model folder; "" = the shipped one
+    decoding: str = "modified_beam_search"
+    beam: int = 4
+    threads: int = 1  # onnxruntime intra-op threads
+    cores: list[int] = field(default_factory=list)  # pin the daemon here; [] = any core
+    music_load: float = 0.0  # share of the daemon's first core a music player takes
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.music_load <= 1.0:
+            raise ValueError(f"device.music_load must be in [0, 1], got {self.music_load!r}")
+        if self.music_load and not self.cores:
+            raise ValueError("device.music_load needs device.cores: the player shares the "
+                             "daemon's core")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str = ""
+    realtime: bool = True
+    seed: int = 0
+    compare_speculation: bool = False
+    utterances: UtteranceSource = field(default_factory=UtteranceSource)
+    room: RoomConfig = field(default_factory=RoomConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    cloud: CloudSim = field(default_factory=CloudSim)
+    device: DeviceProfile = field(default_factory=DeviceProfile)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    link: CloudLinkConfig = field(default_factory=CloudLinkConfig)
+    base: Path = Path(".")  # the scenario file's folder: relative paths start here
+
+
+def bundled_scenarios() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(BUNDLED.glob("*.toml"))}
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A bundled scenario by name ("quiet_kitchen") or any scenario file by path."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    bundled = bundled_scenarios()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    raise FileNotFoundError(f"no scenario {str(name_or_path)!r}: give a TOML file or one of "
+                            f"{', '.join(bundled)}")
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    path = resolve(name_or_path)
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    room = data.get("room", {})
+    if "noise" in room:  # a list of tables, which config_from_dict leaves as dicts
+        room["noise"] = [config_from_dict(NoiseBed, bed, f"{path}: room.noise")
+                         for bed in room["noise"]]
+    data.setdefault("name", path.stem)
+    return config_from_dict(Scenario, {**data, "base": path.parent.resolve()}, str(path))

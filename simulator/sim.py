@@ -1,0 +1,76 @@
+"""`edge-asr sim`: list the bundled scenarios, or run one and write its report.
+
+    edge-asr sim list
+    edge-asr sim run quiet_kitchen [--out DIR] [--fast] [--limit N] [--no-compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+# The simulator's modules (matplotlib among them) load only when `sim` runs, so that the
+# `edge-asr` command, and the daemon's start, do not pay for them.
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sim = sub.add_parser("sim", help="play scenarios against a real daemon and cloud")
+    simsub = sim.add_subparsers(dest="sim_command", required=True)
+    ls = simsub.add_parser("list", help="the bundled scenarios")
+    ls.set_defaults(func=cmd_list)
+    run = simsub.add_parser("run", help="play a scenario and write its report")
+    run.add_argument("scenario", help="a bundled scenario's name or a TOML file")
+    run.add_argument("--out", type=Path, help="report folder (default: sim-reports/NAME)")
+    run.add_argument("--fast", action="store_true",
+                     help="play as fast as possible instead of the scenario's pacing")
+    run.add_argument("--limit", type=int, help="play only the first N requests")
+    run.add_argument("--no-compare", action="store_true",
+                     help="run with speculation only, even if the scenario compares")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from edge_asr.simulator.scenario import bundled_scenarios, load_scenario
+
+    for name, path in bundled_scenarios().items():
+        scenario = load_scenario(path)
+        first = scenario.description.strip().splitlines()[0] if scenario.description else ""
+        print(f"{name:<16} {first}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        from edge_asr.simulator.report import figure_values, write_report
+    except ImportError as e:  # matplotlib is an extra: the daemon itself never needs it
+        raise ValueError(f"edge-asr sim needs the 'sim' extra (pip install 'edge-asr[sim]'):"
+                         f" {e}") from e
+    from edge_asr.simulator.runner import run_scenario
+    from edge_asr.simulator.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    changes = {}
+    if args.fast:
+        changes["realtime"] = False
+    if args.limit:
+        changes["utterances"] = dataclasses.replace(scenario.utterances, limit=args.limit)
+    if args.no_compare:
+        changes["compare_speculation"] = False
+    scenario = dataclasses.replace(scenario, **changes)
+    out = args.out or Path("sim-reports") / Path(str(args.scenario)).stem
+    started = time.monotonic()
+    runs = run_scenario(scenario, out)
+    report = write_report(runs, scenario.description, out)
+    with open(out / "summary.json", "w") as f:
+        json.dump({("speculation_on" if r.speculative else "speculation_off"): r.summary
+                   for r in runs}, f, indent=2)
+    for run in runs:
+        print(f"\n{'speculation on' if run.speculative else 'speculation off'}:")
+        for label, value in figure_values(run):
+            print(f"  {label:<40} {value}")
+    print(f"\nreport: {report} ({time.monotonic() - started:.0f} s)")
+    lost = sum(r.summary["lost"] for r in runs)
+    return 1 if lost else 0

@@ -1,0 +1,91 @@
+"""`edge-asr sim`: scenarios played against a real daemon and a real cloud process, through
+the network emulator, and the reports they produce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_asr.daemon.cli import main as cli_main
+from edge_asr.simulator.report import write_report
+from edge_asr.simulator.runner import run_scenario
+from edge_asr.simulator.scenario import bundled_scenarios, load_scenario
+
+MANIFEST = Path(__file__).parent / "data" / "manifest.jsonl"
+
+
+def _scenario(tmp_path: Path, body: str, limit: int = 3) -> Path:
+    path = tmp_path / "scenario.toml"
+    path.write_text(f'name = "test"\n{body}\n[utterances]\nmanifest = "{MANIFEST}"\n'
+                    f"limit = {limit}\n")
+    return path
+
+
+def test_bundled_scenarios_all_load():
+    names = set(bundled_scenarios())
+    assert {"quiet_kitchen", "noisy_party", "music_playing", "flaky_wifi", "offline"} <= names
+    for name in names:
+        assert load_scenario(name).description
+
+
+def test_unknown_keys_and_bad_values_are_errors_that_name_them(tmp_path):
+    with pytest.raises(ValueError, match="latency"):
+        load_scenario(_scenario(tmp_path, "[network]\nlatnecy_ms = 3"))
+    with pytest.raises(ValueError, match="room.noise"):
+        load_scenario(_scenario(tmp_path, '[room]\nnoise = [{ kind = "traffic", snr_db = 5 }]'))
+    with pytest.raises(FileNotFoundError, match="quiet_kitchen"):
+        load_scenario("no_such_scenario")
+
+
+def test_accelerated_scenario_reports_every_request(tmp_path):
+    scenario = load_scenario(_scenario(tmp_path, "realtime = false\n[room]\nrt60 = 0.2\n"
+                                       'noise = [{ kind = "kitchen", snr_db = 30 }]'))
+    runs = run_scenario(scenario, tmp_path / "out", log=lambda *_: None)
+    report = write_report(runs, "test", tmp_path / "out")
+    (run,) = runs
+    assert run.daemon_exit == 0
+    assert len(run.rows) == 3
+    assert run.summary["lost"] == 0 and run.summary["missed"] == 0
+    assert all(r["result_kinds"] and set(r["result_kinds"]) == {"RESCORED"} for r in run.rows)
+    assert all(r["hypothesis"] for r in run.rows)
+    assert run.summary["final_ep50"] is not None and run.summary["rtf"] > 0
+    text = report.read_text()
+    for row in run.rows:
+        assert row["text"] in text
+    for png in ("latency_cdf.png", "timeline.png", "bytes.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_offline_every_request_gets_the_devices_own_result(tmp_path):
+    scenario = load_scenario(_scenario(
+        tmp_path, "realtime = false\n[network]\noutages = [[0.0, 100000.0]]\n"
+                  'outage_mode = "reset"', limit=2))
+    (run,) = run_scenario(scenario, tmp_path / "out", log=lambda *_: None)
+    assert run.summary["lost"] == 0
+    kinds = [k for r in run.rows for k in r["result_kinds"]]
+    assert kinds and set(kinds) == {"ON_DEVICE_FINAL"}
+    assert all(r["delivered"] == r["hypothesis"] for r in run.rows)
+    assert run.network["refused"] >= 1 and run.network["bytes_up"] == 0
+
+
+def test_an_outage_mid_session_drives_on_device_final_for_the_requests_inside_it(tmp_path):
+    # real time, so that the outage (from 8 s on) falls after request 0 and on request 1
+    scenario = load_scenario(_scenario(
+        tmp_path, "realtime = true\n[room]\ngap_s = [1.5, 1.5]\n"
+                  "[network]\noutages = [[8.0, 100000.0]]", limit=2))
+    (run,) = run_scenario(scenario, tmp_path / "out", log=lambda *_: None)
+    first, second = run.rows
+    assert second["speech_start"] > 8.0 > first["speech_end"] + 1.0
+    assert set(first["result_kinds"]) == {"RESCORED"}
+    assert set(second["result_kinds"]) == {"ON_DEVICE_FINAL"}
+    assert run.summary["lost"] == 0
+    assert first["perceived_latency"] is not None and first["perceived_latency"] > 0
+
+
+def test_sim_command_writes_the_report(tmp_path, capsys):
+    path = _scenario(tmp_path, "realtime = false", limit=1)
+    assert cli_main(["sim", "run", str(path), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "lost requests" in out and (tmp_path / "rep" / "report.md").exists()
+    assert (tmp_path / "rep" / "summary.json").exists()
