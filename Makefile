@@ -65,6 +65,14 @@ eval: $(VENV)/.installed
 	    --output $(DATA)/results/$$s.jsonl || exit 1; \
 	done
 
+# Every bundled scenario (simulator/scenarios) against a real daemon and cloud; a report per
+# scenario in sim-reports/NAME/report.md. About 12 minutes: two scenarios play in real time.
+.PHONY: sim
+sim: $(VENV)/.installed
+	@for s in quiet_kitchen noisy_party music_playing flaky_wifi offline; do \
+	  $(VENV)/bin/edge-asr sim run $$s --out sim-reports/$$s || exit 1; \
+	done
+
 # The cloud bench first: it needs only the committed cloud LM, not an acoustic model.
 bench: $(VENV)/.installed
 	$(PY) bench/cloud.py --lm models/cloud-lm

@@ -35,11 +35,12 @@ def _label(run: RunResult) -> str:
     return "speculation on" if run.speculative else "speculation off"
 
 
-def _cdf(ax, values: list[float], label: str, style: str = "-") -> None:
+def _cdf(ax, values: list[float], label: str, style: str, colour: str) -> None:
     if not values:
         return
     xs = np.sort(values)
-    ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), style, where="post", label=label)
+    ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), style, color=colour, where="post",
+            label=label)
 
 
 def plot_latency_cdfs(runs: list[RunResult], path: Path) -> None:
@@ -51,12 +52,14 @@ def plot_latency_cdfs(runs: list[RunResult], path: Path) -> None:
         if run.speculative:
             _cdf(ax, [r["speculative_endpoint"] - r["speech_end"] for r in rows
                       if r["speculative_endpoint"] is not None], "speculative end-point" + suffix,
-                 style)
+                 style, "tab:orange")
         _cdf(ax, [r["final_endpoint"] - r["speech_end"] for r in rows
-                  if r["final_endpoint"] is not None], "final end-point" + suffix, style)
+                  if r["final_endpoint"] is not None], "final end-point" + suffix, style,
+             "tab:blue")
         _cdf(ax, [r["perceived_latency"] for r in rows if r["perceived_latency"] is not None],
-             "result at the client" + suffix, style)
+             "result at the client" + suffix, style, "tab:purple")
     ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlim(-1.0, None)  # premature cuts (far left) are counted in the table
     ax.set_xlabel("seconds after the end of speech")
     ax.set_ylabel("share of requests")
     ax.grid(alpha=0.3)
@@ -75,7 +78,7 @@ def plot_timeline(run: RunResult, path: Path) -> None:
             for r in run.rows]
     matched, _ = match(reqs, utts)
     offset = wall_offset(run.events) if run.realtime and run.events else None
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(reqs) + 1.2))
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(reqs) + 1.6))
     seen = set()
     for row_i, r in enumerate(reqs):
         end = requests[r.index]["speech_end"]
@@ -98,7 +101,8 @@ def plot_timeline(run: RunResult, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("seconds from the end of the request's speech")
     ax.set_ylabel("request")
-    ax.legend(fontsize=7, loc="lower left", ncols=2)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=4,
+              frameon=False)  # above the rows, never over them
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

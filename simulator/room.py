@@ -44,6 +44,10 @@ class RoomConfig:
     noise: list[NoiseBed] = field(default_factory=list)
     gap_s: list[float] = field(default_factory=lambda: [1.5, 2.5])  # pause between requests
     lead_s: float = 1.0  # room sound before the first request
+    # A microphone is never digitally silent: its self-noise (and the room's) sits about
+    # 70 dB below full scale, as in the bundled clips. Digital zeros between requests would
+    # also mislead the VAD, which adapts its noise floor to what it hears.
+    mic_noise_dbfs: float = -70.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rt60 <= 2.0:
@@ -170,7 +174,8 @@ def render_session(source: UtteranceSource, room: RoomConfig, base: Path,
         t += (len(audio) + len(gap)) / SAMPLE_RATE
     speech = np.concatenate(pieces)
     level = float(np.median([active_rms(c.audio) for c in clips]))
-    mix = speech.copy()
+    mix = speech + make_noise("pink", len(speech), rng) * np.float32(
+        10 ** (room.mic_noise_dbfs / 20))
     for bed in room.noise:
         if bed.kind == "babble":
             noise = make_babble([c.audio for c in clips], len(speech), rng)
