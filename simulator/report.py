@@ -76,7 +76,7 @@ def plot_timeline(run: RunResult, path: Path) -> None:
     requests = {r["index"]: r for r in run.rows}
     reqs = [Request(r["index"], r["text"], r["speech_start"], r["speech_end"], [], [], "")
             for r in run.rows]
-    matched, _ = match(reqs, utts)
+    matching = match(reqs, utts)
     offset = wall_offset(run.events) if run.realtime and run.events else None
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(reqs) + 1.6))
     seen = set()
@@ -84,7 +84,7 @@ def plot_timeline(run: RunResult, path: Path) -> None:
         end = requests[r.index]["speech_end"]
         ax.barh(row_i, r.speech_end - r.speech_start, left=r.speech_start - end, height=0.5,
                 color="lightsteelblue")
-        for u in matched[r.index]:
+        for u in matching.owned[r.index] or matching.covering[r.index]:
             for e in u.events:
                 at = e.audio_time
                 if e.kind in ("RESCORED", "ON_DEVICE_FINAL"):
@@ -145,6 +145,7 @@ FIGURES = [  # (label, summary key, as percent, unit)
     ("results rescored / on-device", ("rescored_results", "on_device_finals"), False, ""),
     ("lost requests (no result)", "lost", False, ""),
     ("missed requests (no speech heard)", "missed", False, ""),
+    ("requests merged into another's utterance", "merged", False, ""),
     ("spurious utterances (noise)", "spurious", False, ""),
     ("context name recall", "name_recall", True, ""),
 ]

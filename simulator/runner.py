@@ -208,33 +208,49 @@ def group_utterances(events: list[ReceivedEvent]) -> list[Utterance]:
     return sorted(by_id.values(), key=lambda u: u.start)
 
 
-def match(requests: list[Request], utterances: list[Utterance],
-          slack: float = 0.5) -> tuple[dict[int, list[Utterance]], list[Utterance]]:
-    """Each daemon utterance goes to the request its speech overlaps most (within `slack`
-    seconds of it); those that overlap none are spurious (noise taken for speech)."""
-    matched: dict[int, list[Utterance]] = {r.index: [] for r in requests}
+@dataclass
+class Matching:
+    owned: dict[int, list[Utterance]]  # utterances whose words count for the request
+    covering: dict[int, list[Utterance]]  # every utterance that overlaps it
+    spurious: list[Utterance]  # utterances that overlap no request (noise taken for speech)
+
+
+def match(requests: list[Request], utterances: list[Utterance], slack: float = 0.5) -> Matching:
+    """Each daemon utterance's words go to the request its speech overlaps most (within
+    `slack` seconds of it). An utterance that runs over several requests (in babble the VAD
+    may hear speech throughout) also covers the others: they were heard, merged into it."""
+    owned: dict[int, list[Utterance]] = {r.index: [] for r in requests}
+    covering: dict[int, list[Utterance]] = {r.index: [] for r in requests}
     spurious = []
     for u in utterances:
         best, best_overlap = None, 0.0
         for r in requests:
             overlap = min(u.end, r.speech_end + slack) - max(u.start, r.speech_start - slack)
+            if overlap > 0:
+                covering[r.index].append(u)
             if overlap > best_overlap:
                 best, best_overlap = r, overlap
         if best is None:
             spurious.append(u)
         else:
-            matched[best.index].append(u)
-    return matched, spurious
+            owned[best.index].append(u)
+    return Matching(owned, covering, spurious)
 
 
-def score_request(r: Request, utts: list[Utterance], wall_offset: float | None) -> dict:
-    """One request's row, with eval's keys and definitions (see daemon/evaluate.py)."""
+def score_request(r: Request, owned: list[Utterance], covering: list[Utterance],
+                  wall_offset: float | None) -> dict:
+    """One request's row, with eval's keys and definitions (see daemon/evaluate.py). A
+    request merged into another's utterance has no words of its own; its end-points and
+    result are those of the utterance that swallowed it."""
     reference = normalize_text(r.text)
-    decisions = [u.first(*(_E.Name(k) for k in _DECISIONS)) for u in utts]
-    results = [u.first(*(_E.Name(k) for k in _RESULTS)) for u in utts]
-    hypothesis = normalize_text(" ".join(d.text for d in decisions if d and d.text))
-    delivered = normalize_text(" ".join(x.text for x in results if x and x.text))
-    spec = utts[0].first("SPECULATIVE_ENDPOINT") if utts else None
+    timed = owned or covering
+    decisions = [u.first(*(_E.Name(k) for k in _DECISIONS)) for u in timed]
+    results = [u.first(*(_E.Name(k) for k in _RESULTS)) for u in timed]
+    hypothesis = normalize_text(" ".join(
+        d.text for u, d in zip(timed, decisions, strict=True) if d and d.text and u in owned))
+    delivered = normalize_text(" ".join(
+        x.text for u, x in zip(timed, results, strict=True) if x and x.text and u in owned))
+    spec = timed[0].first("SPECULATIVE_ENDPOINT") if timed else None
     spoken = names_in(reference, r.context)
     perceived = None
     if wall_offset is not None and results and results[-1] is not None:
@@ -248,9 +264,9 @@ def score_request(r: Request, utts: list[Utterance], wall_offset: float | None) 
         "delivered": delivered,
         "speculative_endpoint": spec.audio_time if spec else None,
         "final_endpoint": decisions[0].audio_time if decisions and decisions[0] else None,
-        "reset": any(u.first("RESET") for u in utts),
-        "lattice_bytes": sum(e.lattice_bytes for u in utts for e in u.events),
-        "utterances": len(utts),
+        "reset": any(u.first("RESET") for u in owned),
+        "lattice_bytes": sum(e.lattice_bytes for u in owned for e in u.events),
+        "utterances": len(owned),
         "cpu_seconds": 0.0,  # the daemon's CPU is measured for the whole session
         "duration": round(r.speech_end - r.speech_start, 3),
         "speech_start": round(r.speech_start, 3), "speech_end": round(r.speech_end, 3),
@@ -260,7 +276,8 @@ def score_request(r: Request, utts: list[Utterance], wall_offset: float | None) 
         "result_kinds": [x.kind if x else None for x in results],
         "result_reasons": [x.reason for x in results if x and x.reason],
         "intent": next((x.intent for x in results if x and x.intent), ""),
-        "missed": not utts,
+        "missed": not timed,
+        "merged": not owned and bool(covering),
         "lost": any(x is None for x in results),
         "perceived_latency": None if perceived is None else round(perceived, 3),
     }
@@ -309,15 +326,16 @@ def run_once(scenario: Scenario, session: Session, wav: Path, speculative: bool,
                     proc.wait(timeout=10)
             netem.stop()
     utterances = group_utterances(events)
-    matched, spurious = match(session.requests, utterances)
+    matching = match(session.requests, utterances)
     offset = wall_offset(events) if scenario.realtime and events else None
-    rows = [score_request(r, matched[r.index], offset) for r in session.requests]
+    rows = [score_request(r, matching.owned[r.index], matching.covering[r.index], offset)
+            for r in session.requests]
     summary = dataclasses.asdict(summarize(rows))
     summary["rtf"] = round(cpu / session.duration, 4)
     summary["daemon_cpu_seconds"] = round(cpu, 2)
-    summary.update(_simulator_figures(rows, spurious))
+    summary.update(_simulator_figures(rows, matching.spurious))
     return RunResult(scenario.name, speculative, scenario.realtime, session.duration, rows,
-                     summary, events, dataclasses.asdict(netem.stats), len(spurious),
+                     summary, events, dataclasses.asdict(netem.stats), len(matching.spurious),
                      daemon.returncode)
 
 
@@ -334,6 +352,7 @@ def _simulator_figures(rows: list[dict], spurious: list[Utterance]) -> dict:
                                          [r["delivered"] for r in rows]),
         "lost": sum(r["lost"] for r in rows),
         "missed": sum(r["missed"] for r in rows),
+        "merged": sum(r["merged"] for r in rows),
         "spurious": len(spurious),
         "rescored_results": kinds.count("RESCORED"),
         "on_device_finals": kinds.count("ON_DEVICE_FINAL"),

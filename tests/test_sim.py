@@ -89,3 +89,38 @@ def test_sim_command_writes_the_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "lost requests" in out and (tmp_path / "rep" / "report.md").exists()
     assert (tmp_path / "rep" / "summary.json").exists()
+
+
+def _utt(uid: str, start: float, end: float, text: str, result: str = "RESCORED"):
+    from edge_asr.simulator.runner import ReceivedEvent, Utterance
+
+    events = [ReceivedEvent("SPEECH_STARTED", uid, start, 0.0, speech_start=start),
+              ReceivedEvent("SPECULATIVE_ENDPOINT", uid, end - 0.2, 0.0, text=text),
+              ReceivedEvent("CONFIRMED", uid, end, 0.0, text=text),
+              ReceivedEvent(result, uid, end, 0.1, text=text)]
+    return Utterance(uid, events)
+
+
+def test_matching_counts_merged_split_and_spurious_utterances():
+    from edge_asr.simulator.room import Request
+    from edge_asr.simulator.runner import match, score_request
+
+    reqs = [Request(i, t, s, e, [], [], "") for i, (t, s, e) in enumerate(
+        [("call mom", 1.0, 2.0), ("lights on", 4.0, 5.0), ("stop", 8.0, 8.5),
+         ("play jazz", 12.0, 13.0)])]
+    utts = [_utt("a", 1.0, 2.4, "call mom"),
+            _utt("b", 3.9, 8.9, "lights on stop"),  # babble: one utterance over two requests
+            _utt("c", 10.2, 10.6, "uh"),  # noise between requests
+            _utt("d", 12.0, 12.4, "play"), _utt("e", 12.6, 13.4, "jazz")]  # cut in two
+    m = match(reqs, utts)
+    rows = [score_request(r, m.owned[r.index], m.covering[r.index], None) for r in reqs]
+    assert [u.id for u in m.spurious] == ["c"]
+    assert rows[0]["hypothesis"] == "call mom" and not rows[0]["merged"]
+    assert rows[1]["hypothesis"] == "lights on stop"
+    # "stop" was heard, merged into b: no words of its own, b's end-point and result
+    assert rows[2]["merged"] and not rows[2]["missed"] and rows[2]["hypothesis"] == ""
+    assert rows[2]["final_endpoint"] == 8.9 and rows[2]["result_kinds"] == ["RESCORED"]
+    # the cut request: both pieces' words, the first final decision (before its speech end)
+    assert rows[3]["hypothesis"] == "play jazz" and rows[3]["utterances"] == 2
+    assert rows[3]["final_endpoint"] == 12.4 < rows[3]["speech_end"]
+    assert not any(r["lost"] for r in rows)
