@@ -138,6 +138,8 @@ FIGURES = [  # (label, summary key, as percent, unit)
     ("speculative EP50 / EP90", ("speculative_ep50", "speculative_ep90"), False, " s"),
     ("final EP50 / EP90", ("final_ep50", "final_ep90"), False, " s"),
     ("user-perceived latency p50 / p90", ("perceived_p50", "perceived_p90"), False, " s"),
+    ("decision lag behind the audio p50 / p90", ("decision_lag_p50", "decision_lag_p90"),
+     False, " s"),
     ("premature cuts", "premature_cuts", True, ""),
     ("resets", "resets", True, ""),
     ("lattice bytes per request (median)", "lattice_bytes_median", False, ""),

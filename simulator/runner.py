@@ -334,6 +334,13 @@ def run_once(scenario: Scenario, session: Session, wav: Path, speculative: bool,
     summary["rtf"] = round(cpu / session.duration, 4)
     summary["daemon_cpu_seconds"] = round(cpu, 2)
     summary.update(_simulator_figures(rows, matching.spurious))
+    if offset is not None:
+        # how far behind the audio the daemon's decisions reach the client: CPU contention
+        # and a slow device show here first
+        lags = [e.arrived - offset - e.audio_time for e in events
+                if e.kind in ("CONFIRMED", "FINAL_ENDPOINT")]
+        summary["decision_lag_p50"] = _median(lags)
+        summary["decision_lag_p90"] = round(float(np.percentile(lags, 90)), 3) if lags else None
     return RunResult(scenario.name, speculative, scenario.realtime, session.duration, rows,
                      summary, events, dataclasses.asdict(netem.stats), len(matching.spurious),
                      daemon.returncode)

@@ -160,6 +160,46 @@ def test_speculative_leads_final_by_about_200_ms_for_unsure_text() -> None:
     assert 0.1 <= confirmed.time - spec.time <= 0.25
 
 
+def _feed_sound(ep: Endpointer, seconds: float, start: float, text: str,
+                last_token_at: float | None, step: float = 0.04) -> list[EndpointEvent]:
+    """Feed `seconds` in which the VAD hears sound throughout (music, chatter); the decoder's
+    last token came at `last_token_at` (None: none yet in this utterance)."""
+    events: list[EndpointEvent] = []
+    t = start
+    while t < start + seconds - 1e-9:
+        t = round(t + step, 9)
+        since = t - (last_token_at if last_token_at is not None else 0.0)
+        events += ep.update(t, [True] * round(step / FRAME_S),
+                            max(0, math.floor(since / CONFIG.encoder_frame_s)), text)
+    return events
+
+
+def test_words_then_endless_sound_end_on_the_decoders_blanks() -> None:
+    """Music under the request: the VAD never reports silence, yet the request ends
+    `blank_timeout` after its last word."""
+    ep = Endpointer(CONFIG)
+    events = _feed_sound(ep, 1.0, 0.0, "", None)
+    events += _feed_sound(ep, 3.0, 1.0, "play some jazz", last_token_at=1.2)
+    assert [e.kind for e in events][:3] == [EventKind.SPEECH_STARTED,
+                                            EventKind.SPECULATIVE_ENDPOINT,
+                                            EventKind.CONFIRMED]
+    confirmed = next(e for e in events if e.kind is EventKind.CONFIRMED)
+    assert confirmed.reason is EndReason.BLANK_TIMEOUT
+    assert CONFIG.blank_timeout <= confirmed.time - 1.2 <= CONFIG.blank_timeout + 0.05
+
+
+def test_sound_without_words_ends_as_an_empty_utterance_not_at_max_length() -> None:
+    ep = Endpointer(CONFIG)
+    events = _feed_sound(ep, 5.0, 0.0, "", None)
+    confirmed = next(e for e in events if e.kind is EventKind.CONFIRMED)
+    assert confirmed.reason is EndReason.NO_WORDS and confirmed.text == ""
+    assert confirmed.time <= CONFIG.no_words_timeout + 0.1
+    disabled = Endpointer(EndpointConfig(vad_frame_s=FRAME_S, blank_timeout=0.0,
+                                         no_words_timeout=0.0))
+    assert not [e for e in _feed_sound(disabled, 5.0, 0.0, "call", 0.5)
+                if e.kind is EventKind.CONFIRMED]
+
+
 def test_without_speculation_both_decisions_come_at_the_final_end_point() -> None:
     """`speculative = false` (a device without the early end-pointer, which the simulator
     compares against): the lattice leaves only when the final end-pointer fires."""
