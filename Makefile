@@ -72,6 +72,7 @@ sim: $(VENV)/.installed
 	@for s in quiet_kitchen noisy_party music_playing flaky_wifi offline; do \
 	  $(VENV)/bin/edge-asr sim run $$s --out sim-reports/$$s || exit 1; \
 	done
+	$(VENV)/bin/edge-asr sim table sim-reports/*
 
 # The cloud bench first: it needs only the committed cloud LM, not an acoustic model.
 bench: $(VENV)/.installed

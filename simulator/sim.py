@@ -2,6 +2,7 @@
 
     edge-asr sim list
     edge-asr sim run quiet_kitchen [--out DIR] [--fast] [--limit N] [--no-compare]
+    edge-asr sim table sim-reports/*        # the figures of several reports side by side
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-compare", action="store_true",
                      help="run with speculation only, even if the scenario compares")
     run.set_defaults(func=cmd_run)
+    table = simsub.add_parser("table", help="one Markdown table of several runs' summaries")
+    table.add_argument("reports", nargs="+", type=Path, help="report folders (summary.json)")
+    table.set_defaults(func=cmd_table)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -74,3 +78,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nreport: {report} ({time.monotonic() - started:.0f} s)")
     lost = sum(r.summary["lost"] for r in runs)
     return 1 if lost else 0
+
+
+_TABLE = [  # (column, summary key, format)
+    ("WER device / delivered", ("wer", "delivered_wer"), "{:.1%}"),
+    ("spec. EP50", ("speculative_ep50",), "{:.2f} s"),
+    ("final EP50 / EP90", ("final_ep50", "final_ep90"), "{:.2f} s"),
+    ("perceived p50", ("perceived_p50",), "{:.2f} s"),
+    ("premature", ("premature_cuts",), "{:.0%}"),
+    ("resets", ("resets",), "{:.0%}"),
+    ("rescored / on-device", ("rescored_results", "on_device_finals"), "{}"),
+    ("lost", ("lost",), "{}"),
+    ("merged", ("merged",), "{}"),
+    ("RTF", ("rtf",), "{:.3f}"),
+]
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    print("| scenario | run | " + " | ".join(c for c, _, _ in _TABLE) + " |")
+    print("|---|---|" + "---|" * len(_TABLE))
+    for folder in args.reports:
+        with open(folder / "summary.json") as f:
+            runs = json.load(f)
+        for run, summary in runs.items():
+            cells = [" / ".join("n/a" if summary.get(k) is None else fmt.format(summary[k])
+                                for k in keys) for _, keys, fmt in _TABLE]
+            print(f"| {folder.name} | {run.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return 0
