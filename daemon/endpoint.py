@@ -97,16 +97,16 @@ class EndpointConfig:
     # still emits or the text looks unfinished
     max_utterance: float = 12.0  # forces a final, measured from the start of speech
     # The VAD hears music and other people's chatter as speech and may never report the
-    # silence the rules above wait for. The decoder knows better: when the best path has
-    # had no new token for `blank_timeout` (longer than a pause between digit groups), the
-    # request is over; sound that gave no word at all for `no_words_timeout` is not a
-    # request. (sherpa-onnx's end-point rules count only such decoder blanks.) 0 disables.
-    # rnnt-v1 sometimes goes 1-1.5 s without a token inside speech, so 1.0 s cut 20% of
-    # test_sentences early, 2.0 s 2.0% (1.3% without the rule): `edge-asr eval --config`.
-    blank_timeout: float = 2.0
-    no_words_timeout: float = 3.0
-    # False: no early decision; SPECULATIVE_ENDPOINT and CONFIRMED come together at the
-    # final end-point (what a device without speculation does; the simulator compares both).
+    # silence the rules above wait for. The decoder knows better, given a good model: when
+    # the best path has had no new token for `blank_timeout` (longer than a pause between
+    # digit groups), the request is over; sound that gave no word at all for
+    # `no_words_timeout` is not a request. (sherpa-onnx's end-point rules count only such
+    # decoder blanks.) Off (0) by default: rnnt-v1 sometimes goes 1-2 s without a token
+    # inside speech, so on 150 test_sentences 1.0 s cut 20% of requests early, 2.0 s 2.0%
+    # (1.3% off), and in the quiet-kitchen scenario 2.0 s cut 4 of 12 (`edge-asr eval
+    # --config`, `edge-asr sim`).
+    blank_timeout: float = 0.0
+    no_words_timeout: float = 0.0
     speculative: bool = True
 
     def __post_init__(self) -> None:

@@ -177,7 +177,8 @@ def _feed_sound(ep: Endpointer, seconds: float, start: float, text: str,
 def test_words_then_endless_sound_end_on_the_decoders_blanks() -> None:
     """Music under the request: the VAD never reports silence, yet the request ends
     `blank_timeout` after its last word."""
-    ep = Endpointer(CONFIG)
+    config = EndpointConfig(vad_frame_s=FRAME_S, blank_timeout=1.0)
+    ep = Endpointer(config)
     events = _feed_sound(ep, 1.0, 0.0, "", None)
     events += _feed_sound(ep, 3.0, 1.0, "play some jazz", last_token_at=1.2)
     assert [e.kind for e in events][:3] == [EventKind.SPEECH_STARTED,
@@ -185,17 +186,16 @@ def test_words_then_endless_sound_end_on_the_decoders_blanks() -> None:
                                             EventKind.CONFIRMED]
     confirmed = next(e for e in events if e.kind is EventKind.CONFIRMED)
     assert confirmed.reason is EndReason.BLANK_TIMEOUT
-    assert CONFIG.blank_timeout <= confirmed.time - 1.2 <= CONFIG.blank_timeout + 0.05
+    assert config.blank_timeout <= confirmed.time - 1.2 <= config.blank_timeout + 0.05
 
 
 def test_sound_without_words_ends_as_an_empty_utterance_not_at_max_length() -> None:
-    ep = Endpointer(CONFIG)
-    events = _feed_sound(ep, 5.0, 0.0, "", None)
+    config = EndpointConfig(vad_frame_s=FRAME_S, no_words_timeout=3.0)
+    events = _feed_sound(Endpointer(config), 5.0, 0.0, "", None)
     confirmed = next(e for e in events if e.kind is EventKind.CONFIRMED)
     assert confirmed.reason is EndReason.NO_WORDS and confirmed.text == ""
-    assert confirmed.time <= CONFIG.no_words_timeout + 0.1
-    disabled = Endpointer(EndpointConfig(vad_frame_s=FRAME_S, blank_timeout=0.0,
-                                         no_words_timeout=0.0))
+    assert confirmed.time <= config.no_words_timeout + 0.1
+    disabled = Endpointer(CONFIG)  # the default: both rules off
     assert not [e for e in _feed_sound(disabled, 5.0, 0.0, "call", 0.5)
                 if e.kind is EventKind.CONFIRMED]
 
