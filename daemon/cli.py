@@ -153,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edge_asr.daemon.client import run_demo
     from edge_asr.daemon.transducer import verify_model_dir
 
-    if not (Path(args.model) / "encoder.onnx").exists():
+    if not any((Path(args.model) / n).exists() for n in ("encoder.onnx", "encoder.onnx.pack")):
         raise ModelError(f"no model in {args.model}: `make train` builds one "
                          "(or pass --model DIR)")
     verify_model_dir(Path(args.model))

@@ -1,7 +1,8 @@
 """The exported RNN-T on ONNX Runtime: three sessions and the model's metadata.
 
-Reads the same files sherpa-onnx reads (encoder.onnx, decoder.onnx, joiner.onnx, tokens.txt)
-and checks them against the model card's sha256 when a card is present.
+Reads the same files sherpa-onnx reads (encoder.onnx, decoder.onnx, joiner.onnx, tokens.txt),
+or their compressed form (NAME.onnx.pack, models/packed.py) decoded in memory, and checks
+each against the model card's sha256 when a card is present.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from edge_asr.models.packed import SUFFIX as PACKED_SUFFIX
+from edge_asr.models.packed import unpack_bytes
 
 MODEL_FILES = ("encoder.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt")
 
@@ -29,19 +33,39 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _card_digests(model_dir: Path) -> dict[str, str]:
+    card = model_dir / "model_card.json"
+    return json.loads(card.read_text()).get("sha256", {}) if card.is_file() else {}
+
+
 def verify_model_dir(model_dir: Path) -> None:
-    """Every file present, and equal to the model card's sha256 if the folder has a card."""
-    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
+    """Every file present (an ONNX file plain or packed), and equal to the model card's
+    sha256 if the folder has a card (a packed file is checked when it is decoded, by
+    read_model_file)."""
+    missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()
+               and not (model_dir / (name + PACKED_SUFFIX)).is_file()]
     if missing:
         raise ModelError(f"{model_dir}: missing {', '.join(missing)}")
-    card = model_dir / "model_card.json"
-    if not card.is_file():
-        return
-    expected = json.loads(card.read_text()).get("sha256", {})
-    for name, digest in expected.items():
+    for name, digest in _card_digests(model_dir).items():
         path = model_dir / name
         if path.is_file() and sha256_of(path) != digest:
             raise ModelError(f"{path}: sha256 does not match the model card (corrupt or replaced)")
+
+
+def read_model_file(model_dir: Path, name: str) -> bytes:
+    """An ONNX file's bytes, from NAME or, decoded, from NAME.pack; checked against the card."""
+    path, packed = model_dir / name, model_dir / (name + PACKED_SUFFIX)
+    if path.is_file():
+        return path.read_bytes()
+    try:
+        data = unpack_bytes(packed.read_bytes())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{packed}: cannot be decoded: {e}") from e
+    digest = _card_digests(model_dir).get(name)
+    if digest and hashlib.sha256(data).hexdigest() != digest:
+        raise ModelError(f"{packed}: decodes to bytes whose sha256 does not match the model "
+                         f"card's for {name} (corrupt or replaced)")
+    return data
 
 
 def read_tokens(path: Path) -> list[str]:
@@ -69,16 +93,20 @@ class ModelInfo:
         return 4  # subsampling factor
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _session(model_dir: Path, name: str, threads: int) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        path = model_dir / name
+        model = str(path) if path.is_file() else read_model_file(model_dir, name)
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except ModelError:
+        raise
     except Exception as e:  # onnxruntime raises several types for unreadable files
-        raise ModelError(f"{path}: cannot be loaded by onnxruntime: {e}") from e
+        raise ModelError(f"{model_dir / name}: cannot be loaded by onnxruntime: {e}") from e
 
 
 class TransducerModel:
@@ -88,9 +116,9 @@ class TransducerModel:
         self.dir = Path(model_dir)
         if verify:
             verify_model_dir(self.dir)
-        self.encoder = _session(self.dir / "encoder.onnx", threads)
-        self.decoder = _session(self.dir / "decoder.onnx", threads)
-        self.joiner = _session(self.dir / "joiner.onnx", threads)
+        self.encoder = _session(self.dir, "encoder.onnx", threads)
+        self.decoder = _session(self.dir, "decoder.onnx", threads)
+        self.joiner = _session(self.dir, "joiner.onnx", threads)
         meta = self.encoder.get_modelmeta().custom_metadata_map
         dmeta = self.decoder.get_modelmeta().custom_metadata_map
         if meta.get("model_type") != "lstm":

@@ -52,7 +52,7 @@ def _evaluate_job(job: tuple[str, str, str, str, bool]) -> tuple[str, str, dict]
     model_dir, data, name, method, context = job
     rec = Recognizer(RecognizerConfig(model_dir=model_dir, decoding_method=method))
     key = method + ("+context" if context else "")
-    out = Path(data) / "results" / f"{name}.{key}.jsonl"
+    out = Path(data) / "results" / Path(model_dir).name / f"{name}.{key}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     s = evaluate(rec, Path(data) / "manifests" / f"{name}.jsonl", out, use_context=context)
     figures = {"wer": round(s.wer, 4), "rtf": round(s.rtf, 4), "utterances": s.utterances,

@@ -1,0 +1,153 @@
+"""A compressed on-disk format for ONNX models that exploits low bits and zeros.
+
+An int8 (or pruned) model is mostly weight bytes, many of them zero after pruning. The
+packed file (`NAME.onnx.pack`) is the ONNX file cut at its weight tensors:
+
+- the bytes between weights (graph, metadata, small constants) as they are;
+- per weight tensor, whichever is smaller: its raw bytes, or a bitmask of its non-zero
+  elements (1 bit each) plus the non-zero values packed together;
+
+all of it compressed with LZMA (xz, in the standard library). Unpacking concatenates the
+pieces back into the exact bytes of the original file, with numpy alone (no `onnx` package
+on the device), so the model card's sha256 of `NAME.onnx` checks the decoded model, and
+the unpacked file is what sherpa-onnx loads.
+
+    python -m edge_asr.models.packed pack models/rnnt-v1-int8      # NAME.onnx -> .onnx.pack
+    python -m edge_asr.models.packed unpack models/rnnt-v1-int8    # and back
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import lzma
+import struct
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"EAPK1\n"
+SUFFIX = ".pack"
+_DENSE, _SPARSE = 0, 1
+_MIN_WEIGHT_BYTES = 64  # smaller tensors stay in the gaps: not worth a header
+_LZMA = {"format": lzma.FORMAT_XZ, "preset": 9 | lzma.PRESET_EXTREME}
+_HEADER = "<BQQ8s"  # mode, element count, payload bytes, numpy dtype string
+
+
+def _encode(values: np.ndarray) -> bytes:
+    raw = values.tobytes()
+    dtype = values.dtype.str.encode().ljust(8)
+    nonzero = values != 0
+    sparse_size = (values.size + 7) // 8 + int(nonzero.sum()) * values.dtype.itemsize
+    if sparse_size < len(raw):  # worth it from about 1/8 zeros for int8
+        payload = np.packbits(nonzero).tobytes() + values[nonzero].tobytes()
+        return struct.pack(_HEADER, _SPARSE, values.size, len(payload), dtype) + payload
+    return struct.pack(_HEADER, _DENSE, values.size, len(raw), dtype) + raw
+
+
+def _decode(buf: io.BytesIO) -> bytes:
+    mode, count, size, dtype = struct.unpack(_HEADER, buf.read(struct.calcsize(_HEADER)))
+    payload = buf.read(size)
+    if mode == _DENSE:
+        return payload
+    dt = np.dtype(dtype.decode().strip())
+    mask_bytes = (count + 7) // 8
+    nonzero = np.unpackbits(np.frombuffer(payload[:mask_bytes], np.uint8), count=count)
+    values = np.zeros(count, dt)
+    values[nonzero.astype(bool)] = np.frombuffer(payload[mask_bytes:], dt)
+    return values.tobytes()
+
+
+def pack_bytes(onnx_bytes: bytes) -> bytes:
+    import onnx  # the recipe's dependency; unpacking on the device never needs it
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    pieces, pos = [], 0
+    for t in model.graph.initializer:
+        if not t.HasField("raw_data") or len(t.raw_data) < _MIN_WEIGHT_BYTES:
+            continue
+        at = onnx_bytes.find(t.raw_data, pos)  # initializers are serialised in order
+        if at < 0:
+            raise ValueError(f"weight {t.name!r} not found in the serialised model")
+        values = numpy_helper.to_array(t).reshape(-1)
+        pieces.append((onnx_bytes[pos:at], _encode(values)))
+        pos = at + len(t.raw_data)
+    body = io.BytesIO()
+    body.write(struct.pack("<I", len(pieces)))
+    for gap, blob in pieces:
+        body.write(struct.pack("<Q", len(gap)) + gap + blob)
+    body.write(onnx_bytes[pos:])
+    packed = MAGIC + lzma.compress(body.getvalue(), **_LZMA)
+    if unpack_bytes(packed) != onnx_bytes:
+        raise ValueError("packing does not round-trip this model exactly")
+    return packed
+
+
+def unpack_bytes(packed: bytes) -> bytes:
+    """The original ONNX file's bytes from a packed file; ValueError if it is damaged."""
+    if not packed.startswith(MAGIC):
+        raise ValueError("not an edge-asr packed model (bad magic)")
+    try:
+        buf = io.BytesIO(lzma.decompress(packed[len(MAGIC):]))
+        (count,) = struct.unpack("<I", buf.read(4))
+        out = []
+        for _ in range(count):
+            (gap,) = struct.unpack("<Q", buf.read(8))
+            out.append(buf.read(gap))
+            out.append(_decode(buf))
+        out.append(buf.read())
+    except (lzma.LZMAError, struct.error, ValueError, TypeError) as e:
+        raise ValueError(f"packed model is corrupt: {e}") from e
+    return b"".join(out)
+
+
+def sparsity(onnx_path: Path) -> tuple[int, int]:
+    """(zero weights, all weights) over the model's weight matrices (2-D and up)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    zeros = total = 0
+    for t in model.graph.initializer:
+        if len(t.dims) >= 2:
+            values = numpy_helper.to_array(t)
+            zeros += int((values == 0).sum())
+            total += values.size
+    return zeros, total
+
+
+def pack_dir(model_dir: Path, keep_onnx: bool = False) -> dict[str, int]:
+    """Pack every NAME.onnx of a model folder; returns bytes on disk per packed file."""
+    sizes = {}
+    for path in sorted(model_dir.glob("*.onnx")):
+        packed = pack_bytes(path.read_bytes())
+        out = path.with_name(path.name + SUFFIX)
+        out.write_bytes(packed)
+        sizes[out.name] = len(packed)
+        if not keep_onnx:
+            path.unlink()
+    return sizes
+
+
+def unpack_dir(model_dir: Path) -> None:
+    for path in sorted(model_dir.glob("*.onnx" + SUFFIX)):
+        path.with_name(path.name[: -len(SUFFIX)]).write_bytes(unpack_bytes(path.read_bytes()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["pack", "unpack"])
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--keep-onnx", action="store_true", help="pack: keep the .onnx files too")
+    args = p.parse_args()
+    if args.action == "pack":
+        for name, size in pack_dir(args.model_dir, args.keep_onnx).items():
+            print(f"{name}: {size:,} bytes")
+    else:
+        unpack_dir(args.model_dir)
+
+
+if __name__ == "__main__":
+    main()
