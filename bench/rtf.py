@@ -2,10 +2,12 @@
 
 Recognizer alone (greedy and modified beam search) and the daemon's whole pipeline.
 
-    python bench/rtf.py [--model DIR] [--clips DIR] [--repeats N]
+    python bench/rtf.py [--model DIR [--model DIR2 ...]] [--clips DIR] [--repeats N]
 
 Feeds every bundled clip in 20 ms pieces, as the device does, and reports the median over
 repeats of CPU seconds per audio second, for greedy and modified beam search side by side.
+With several models (fp32 and int8, say) their repeats alternate within one run, so that
+the ratios are measured side by side under the same machine load.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def cpu_name() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    p.add_argument("--model", type=Path, action="append",
+                   help="model folder (repeat to compare; default: the shipped model)")
     p.add_argument("--clips", type=Path, default=ROOT / "tests" / "data")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, help="also write the figures here")
@@ -56,27 +59,33 @@ def main() -> None:
             compute_fbank(c)
         runs.append((time.process_time() - t) / audio_s)
     figures["rtf_features"] = round(statistics.median(runs), 5)
-    for method in ("greedy_search", "modified_beam_search"):
-        rec = Recognizer(RecognizerConfig(model_dir=args.model, decoding_method=method, threads=1))
-        recognize_samples(rec, clips[0])  # warm-up: first runs allocate
-        runs = []
+    models = args.model or [DEFAULT_MODEL_DIR]
+    for method in ("greedy_search", "modified_beam_search", "pipeline"):
+        recs = [Recognizer(RecognizerConfig(
+            model_dir=m, threads=1,
+            decoding_method="modified_beam_search" if method == "pipeline" else method))
+            for m in models]
+        runs: list[list[float]] = [[] for _ in models]
+        for rec in recs:
+            recognize_samples(rec, clips[0])  # warm-up: first runs allocate
         for _ in range(args.repeats):
-            t = time.process_time()
-            for c in clips:
-                recognize_samples(rec, c)
-            runs.append((time.process_time() - t) / audio_s)
-        figures[f"rtf_{method}"] = round(statistics.median(runs), 5)
-        figures[f"rtf_{method}_runs"] = [round(r, 5) for r in runs]
-    # The whole per-stream pipeline (VAD, features, model, beam search, end-pointers,
-    # lattices), as the daemon runs it.
-    rec = Recognizer(RecognizerConfig(model_dir=args.model, threads=1))
-    runs = []
-    for _ in range(args.repeats):
-        t = time.process_time()
-        for c in clips:
-            run_pipeline(Pipeline(rec), c)
-        runs.append((time.process_time() - t) / audio_s)
-    figures["rtf_pipeline_modified_beam_search"] = round(statistics.median(runs), 5)
+            for i, rec in enumerate(recs):
+                t = time.process_time()
+                for c in clips:
+                    if method == "pipeline":  # VAD, features, model, beam search,
+                        run_pipeline(Pipeline(rec), c)  # end-pointers, lattices
+                    else:
+                        recognize_samples(rec, c)
+                runs[i].append((time.process_time() - t) / audio_s)
+        key = "rtf_pipeline_modified_beam_search" if method == "pipeline" else f"rtf_{method}"
+        for i, m in enumerate(models):
+            name = "" if len(models) == 1 else f"{Path(m).name}:"
+            figures[name + key] = round(statistics.median(runs[i]), 5)
+            figures[name + key + "_runs"] = [round(r, 5) for r in runs[i]]
+            if i:  # against the first model, repeat by repeat
+                ratios = [a / b for a, b in zip(runs[i], runs[0], strict=True)]
+                figures[name + key + "_ratio_to_" + Path(models[0]).name] = round(
+                    statistics.median(ratios), 3)
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
