@@ -6,6 +6,7 @@ recognition worse fails here.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,6 @@ def test_int8_wer_on_bundled_clips_stays_under_bound(method, tmp_path, int8_mode
 
 def test_sherpa_onnx_loads_the_unpacked_int8_model(int8_model_dir, tmp_path):
     sherpa_onnx = pytest.importorskip("sherpa_onnx")
-    import shutil
-
     from edge_asr.models.packed import unpack_dir
 
     d = tmp_path / "int8"
