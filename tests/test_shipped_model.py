@@ -52,27 +52,32 @@ def test_wer_on_bundled_clips_stays_under_bound(method, tmp_path, shipped_model_
     assert summary.wer <= WER_BOUND[method], summary.format()
 
 
-def test_sherpa_onnx_gives_the_same_greedy_transcripts(shipped_model_dir):
+def _greedy_transcripts(onnx_dir: Path, ours_dir: Path, clips: list[Path]):
+    """(sherpa-onnx's, ours) greedy transcript per clip: sherpa-onnx on the plain ONNX files
+    in `onnx_dir`, our recognizer on the model folder `ours_dir`."""
     sherpa_onnx = pytest.importorskip("sherpa_onnx")
-    d = shipped_model_dir
     theirs = sherpa_onnx.OnlineRecognizer.from_transducer(
-        tokens=str(d / "tokens.txt"), encoder=str(d / "encoder.onnx"),
-        decoder=str(d / "decoder.onnx"), joiner=str(d / "joiner.onnx"), num_threads=1,
-        decoding_method="greedy_search")
-    ours = Recognizer(RecognizerConfig(model_dir=d, decoding_method="greedy_search"))
+        tokens=str(onnx_dir / "tokens.txt"), encoder=str(onnx_dir / "encoder.onnx"),
+        decoder=str(onnx_dir / "decoder.onnx"), joiner=str(onnx_dir / "joiner.onnx"),
+        num_threads=1, decoding_method="greedy_search")
+    ours = Recognizer(RecognizerConfig(model_dir=ours_dir, decoding_method="greedy_search"))
     tail = np.zeros(int(0.66 * 16000), np.float32)
-    compared = 0
-    for clip in sorted(DATA.glob("*.flac")):
+    for clip in clips:
         samples = np.concatenate([read_audio(clip), tail])
         s = theirs.create_stream()
         s.accept_waveform(16000, samples)
         s.input_finished()
         while theirs.is_ready(s):
             theirs.decode_stream(s)
-        expected = " ".join(theirs.get_result(s).split())
-        assert recognize_samples(ours, samples).text == expected, clip.name
-        compared += bool(expected)
-    assert compared >= 20
+        yield " ".join(theirs.get_result(s).split()), recognize_samples(ours, samples).text
+
+
+def test_sherpa_onnx_gives_the_same_greedy_transcripts(shipped_model_dir):
+    clips = sorted(DATA.glob("*.flac"))
+    pairs = list(_greedy_transcripts(shipped_model_dir, shipped_model_dir, clips))
+    for clip, (expected, got) in zip(clips, pairs, strict=True):
+        assert got == expected, clip.name
+    assert sum(bool(expected) for expected, _ in pairs) >= 20
 
 
 # The int8 model (models/rnnt-v1-int8, packed) measured 44.10% (greedy) and 46.67% (beam 4)
@@ -110,27 +115,12 @@ def test_int8_wer_on_bundled_clips_stays_under_bound(method, tmp_path, int8_mode
 
 
 def test_sherpa_onnx_loads_the_unpacked_int8_model(int8_model_dir, tmp_path):
-    sherpa_onnx = pytest.importorskip("sherpa_onnx")
     from edge_asr.models.packed import unpack_dir
 
     d = tmp_path / "int8"
     shutil.copytree(int8_model_dir, d)
     unpack_dir(d)
-    theirs = sherpa_onnx.OnlineRecognizer.from_transducer(
-        tokens=str(d / "tokens.txt"), encoder=str(d / "encoder.onnx"),
-        decoder=str(d / "decoder.onnx"), joiner=str(d / "joiner.onnx"), num_threads=1,
-        decoding_method="greedy_search")
-    ours = Recognizer(RecognizerConfig(model_dir=int8_model_dir, decoding_method="greedy_search"))
-    tail = np.zeros(int(0.66 * 16000), np.float32)
-    same = 0
     clips = sorted(DATA.glob("*.flac"))[:8]
-    for clip in clips:
-        samples = np.concatenate([read_audio(clip), tail])
-        s = theirs.create_stream()
-        s.accept_waveform(16000, samples)
-        s.input_finished()
-        while theirs.is_ready(s):
-            theirs.decode_stream(s)
-        same += " ".join(theirs.get_result(s).split()) == recognize_samples(ours, samples).text
+    same = sum(a == b for a, b in _greedy_transcripts(d, int8_model_dir, clips))
     # int8 kernels may round differently between sherpa's onnxruntime build and ours
     assert same >= len(clips) - 1
