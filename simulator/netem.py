@@ -201,9 +201,10 @@ class NetworkEmulator:
                     await asyncio.sleep(wait)
                 while self.config.outage_mode == "blackhole" and self._outage():
                     await asyncio.sleep(_POLL_S)
+                # counted before the write, so that a reader never sees bytes not yet counted
+                setattr(self.stats, counter, getattr(self.stats, counter) + len(data))
                 writer.write(data)
                 await writer.drain()
-                setattr(self.stats, counter, getattr(self.stats, counter) + len(data))
             with contextlib.suppress(OSError):
                 writer.write_eof()
 
