@@ -42,16 +42,11 @@ from edge_asr.models import corpus
 from edge_asr.simulator.cloud_lm import CloudLM
 from edge_asr.simulator.lm_recipe import CorpusOptions
 from edge_asr.simulator.ngram_lm import BOS, EOS, UNK
+from edge_asr.simulator.process_stats import process_cpu_seconds
 from edge_asr.simulator.rescore import rescore
 
 ROOT = Path(__file__).resolve().parent.parent
-TICKS = os.sysconf("SC_CLK_TCK")
 WARMUP_S = 1.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -187,11 +182,11 @@ def bench_server(lm_dir: Path, lattices: list[Lattice], clients: int, seconds: f
         for t in threads:
             t.start()
         time.sleep(WARMUP_S)
-        cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+        cpu0, wall0 = process_cpu_seconds(proc.pid), time.monotonic()
         measuring.set()
         time.sleep(seconds)
         measuring.clear()
-        cpu, wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - wall0
+        cpu, wall = process_cpu_seconds(proc.pid) - cpu0, time.monotonic() - wall0
         stop.set()
         for t in threads:
             t.join(timeout=35)

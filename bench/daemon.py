@@ -28,14 +28,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from edge_asr.daemon.audio import read_audio
 from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
+from edge_asr.simulator.process_stats import process_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def rss_bytes(pid: int) -> int:
@@ -95,10 +90,10 @@ def main() -> None:
                 starts.append(time.monotonic() - t0)
                 with grpc.insecure_channel(f"unix:{socket}") as ch:
                     stub = edge_asr_pb2_grpc.EdgeAsrStub(ch)
-                    cpu0 = cpu_seconds(proc.pid)
+                    cpu0 = process_cpu_seconds(proc.pid)
                     for clip in clips:
                         push(stub, clip)
-                    rtfs.append((cpu_seconds(proc.pid) - cpu0) / audio_s)
+                    rtfs.append((process_cpu_seconds(proc.pid) - cpu0) / audio_s)
                 rss.append(rss_bytes(proc.pid))
             finally:
                 proc.terminate()

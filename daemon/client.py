@@ -57,6 +57,17 @@ def listen(socket: str | None, tcp: str | None, partials: bool = True,
     return 0
 
 
+def wait_for_socket(daemon: subprocess.Popen, socket: str, timeout: float) -> bool:
+    """True once the daemon process has made its Unix socket; False if it exited first or
+    `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(socket):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def start_cloud(lm: Path, timeout: float = 60.0,
                 extra_args: list[str] | None = None) -> tuple[subprocess.Popen, str]:
     """`edge-asr cloud` on a free loopback port, in its own process; returns it and its
@@ -100,12 +111,9 @@ def run_demo(files: list[str], model: str | Path, realtime: bool = True,
             print("no cloud LM (`make cloud-lm` builds one): on-device results only", flush=True)
         daemon = subprocess.Popen(cmd)
         try:
-            deadline = time.monotonic() + 30
-            while not os.path.exists(socket):
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    print("edge-asr: the daemon did not start", file=sys.stderr)
-                    return 2
-                time.sleep(0.05)
+            if not wait_for_socket(daemon, socket, timeout=30):
+                print("edge-asr: the daemon did not start", file=sys.stderr)
+                return 2
             print(f"playing {len(files)} clips through the daemon's simulated microphone\n",
                   flush=True)
             listen(socket, None)

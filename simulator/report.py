@@ -17,8 +17,7 @@ matplotlib.use("Agg")  # files only: the simulator runs on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edge_asr.simulator.room import Request  # noqa: E402
-from edge_asr.simulator.runner import RunResult, group_utterances, match, wall_offset  # noqa: E402
+from edge_asr.simulator.runner import RunResult, group_utterances, wall_offset  # noqa: E402
 
 _MARKERS = {  # event kind -> (marker, colour) on the timeline
     "SPEECH_STARTED": ("|", "grey"),
@@ -72,20 +71,16 @@ def plot_latency_cdfs(runs: list[RunResult], path: Path) -> None:
 def plot_timeline(run: RunResult, path: Path) -> None:
     """One row per request: its speech as a bar, its events as markers, all relative to the
     end of its speech. Results are placed where the client received them (real time only)."""
-    utts = group_utterances(run.events)
-    requests = {r["index"]: r for r in run.rows}
-    reqs = [Request(r["index"], r["text"], r["speech_start"], r["speech_end"], [], [], "")
-            for r in run.rows]
-    matching = match(reqs, utts)
+    utterances = {u.id: u for u in group_utterances(run.events)}
     offset = wall_offset(run.events) if run.realtime and run.events else None
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(reqs) + 1.6))
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(run.rows) + 1.6))
     seen = set()
-    for row_i, r in enumerate(reqs):
-        end = requests[r.index]["speech_end"]
-        ax.barh(row_i, r.speech_end - r.speech_start, left=r.speech_start - end, height=0.5,
+    for row_i, r in enumerate(run.rows):
+        end = r["speech_end"]
+        ax.barh(row_i, end - r["speech_start"], left=r["speech_start"] - end, height=0.5,
                 color="lightsteelblue")
-        for u in matching.owned[r.index] or matching.covering[r.index]:
-            for e in u.events:
+        for uid in r["utterance_ids"]:
+            for e in utterances[uid].events:
                 at = e.audio_time
                 if e.kind in ("RESCORED", "ON_DEVICE_FINAL"):
                     if offset is None:
@@ -97,7 +92,7 @@ def plot_timeline(run: RunResult, path: Path) -> None:
                 seen.add(e.kind)
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlim(-3, 2.5)
-    ax.set_yticks(range(len(reqs)), [str(r.index) for r in reqs], fontsize=7)
+    ax.set_yticks(range(len(run.rows)), [str(r["index"]) for r in run.rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("seconds from the end of the request's speech")
     ax.set_ylabel("request")

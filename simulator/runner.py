@@ -33,12 +33,13 @@ import grpc
 import numpy as np
 import soundfile as sf
 
-from edge_asr.daemon.client import start_cloud
+from edge_asr.daemon.client import start_cloud, wait_for_socket
 from edge_asr.daemon.evaluate import names_in, summarize, word_error_rate
 from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.augment import SAMPLE_RATE
 from edge_asr.simulator.netem import NetworkEmulator
+from edge_asr.simulator.process_stats import process_cpu_seconds
 from edge_asr.simulator.room import Request, Session, render_session
 from edge_asr.simulator.scenario import REPO_ROOT, Scenario
 
@@ -95,7 +96,6 @@ class RunResult:
     summary: dict
     events: list[ReceivedEvent]
     network: dict
-    spurious: int  # daemon utterances that matched no request (noise taken for speech)
     daemon_exit: int
 
 
@@ -118,12 +118,6 @@ class ScenarioClock:
             if self.realtime:
                 return self._audio + time.monotonic() - self._wall
             return self._audio
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _context(requests: list[Request], extra: list[str]) -> edge_asr_pb2.ContextLists:
@@ -151,7 +145,7 @@ def _daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
         table("source", {"kind": "files", "files": [str(wav)], "realtime": scenario.realtime,
                          "gap_s": 0.0, "wait_for_subscriber": True}),
         table("server", {"socket": socket}),
-        table("cloud", {k: v for k, v in dataclasses.asdict(link).items()}),
+        table("cloud", dataclasses.asdict(link)),
     ])
 
 
@@ -169,12 +163,9 @@ def _listen(socket: str, context: edge_asr_pb2.ContextLists, clock: ScenarioCloc
             daemon: subprocess.Popen) -> tuple[list[ReceivedEvent], float]:
     """Set the context, then collect every event until the daemon closes the stream.
     Returns the events and the daemon's CPU seconds when it began to serve."""
-    deadline = time.monotonic() + 60
-    while not os.path.exists(socket):
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the daemon did not start (exit status {daemon.poll()})")
-        time.sleep(0.05)
-    cpu_at_start = _cpu_seconds(daemon.pid)
+    if not wait_for_socket(daemon, socket, timeout=60):
+        raise RuntimeError(f"the daemon did not start (exit status {daemon.poll()})")
+    cpu_at_start = process_cpu_seconds(daemon.pid)
     events = []
     with grpc.insecure_channel(f"unix:{socket}") as channel:
         stub = edge_asr_pb2_grpc.EdgeAsrStub(channel)
@@ -259,6 +250,7 @@ def score_request(r: Request, owned: list[Utterance], covering: list[Utterance],
     rescored = all(x is not None and x.kind == "RESCORED" for x in results) and bool(results)
     return {
         "index": r.index, "audio_filepath": r.source, "text": reference,
+        "utterance_ids": [u.id for u in timed],  # the daemon utterances behind this row
         "hypothesis": hypothesis,
         "rescored": delivered if rescored else None,
         "delivered": delivered,
@@ -317,7 +309,7 @@ def run_once(scenario: Scenario, session: Session, wav: Path, speculative: bool,
             events, cpu_at_start = _listen(socket, _context(session.requests,
                                                            scenario.utterances.contacts),
                                            clock, daemon)
-            status, usage = _reap(daemon, timeout=60.0)
+            _, usage = _reap(daemon, timeout=60.0)
             cpu = usage.ru_utime + usage.ru_stime - cpu_at_start
         finally:
             for proc in (daemon, player, cloud):
@@ -342,8 +334,7 @@ def run_once(scenario: Scenario, session: Session, wav: Path, speculative: bool,
         summary["decision_lag_p50"] = _median(lags)
         summary["decision_lag_p90"] = round(float(np.percentile(lags, 90)), 3) if lags else None
     return RunResult(scenario.name, speculative, scenario.realtime, session.duration, rows,
-                     summary, events, dataclasses.asdict(netem.stats), len(matching.spurious),
-                     daemon.returncode)
+                     summary, events, dataclasses.asdict(netem.stats), daemon.returncode)
 
 
 def _median(values: list[float]) -> float | None:

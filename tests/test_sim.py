@@ -124,3 +124,24 @@ def test_matching_counts_merged_split_and_spurious_utterances():
     assert rows[3]["hypothesis"] == "play jazz" and rows[3]["utterances"] == 2
     assert rows[3]["final_endpoint"] == 12.4 < rows[3]["speech_end"]
     assert not any(r["lost"] for r in rows)
+
+
+def test_a_cloud_that_cannot_start_is_a_clear_error_not_a_hang(tmp_path):
+    import time
+
+    from edge_asr.daemon.client import start_cloud
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not start"):
+        start_cloud(tmp_path / "no-such-lm", timeout=60)
+    assert time.monotonic() - started < 30  # it exited: no waiting out the timeout
+
+
+def test_sim_without_matplotlib_says_which_extra_to_install(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.delitem(sys.modules, "edge_asr.simulator.report", raising=False)
+    path = _scenario(tmp_path, "realtime = false", limit=1)
+    assert cli_main(["sim", "run", str(path), "--out", str(tmp_path / "rep")]) == 2
+    assert "edge-asr[sim]" in capsys.readouterr().err
