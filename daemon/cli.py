@@ -31,7 +31,8 @@ DEFAULT_CLOUD_LM = Path(__file__).resolve().parent.parent / "models" / "cloud-lm
 
 def _recognizer(args: argparse.Namespace) -> Recognizer:
     return Recognizer(RecognizerConfig(model_dir=args.model, decoding_method=args.decoding,
-                                       beam=args.beam, threads=args.threads))
+                                       beam=args.beam, threads=args.threads,
+                                       length_norm=not args.no_length_norm))
 
 
 def _pipeline_config(args: argparse.Namespace, config, partials: bool = True):
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--decoding", choices=["greedy_search", "modified_beam_search"],
                         default="modified_beam_search")
         sp.add_argument("--beam", type=int, default=4)
+        sp.add_argument("--no-length-norm", action="store_true",
+                        help="beam search: pick the best hypothesis by total log-prob, not "
+                             "log-prob per token")
         sp.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
         sp.add_argument("--config", type=Path,
                         help="daemon TOML whose [endpoint] and vad_mode settings to use")

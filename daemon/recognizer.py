@@ -49,6 +49,8 @@ class RecognizerConfig:
     model_dir: str | Path = DEFAULT_MODEL_DIR
     decoding_method: str = "modified_beam_search"  # or "greedy_search"
     beam: int = 4
+    # Best hypothesis by log-prob per token rather than in total (see search.py).
+    length_norm: bool = True
     threads: int = 1  # onnxruntime intra-op threads: one leaves the other core to the device
     context_bonus: float = DEFAULT_BONUS  # log-prob bonus per token of a context phrase
 
@@ -124,7 +126,8 @@ class Recognizer:
                    ) -> GreedySearch | ModifiedBeamSearch:
         if self.config.decoding_method == "greedy_search":
             return GreedySearch(self.model)  # greedy search has no use for a context
-        return ModifiedBeamSearch(self.model, self.config.beam, context_graph)
+        return ModifiedBeamSearch(self.model, self.config.beam, context_graph,
+                                  self.config.length_norm)
 
     def _builder(self) -> ContextBuilder:
         if self._context_builder is None:

@@ -96,9 +96,13 @@ class GreedySearch(_Search):
 
 class ModifiedBeamSearch(_Search):
     def __init__(self, model: TransducerModel, beam: int = 4,
-                 context_graph: ContextGraph | None = None) -> None:
+                 context_graph: ContextGraph | None = None, length_norm: bool = True) -> None:
         super().__init__(model)
         self.beam = beam
+        # The n-best is ordered by score per token (sherpa-onnx's GetMostProbable(true) and
+        # icefall do the same): raw sums favour short hypotheses, and every token costs
+        # log-prob, so without it the beam prefers deleting a word to spelling it.
+        self.length_norm = length_norm
         self.hyps = [Hypothesis()]
         # An empty graph is no graph, so that it decodes exactly as without context.
         self.context = None if context_graph is None or context_graph.is_empty else context_graph
@@ -167,6 +171,14 @@ class ModifiedBeamSearch(_Search):
             h.context_state = ROOT
         self.hyps.sort(key=lambda h: -h.score)
 
+    def _ranking(self, h: Hypothesis) -> float:
+        # The context's leading slots count as tokens, as in sherpa-onnx, so that an empty
+        # hypothesis is not divided by zero and short ones are not over-rewarded.
+        return h.score / (len(h.tokens) + self.model.info.context_size)
+
     @property
     def nbest(self) -> list[Hypothesis]:
-        return self.hyps
+        """Hypotheses, best first; the beam itself (self.hyps) stays ranked by raw score."""
+        if not self.length_norm:
+            return self.hyps
+        return sorted(self.hyps, key=self._ranking, reverse=True)

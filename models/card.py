@@ -77,15 +77,31 @@ def evaluate_sets(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = EVAL
     jobs += [(str(model_dir), str(data), name, "modified_beam_search", True)
              for name in ("test_names", "test_sentences") if name in eval_sets]
     results: dict[str, dict] = {}
+    if not jobs:
+        return results
     with mp.get_context("spawn").Pool(workers) as pool:
         for name, key, figures in pool.imap_unordered(_evaluate_job, jobs):
             results.setdefault(name, {})[key] = figures
     return results
 
 
-def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = EVAL_SETS) -> dict:
-    model = load_model(data / "exp" / "final.pt")
-    log = [json.loads(line) for line in (data / "exp" / "log.jsonl").open()]
+def _zero_share(model) -> float:
+    from edge_asr.models.compress import compressible_weights
+
+    weights = list(compressible_weights(model).values())
+    return round(sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights), 4)
+
+
+def _lineage(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
+                     eval_sets: tuple[str, ...] = EVAL_SETS) -> dict:
+    exp = exp or data / "exp"
+    saved = torch.load(exp / "final.pt", map_location="cpu", weights_only=False)
+    model = load_model(exp / "final.pt")
+    log = [json.loads(line) for line in (exp / "log.jsonl").open()]
     results = evaluate_sets(model_dir, data, eval_sets)
     files = {name: model_dir / name for name in (*MODEL_FILES, "bpe.model")}
     card = {
@@ -95,7 +111,11 @@ def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = E
         "config": model.cfg.to_dict(),
         "parameters": count_parameters(model),
         "weight_bits": 32,
-        "sparsity": 0.0,
+        # Trained for compression (recipe --sparsity / --qat-bits): pruned weights are zero,
+        # QAT weights lie on the int grid; the int8 folder derived from this one ships them.
+        "trained_sparsity": saved["config"].get("sparsity", 0.0),
+        "trained_qat_bits": saved["config"].get("qat_bits", 0),
+        "sparsity": _zero_share(model),
         "bytes": {n: p.stat().st_size for n, p in files.items()},
         "bytes_total": sum(p.stat().st_size for p in files.values()),
         "bytes_in_memory_weights": sum(p.numel() * p.element_size() for p in model.parameters()),
@@ -110,6 +130,8 @@ def write_model_card(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = E
             "heldout_voices": [v.id for v in heldout_voices()],
         },
         "training_log": log,
+        # Set when training continued from an earlier export (recipe --init-from).
+        "continued_from": _lineage(exp / "lineage.json"),
         "evaluation": {"command": "edge-asr eval DATA/manifests/<set>.jsonl [--no-context] "
                                   "--decoding <method>", "sets": results,
                        "sets_described": {

@@ -30,6 +30,9 @@ from edge_asr.models.dataset import load_audio
 from edge_asr.models.tokenizer import train_tokenizer
 from edge_asr.models.train import TrainConfig, load_model, train
 
+# A restart of the cosine schedule from a trained model: lower than from scratch, so the
+# first steps do not undo what the model knows.
+CONTINUE_PEAK_LR = 6e-4
 TESTS_DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
@@ -84,12 +87,28 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=TrainConfig.threads,
                    help="training threads; 1 leaves a core free (torch's two threads slow "
                         "down tenfold when anything else needs a core)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="continue training this exported model folder (e.g. models/rnnt-v1) "
+                        "instead of starting from random weights")
+    p.add_argument("--peak-lr", type=float, default=None,
+                   help=f"peak learning rate (default {TrainConfig.peak_lr}; "
+                        f"{CONTINUE_PEAK_LR} with --init-from)")
+    p.add_argument("--exp", type=Path, default=None,
+                   help="training folder (checkpoints, log); default DATA/exp")
+    p.add_argument("--sparsity", type=float, default=0.0,
+                   help="prune this share of the weights on a cubic schedule (e.g. 0.5, 0.7)")
+    p.add_argument("--qat-bits", type=int, default=0, choices=[0, 4, 8],
+                   help="quantisation-aware training at this many bits per weight")
+    p.add_argument("--eval-sets", nargs="*", default=None,
+                   help="evaluation sets for the model card (default: all; none: no WER, "
+                        "e.g. for a model that only feeds models/quantize.py)")
     p.add_argument("--until", choices=["corpus", "tokenizer", "audio", "cmvn", "train", "export",
                                         "evaluate", "bundle"], default="bundle")
     args = p.parse_args()
     started = time.monotonic()
     order = ["corpus", "tokenizer", "audio", "cmvn", "train", "export", "evaluate", "bundle"]
     last = order.index(args.until)
+    exp = args.exp or args.data / "exp"
 
     def step(name: str) -> bool:
         print(f"== stage {name} ({(time.monotonic() - started) / 60:.1f} min)", flush=True)
@@ -106,16 +125,28 @@ def main() -> None:
     if step("train"):
         stats = torch.load(args.data / "lang" / "cmvn.pt")
         cfg = TrainConfig(epochs=args.epochs, threads=args.threads)
-        final = train(args.data, args.data / "exp", cfg, stats["mean"], stats["istd"])
+        if args.init_from:
+            if not (args.init_from / "encoder.onnx").exists():
+                raise SystemExit(f"--init-from {args.init_from}: no encoder.onnx there (the "
+                                 f"fp32 export is needed, not a packed int8 folder)")
+            cfg.init_from = str(args.init_from)
+            cfg.ctc_only_steps = 0
+            cfg.warmup_augment_epochs = 0
+            cfg.peak_lr = CONTINUE_PEAK_LR
+        if args.peak_lr:
+            cfg.peak_lr = args.peak_lr
+        cfg.sparsity, cfg.qat_bits = args.sparsity, args.qat_bits
+        final = train(args.data, exp, cfg, stats["mean"], stats["istd"])
     if step("export"):
         from edge_asr.models.export import export_onnx
 
-        final = args.data / "exp" / "final.pt"
+        final = exp / "final.pt"
         export_onnx(load_model(final), args.data / "lang" / "tokens.txt", args.out)
     if step("evaluate"):
-        from edge_asr.models.card import write_model_card
+        from edge_asr.models.card import EVAL_SETS, write_model_card
 
-        write_model_card(args.out, args.data)
+        sets = EVAL_SETS if args.eval_sets is None else tuple(args.eval_sets)
+        write_model_card(args.out, args.data, exp, sets)
     if step("bundle") and not (TESTS_DATA / "manifest.jsonl").exists():
         prepare.bundle_test_clips(args.data, TESTS_DATA)
     print(f"recipe done in {(time.monotonic() - started) / 60:.1f} min")

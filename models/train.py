@@ -9,6 +9,7 @@ model, optimiser, scheduler and position, so an interrupted run resumes where it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -19,11 +20,13 @@ import jiwer
 import torch
 from tqdm import tqdm
 
+from edge_asr.models import compress
 from edge_asr.models.augment import AugmentConfig
 from edge_asr.models.dataset import SpeechDataset, collate, duration_batches
 from edge_asr.models.model import ModelConfig, Transducer, count_parameters, subsampled_length
 from edge_asr.models.rnnt_loss import rnnt_loss
 from edge_asr.models.tokenizer import Tokenizer
+from edge_asr.models.warm_start import load_from_onnx
 
 
 @dataclass
@@ -52,6 +55,18 @@ class TrainConfig:
     # Weights are averaged over every step of the last `average_fraction` of training (at the
     # low end of the cosine schedule); the average ships if it beats the last weights on dev.
     average_fraction: float = 0.3
+    # Continue training an exported model (a folder with ONNX files and model_card.json)
+    # instead of starting from random weights; see warm_start.py. The encoder already
+    # listens, so the recipe then skips the CTC warm-up and the gentle first epoch.
+    init_from: str | None = None
+    # Compression while training (compress.py): gradual magnitude pruning to `sparsity`
+    # between these fractions of the steps, and quantisation-aware training at `qat_bits`
+    # (8 or 4; 0 = float) with the grid penalty weighted by `grid_weight`.
+    sparsity: float = 0.0
+    prune_from: float = 0.05
+    prune_until: float = 0.7
+    qat_bits: int = 0
+    grid_weight: float = 2.0
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -165,9 +180,18 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     dev_set = SpeechDataset(data / "manifests" / "dev.jsonl", lang / "bpe.model", False)
     # A CUDA GPU is used when present; the recipe's budget is set for this 2-core CPU.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = Transducer(cfg.model)
-    model.encoder.feat_mean.copy_(feat_mean)
-    model.encoder.feat_istd.copy_(feat_istd)
+    ckpt = exp / "checkpoint.pt"
+    if cfg.init_from and not ckpt.exists():
+        model = warm_start(Path(cfg.init_from), exp)
+        if model.cfg.vocab_size != tok.vocab_size:
+            raise ValueError(f"{cfg.init_from} has {model.cfg.vocab_size} tokens, the "
+                             f"tokenizer {tok.vocab_size}")
+        cfg.model = model.cfg
+        model.train()
+    else:
+        model = Transducer(cfg.model)
+        model.encoder.feat_mean.copy_(feat_mean)
+        model.encoder.feat_istd.copy_(feat_istd)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.peak_lr, weight_decay=cfg.weight_decay)
     batches_per_epoch = len(duration_batches([d + 1.0 for d in train_set.durations()],
@@ -176,7 +200,9 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     state = {"epoch": 0, "batch": 0, "step": 0, "log": []}
     average = WeightAverage()
     average_from = int(total_steps * (1 - cfg.average_fraction))
-    ckpt = exp / "checkpoint.pt"
+    pruner = compress.MagnitudePruner(model, cfg.sparsity, int(total_steps * cfg.prune_from),
+                                      int(total_steps * cfg.prune_until)) \
+        if cfg.sparsity else None
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(saved["model"])
@@ -184,6 +210,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         state = saved["state"]
         if saved.get("average"):
             average.count, average.state = saved["average"]
+        if pruner is not None and saved.get("pruner"):
+            pruner.load_state_dict(saved["pruner"])
         model.to(device)
         print(f"resuming at epoch {state['epoch']} batch {state['batch']} step {state['step']}")
     print(f"model: {count_parameters(model):,} parameters on {device}; {len(train_set)} training "
@@ -194,11 +222,28 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         tmp = path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "state": state, "config": asdict(cfg),
-                    "average": (average.count, average.state)}, tmp)
+                    "average": (average.count, average.state),
+                    "pruner": pruner.state_dict() if pruner is not None else None}, tmp)
         tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
 
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
+
+    def as_deployed():
+        """The weights as the runtime will hold them (QAT), or a no-op."""
+        if cfg.qat_bits:
+            return compress.quantized_weights(model, cfg.qat_bits)
+        return contextlib.nullcontext()
+
+    def compression_figures() -> dict:
+        figures = {}
+        if pruner is not None:
+            figures["sparsity"] = round(pruner.measured(), 4)
+        if cfg.qat_bits:
+            with torch.no_grad():
+                figures["grid_distance"] = round(
+                    float(compress.grid_penalty(model, cfg.qat_bits)), 5)
+        return figures
 
     def step(x, xl, y, yl, ctc_only: bool) -> float:
         for group in opt.param_groups:
@@ -206,21 +251,26 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         if not ctc_only:
             x = spec_augment(x, xl, cfg, gen)
         x, xl, y, yl = x.to(device), xl.to(device), y.to(device), yl.to(device)
-        if ctc_only:
-            hidden = model.encoder.hidden(x)
-            enc_lens, ctc_lp = subsampled_length(xl), model.ctc_head(hidden).log_softmax(-1)
-            loss = ctc_loss(ctc_lp, y, enc_lens, yl, cfg.model.blank_id)
-        else:
-            logits, enc_lens, ctc_lp = model(x, xl, y, yl)
-            loss = rnnt_loss(logits, y, enc_lens, yl, blank=cfg.model.blank_id)
-            if cfg.ctc_weight:
-                loss = loss + cfg.ctc_weight * ctc_loss(ctc_lp, y, enc_lens, yl,
-                                                        cfg.model.blank_id)
         opt.zero_grad()
-        loss.backward()
+        with as_deployed():  # QAT: gradients taken at the quantised weights
+            if ctc_only:
+                hidden = model.encoder.hidden(x)
+                enc_lens, ctc_lp = subsampled_length(xl), model.ctc_head(hidden).log_softmax(-1)
+                loss = ctc_loss(ctc_lp, y, enc_lens, yl, cfg.model.blank_id)
+            else:
+                logits, enc_lens, ctc_lp = model(x, xl, y, yl)
+                loss = rnnt_loss(logits, y, enc_lens, yl, blank=cfg.model.blank_id)
+                if cfg.ctc_weight:
+                    loss = loss + cfg.ctc_weight * ctc_loss(ctc_lp, y, enc_lens, yl,
+                                                            cfg.model.blank_id)
+            loss.backward()
+        if cfg.qat_bits:  # on the float weights: pulls them towards the grid
+            (cfg.grid_weight * compress.grid_penalty(model, cfg.qat_bits)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         state["step"] += 1
+        if pruner is not None:
+            pruner.step(state["step"])
         if state["step"] > average_from:
             average.update(model)
         return loss.item()
@@ -270,10 +320,12 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
             running = 0.98 * running + 0.02 * loss if running else loss
             bar.set_postfix(loss=f"{running:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
             maybe_save()
-        wer = dev_wer(model.cpu(), dev_set, tok)
+        with as_deployed():
+            wer = dev_wer(model.cpu(), dev_set, tok)
         model.to(device)
         state["log"].append({"epoch": epoch, "loss": round(running, 4), "dev_wer": round(wer, 4),
-                             "step": state["step"], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                             "step": state["step"], "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                             **compression_figures()})
         print(json.dumps(state["log"][-1]), flush=True)
         with (exp / "log.jsonl").open("a") as f:
             f.write(json.dumps(state["log"][-1]) + "\n")
@@ -282,18 +334,39 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         save(exp / f"epoch-{epoch}.pt")
         save(ckpt)
     final = exp / "final.pt"
+    if cfg.qat_bits:  # what ships: the float weights on their grid, so export is exact
+        compress.snap_to_grid(model, cfg.qat_bits)
     last_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     chosen, chosen_wer = last_weights, state["log"][-1]["dev_wer"]
-    if average.count:
-        model.load_state_dict(average.weights(last_weights))
+    if average.count and not cfg.qat_bits:  # an average of grid points is off the grid
+        averaged = average.weights(last_weights)
+        if pruner is not None:  # the masks are final by then; keep the average as sparse
+            for name, mask in pruner.masks.items():
+                averaged[name] = averaged[name] * mask
+        model.load_state_dict(averaged)
         avg_wer = dev_wer(model.cpu(), dev_set, tok)
         print(f"dev WER: last weights {chosen_wer:.4f}, average of the last "
               f"{average.count} steps {avg_wer:.4f}")
         if avg_wer <= chosen_wer:
-            chosen, chosen_wer = average.weights(last_weights), avg_wer
+            chosen, chosen_wer = averaged, avg_wer
     torch.save({"model": chosen, "config": asdict(cfg), "dev_wer": chosen_wer,
                 "averaged_steps": average.count if chosen is not last_weights else 0}, final)
     return final
+
+
+def warm_start(model_dir: Path, exp: Path) -> Transducer:
+    """The exported model's weights, and its card's history kept in exp/lineage.json (the
+    export will overwrite the folder, and the new card records what it grew from)."""
+    model = load_from_onnx(model_dir)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    lineage = {"init_from": str(model_dir), "sha256": card.get("sha256", {}),
+               "training_log": card.get("training_log", []),
+               "evaluation_wer": {name: {k: v.get("wer") for k, v in by.items()}
+                                  for name, by in card.get("evaluation", {}).get("sets", {}).items()},
+               "continued_from": card.get("continued_from")}
+    (exp / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
+    print(f"continuing from {model_dir} ({count_parameters(model):,} parameters)")
+    return model
 
 
 def load_model(path: Path) -> Transducer:

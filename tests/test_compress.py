@@ -1,0 +1,111 @@
+"""Pruning and quantisation-aware training (models/compress.py): the schedule, the masks,
+and a grid that is exactly the one onnxruntime's int8 quantisation uses."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from edge_asr.models import compress
+from edge_asr.models.model import ModelConfig, Transducer
+
+
+def small_model() -> Transducer:
+    torch.manual_seed(0)
+    return Transducer(ModelConfig(vocab_size=40, d_model=32, rnn_hidden_size=48,
+                                  decoder_dim=32, joiner_dim=32, subsampling_channels=8))
+
+
+def test_cubic_schedule_rises_fast_then_slowly():
+    s = [compress.cubic_sparsity(t, 100, 1100, 0.7) for t in (0, 100, 350, 600, 850, 1100, 5000)]
+    assert s[0] == s[1] == 0.0 and s[-2] == s[-1] == 0.7
+    assert s[2] - s[1] > s[3] - s[2] > s[4] - s[3] > 0  # cubic: the steps shrink
+    assert s[3] == pytest.approx(0.7 * (1 - 0.5 ** 3))
+
+
+def test_pruner_reaches_the_target_in_every_weight_and_never_revives_one():
+    model = small_model()
+    pruner = compress.MagnitudePruner(model, 0.7, start=0, end=100, every=10)
+    weights = compress.compressible_weights(model)
+    assert "encoder.lstms.0.weight_hh_l0" in weights and "joiner.out.weight" in weights
+    assert not any("embedding" in n or "ctc_head" in n for n in weights)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    previous = {n: torch.ones_like(p, dtype=torch.bool) for n, p in weights.items()}
+    for step in range(1, 121):
+        opt.zero_grad()
+        sum((p ** 2).sum() * -1 for p in weights.values()).backward()  # pushes weights out
+        opt.step()
+        pruner.step(step)
+        for n, mask in pruner.masks.items():
+            assert not (mask & ~previous[n]).any()  # a pruned weight stays pruned
+            previous[n] = mask.clone()
+    for n, p in weights.items():
+        assert (p == 0).float().mean().item() == pytest.approx(0.7, abs=0.01), n
+    assert pruner.measured() == pytest.approx(0.7, abs=0.01)
+
+
+def test_pruner_keeps_the_largest_weights():
+    layer = nn.Linear(10, 10, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.arange(100, dtype=torch.float32).view(10, 10) - 49.5)
+    pruner = compress.MagnitudePruner(nn.Sequential(layer), 0.5, start=0, end=1, every=1)
+    pruner.step(1)
+    kept = layer.weight[layer.weight != 0].abs()
+    assert kept.numel() == 50 and kept.min() >= 25
+
+
+def test_fake_quantization_gives_onnxruntimes_int8_codes(tmp_path):
+    """Export a linear layer, quantise it with onnxruntime (as models/quantize.py does) and
+    compare its int8 weights and scales with ours."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    torch.manual_seed(1)
+    layer = nn.Linear(64, 48)
+    with torch.no_grad():
+        layer.weight.mul_(torch.linspace(0.1, 3.0, 48)[:, None])  # scales differ per channel
+    torch.onnx.export(layer, (torch.zeros(1, 64),), str(tmp_path / "f.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["y"])
+    quantize_dynamic(tmp_path / "f.onnx", tmp_path / "q.onnx", weight_type=QuantType.QInt8,
+                     per_channel=True)
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "q.onnx")).graph.initializer}
+    codes = next(v for k, v in inits.items() if k.endswith("_quantized"))  # (64, 48) = W^T
+    scale = next(v for k, v in inits.items() if k.endswith("_scale") and v.size == 48)
+    ours_scale = compress.channel_scale(layer.weight, 8).flatten().detach().numpy()
+    np.testing.assert_allclose(scale, ours_scale, rtol=1e-6)
+    ours_codes = torch.round(compress.fake_quantize(layer.weight, 8)
+                             / compress.channel_scale(layer.weight, 8)).detach().numpy()
+    np.testing.assert_array_equal(codes.T.astype(np.float32), ours_codes)
+
+
+def test_four_bit_grid_is_symmetric_with_fifteen_levels():
+    w = torch.randn(8, 100)
+    codes = torch.round(compress.fake_quantize(w, 4) / compress.channel_scale(w, 4))
+    assert codes.min() == -7 or codes.max() == 7
+    assert codes.abs().max() <= 7 and len(torch.unique(codes)) <= 15
+
+
+def test_qat_context_runs_on_quantized_weights_and_restores_float_ones():
+    model = small_model()
+    w = model.joiner.out.weight
+    before = w.detach().clone()
+    with compress.quantized_weights(model, 4):
+        assert torch.equal(w.detach(), compress.fake_quantize(before, 4))
+        (model.joiner(torch.randn(3, 32), torch.randn(3, 32)) ** 2).sum().backward()
+    assert torch.equal(w.detach(), before)
+    assert w.grad is not None and w.grad.abs().sum() > 0  # gradient for the float weights
+
+
+def test_grid_penalty_pulls_weights_onto_the_grid():
+    model = small_model()
+    start = float(compress.grid_penalty(model, 8))
+    assert 0.05 < start < 0.12  # about 1/12 for weights spread between grid points
+    opt = torch.optim.Adam(compress.compressible_weights(model).values(), lr=1e-4)
+    for _ in range(200):
+        opt.zero_grad()
+        compress.grid_penalty(model, 8).backward()
+        opt.step()
+    assert float(compress.grid_penalty(model, 8)) < start / 3
+    compress.snap_to_grid(model, 8)
+    assert float(compress.grid_penalty(model, 8)) < 1e-8

@@ -1,0 +1,91 @@
+"""Continuing training from an export: the weights read back from the ONNX files are the
+trained model's (same outputs), and files that do not fit are refused."""
+
+import json
+import shutil
+
+import onnx
+import pytest
+import torch
+
+from edge_asr.models.export import StreamingEncoder, chunk_frames, export_onnx
+from edge_asr.models.model import ModelConfig, Transducer
+from edge_asr.models.train import warm_start
+from edge_asr.models.warm_start import load_from_onnx
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(3)
+    cfg = ModelConfig(vocab_size=40, d_model=32, rnn_hidden_size=48, decoder_dim=32,
+                      joiner_dim=32, subsampling_channels=8, num_encoder_layers=2)
+    model = Transducer(cfg).eval()
+    with torch.no_grad():  # buffers and biases away from their defaults, so they are checked
+        model.encoder.feat_mean.uniform_(-9, -5)
+        model.encoder.feat_istd.uniform_(0.2, 0.5)
+        for lstm in model.encoder.lstms:
+            lstm.bias_hh_l0.uniform_(-1, 1)
+    out = tmp_path_factory.mktemp("export")
+    tokens = out / "tokens_src.txt"
+    tokens.write_text("".join(f"t{i} {i}\n" for i in range(40)))
+    export_onnx(model, tokens, out)
+    (out / "model_card.json").write_text(json.dumps(
+        {"config": cfg.to_dict(), "training_log": [{"epoch": 0, "dev_wer": 0.5}],
+         "sha256": {"encoder.onnx": "x"}}))
+    return model, out
+
+
+def test_read_back_model_computes_what_the_trained_one_did(exported):
+    model, out = exported
+    back = load_from_onnx(out)
+    assert back.cfg == model.cfg
+    torch.manual_seed(0)
+    feats = torch.randn(2, 60, 80) * 3 - 7
+    lens = torch.tensor([60, 45])
+    targets = torch.randint(1, 40, (2, 5))
+    target_lens = torch.tensor([5, 3])
+    with torch.no_grad():
+        a, _, _ = model(feats, lens, targets, target_lens)
+        b, _, _ = back(feats, lens, targets, target_lens)
+        x = torch.randn(1, chunk_frames(model), 80)
+        h = torch.zeros(2, 1, 32)
+        c = torch.zeros(2, 1, 48)
+        ea = StreamingEncoder(model)(x, h, c)[0]
+        eb = StreamingEncoder(back)(x, h, c)[0]
+    assert torch.allclose(a, b, atol=1e-4)
+    assert torch.allclose(ea, eb, atol=1e-5)
+    # The read-back model trains: every exported weight is a parameter with a gradient.
+    back.train()
+    logits, _, _ = back(feats, lens, targets, target_lens)
+    logits.sum().backward()
+    assert back.encoder.lstms[0].weight_hh_l0.grad is not None
+
+
+def test_warm_start_keeps_the_cards_history(exported, tmp_path):
+    _, out = exported
+    warm_start(out, tmp_path)
+    lineage = json.loads((tmp_path / "lineage.json").read_text())
+    assert lineage["init_from"] == str(out)
+    assert lineage["training_log"] == [{"epoch": 0, "dev_wer": 0.5}]
+
+
+def test_swapped_weights_are_detected(exported, tmp_path):
+    """The folded matrices are taken in the order the export lists them; if a file lists them
+    otherwise, the numeric check against onnxruntime refuses it rather than train from it."""
+    _, out = exported
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    m = onnx.load(str(bad / "encoder.onnx"))
+    inits = m.graph.initializer
+    folded = [i for i in inits if i.name.startswith("onnx::") and list(i.dims) == [32, 4 * 48]]
+    assert len(folded) >= 2  # W_ih^T and W_hh^T of the first layer: both (32, 192)
+    # Same graph, same computation, but the two matrices listed in the other order.
+    order = list(inits)
+    i, j = order.index(folded[0]), order.index(folded[1])
+    order[i], order[j] = order[j], order[i]
+    copies = [onnx.TensorProto.FromString(t.SerializeToString()) for t in order]
+    del inits[:]
+    inits.extend(copies)
+    onnx.save(m, str(bad / "encoder.onnx"))
+    with pytest.raises(ValueError, match="do not reproduce"):
+        load_from_onnx(bad)
