@@ -39,6 +39,10 @@ def loaded_model_bytes(model_dir: Path) -> int:
     """Resident memory that loading the three ONNX sessions adds to this process."""
     from edge_asr.daemon.transducer import TransducerModel
 
+    # A first load maps onnxruntime's own code and arenas (tens of MB, once per process);
+    # what a model costs is what the second load adds.
+    warm = TransducerModel(model_dir, threads=1)
+    del warm
     gc.collect()
     before = _rss_bytes()
     model = TransducerModel(model_dir, threads=1)

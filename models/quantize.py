@@ -37,6 +37,19 @@ def quantize_dir(src: Path, out: Path) -> None:
         shutil.copy2(src / name, out / name)
 
 
+def _how(base: dict) -> str:
+    trained = []
+    if base.get("trained_sparsity"):
+        trained.append(f"gradual magnitude pruning to {base['trained_sparsity']:.0%}")
+    if base.get("trained_qat_bits"):
+        trained.append(f"{base['trained_qat_bits']}-bit quantisation-aware training")
+    how = ("onnxruntime dynamic quantisation, int8 weights, per-channel scales "
+           "(python -m edge_asr.models.quantize)")
+    if trained:
+        return f"trained with {' and '.join(trained)} (recipe), then {how}"
+    return f"post-training: {how}"
+
+
 def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ...],
                workers: int) -> dict:
     """Card of the packed int8 model in `out`; `out` still holds the plain ONNX files."""
@@ -53,10 +66,10 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
     on_disk = {**packed, **{n: (out / n).stat().st_size for n in OTHER_FILES}}
     card = {
         **{k: base[k] for k in ("architecture", "config", "parameters", "training_data")},
+        "training_log": base.get("training_log", []),
         "name": out.name,
         "derived_from": {"model": src.name, "sha256": base.get("sha256", {}),
-                         "how": "onnxruntime dynamic quantisation, int8 weights, per-channel "
-                                "scales (python -m edge_asr.models.quantize)"},
+                         "how": _how(base)},
         "weight_bits": 8,
         "sparsity": round(zeros / total, 4) if total else 0.0,
         "bytes": on_disk,

@@ -142,6 +142,9 @@ def main() -> None:
 
         final = exp / "final.pt"
         export_onnx(load_model(final), args.data / "lang" / "tokens.txt", args.out)
+        # A card left from an earlier model describes other files (the runtime would refuse
+        # them); the evaluate stage writes the new one.
+        (args.out / "model_card.json").unlink(missing_ok=True)
     if step("evaluate"):
         from edge_asr.models.card import EVAL_SETS, write_model_card
 

@@ -18,9 +18,9 @@ from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
 
 DATA = Path(__file__).parent / "data"
-# rnnt-v1 measured 49.74% (greedy) and 43.08% (beam 4) on these 24 clips (`edge-asr eval
+# rnnt-v1 measured 36.92% (greedy) and 24.10% (beam 4) on these 24 clips (`edge-asr eval
 # tests/data/manifest.jsonl --no-context --decoding ...`); bound = measurement + 5 points.
-WER_BOUND = {"greedy_search": 0.55, "modified_beam_search": 0.48}
+WER_BOUND = {"greedy_search": 0.42, "modified_beam_search": 0.30}
 
 
 def test_bundled_clips_are_small_and_from_heldout_voices():
@@ -80,17 +80,23 @@ def test_sherpa_onnx_gives_the_same_greedy_transcripts(shipped_model_dir):
     assert sum(bool(expected) for expected, _ in pairs) >= 20
 
 
-# The int8 model (models/rnnt-v1-int8, packed) measured 44.10% (greedy) and 46.67% (beam 4)
-# on the same clips; bound = measurement + 5 points.
-INT8_DIR = Path(__file__).resolve().parent.parent / "models" / "rnnt-v1-int8"
-INT8_WER_BOUND = {"greedy_search": 0.50, "modified_beam_search": 0.52}
+# The int8 models, packed, on the same clips (bound = measurement + 5 points):
+# rnnt-v1-int8 (post-training) 35.90% greedy, 28.21% beam 4; rnnt-v1-int8-s70 (70% sparse,
+# int8 quantisation-aware training) 42.05% and 32.82%. Each must also be smaller than fp32
+# by at least a factor: the s70 model is the one that reaches the 8x of issue 6.
+MODELS = Path(__file__).resolve().parent.parent / "models"
+INT8 = {
+    "rnnt-v1-int8": ({"greedy_search": 0.41, "modified_beam_search": 0.34}, 3.5),
+    "rnnt-v1-int8-s70": ({"greedy_search": 0.48, "modified_beam_search": 0.38}, 8.0),
+}
 
 
-@pytest.fixture(scope="module")
-def int8_model_dir() -> Path:
-    if not (INT8_DIR / "model_card.json").is_file():
-        pytest.skip("no int8 model shipped")
-    return INT8_DIR
+@pytest.fixture(scope="module", params=sorted(INT8))
+def int8_model_dir(request) -> Path:
+    d = MODELS / request.param
+    if not (d / "model_card.json").is_file():
+        pytest.skip(f"{request.param} is not shipped")
+    return d
 
 
 def test_int8_card_matches_the_decoded_files(int8_model_dir):
@@ -103,7 +109,8 @@ def test_int8_card_matches_the_decoded_files(int8_model_dir):
         assert card["bytes"][packed.name] == packed.stat().st_size
         data = read_model_file(int8_model_dir, name)  # checks the card's sha256
         assert card["bytes_decoded"][name] == len(data)
-    assert card["bytes_total"] * 3.5 < json.loads(
+    factor = INT8[int8_model_dir.name][1]
+    assert card["bytes_total"] * factor < json.loads(
         (int8_model_dir.parent / "rnnt-v1" / "model_card.json").read_text())["bytes_total"]
 
 
@@ -111,7 +118,7 @@ def test_int8_card_matches_the_decoded_files(int8_model_dir):
 def test_int8_wer_on_bundled_clips_stays_under_bound(method, tmp_path, int8_model_dir):
     rec = Recognizer(RecognizerConfig(model_dir=int8_model_dir, decoding_method=method))
     summary = evaluate(rec, DATA / "manifest.jsonl", tmp_path / "r.jsonl", use_context=False)
-    assert summary.wer <= INT8_WER_BOUND[method], summary.format()
+    assert summary.wer <= INT8[int8_model_dir.name][0][method], summary.format()
 
 
 def test_sherpa_onnx_loads_the_unpacked_int8_model(int8_model_dir, tmp_path):
