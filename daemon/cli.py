@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from edge_asr.daemon.audio import AudioFormatError, read_audio
-from edge_asr.daemon.context_graph import ContextError
+from edge_asr.daemon.context_graph import DEFAULT_BONUS, ContextError
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.server import ServeError
 from edge_asr.daemon.sources import AudioSourceError
@@ -32,7 +32,8 @@ DEFAULT_CLOUD_LM = Path(__file__).resolve().parent.parent / "models" / "cloud-lm
 def _recognizer(args: argparse.Namespace) -> Recognizer:
     return Recognizer(RecognizerConfig(model_dir=args.model, decoding_method=args.decoding,
                                        beam=args.beam, threads=args.threads,
-                                       length_norm=not args.no_length_norm))
+                                       length_norm=not args.no_length_norm,
+                                       context_bonus=args.context_bonus))
 
 
 def _pipeline_config(args: argparse.Namespace, config, partials: bool = True):
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-length-norm", action="store_true",
                         help="beam search: pick the best hypothesis by total log-prob, not "
                              "log-prob per token")
+        sp.add_argument("--context-bonus", type=float, default=DEFAULT_BONUS,
+                        help="log-prob bonus per token of a context phrase")
         sp.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
         sp.add_argument("--config", type=Path,
                         help="daemon TOML whose [endpoint] and vad_mode settings to use")

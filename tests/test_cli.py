@@ -117,3 +117,16 @@ def test_eval_refuses_a_bad_config_clearly(tmp_path, capsys, tiny_model_dir):
     assert main(["eval", str(manifest), "--model", str(tiny_model_dir),
                  "--config", str(config)]) == 2
     assert "spec_silense" in capsys.readouterr().err
+
+
+def test_decoding_flags_reach_the_recognizer(tiny_model_dir):
+    from edge_asr.daemon.cli import _recognizer, build_parser
+
+    args = build_parser().parse_args(["eval", "m.jsonl", "--output", "r.jsonl", "--model",
+                                      str(tiny_model_dir), "--context-bonus", "0.75",
+                                      "--no-length-norm", "--beam", "6"])
+    config = _recognizer(args).config
+    assert (config.context_bonus, config.length_norm, config.beam) == (0.75, False, 6)
+    defaults = build_parser().parse_args(["eval", "m.jsonl", "--output", "r.jsonl", "--model",
+                                          str(tiny_model_dir)])
+    assert _recognizer(defaults).config.length_norm is True
