@@ -359,10 +359,11 @@ def warm_start(model_dir: Path, exp: Path) -> Transducer:
     export will overwrite the folder, and the new card records what it grew from)."""
     model = load_from_onnx(model_dir)
     card = json.loads((model_dir / "model_card.json").read_text())
+    sets = card.get("evaluation", {}).get("sets", {})
     lineage = {"init_from": str(model_dir), "sha256": card.get("sha256", {}),
                "training_log": card.get("training_log", []),
                "evaluation_wer": {name: {k: v.get("wer") for k, v in by.items()}
-                                  for name, by in card.get("evaluation", {}).get("sets", {}).items()},
+                                  for name, by in sets.items()},
                "continued_from": card.get("continued_from")}
     (exp / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
     print(f"continuing from {model_dir} ({count_parameters(model):,} parameters)")

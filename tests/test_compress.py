@@ -69,7 +69,8 @@ def test_fake_quantization_gives_onnxruntimes_int8_codes(tmp_path):
                       input_names=["x"], output_names=["y"])
     quantize_dynamic(tmp_path / "f.onnx", tmp_path / "q.onnx", weight_type=QuantType.QInt8,
                      per_channel=True)
-    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "q.onnx")).graph.initializer}
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     codes = next(v for k, v in inits.items() if k.endswith("_quantized"))  # (64, 48) = W^T
     scale = next(v for k, v in inits.items() if k.endswith("_scale") and v.size == 48)
     ours_scale = compress.channel_scale(layer.weight, 8).flatten().detach().numpy()
