@@ -26,24 +26,82 @@ ONNX_FILES = ("encoder.onnx", "decoder.onnx", "joiner.onnx")
 OTHER_FILES = ("tokens.txt", "bpe.model")
 
 
-def quantize_dir(src: Path, out: Path) -> None:
-    """int8 ONNX files of `src` into `out` (plain, not yet packed), tokens and bpe copied."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None = None) -> None:
+    """int8 ONNX files of `src` into `out` (plain, not yet packed), tokens and bpe copied.
+
+    Dynamic quantisation without `calibration`; with it (inputs per file, see
+    `calibration_inputs`), static QDQ: activations get fixed uint8 ranges measured on those
+    inputs, which spares onnxruntime the per-call range computation of dynamic quantisation.
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_dynamic, quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, items: list[dict]) -> None:
+            self.items = iter(items)
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
 
     out.mkdir(parents=True, exist_ok=True)
     for name in ONNX_FILES:
-        quantize_dynamic(src / name, out / name, weight_type=QuantType.QInt8, per_channel=True)
+        if calibration is None:
+            quantize_dynamic(src / name, out / name, weight_type=QuantType.QInt8,
+                             per_channel=True)
+        else:
+            quantize_static(src / name, out / name, Reader(calibration[name]),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     for name in OTHER_FILES:
         shutil.copy2(src / name, out / name)
 
 
-def _how(base: dict) -> str:
+def calibration_inputs(src: Path, manifest: Path, utterances: int = 40,
+                       per_file: int = 400) -> dict[str, list[dict]]:
+    """What the encoder, decoder and joiner see while the fp32 model decodes the first
+    `utterances` of `manifest` (the dev set: never a test set), `per_file` drawn of each."""
+    import numpy as np
+
+    from edge_asr.daemon.evaluate import recognize_samples
+    from edge_asr.daemon.manifest import read_manifest
+    from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+    from edge_asr.models.dataset import load_audio
+
+    rec = Recognizer(RecognizerConfig(model_dir=src))
+    model, seen = rec.model, {f: [] for f in ONNX_FILES}
+    encoder, decoder, joiner = model.run_encoder, model.run_decoder, model.run_joiner
+
+    def run_encoder(feats, state):
+        seen["encoder.onnx"].append({"x": feats, "h": state[0], "c": state[1]})
+        return encoder(feats, state)
+
+    def run_decoder(contexts):
+        seen["decoder.onnx"].append({"y": contexts})
+        return decoder(contexts)
+
+    def run_joiner(enc, dec):
+        seen["joiner.onnx"].append({"encoder_out": enc, "decoder_out": dec})
+        return joiner(enc, dec)
+
+    model.run_encoder, model.run_decoder, model.run_joiner = run_encoder, run_decoder, run_joiner
+    for entry in read_manifest(manifest)[:utterances]:
+        recognize_samples(rec, load_audio(entry.audio_filepath))
+    rng = np.random.default_rng(0)
+    return {f: [items[i] for i in sorted(rng.choice(len(items), min(per_file, len(items)),
+                                                    replace=False))]
+            for f, items in seen.items()}
+
+
+def _how(base: dict, static: bool) -> str:
     trained = []
     if base.get("trained_sparsity"):
         trained.append(f"gradual magnitude pruning to {base['trained_sparsity']:.0%}")
     if base.get("trained_qat_bits"):
         trained.append(f"{base['trained_qat_bits']}-bit quantisation-aware training")
-    how = ("onnxruntime dynamic quantisation, int8 weights, per-channel scales "
+    how = ("onnxruntime static QDQ quantisation, int8 weights with per-channel scales, uint8 "
+           "activations calibrated on dev utterances (python -m edge_asr.models.quantize "
+           "--static)" if static else
+           "onnxruntime dynamic quantisation, int8 weights, per-channel scales "
            "(python -m edge_asr.models.quantize)")
     if trained:
         return f"trained with {' and '.join(trained)} (recipe), then {how}"
@@ -51,7 +109,7 @@ def _how(base: dict) -> str:
 
 
 def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ...],
-               workers: int) -> dict:
+               workers: int, static: bool = False) -> dict:
     """Card of the packed int8 model in `out`; `out` still holds the plain ONNX files."""
     base = json.loads((src / "model_card.json").read_text())
     zeros = total = 0
@@ -69,7 +127,7 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
         "training_log": base.get("training_log", []),
         "name": out.name,
         "derived_from": {"model": src.name, "sha256": base.get("sha256", {}),
-                         "how": _how(base)},
+                         "how": _how(base, static)},
         "weight_bits": 8,
         "sparsity": round(zeros / total, 4) if total else 0.0,
         "bytes": on_disk,
@@ -93,9 +151,17 @@ def main() -> None:
     p.add_argument("--data", type=Path, help="the recipe's cache, to measure WER per set")
     p.add_argument("--sets", nargs="*", default=list(EVAL_SETS))
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--static", action="store_true",
+                   help="static QDQ, calibrated on DATA/manifests/dev.jsonl (needs --data)")
     args = p.parse_args()
-    quantize_dir(args.src, args.out)
-    card = write_card(args.src, args.out, args.data, tuple(args.sets), args.workers)
+    calibration = None
+    if args.static:
+        if not args.data:
+            p.error("--static calibrates on the recipe's dev set: give --data")
+        calibration = calibration_inputs(args.src, args.data / "manifests" / "dev.jsonl")
+    quantize_dir(args.src, args.out, calibration)
+    card = write_card(args.src, args.out, args.data, tuple(args.sets), args.workers,
+                      args.static)
     print(f"{args.out}: {card['bytes_total']:,} bytes on disk (fp32 source "
           f"{json.loads((args.src / 'model_card.json').read_text())['bytes_total']:,}), "
           f"sparsity {card['sparsity']:.1%}")
