@@ -33,8 +33,13 @@ def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None
     `calibration_inputs`), static QDQ: activations get fixed uint8 ranges measured on those
     inputs, which spares onnxruntime the per-call range computation of dynamic quantisation.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self, items: list[dict]) -> None:
