@@ -2,6 +2,7 @@
 sees while it decodes, runs in our runtime and stays close to fp32."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import TransducerModel
 from edge_asr.models.quantize import ONNX_FILES, calibration_inputs, quantize_dir
 
-DATA = __import__("pathlib").Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "data"
 
 
 def test_static_qdq_model_decodes_close_to_fp32(tiny_model_dir, tmp_path):
