@@ -7,6 +7,7 @@ import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -75,21 +76,41 @@ def start_cloud(lm: Path, timeout: float = 60.0,
     cloud = subprocess.Popen([sys.executable, "-m", "edge_asr.daemon.cli", "cloud", "--port",
                               "0", "--lm", str(lm), *(extra_args or [])],
                              stdout=subprocess.PIPE, bufsize=0)
-    assert cloud.stdout is not None
+    # "edge-asr cloud: serving on 127.0.0.1:PORT (...)"
+    line = wait_for_line(cloud, "serving on", timeout)
+    if line is None:
+        cloud.kill()
+        raise RuntimeError(f"edge-asr cloud did not start (exit status {cloud.wait()})")
+    return cloud, line.split("serving on", 1)[1].split()[0]
+
+
+def wait_for_line(proc: subprocess.Popen, marker: str, timeout: float) -> str | None:
+    """The first line of `proc`'s stdout that holds `marker`, or None if it exits or the
+    timeout passes first. The rest of its output is then drained by a thread, so that a
+    chatty child never blocks on a full pipe that nobody reads."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     deadline, seen = time.monotonic() + timeout, b""
     while time.monotonic() < deadline:
         # read what is there without blocking past the deadline (a hung start prints nothing)
-        ready, _, _ = select.select([cloud.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(cloud.stdout.fileno(), 4096) if ready else b""
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 4096) if ready else b""
         if not chunk:
-            break  # timed out, or it exited
+            return None  # timed out, or it exited
         seen += chunk
         for line in seen.decode(errors="replace").split("\n")[:-1]:  # whole lines only
-            # "edge-asr cloud: serving on 127.0.0.1:PORT (...)"
-            if "serving on" in line:
-                return cloud, line.split("serving on", 1)[1].split()[0]
-    cloud.kill()
-    raise RuntimeError(f"edge-asr cloud did not start (exit status {cloud.wait()})")
+            if marker in line:
+                threading.Thread(target=_drain, args=(fd,), daemon=True).start()
+                return line
+    return None
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:  # the pipe was closed on our side
+        pass
 
 
 def run_demo(files: list[str], model: str | Path, realtime: bool = True,

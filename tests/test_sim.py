@@ -145,3 +145,21 @@ def test_sim_without_matplotlib_says_which_extra_to_install(tmp_path, monkeypatc
     path = _scenario(tmp_path, "realtime = false", limit=1)
     assert cli_main(["sim", "run", str(path), "--out", str(tmp_path / "rep")]) == 2
     assert "edge-asr[sim]" in capsys.readouterr().err
+
+
+def test_a_started_child_never_blocks_on_its_unread_output():
+    """After the start line, a child's stdout is drained: one that prints a megabyte (far
+    more than a pipe holds) still runs to its end."""
+    import subprocess
+    import sys
+
+    from edge_asr.daemon.client import wait_for_line
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "print('x: serving on 127.0.0.1:1', flush=True); "
+                               "import sys; sys.stdout.write('y' * 1_000_000); print('end')"],
+        stdout=subprocess.PIPE, bufsize=0)
+    assert wait_for_line(child, "serving on", 30) == "x: serving on 127.0.0.1:1"
+    assert child.wait(timeout=30) == 0
+    quiet = subprocess.Popen([sys.executable, "-c", "pass"], stdout=subprocess.PIPE, bufsize=0)
+    assert wait_for_line(quiet, "serving on", 30) is None  # exited without the line
