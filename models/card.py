@@ -18,9 +18,10 @@ import torch
 from edge_asr.daemon.evaluate import evaluate
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
+from edge_asr.models.compress import compressible_weights, zero_share
 from edge_asr.models.model import count_parameters
 from edge_asr.models.synth import heldout_voices, training_voices
-from edge_asr.models.train import load_model
+from edge_asr.models.train import model_from_saved
 
 EVAL_SETS = ("test_voices", "test_sentences", "test_names", "test_snr10", "test_band8k")
 
@@ -89,13 +90,6 @@ def evaluate_sets(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = EVAL
     return results
 
 
-def _zero_share(model) -> float:
-    from edge_asr.models.compress import compressible_weights
-
-    weights = list(compressible_weights(model).values())
-    return round(sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights), 4)
-
-
 def _lineage(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -104,7 +98,7 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
                      eval_sets: tuple[str, ...] = EVAL_SETS) -> dict:
     exp = exp or data / "exp"
     saved = torch.load(exp / "final.pt", map_location="cpu", weights_only=False)
-    model = load_model(exp / "final.pt")
+    model = model_from_saved(saved)
     log = [json.loads(line) for line in (exp / "log.jsonl").open()]
     results = evaluate_sets(model_dir, data, eval_sets)
     files = {name: model_dir / name for name in (*MODEL_FILES, "bpe.model")}
@@ -119,7 +113,7 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         # QAT weights lie on the int grid; the int8 folder derived from this one ships them.
         "trained_sparsity": saved["config"].get("sparsity", 0.0),
         "trained_qat_bits": saved["config"].get("qat_bits", 0),
-        "sparsity": _zero_share(model),
+        "sparsity": round(zero_share(compressible_weights(model).values()), 4),
         "bytes": {n: p.stat().st_size for n, p in files.items()},
         "bytes_total": sum(p.stat().st_size for p in files.values()),
         "bytes_in_memory_weights": sum(p.numel() * p.element_size() for p in model.parameters()),

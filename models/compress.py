@@ -26,7 +26,7 @@ per tensor by onnxruntime) and the biases stay as they are.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -90,8 +90,13 @@ class MagnitudePruner:
         self.sparsity = state["sparsity"]
 
     def measured(self) -> float:
-        zeros = sum(int((p == 0).sum()) for p in self.weights.values())
-        return zeros / sum(p.numel() for p in self.weights.values())
+        return zero_share(self.weights.values())
+
+
+def zero_share(weights: Iterable[torch.Tensor]) -> float:
+    """Share of exactly-zero elements over `weights`."""
+    weights = list(weights)
+    return sum(int((p == 0).sum()) for p in weights) / sum(p.numel() for p in weights)
 
 
 def _levels(bits: int) -> tuple[float, int, int]:
@@ -108,8 +113,11 @@ def channel_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
 
 def fake_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
     """The weights as the integer runtime sees them: codes times the channel's scale."""
+    return _on_grid(w, channel_scale(w, bits), bits)
+
+
+def _on_grid(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     _, low, high = _levels(bits)
-    scale = channel_scale(w, bits)
     return torch.clamp(torch.round(w / scale), low, high) * scale
 
 
@@ -119,7 +127,7 @@ def grid_penalty(model: nn.Module, bits: int) -> torch.Tensor:
     total, count = 0.0, 0
     for p in compressible_weights(model).values():
         scale = channel_scale(p, bits)
-        residual = (p - fake_quantize(p, bits).detach()) / scale
+        residual = (p - _on_grid(p, scale, bits).detach()) / scale
         total = total + residual.pow(2).sum()
         count += p.numel()
     return total / max(1, count)

@@ -371,7 +371,11 @@ def warm_start(model_dir: Path, exp: Path) -> Transducer:
 
 
 def load_model(path: Path) -> Transducer:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return model_from_saved(torch.load(path, map_location="cpu", weights_only=False))
+
+
+def model_from_saved(saved: dict) -> Transducer:
+    """The model of a loaded final.pt / checkpoint (its config and weights)."""
     model = Transducer(ModelConfig(**saved["config"]["model"]))
     model.load_state_dict(saved["model"])
     return model.eval()

@@ -28,50 +28,43 @@ from onnx import numpy_helper
 
 from edge_asr.models.model import ModelConfig, Transducer
 
-
-def _initializers(path: Path) -> list[tuple[str, np.ndarray]]:
-    graph = onnx.load(str(path)).graph
-    return [(i.name, numpy_helper.to_array(i)) for i in graph.initializer]
+Graph = tuple[dict[str, str], dict[str, np.ndarray]]  # metadata, initializers in file order
 
 
-def _take(named: list[tuple[str, np.ndarray]], name: str) -> np.ndarray:
-    for n, a in named:
-        if n == name:
-            return a
-    raise ValueError(f"initializer {name!r} not found")
+def _read(path: Path) -> Graph:
+    model = onnx.load(str(path))
+    return ({p.key: p.value for p in model.metadata_props},
+            {i.name: numpy_helper.to_array(i) for i in model.graph.initializer})
 
 
-def _folded(named: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+def _take(weights: dict[str, np.ndarray], name: str) -> np.ndarray:
+    if name not in weights:
+        raise ValueError(f"initializer {name!r} not found")
+    return weights[name]
+
+
+def _folded(weights: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The constant-folded matrices and biases, in graph order."""
-    return [a for n, a in named if n.startswith("onnx::")]
+    return [a for n, a in weights.items() if n.startswith("onnx::")]
 
 
-def _metadata(path: Path) -> dict[str, str]:
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
-def _config(model_dir: Path) -> ModelConfig:
+def _config(graphs: dict[str, Graph], card: Path) -> ModelConfig:
     """The architecture, from the files themselves (metadata and weight shapes)."""
-    enc_meta = _metadata(model_dir / "encoder.onnx")
-    dec_meta = _metadata(model_dir / "decoder.onnx")
-    enc = dict(_initializers(model_dir / "encoder.onnx"))
-    dec = dict(_initializers(model_dir / "decoder.onnx"))
-    join = dict(_initializers(model_dir / "joiner.onnx"))
-    embedding = dec["decoder.embedding.weight"]
-    card = model_dir / "model_card.json"
+    (enc_meta, enc), (dec_meta, dec), (_, join) = (graphs[n] for n in
+                                                   ("encoder", "decoder", "joiner"))
     dropout = ModelConfig.dropout
     if card.exists():  # not in the graph (inference has no dropout); training uses it
         dropout = json.loads(card.read_text()).get("config", {}).get("dropout", dropout)
     return ModelConfig(
-        num_bins=enc["encoder.feat_mean"].shape[0],
+        num_bins=_take(enc, "encoder.feat_mean").shape[0],
         vocab_size=int(dec_meta["vocab_size"]),
-        subsampling_channels=enc["encoder.subsampling.conv.4.weight"].shape[0],
+        subsampling_channels=_take(enc, "encoder.subsampling.conv.4.weight").shape[0],
         d_model=int(enc_meta["d_model"]),
         rnn_hidden_size=int(enc_meta["rnn_hidden_size"]),
         num_encoder_layers=int(enc_meta["num_encoder_layers"]),
-        decoder_dim=embedding.shape[1],
+        decoder_dim=_take(dec, "decoder.embedding.weight").shape[1],
         context_size=int(dec_meta["context_size"]),
-        joiner_dim=join["joiner.out.weight"].shape[1],
+        joiner_dim=_take(join, "joiner.out.weight").shape[1],
         dropout=dropout,
         decode_chunk_len=int(enc_meta["decode_chunk_len"]),
     )
@@ -81,11 +74,12 @@ def _config(model_dir: Path) -> ModelConfig:
 def load_from_onnx(model_dir: Path) -> Transducer:
     """The transducer whose fp32 export is `model_dir`."""
     model_dir = Path(model_dir)
-    cfg = _config(model_dir)
+    graphs = {n: _read(model_dir / f"{n}.onnx") for n in ("encoder", "decoder", "joiner")}
+    cfg = _config(graphs, model_dir / "model_card.json")
     model = Transducer(cfg)
     t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))  # noqa: E731
 
-    enc = _initializers(model_dir / "encoder.onnx")
+    enc = graphs["encoder"][1]
     e = model.encoder
     e.feat_mean.copy_(t(_take(enc, "encoder.feat_mean")))
     e.feat_istd.copy_(t(_take(enc, "encoder.feat_istd")))
@@ -110,7 +104,7 @@ def load_from_onnx(model_dir: Path) -> Transducer:
         lstm.weight_hr_l0.copy_(t(w_hr.T))
     e.proj.weight.copy_(t(folded[-1].T))
 
-    dec = _initializers(model_dir / "decoder.onnx")
+    dec = graphs["decoder"][1]
     d = model.decoder
     d.embedding.weight.copy_(t(_take(dec, "decoder.embedding.weight")))
     d.conv.weight.copy_(t(_take(dec, "decoder.conv.weight")))
@@ -118,7 +112,7 @@ def load_from_onnx(model_dir: Path) -> Transducer:
     (proj,) = _folded(dec)
     d.proj.weight.copy_(t(proj.T))
 
-    join = _initializers(model_dir / "joiner.onnx")
+    join = graphs["joiner"][1]
     model.joiner.out.weight.copy_(t(_take(join, "joiner.out.weight")))
     model.joiner.out.bias.copy_(t(_take(join, "joiner.out.bias")))
     model.eval()
