@@ -105,6 +105,10 @@ def main() -> None:
     p.add_argument("--until", choices=["corpus", "tokenizer", "audio", "cmvn", "train", "export",
                                         "evaluate", "bundle"], default="bundle")
     args = p.parse_args()
+    # Refused before any stage runs (rendering the audio alone takes a quarter of an hour).
+    if args.init_from and not (args.init_from / "encoder.onnx").exists():
+        p.error(f"--init-from {args.init_from}: no encoder.onnx there (the fp32 export is "
+                f"needed, not a packed int8 folder)")
     started = time.monotonic()
     order = ["corpus", "tokenizer", "audio", "cmvn", "train", "export", "evaluate", "bundle"]
     last = order.index(args.until)
@@ -126,9 +130,6 @@ def main() -> None:
         stats = torch.load(args.data / "lang" / "cmvn.pt")
         cfg = TrainConfig(epochs=args.epochs, threads=args.threads)
         if args.init_from:
-            if not (args.init_from / "encoder.onnx").exists():
-                raise SystemExit(f"--init-from {args.init_from}: no encoder.onnx there (the "
-                                 f"fp32 export is needed, not a packed int8 folder)")
             cfg.init_from = str(args.init_from)
             cfg.ctc_only_steps = 0
             cfg.warmup_augment_epochs = 0

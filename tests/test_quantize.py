@@ -33,3 +33,19 @@ def test_static_qdq_model_decodes_close_to_fp32(tiny_model_dir, tmp_path):
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
     rec = Recognizer(RecognizerConfig(model_dir=out), model=qdq)
     recognize_samples(rec, read_audio(DATA / "clip00.flac"))  # the whole pipeline runs
+
+
+def test_static_quantisation_needs_the_recipes_data(tiny_model_dir, tmp_path, monkeypatch,
+                                                   capsys):
+    import sys
+
+    import pytest
+
+    from edge_asr.models import quantize
+
+    monkeypatch.setattr(sys, "argv", ["quantize", str(tiny_model_dir), str(tmp_path / "q"),
+                                      "--static"])
+    with pytest.raises(SystemExit):
+        quantize.main()
+    assert "give --data" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
