@@ -41,7 +41,8 @@ def _pipeline_config(args: argparse.Namespace, config, partials: bool = True):
     `transcribe` and `eval` decide exactly as a daemon with that configuration would."""
     from edge_asr.daemon.pipeline import PipelineConfig
 
-    return PipelineConfig(endpoint=config.endpoint, vad_mode=config.vad_mode, partials=partials,
+    return PipelineConfig(endpoint=config.endpoint, vad_mode=config.vad_mode,
+                          vad_noise_gate_db=config.vad_noise_gate_db, partials=partials,
                           model_version=Path(args.model).name)
 
 

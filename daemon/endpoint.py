@@ -87,11 +87,11 @@ class EndpointConfig:
     min_speech: float = 0.12  # voiced time before an utterance counts as started
     onset_max_gap: float = 0.10  # a longer gap during the onset drops it as noise
     resume_speech: float = 0.06  # voiced run that ends a silence (shorter runs are noise)
-    spec_silence: float = 0.22  # VAD silence before the speculative end-point
+    spec_silence: float = 0.2  # VAD silence before the speculative end-point
     spec_blank: float = 0.08  # trailing blanks, too: the decoder has stopped emitting
     final_silence: float = 0.45  # VAD silence before the final one, text unsure (0.5)
     final_silence_min: float = 0.35  # ... when the text looks finished
-    final_silence_max: float = 1.0  # ... when it looks unfinished: outlasts 700 ms pauses
+    final_silence_max: float = 0.75  # ... when it looks unfinished: outlasts 700 ms pauses
     final_blank: float = 0.16
     silence_timeout: float = 1.5  # final after this much silence even if the decoder
     # still emits or the text looks unfinished
@@ -193,7 +193,9 @@ class Endpointer:
         """VAD silence since the last speech of the open utterance, in seconds."""
         if self._phase not in _OPEN or self._silence_start is None:
             return 0.0
-        return max(0.0, self._now - self._silence_start)
+        # A voiced run too short yet to end the silence (resume_speech) does not count as
+        # silence either: speech that has begun again must not make the pause look longer.
+        return max(0.0, self._now - self._silence_start - self._voiced_run)
 
     def final_silence_for(self, text: str) -> float:
         """The final end-pointer's silence threshold for this text."""
@@ -338,8 +340,10 @@ class Endpointer:
             self._end(EndReason.NO_WORDS, text, events)
         elif silence >= self.final_silence_for(text) and blank_s >= c.final_blank:
             self._end(EndReason.SILENCE, text, events)
-        elif (c.speculative and self._phase is Phase.SPEAKING and silence >= c.spec_silence
-              and blank_s >= c.spec_blank):
+        elif (c.speculative and self._phase is Phase.SPEAKING and text
+              and silence >= c.spec_silence and blank_s >= c.spec_blank):
+            # Not on sound that gave no word yet: in noise that is most often a false
+            # start, and speculating on it only earns a RESET when the request begins.
             self._speculate(EndReason.SILENCE, text, events)
 
     def _speculate(self, reason: EndReason, text: str, events: list[EndpointEvent]) -> None:

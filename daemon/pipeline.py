@@ -71,6 +71,7 @@ class PipelineConfig:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     vad_mode: int = 2
     vad_frame_ms: int = 30
+    vad_noise_gate_db: float = 3.0  # see daemon/vad.py
     preroll_s: float = 0.3  # audio before the detected onset fed to the new stream
     partials: bool = True
     model_version: str = ""
@@ -89,7 +90,8 @@ class Pipeline:
             endpoint = EndpointConfig(**{**endpoint.__dict__,
                                          "vad_frame_s": self.config.vad_frame_ms / 1000})
         self.endpointer = Endpointer(endpoint)
-        self.vad = Vad(self.config.vad_mode, self.config.vad_frame_ms)
+        self.vad = Vad(self.config.vad_mode, self.config.vad_frame_ms,
+                       self.config.vad_noise_gate_db)
         self.source = source
         self._context: Context | None = None
         self._next_context: Context | None = None

@@ -70,6 +70,7 @@ class DaemonConfig:
     cloud: CloudLinkConfig = field(default_factory=CloudLinkConfig)
     local_only: bool = False  # nothing leaves the device, even with a cloud address
     vad_mode: int = 2
+    vad_noise_gate_db: float = 3.0  # a speech frame must be this far above the noise floor
     partials: bool = True
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     shutdown_grace_s: float = 3.0
@@ -113,7 +114,8 @@ class Daemon:
         self.bus = EventBus()
         self.metrics = Metrics()
         self.pipeline_config = PipelineConfig(
-            endpoint=config.endpoint, vad_mode=config.vad_mode, partials=config.partials,
+            endpoint=config.endpoint, vad_mode=config.vad_mode,
+            vad_noise_gate_db=config.vad_noise_gate_db, partials=config.partials,
             model_version=Path(config.recognizer.model_dir).name)
         self.pipeline = self.new_pipeline("mic")
         self.link: CloudLink | None = None

@@ -5,7 +5,13 @@
     flags = smoother.process(vad.process(samples))   # one bool per complete 30 ms frame
 
 `Vad.process` takes pieces of any length (the remainder waits for the next call) and
-returns one raw speech flag per complete frame. `SpeechSmoother` removes isolated noise
+returns one raw speech flag per complete frame.
+
+webrtcvad hears steady noise as speech: in 10 dB SNR noise it reported speech through the
+whole silence after most requests, so no end-point fired before the input ended. With
+`noise_gate_db` a frame also needs that much more energy than the noise floor, which is
+tracked as a running minimum of frame energy that creeps up `floor_rise_db_per_s` so
+that it follows noise that gets louder (minimum statistics, much simplified). `SpeechSmoother` removes isolated noise
 frames: a speech region opens only when N of the last M frames are speech. It adds no
 delay at the end of speech, so silence measured on its output starts when speech stops.
 """
@@ -26,18 +32,31 @@ MODES = (0, 1, 2, 3)  # 0 least aggressive about filtering non-speech, 3 most
 class Vad:
     """webrtcvad over float audio in [-1, 1] (or int16), in pieces of any length."""
 
-    def __init__(self, mode: int = 2, frame_ms: int = 30) -> None:
+    def __init__(self, mode: int = 2, frame_ms: int = 30, noise_gate_db: float = 0.0,
+                 floor_rise_db_per_s: float = 3.0) -> None:
         if isinstance(mode, bool) or not isinstance(mode, int) or mode not in MODES:
             raise ValueError(f"VAD mode must be one of {MODES}, got {mode!r}")
         if isinstance(frame_ms, bool) or not isinstance(frame_ms, int) \
                 or frame_ms not in FRAME_MS_CHOICES:
             raise ValueError(f"VAD frame_ms must be one of {FRAME_MS_CHOICES}, got {frame_ms!r}")
+        for name, value in (("noise_gate_db", noise_gate_db),
+                            ("floor_rise_db_per_s", floor_rise_db_per_s)):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"VAD {name} must be a finite number >= 0, got {value!r}")
         self.mode = mode
         self.frame_ms = frame_ms
+        self.noise_gate_db = float(noise_gate_db)
+        self._rise_per_frame = floor_rise_db_per_s * frame_ms / 1000
+        self._floor_db: float | None = None  # None until the first frame
         self.frame_samples = SAMPLE_RATE * frame_ms // 1000
         self._vad = webrtcvad.Vad(mode)
         self._pending = np.zeros(0, np.int16)
         self._frames_done = 0
+
+    @property
+    def noise_floor_db(self) -> float | None:
+        """Tracked noise floor in dB relative to full scale (None before any frame)."""
+        return self._floor_db
 
     @property
     def frame_s(self) -> float:
@@ -58,6 +77,7 @@ class Vad:
         self._vad = webrtcvad.Vad(self.mode)  # webrtcvad keeps adaptive noise state
         self._pending = np.zeros(0, np.int16)
         self._frames_done = 0
+        self._floor_db = None
 
     def process(self, samples: np.ndarray) -> list[bool]:
         """One speech flag per frame completed by `samples` (16 kHz mono)."""
@@ -70,7 +90,19 @@ class Vad:
         frames = pcm[:cut].reshape(n_frames, self.frame_samples)
         flags = [self._vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in frames]
         self._frames_done += n_frames
+        if self.noise_gate_db and n_frames:
+            flags = self._gate(frames, flags)
         return flags
+
+    def _gate(self, frames: np.ndarray, flags: list[bool]) -> list[bool]:
+        power = np.mean(frames.astype(np.float64) ** 2, axis=1) / 32768.0**2
+        energy_db = 10 * np.log10(power + 1e-12)
+        out = []
+        for e, flag in zip(energy_db.tolist(), flags):
+            floor = e if self._floor_db is None else min(e, self._floor_db + self._rise_per_frame)
+            self._floor_db = floor
+            out.append(flag and e > floor + self.noise_gate_db)
+        return out
 
 
 def _to_int16(samples: np.ndarray) -> np.ndarray:

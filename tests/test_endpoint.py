@@ -137,7 +137,7 @@ def test_normal_utterance_speculates_then_confirms(chunk_frames: int) -> None:
     started, spec, confirmed = run.events
     assert 0.3 + CONFIG.min_speech <= started.time <= 0.3 + CONFIG.min_speech + chunk_s
     speech_end = 1.8
-    assert CONFIG.spec_silence <= spec.time - speech_end <= CONFIG.spec_silence + chunk_s
+    assert CONFIG.spec_silence - 1e-9 <= spec.time - speech_end <= CONFIG.spec_silence + chunk_s
     threshold = run.endpointer.final_silence_for(text)
     assert CONFIG.final_silence_min <= threshold <= CONFIG.final_silence
     assert threshold <= confirmed.time - speech_end <= threshold + chunk_s
@@ -198,6 +198,22 @@ def test_sound_without_words_ends_as_an_empty_utterance_not_at_max_length() -> N
     disabled = Endpointer(CONFIG)  # the default: both rules off
     assert not [e for e in _feed_sound(disabled, 5.0, 0.0, "call", 0.5)
                 if e.kind is EventKind.CONFIRMED]
+
+
+def test_no_speculation_before_the_first_word() -> None:
+    """Sound that gave no word yet (in noise: most often a false start) gets no speculative
+    end-point, which would only earn a RESET when the request begins; the final end-point
+    still closes it. With words, the same silence speculates."""
+    wordless = simulate([silence(0.3), speech(0.6), silence(1.0), speech(0.6, "call mom"),
+                         silence(1.0)])
+    assert grammar(wordless.events) == ["SPC", "SPC"]
+    first_spec = wordless.first(EventKind.SPECULATIVE_ENDPOINT)
+    first_final = wordless.first(EventKind.CONFIRMED)
+    assert first_spec.time == first_final.time and first_spec.text == ""
+    worded = simulate([silence(0.3), speech(0.6, "call mom"), silence(1.0)])
+    spec = worded.first(EventKind.SPECULATIVE_ENDPOINT)
+    assert spec.time < worded.first(EventKind.CONFIRMED).time
+    assert spec.time - 0.9 == pytest.approx(CONFIG.spec_silence, abs=0.045)
 
 
 def test_without_speculation_both_decisions_come_at_the_final_end_point() -> None:
@@ -453,6 +469,43 @@ def test_vad_flags_speech_not_silence_and_buffers_any_piece_size() -> None:
     assert vad.pending_samples == audio.size % 480
     vad.reset()
     assert vad.time_s == 0 and vad.pending_samples == 0
+
+
+def _drone(seconds: float, dbfs: float, f0: float = 110.0) -> np.ndarray:
+    """A steady harmonic hum (a fridge, a projector fan): webrtcvad calls it speech."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = sum(np.sin(2 * np.pi * f0 * k * t + k) / k for k in range(1, 20))
+    return (x / np.sqrt(np.mean(x**2)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def test_noise_gate_hears_the_silence_in_a_hum_and_keeps_the_speech() -> None:
+    """webrtcvad calls a steady hum speech, so without the gate no end-point would come in
+    such a room; with it, frames near the tracked noise floor are silence."""
+    audio = _drone(4.0, -35.0)
+    audio[32000:40000] += _voiced(0.5)  # 2.0-2.5 s, about 14 dB above the hum
+    raw = Vad(2, 30).process(audio)
+    gated_vad = Vad(2, 30, noise_gate_db=3.0)
+    gated = gated_vad.process(audio)
+    assert all(raw)  # the premise: plain webrtcvad hears the hum as speech throughout
+    assert not any(gated[:66]) and not any(gated[85:])
+    assert sum(gated[67:83]) >= 10  # the voiced stretch is still speech
+    assert gated_vad.noise_floor_db == pytest.approx(-35.0, abs=1.0)
+    # A hum that gets louder is followed (the floor creeps up), then gated again.
+    vad = Vad(2, 30, noise_gate_db=3.0)
+    vad.process(_drone(2.0, -50.0))
+    louder = vad.process(_drone(8.0, -38.0, f0=130.0))
+    assert sum(louder[:20]) >= 15 and not any(louder[-50:])
+    # Clean audio: the voiced stretch is kept; webrtcvad's own hangover after it is not.
+    quiet = (np.random.default_rng(0).standard_normal(8000) * 10 ** (-70 / 20)).astype(np.float32)
+    clean = np.concatenate([quiet, _voiced(0.5), quiet])
+    plain, gated = Vad(2, 30).process(clean), Vad(2, 30, noise_gate_db=3.0).process(clean)
+    assert sum(gated[17:33]) >= 0.8 * sum(plain[17:33]) and not any(gated[34:])
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_vad_refuses_a_bad_noise_gate(value: float) -> None:
+    with pytest.raises(ValueError, match="noise_gate_db"):
+        Vad(2, 30, noise_gate_db=value)
 
 
 @pytest.mark.parametrize("frame_ms", [10, 20, 30])
