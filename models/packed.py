@@ -117,6 +117,20 @@ def sparsity(onnx_path: Path) -> tuple[int, int]:
     return zeros, total
 
 
+def weight_bits(onnx_path: Path) -> int:
+    """Bits a weight code needs: log2 of the most distinct values in one int8 weight matrix
+    (8 after post-training quantisation; 4 after 4-bit QAT, whose 15 levels are stored as
+    int8 codes). 32 when the model has no int8 weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    levels = 0
+    for t in onnx.load(str(onnx_path)).graph.initializer:
+        if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.INT8:
+            levels = max(levels, np.unique(numpy_helper.to_array(t)).size)
+    return int(np.ceil(np.log2(levels))) if levels > 1 else 32
+
+
 def pack_dir(model_dir: Path, keep_onnx: bool = False) -> dict[str, int]:
     """Pack every NAME.onnx of a model folder; returns bytes on disk per packed file."""
     sizes = {}

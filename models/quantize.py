@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edge_asr.daemon.transducer import sha256_of
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
-from edge_asr.models.packed import pack_dir, sparsity
+from edge_asr.models.packed import pack_dir, sparsity, weight_bits
 
 ONNX_FILES = ("encoder.onnx", "decoder.onnx", "joiner.onnx")
 OTHER_FILES = ("tokens.txt", "bpe.model")
@@ -121,6 +121,7 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
     for name in ONNX_FILES:
         z, t = sparsity(out / name)
         zeros, total = zeros + z, total + t
+    bits = max(weight_bits(out / name) for name in ONNX_FILES)
     sha = {n: sha256_of(out / n) for n in (*ONNX_FILES, *OTHER_FILES)}
     decoded = {n: (out / n).stat().st_size for n in ONNX_FILES}
     loaded = loaded_model_bytes(out)
@@ -133,8 +134,10 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
         "name": out.name,
         "derived_from": {"model": src.name, "sha256": base.get("sha256", {}),
                          "how": _how(base, static)},
-        "weight_bits": 8,
+        "weight_bits": bits,
         "sparsity": round(zeros / total, 4) if total else 0.0,
+        # What the weight matrices really cost on disk, packed: the low bits and the zeros.
+        "bits_per_weight_on_disk": round(8 * sum(packed.values()) / total, 3) if total else 0.0,
         "bytes": on_disk,
         "bytes_total": sum(on_disk.values()),
         "bytes_decoded": decoded,

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import ModelError, TransducerModel
-from edge_asr.models.packed import pack_bytes, pack_dir, sparsity, unpack_bytes
+from edge_asr.models.packed import pack_bytes, pack_dir, sparsity, unpack_bytes, weight_bits
 
 
 def _matmul_model(weight: np.ndarray) -> bytes:
@@ -42,6 +42,19 @@ def test_zeros_make_the_file_smaller_than_compression_alone():
     w[rng.random(w.shape) < 0.7] = 0.0
     sparse = len(pack_bytes(_matmul_model(w)))
     assert sparse < 0.6 * dense
+
+
+def test_weight_bits_counts_the_levels_the_codes_use(tmp_path):
+    """The card's bits per weight: 4-bit QAT weights are stored as int8 codes on 15 levels."""
+    rng = np.random.default_rng(2)
+    cases = {4: rng.integers(-7, 8, (64, 32)) * 18, 8: rng.integers(-127, 128, (64, 32))}
+    for bits, codes in cases.items():
+        path = tmp_path / f"w{bits}.onnx"
+        path.write_bytes(_matmul_model(codes.astype(np.int8)))
+        assert weight_bits(path) == bits
+    path = tmp_path / "float.onnx"
+    path.write_bytes(_matmul_model(rng.standard_normal((64, 32)).astype(np.float32)))
+    assert weight_bits(path) == 32
 
 
 def test_damaged_files_are_refused_with_a_clear_error():
