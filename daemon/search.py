@@ -135,6 +135,14 @@ class ModifiedBeamSearch(_Search):
         flat = ranking.ravel()
         k = min(self.beam, flat.size)
         top = np.argpartition(-flat, k - 1)[:k]
+        if self.context is not None and k > 1:
+            # One slot is kept for the pair the model itself likes best, bonus aside: else
+            # a few boosted partial matches can fill the beam, and when the phrase is not
+            # completed the path the audio supports is gone (the bonus is given back, but
+            # only the truncated or garbled boosted paths are left to choose from).
+            own = int(np.argmax(acoustic))
+            if own not in top:
+                top[np.argmin(flat[top])] = own
         merged: dict[tuple[int, ...], Hypothesis] = {}
         for idx in top[np.argsort(-flat[top])]:
             h, token = divmod(int(idx), logp.shape[1])

@@ -1,5 +1,7 @@
 """Which hypothesis the beam search calls best."""
 
+import numpy as np
+
 from edge_asr.daemon.search import Hypothesis, ModifiedBeamSearch
 from edge_asr.daemon.transducer import TransducerModel
 
@@ -15,3 +17,43 @@ def test_best_hypothesis_is_chosen_by_log_prob_per_token(tiny_model_dir):
     raw = ModifiedBeamSearch(model, beam=4, length_norm=False)
     raw.hyps = [short, long]
     assert raw.nbest[0] is short
+
+
+class _ScriptedModel:
+    """A stand-in transducer whose joiner reads the frame's script, whatever the context:
+    frame kind 0 says token 1 clearly and tokens 2 and 7 weakly; kind 1 says blank."""
+
+    def __init__(self) -> None:
+        from edge_asr.daemon.transducer import ModelInfo
+
+        self.info = ModelInfo(num_encoder_layers=1, chunk_frames=23, chunk_shift=16,
+                              rnn_hidden_size=4, d_model=4, vocab_size=8, context_size=2)
+        self.tokens = ["<blk>", "a", "b", "c", "d", "e", "f", "g"]
+
+    def run_decoder(self, ctx: np.ndarray) -> np.ndarray:
+        return np.zeros((len(ctx), 2), np.float32)
+
+    def run_joiner(self, enc: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        probs = np.full((len(enc), 8), 0.001)
+        first = enc[:, 0] > 0.5
+        probs[first, 1], probs[first, 2], probs[first, 7], probs[first, 0] = 0.84, 0.075, 0.075, 0.005
+        probs[~first, 0] = 0.99
+        return np.log(probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_boosted_partial_matches_cannot_push_the_models_own_best_path_out_of_the_beam():
+    """Two phrases' first tokens, boosted, outrank what the audio says; neither phrase is
+    completed. The beam keeps the model's own best path, which wins once the bonuses of
+    the unfinished matches are given back (without it, "b" or "g" would be the result)."""
+    from edge_asr.daemon.context_graph import ContextGraph
+
+    frames = np.array([[1.0, 0.0]] + [[0.0, 1.0]] * 5, np.float32)
+    graph = ContextGraph([[2, 3], [7, 3]], bonus=3.0, vocab_size=8)
+    search = ModifiedBeamSearch(_ScriptedModel(), beam=2, context_graph=graph)
+    search.step(frames)
+    search.finalize()
+    assert search.nbest[0].tokens == (1,)
+    assert {h.tokens for h in search.hyps} & {(2,), (7,)}  # a boosted path had its slot
+    plain = ModifiedBeamSearch(_ScriptedModel(), beam=2)
+    plain.step(frames)
+    assert plain.nbest[0].tokens == (1,)
