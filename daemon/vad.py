@@ -7,13 +7,16 @@
 `Vad.process` takes pieces of any length (the remainder waits for the next call) and
 returns one raw speech flag per complete frame.
 
-webrtcvad hears steady noise as speech: in 10 dB SNR noise it reported speech through the
-whole silence after most requests, so no end-point fired before the input ended. With
-`noise_gate_db` a frame also needs that much more energy than the noise floor, which is
-tracked as a running minimum of frame energy that creeps up `floor_rise_db_per_s` so
-that it follows noise that gets louder (minimum statistics, much simplified). `SpeechSmoother` removes isolated noise
-frames: a speech region opens only when N of the last M frames are speech. It adds no
-delay at the end of speech, so silence measured on its output starts when speech stops.
+webrtcvad adapts to white or pink noise, but hears a hum, music or chatter as speech: at
+10 dB SNR (dev_snr10) it reported speech through the silence after most requests, so no
+end-point fired before the input ended. With `noise_gate_db` a frame also needs that much
+more energy than the noise floor, tracked as a running minimum of frame energy that creeps
+up `floor_rise_db_per_s` so that it follows noise that gets louder (minimum statistics,
+much simplified).
+
+`SpeechSmoother` removes isolated noise frames: a speech region opens only when N of the
+last M frames are speech. It adds no delay at the end of speech, so silence measured on
+its output starts when speech stops.
 """
 
 from __future__ import annotations
