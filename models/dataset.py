@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,10 @@ class SpeechDataset(torch.utils.data.Dataset):
     resumed run sees what an uninterrupted one would have seen.
     """
 
-    def __init__(self, manifest: Path, tokenizer: Path, augment: bool, seed: int = 0,
-                 config: AugmentConfig | None = None) -> None:
-        self.entries: list[Entry] = read_manifest(manifest)
+    def __init__(self, manifest: Path | Sequence[Path], tokenizer: Path, augment: bool,
+                 seed: int = 0, config: AugmentConfig | None = None) -> None:
+        manifests = [manifest] if isinstance(manifest, str | Path) else list(manifest)
+        self.entries: list[Entry] = [e for m in manifests for e in read_manifest(m)]
         self.tokenizer_path = tokenizer
         self.augment = augment
         self.seed = seed

@@ -73,7 +73,7 @@ def _render(job: Job) -> dict | None:
     return row
 
 
-def _pick_voices(n: int, rng: np.random.Generator) -> list[Voice]:
+def pick_voices(n: int, rng: np.random.Generator) -> list[Voice]:
     voices = training_voices()
     by_engine = {e: [v for v in voices if v.engine == e] for e in ENGINE_SHARE}
     engines = rng.choice(list(ENGINE_SHARE), size=n, p=list(ENGINE_SHARE.values()))
@@ -130,8 +130,8 @@ def prepare_all(data_dir: Path, n_train: int, n_eval: int = 300, workers: int = 
     def cycle(voices: list[Voice], n: int) -> list[Voice]:
         return [voices[i % len(voices)] for i in range(n)]
 
-    train_voices = _pick_voices(len(train), rng)
-    dev_voices = _pick_voices(len(dev), rng)
+    train_voices = pick_voices(len(train), rng)
+    dev_voices = pick_voices(len(dev), rng)
     sets = {
         "train": render_set("train", train, train_voices, data_dir, None, 1, 0.4, workers),
         "dev": render_set("dev", dev, dev_voices, data_dir, "clean", 2, 0.3, workers),
@@ -144,7 +144,7 @@ def prepare_all(data_dir: Path, n_train: int, n_eval: int = 300, workers: int = 
                                   data_dir, "band8k", 3, 0.3, workers),
         # Training voices, held-out sentences: isolates generalisation over sentences.
         "test_sentences": render_set("test_sentences", sentences,
-                                     _pick_voices(len(sentences), rng), data_dir, "clean", 4, 0.3,
+                                     pick_voices(len(sentences), rng), data_dir, "clean", 4, 0.3,
                                      workers),
         # Held-out person names, held-out voices: what biasing must fix.
         "test_names": render_set("test_names", names, cycle(held, len(names)), data_dir,

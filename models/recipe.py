@@ -16,6 +16,7 @@ Stages (each skipped when its output exists, so an interrupted run picks up wher
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from edge_asr.daemon.features import compute_fbank
 from edge_asr.models import prepare
 from edge_asr.models.augment import Augmenter
 from edge_asr.models.dataset import load_audio
+from edge_asr.models.distill import MODEL_SIZES
 from edge_asr.models.tokenizer import train_tokenizer
 from edge_asr.models.train import TrainConfig, load_model, train
 
@@ -99,6 +101,12 @@ def main() -> None:
                    help="prune this share of the weights on a cubic schedule (e.g. 0.5, 0.7)")
     p.add_argument("--qat-bits", type=int, default=0, choices=[0, 4, 8],
                    help="quantisation-aware training at this many bits per weight")
+    p.add_argument("--model-size", choices=["student", "teacher"], default="student",
+                   help="teacher: the 5x larger model that labels speech for distillation "
+                        "(models/distill.py)")
+    p.add_argument("--extra-train", nargs="*", default=[],
+                   help="more training manifests in DATA/manifests by name, e.g. pseudo "
+                        "(speech the teacher transcribed)")
     p.add_argument("--eval-sets", nargs="*", default=None,
                    help="evaluation sets for the model card (default: all; none: no WER, "
                         "e.g. for a model that only feeds models/quantize.py)")
@@ -106,6 +114,10 @@ def main() -> None:
                                         "evaluate", "bundle"], default="bundle")
     args = p.parse_args()
     # Refused before any stage runs (rendering the audio alone takes a quarter of an hour).
+    for name in args.extra_train:  # also refused before the long stages
+        if not (args.data / "manifests" / f"{name}.jsonl").is_file():
+            p.error(f"--extra-train {name}: no {args.data / 'manifests' / name}.jsonl "
+                    "(python -m edge_asr.models.distill writes pseudo.jsonl)")
     if args.init_from and not (args.init_from / "encoder.onnx").exists():
         p.error(f"--init-from {args.init_from}: no encoder.onnx there (the fp32 export is "
                 f"needed, not a packed int8 folder)")
@@ -128,7 +140,9 @@ def main() -> None:
         stage_cmvn(args.data)
     if step("train"):
         stats = torch.load(args.data / "lang" / "cmvn.pt")
-        cfg = TrainConfig(epochs=args.epochs, threads=args.threads)
+        cfg = TrainConfig(epochs=args.epochs, threads=args.threads,
+                          extra_train=list(args.extra_train),
+                          model=dataclasses.replace(MODEL_SIZES[args.model_size]))
         if args.init_from:
             cfg.init_from = str(args.init_from)
             cfg.ctc_only_steps = 0

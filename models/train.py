@@ -67,6 +67,9 @@ class TrainConfig:
     prune_until: float = 0.7
     qat_bits: int = 0
     grid_weight: float = 2.0
+    # More training manifests (names in DATA/manifests) beside train.jsonl, e.g. "pseudo":
+    # speech the teacher transcribed (distill.py).
+    extra_train: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -101,7 +104,7 @@ def greedy_decode(model: Transducer, feats: torch.Tensor, lens: torch.Tensor,
     for b in range(enc.shape[0]):
         ctx = [-1] * (cfg.context_size - 1) + [cfg.blank_id]
         hyp: list[int] = []
-        dec = model.decoder(torch.tensor([ctx]))[:, -1]
+        dec = model.decoder(torch.tensor([ctx], device=enc.device))[:, -1]
         for t in range(int(enc_lens[b])):
             for _ in range(max_symbols):
                 token = int(model.joiner(enc[b, t : t + 1], dec).argmax(-1))
@@ -109,7 +112,7 @@ def greedy_decode(model: Transducer, feats: torch.Tensor, lens: torch.Tensor,
                     break
                 hyp.append(token)
                 ctx = ctx[1:] + [token]
-                dec = model.decoder(torch.tensor([ctx]))[:, -1]
+                dec = model.decoder(torch.tensor([ctx], device=enc.device))[:, -1]
         results.append(hyp)
     return results
 
@@ -175,8 +178,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     lang = data / "lang"
     tok = Tokenizer(lang / "bpe.model")
     cfg.model.vocab_size = tok.vocab_size
-    train_set = SpeechDataset(data / "manifests" / "train.jsonl", lang / "bpe.model", True,
-                              cfg.seed)
+    manifests = [data / "manifests" / f"{name}.jsonl" for name in ["train", *cfg.extra_train]]
+    train_set = SpeechDataset(manifests, lang / "bpe.model", True, cfg.seed)
     dev_set = SpeechDataset(data / "manifests" / "dev.jsonl", lang / "bpe.model", False)
     # A CUDA GPU is used when present; the recipe's budget is set for this 2-core CPU.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
