@@ -8,7 +8,7 @@ Three commands; the teacher wants a GPU (`make train` uses one when present): on
 
     # 1. The teacher: the recipe with the larger model (TEACHER, 20.3 M parameters).
     python -m edge_asr.models.recipe --data D --out D/models/teacher --exp D/exp-teacher \\
-        --model-size teacher --epochs 10 --eval-sets none --until evaluate
+        --model-size teacher --epochs 10 --until train
     # 2. Untranscribed audio: training sentences the recipe did not render, spoken by the
     #    training voices; the teacher transcribes it into D/manifests/pseudo.jsonl.
     python -m edge_asr.models.distill --data D --teacher D/exp-teacher/final.pt --n 16000
