@@ -117,6 +117,11 @@ def load_split(corpus_dir: Path, split: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+# The evaluation sets prepare_all renders besides train (what the recipe may report on).
+RENDERED_SETS = ("dev", "test_voices", "test_snr10", "test_band8k", "test_sentences",
+                 "test_names", "dev_snr10")
+
+
 def prepare_all(data_dir: Path, n_train: int, n_eval: int = 300, workers: int = 2) -> dict:
     """Every set the recipe trains and reports on. Returns {set name: manifest path}."""
     corpus_dir = data_dir / "corpus"

@@ -108,12 +108,17 @@ def main() -> None:
                    help="more training manifests in DATA/manifests by name, e.g. pseudo "
                         "(speech the teacher transcribed)")
     p.add_argument("--eval-sets", nargs="*", default=None,
-                   help="evaluation sets for the model card (default: all; none: no WER, "
-                        "e.g. for a model that only feeds models/quantize.py)")
+                   help="evaluation sets for the model card (default: the five test sets; "
+                        "the flag alone: none, e.g. for a model that only feeds "
+                        "models/quantize.py)")
     p.add_argument("--until", choices=["corpus", "tokenizer", "audio", "cmvn", "train", "export",
                                         "evaluate", "bundle"], default="bundle")
     args = p.parse_args()
     # Refused before any stage runs (rendering the audio alone takes a quarter of an hour).
+    unknown = sorted(set(args.eval_sets or ()) - set(prepare.RENDERED_SETS))
+    if unknown:  # found out only after training otherwise
+        p.error(f"--eval-sets: unknown set(s) {', '.join(unknown)}; the recipe renders "
+                f"{', '.join(prepare.RENDERED_SETS)} (give --eval-sets alone for none)")
     for name in args.extra_train:  # also refused before the long stages
         if not (args.data / "manifests" / f"{name}.jsonl").is_file():
             p.error(f"--extra-train {name}: no {args.data / 'manifests' / name}.jsonl "

@@ -77,3 +77,16 @@ def test_recipe_refuses_a_missing_extra_manifest_before_any_stage(tmp_path, monk
         recipe.main()
     assert "pseudo.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_recipe_refuses_an_unknown_evaluation_set_before_any_stage(tmp_path, monkeypatch,
+                                                                   capsys):
+    """`--eval-sets none` once named a set "none", found missing only after training."""
+    from edge_asr.models import recipe
+
+    monkeypatch.setattr(sys, "argv", ["recipe", "--data", str(tmp_path / "data"), "--out",
+                                      str(tmp_path / "out"), "--eval-sets", "none"])
+    with pytest.raises(SystemExit):
+        recipe.main()
+    assert "unknown set(s) none" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
