@@ -41,14 +41,14 @@ def loaded_model_bytes(model_dir: Path) -> int:
     from edge_asr.daemon.transducer import TransducerModel
 
     # A first load maps onnxruntime's own code and arenas (tens of MB, once per process);
-    # what a model costs is what the second load adds.
+    # what a model costs is what a second load adds while the first is still held (freed,
+    # its pages were reused by the second and the difference came out as 0).
     warm = TransducerModel(model_dir, threads=1)
-    del warm
     gc.collect()
     before = _rss_bytes()
     model = TransducerModel(model_dir, threads=1)
     after = _rss_bytes()
-    del model
+    del model, warm
     return after - before
 
 

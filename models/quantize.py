@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edge_asr.daemon.transducer import sha256_of
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
-from edge_asr.models.packed import pack_dir, sparsity, weight_bits
+from edge_asr.models.packed import SUFFIX, pack_dir, sparsity, weight_bits
 
 ONNX_FILES = ("encoder.onnx", "decoder.onnx", "joiner.onnx")
 OTHER_FILES = ("tokens.txt", "bpe.model")
@@ -49,6 +49,10 @@ def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None
             return next(self.items, None)
 
     out.mkdir(parents=True, exist_ok=True)
+    # What an earlier model left there describes other weights: the runtime would refuse
+    # the new files against the old card, and a stale .pack would shadow them.
+    for stale in [out / "model_card.json", *(out / (n + SUFFIX) for n in ONNX_FILES)]:
+        stale.unlink(missing_ok=True)
     for name in ONNX_FILES:
         if calibration is None:
             quantize_dynamic(src / name, out / name, weight_type=QuantType.QInt8,
@@ -121,7 +125,7 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
     for name in ONNX_FILES:
         z, t = sparsity(out / name)
         zeros, total = zeros + z, total + t
-    bits = max(weight_bits(out / name) for name in ONNX_FILES)
+    bits = weight_bits([out / name for name in ONNX_FILES])
     sha = {n: sha256_of(out / n) for n in (*ONNX_FILES, *OTHER_FILES)}
     decoded = {n: (out / n).stat().st_size for n in ONNX_FILES}
     loaded = loaded_model_bytes(out)

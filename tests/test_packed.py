@@ -51,10 +51,12 @@ def test_weight_bits_counts_the_levels_the_codes_use(tmp_path):
     for bits, codes in cases.items():
         path = tmp_path / f"w{bits}.onnx"
         path.write_bytes(_matmul_model(codes.astype(np.int8)))
-        assert weight_bits(path) == bits
+        assert weight_bits([path]) == bits
+    # Averaged by size: three 4-bit matrices and one 8-bit one of the same size.
+    assert weight_bits([tmp_path / "w4.onnx"] * 3 + [tmp_path / "w8.onnx"]) == 5.0
     path = tmp_path / "float.onnx"
     path.write_bytes(_matmul_model(rng.standard_normal((64, 32)).astype(np.float32)))
-    assert weight_bits(path) == 32
+    assert weight_bits([path]) == 32
 
 
 def test_damaged_files_are_refused_with_a_clear_error():

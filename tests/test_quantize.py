@@ -49,3 +49,30 @@ def test_static_quantisation_needs_the_recipes_data(tiny_model_dir, tmp_path, mo
         quantize.main()
     assert "give --data" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_quantizing_again_into_a_shipped_folder_replaces_its_card_and_packs(tiny_model_dir,
+                                                                             tmp_path):
+    """Re-quantising a retrained model into the folder of the one it replaces: the old card
+    and packed files go, so the runtime loads the new weights (it refused them against the
+    old card's sha256 before)."""
+    from edge_asr.models.packed import pack_dir
+    from edge_asr.models.quantize import write_card
+
+    out = tmp_path / "int8"
+    quantize_dir(tiny_model_dir, out)
+    (out / "model_card.json").write_text(json.dumps({"name": "old", "sha256": {
+        n: "0" * 64 for n in ONNX_FILES}}))
+    pack_dir(out)  # what a shipped folder holds: packed files and their card
+    quantize_dir(tiny_model_dir, out)
+    assert not (out / "model_card.json").exists()
+    assert not list(out.glob("*.pack"))
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in tiny_model_dir.iterdir():
+        (base / f.name).write_bytes(f.read_bytes())
+    (base / "model_card.json").write_text(json.dumps({
+        "architecture": "", "config": {}, "parameters": 0, "training_data": {}}))
+    card = write_card(base, out, None, (), workers=1)
+    assert card["weight_bits"] == 8 and card["bytes_in_memory_loaded"] > 0
+    TransducerModel(out)  # loads the packed files against the new card
