@@ -101,7 +101,7 @@ class Vad:
         power = np.mean(frames.astype(np.float64) ** 2, axis=1) / 32768.0**2
         energy_db = 10 * np.log10(power + 1e-12)
         out = []
-        for e, flag in zip(energy_db.tolist(), flags):
+        for e, flag in zip(energy_db.tolist(), flags, strict=True):
             floor = e if self._floor_db is None else min(e, self._floor_db + self._rise_per_frame)
             self._floor_db = floor
             out.append(flag and e > floor + self.noise_gate_db)

@@ -5,10 +5,8 @@ Every figure in it is measured here, by the same `edge-asr eval` code users run.
 
 from __future__ import annotations
 
-import gc
 import json
 import multiprocessing as mp
-import os
 import platform
 import time
 from pathlib import Path
@@ -31,25 +29,23 @@ def _manifest_summary(path: Path) -> dict:
     return {"utterances": len(rows), "hours": round(sum(r["duration"] for r in rows) / 3600, 2)}
 
 
-def _rss_bytes() -> int:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
 def loaded_model_bytes(model_dir: Path) -> int:
-    """Resident memory that loading the three ONNX sessions adds to this process."""
-    from edge_asr.daemon.transducer import TransducerModel
+    """Bytes of the weights as onnxruntime holds them: every initializer of the three
+    decoded graphs (int8 weights stay int8; their scales and the biases are float).
 
-    # A first load maps onnxruntime's own code and arenas (tens of MB, once per process);
-    # what a model costs is what a second load adds while the first is still held (freed,
-    # its pages were reused by the second and the difference came out as 0).
-    warm = TransducerModel(model_dir, threads=1)
-    gc.collect()
-    before = _rss_bytes()
-    model = TransducerModel(model_dir, threads=1)
-    after = _rss_bytes()
-    del model, warm
-    return after - before
+    This replaced a measurement of the process's resident memory before and after a load:
+    onnxruntime's allocator returns and reuses pages as it likes, and the same model read
+    anywhere from 0 to 15 MB. The whole daemon's resident memory is `bench/daemon.py`'s."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_asr.daemon.transducer import read_model_file
+
+    total = 0
+    for name in ("encoder.onnx", "decoder.onnx", "joiner.onnx"):
+        graph = onnx.load_from_string(read_model_file(Path(model_dir), name)).graph
+        total += sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
+    return total
 
 
 def _evaluate_job(job: tuple[str, str, str, str, bool]) -> tuple[str, str, dict]:

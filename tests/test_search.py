@@ -36,7 +36,8 @@ class _ScriptedModel:
     def run_joiner(self, enc: np.ndarray, dec: np.ndarray) -> np.ndarray:
         probs = np.full((len(enc), 8), 0.001)
         first = enc[:, 0] > 0.5
-        probs[first, 1], probs[first, 2], probs[first, 7], probs[first, 0] = 0.84, 0.075, 0.075, 0.005
+        probs[first, 1], probs[first, 0] = 0.84, 0.005
+        probs[first, 2] = probs[first, 7] = 0.075
         probs[~first, 0] = 0.99
         return np.log(probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
