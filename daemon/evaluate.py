@@ -273,10 +273,11 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
              config: PipelineConfig | None = None, limit: int | None = None,
              link: CloudLink | None = None, answer_deadline_s: float = 0.5,
              lattices: Path | None = None) -> Summary:
-    """Scores every entry of `manifest`; `lattices` also gets, per utterance, its standing
-    lattice and reference (the cloud's weight-tuning input, simulator/rescore.py)."""
+    """Scores every entry of `manifest`; `lattices` also gets, per clip heard as one
+    utterance, its standing lattice and reference (the cloud's weight-tuning input,
+    simulator/rescore.py)."""
     entries = read_manifest(manifest)[:limit]
-    rows, errors = [], 0
+    rows, errors, split = [], 0, 0
     out = output.open("w", encoding="utf-8") if output else None
     dump = lattices.open("w", encoding="utf-8") if lattices else None
     try:
@@ -289,8 +290,11 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
                 print(f"skipping {entry.audio_filepath}: {e}")
                 continue
             if dump and standing is not None:
-                dump.write(json.dumps({"lattice": base64.b64encode(standing).decode("ascii"),
-                                       "text": row["text"]}) + "\n")
+                if row["utterances"] == 1:
+                    dump.write(json.dumps({"lattice": base64.b64encode(standing).decode(
+                        "ascii"), "text": row["text"]}) + "\n")
+                else:  # no one lattice stands for the whole reference
+                    split += 1
             rows.append(row)
             if out:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -300,4 +304,7 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
         for f in (out, dump):
             if f:
                 f.close()
+    if split:
+        print(f"lattices: {split} clips left out, heard as several utterances (the reference "
+              "cannot be split between their lattices)")
     return summarize(rows, errors)

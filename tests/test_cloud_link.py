@@ -10,8 +10,11 @@ import socket
 import time
 from pathlib import Path as FsPath
 
+import numpy as np
 import pytest
+import soundfile as sf
 
+from edge_asr.daemon.audio import read_audio
 from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig, CloudResult, backoff_delays
 from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import Path, WordArc, build_lattice
@@ -243,6 +246,12 @@ def test_eval_with_a_cloud_fills_rescored(cloud, tiny_model_dir, tmp_path):
     rows = [json.loads(line) for line in (data / "manifest.jsonl").open()][:2]
     for row in rows:
         row["audio_filepath"] = str(data / row["audio_filepath"])
+    # Two requests 2.5 s apart in one clip: two utterances, so no one lattice for its text.
+    both = np.concatenate([read_audio(rows[0]["audio_filepath"]), np.zeros(40000, np.float32),
+                           read_audio(rows[1]["audio_filepath"])])
+    sf.write(tmp_path / "both.wav", both, 16000, subtype="FLOAT")
+    rows.append({**rows[1], "audio_filepath": str(tmp_path / "both.wav"),
+                 "text": rows[0]["text"] + " " + rows[1]["text"]})
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
@@ -256,10 +265,11 @@ def test_eval_with_a_cloud_fills_rescored(cloud, tiny_model_dir, tmp_path):
     assert figures["rescored"] == len(results)
     # Lattice bytes against the audio they stand for (16 kHz PCM: 32,000 bytes a second).
     ratios = sorted(r["lattice_bytes"] / (r["duration"] * 32000) for r in results)
-    assert figures["lattice_to_pcm_median"] == pytest.approx(sum(ratios) / 2, rel=1e-3)
-    # The standing lattices, in the cloud's tuning format.
+    assert figures["lattice_to_pcm_median"] == pytest.approx(ratios[1], rel=1e-3)
+    # The standing lattices, in the cloud's tuning format, of the clips heard as one request.
+    assert [r["utterances"] for r in results] == [1, 1, 2]
     dev = load_dev_set(tmp_path / "lat.jsonl")
-    assert [" ".join(d.reference) for d in dev] == [r["text"] for r in results]
+    assert [" ".join(d.reference) for d in dev] == [r["text"] for r in results[:2]]
 
 
 def test_a_hung_cloud_session_is_dropped_and_opened_anew(cloud, link_to):
