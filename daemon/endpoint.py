@@ -12,8 +12,9 @@ Per utterance the events come in DESIGN.md's order:
     SPEECH_STARTED, SPECULATIVE_ENDPOINT (revision 1), then exactly one of
     CONFIRMED (revision 1 stands)  or  RESET ... FINAL_ENDPOINT (revision 2)
 
-- SPECULATIVE_ENDPOINT fires once per utterance, after `spec_silence` of VAD silence and
-  `spec_blank` of trailing blanks.
+- SPECULATIVE_ENDPOINT fires once per utterance, after `spec_silence` of VAD silence (or
+  `spec_lead` before the final end-pointer's threshold, if that is later) and `spec_blank`
+  of trailing blanks.
 - The final end-point fires after a silence that depends on how finished the text looks
   (`completeness`): up to `final_silence_max` for "dial five five five", down to
   `final_silence_min` for "turn the lights off".
@@ -88,6 +89,10 @@ class EndpointConfig:
     onset_max_gap: float = 0.10  # a longer gap during the onset drops it as noise
     resume_speech: float = 0.06  # voiced run that ends a silence (shorter runs are noise)
     spec_silence: float = 0.2  # VAD silence before the speculative end-point
+    # ... or, when the words look unfinished and the final end-pointer waits long, this much
+    # before the final one: "dial five five five" does not speculate in the pause before
+    # the next digit group, only to be reset when it comes.
+    spec_lead: float = 0.2
     spec_blank: float = 0.08  # trailing blanks, too: the decoder has stopped emitting
     final_silence: float = 0.45  # VAD silence before the final one, text unsure (0.5)
     final_silence_min: float = 0.35  # ... when the text looks finished
@@ -341,7 +346,8 @@ class Endpointer:
         elif silence >= self.final_silence_for(text) and blank_s >= c.final_blank:
             self._end(EndReason.SILENCE, text, events)
         elif (c.speculative and self._phase is Phase.SPEAKING and text
-              and silence >= c.spec_silence and blank_s >= c.spec_blank):
+              and silence >= max(c.spec_silence, self.final_silence_for(text) - c.spec_lead)
+              and blank_s >= c.spec_blank):
             # Not on sound that gave no word yet: in noise that is most often a false
             # start, and speculating on it only earns a RESET when the request begins.
             self._speculate(EndReason.SILENCE, text, events)

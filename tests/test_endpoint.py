@@ -4,6 +4,7 @@ blank counts and best texts are made up to order."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -236,8 +237,10 @@ def test_without_speculation_both_decisions_come_at_the_final_end_point() -> Non
 @pytest.mark.parametrize("pause_s", [0.6, 0.7])
 def test_pause_between_digit_groups_is_not_cut(chunk_frames: int, pause_s: float) -> None:
     first, full = "dial five five five", "dial five five five zero one nine two"
+    # spec_lead off: the speculative end-pointer guesses at spec_silence whatever the words.
     run = simulate([silence(0.3), speech(1.0, first), silence(pause_s),
-                    speech(0.9, full), silence(1.5)], chunk_frames=chunk_frames)
+                    speech(0.9, full), silence(1.5)], chunk_frames=chunk_frames,
+                   config=dataclasses.replace(CONFIG, spec_lead=1.0))
     pause_start, pause_end = 1.3, 1.3 + pause_s
     assert run.kinds == [EventKind.SPEECH_STARTED, EventKind.SPECULATIVE_ENDPOINT,
                          EventKind.RESET, EventKind.FINAL_ENDPOINT]
@@ -250,6 +253,22 @@ def test_pause_between_digit_groups_is_not_cut(chunk_frames: int, pause_s: float
     assert final.text == full and final.revision == 2 and final.reason is EndReason.SILENCE
     assert final.timing is not None and final.timing.reset
     assert final.timing.reset_at == reset.time
+
+
+def test_unfinished_words_speculate_only_spec_lead_before_the_final() -> None:
+    """"dial five five five" then a 0.45 s pause before the next digit group: no
+    speculative end-point, so no RESET; when the speaker has stopped, it comes `spec_lead`
+    before the final one. Finished words speculate at `spec_silence`."""
+    first, full = "dial five five five", "dial five five five zero one nine two"
+    paused = simulate([silence(0.3), speech(1.0, first), silence(0.45), speech(0.9, full),
+                       silence(1.5)])
+    assert grammar(paused.events) == ["SPC"]
+    stopped = simulate([silence(0.3), speech(1.0, first), silence(1.5)])
+    spec, final = stopped.first(EventKind.SPECULATIVE_ENDPOINT), stopped.first(EventKind.CONFIRMED)
+    lead = stopped.endpointer.final_silence_for(first) - CONFIG.spec_lead
+    assert lead > CONFIG.spec_silence
+    assert spec.time - 1.3 == pytest.approx(lead, abs=0.045)
+    assert final.time - spec.time == pytest.approx(CONFIG.spec_lead, abs=0.045)
 
 
 @pytest.mark.parametrize("chunk_frames", [4, 16])
@@ -292,7 +311,7 @@ def test_max_utterance_forces_a_final_and_speech_goes_on_as_a_new_utterance() ->
 
 
 def test_max_utterance_after_a_reset_gives_the_final_endpoint() -> None:
-    config = EndpointConfig(vad_frame_s=FRAME_S, max_utterance=4.0)
+    config = EndpointConfig(vad_frame_s=FRAME_S, max_utterance=4.0, spec_lead=1.0)
     run = simulate([silence(0.5), speech(1.0, "call"), silence(0.4), speech(4.0, "call x")],
                    config=config, finish=False)
     assert grammar(run.events) == ["SPRF", "S"]  # the speech after the cut starts anew
