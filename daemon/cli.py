@@ -39,11 +39,7 @@ def _recognizer(args: argparse.Namespace) -> Recognizer:
 def _pipeline_config(args: argparse.Namespace, config, partials: bool = True):
     """End-pointer and VAD settings from the daemon's configuration (`--config`), so that
     `transcribe` and `eval` decide exactly as a daemon with that configuration would."""
-    from edge_asr.daemon.pipeline import PipelineConfig
-
-    return PipelineConfig(endpoint=config.endpoint, vad_mode=config.vad_mode,
-                          vad_noise_gate_db=config.vad_noise_gate_db, partials=partials,
-                          model_version=Path(args.model).name)
+    return config.pipeline_config(Path(args.model).name, partials=partials)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:

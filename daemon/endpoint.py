@@ -333,6 +333,7 @@ class Endpointer:
         silence = self.trailing_silence + _EPS
         blank_s = math.inf if trailing_blanks is None else trailing_blanks * c.encoder_frame_s
         blank_s += _EPS
+        final_silence = self.final_silence_for(text)  # both end-pointers' thresholds use it
         if self._now - self._timing.speech_start >= c.max_utterance - _EPS:
             self._end(EndReason.MAX_UTTERANCE, text, events)
         elif silence >= c.silence_timeout:
@@ -343,10 +344,10 @@ class Endpointer:
         elif trailing_blanks is not None and not text and c.no_words_timeout \
                 and blank_s >= c.no_words_timeout:
             self._end(EndReason.NO_WORDS, text, events)
-        elif silence >= self.final_silence_for(text) and blank_s >= c.final_blank:
+        elif silence >= final_silence and blank_s >= c.final_blank:
             self._end(EndReason.SILENCE, text, events)
         elif (c.speculative and self._phase is Phase.SPEAKING and text
-              and silence >= max(c.spec_silence, self.final_silence_for(text) - c.spec_lead)
+              and silence >= max(c.spec_silence, final_silence - c.spec_lead)
               and blank_s >= c.spec_blank):
             # Not on sound that gave no word yet: in noise that is most often a false
             # start, and speculating on it only earns a RESET when the request begins.

@@ -76,6 +76,15 @@ class DaemonConfig:
     shutdown_grace_s: float = 3.0
     print_events: bool = False
 
+    def pipeline_config(self, model_version: str, partials: bool | None = None
+                        ) -> PipelineConfig:
+        """What every pipeline of this daemon (and `transcribe`/`eval` given its TOML) runs
+        with; `partials` overrides the configured setting."""
+        return PipelineConfig(endpoint=self.endpoint, vad_mode=self.vad_mode,
+                              vad_noise_gate_db=self.vad_noise_gate_db,
+                              partials=self.partials if partials is None else partials,
+                              model_version=model_version)
+
 
 def config_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     """A dataclass from a TOML table; nested tables fill nested dataclasses, and an unknown
@@ -113,10 +122,7 @@ class Daemon:
         self.recognizer = Recognizer(config.recognizer)
         self.bus = EventBus()
         self.metrics = Metrics()
-        self.pipeline_config = PipelineConfig(
-            endpoint=config.endpoint, vad_mode=config.vad_mode,
-            vad_noise_gate_db=config.vad_noise_gate_db, partials=config.partials,
-            model_version=Path(config.recognizer.model_dir).name)
+        self.pipeline_config = config.pipeline_config(Path(config.recognizer.model_dir).name)
         self.pipeline = self.new_pipeline("mic")
         self.link: CloudLink | None = None
         if config.cloud.address and not config.local_only:

@@ -42,7 +42,7 @@ def loaded_model_bytes(model_dir: Path) -> int:
     from edge_asr.daemon.transducer import read_model_file
 
     total = 0
-    for name in ("encoder.onnx", "decoder.onnx", "joiner.onnx"):
+    for name in (n for n in MODEL_FILES if n.endswith(".onnx")):
         graph = onnx.load_from_string(read_model_file(Path(model_dir), name)).graph
         total += sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
     return total

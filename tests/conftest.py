@@ -100,3 +100,22 @@ def cloud_link():
     yield make
     for link in made:
         link.close()
+
+
+@pytest.fixture
+def recipe_refusal(tmp_path, monkeypatch, capsys):
+    """recipe_refusal(*flags) runs the recipe with these flags, expects it to refuse them
+    before any stage (the cache folder is never created) and returns what it printed."""
+    import sys
+
+    from edge_asr.models import recipe
+
+    def run(*flags: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["recipe", "--data", str(tmp_path / "data"),
+                                          "--out", str(tmp_path / "out"), *flags])
+        with pytest.raises(SystemExit):
+            recipe.main()
+        assert not (tmp_path / "data").exists()  # no stage ran
+        return capsys.readouterr().err
+
+    return run

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import jiwer
@@ -67,26 +66,10 @@ def test_training_set_takes_the_extra_manifests(tmp_path):
     assert Tokenizer(bpe).decode(both[len(rows)][1].tolist()) == "call mom"
 
 
-def test_recipe_refuses_a_missing_extra_manifest_before_any_stage(tmp_path, monkeypatch,
-                                                                  capsys):
-    from edge_asr.models import recipe
-
-    monkeypatch.setattr(sys, "argv", ["recipe", "--data", str(tmp_path / "data"), "--out",
-                                      str(tmp_path / "out"), "--extra-train", "pseudo"])
-    with pytest.raises(SystemExit):
-        recipe.main()
-    assert "pseudo.jsonl" in capsys.readouterr().err
-    assert not (tmp_path / "data").exists()
+def test_recipe_refuses_a_missing_extra_manifest_before_any_stage(recipe_refusal):
+    assert "pseudo.jsonl" in recipe_refusal("--extra-train", "pseudo")
 
 
-def test_recipe_refuses_an_unknown_evaluation_set_before_any_stage(tmp_path, monkeypatch,
-                                                                   capsys):
+def test_recipe_refuses_an_unknown_evaluation_set_before_any_stage(recipe_refusal):
     """`--eval-sets none` once named a set "none", found missing only after training."""
-    from edge_asr.models import recipe
-
-    monkeypatch.setattr(sys, "argv", ["recipe", "--data", str(tmp_path / "data"), "--out",
-                                      str(tmp_path / "out"), "--eval-sets", "none"])
-    with pytest.raises(SystemExit):
-        recipe.main()
-    assert "unknown set(s) none" in capsys.readouterr().err
-    assert not (tmp_path / "data").exists()
+    assert "unknown set(s) none" in recipe_refusal("--eval-sets", "none")

@@ -91,18 +91,8 @@ def test_swapped_weights_are_detected(exported, tmp_path):
         load_from_onnx(bad)
 
 
-def test_recipe_refuses_a_folder_without_fp32_onnx_before_any_stage(tmp_path, monkeypatch,
-                                                                   capsys):
-    import sys
-
-    from edge_asr.models import recipe
-
+def test_recipe_refuses_a_folder_without_fp32_onnx_before_any_stage(tmp_path, recipe_refusal):
     packed = tmp_path / "rnnt-v1-int8"
     packed.mkdir()
     (packed / "encoder.onnx.pack").write_bytes(b"x")
-    monkeypatch.setattr(sys, "argv", ["recipe", "--data", str(tmp_path / "data"), "--out",
-                                      str(tmp_path / "out"), "--init-from", str(packed)])
-    with pytest.raises(SystemExit):
-        recipe.main()
-    assert "no encoder.onnx" in capsys.readouterr().err
-    assert not (tmp_path / "data").exists()  # no stage ran
+    assert "no encoder.onnx" in recipe_refusal("--init-from", str(packed))
