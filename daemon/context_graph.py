@@ -243,9 +243,11 @@ def _short(entry: object) -> str:
 class ContextBuilder:
     """Turns display forms into a ContextGraph with the model's own sentencepiece model."""
 
-    def __init__(self, sp: spm.SentencePieceProcessor | str | Path,
+    def __init__(self, sp: spm.SentencePieceProcessor | str | Path | bytes,
                  bonus: float = DEFAULT_BONUS) -> None:
-        if isinstance(sp, str | Path):
+        if isinstance(sp, bytes):  # the model's serialised proto (a packed bpe.model)
+            sp = spm.SentencePieceProcessor(model_proto=sp)
+        elif isinstance(sp, str | Path):
             sp = spm.SentencePieceProcessor(model_file=str(sp))
         self.sp = sp
         self.bonus = bonus

@@ -36,7 +36,7 @@ from edge_asr.daemon.context_graph import (
 )
 from edge_asr.daemon.features import FRAME_SHIFT_S, SAMPLE_RATE, StreamingFbank
 from edge_asr.daemon.search import GreedySearch, Hypothesis, ModifiedBeamSearch
-from edge_asr.daemon.transducer import ModelError, TransducerModel
+from edge_asr.daemon.transducer import PACKED_SUFFIX, ModelError, TransducerModel, read_model_file
 
 Context = Sequence[str] | Mapping[str, Sequence[str]]
 CONTEXT_CACHE_SIZE = 8  # graphs kept per recognizer; a device has one user, eval a few lists
@@ -132,11 +132,12 @@ class Recognizer:
     def _builder(self) -> ContextBuilder:
         if self._context_builder is None:
             path = self.model.dir / "bpe.model"
-            if not path.is_file():
+            if not path.is_file() and not path.with_name(path.name + PACKED_SUFFIX).is_file():
                 raise ModelError(f"{self.model.dir}: no bpe.model, which contextual biasing "
                                  "needs to spell the context (export it beside tokens.txt)")
+            proto = read_model_file(self.model.dir, "bpe.model")  # plain or packed
             try:
-                builder = ContextBuilder(path, self.config.context_bonus)
+                builder = ContextBuilder(proto, self.config.context_bonus)
             except (OSError, RuntimeError) as e:
                 raise ModelError(f"{path}: not a sentencepiece model: {e}") from e
             pieces = [builder.sp.id_to_piece(i) for i in range(builder.sp.get_piece_size())]

@@ -59,9 +59,12 @@ class MagnitudePruner:
         if not 0.0 <= target < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {target}")
         self.weights = compressible_weights(model)
-        self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.weights.items()}
+        # A model continued from a pruned export keeps its zeros pruned: the schedule only
+        # tightens once it asks for more than the least-pruned weight already has.
+        self.masks = {n: p.detach() != 0 for n, p in self.weights.items()}
         self.target, self.start, self.end, self.every = target, start, end, every
-        self.sparsity = 0.0
+        self.sparsity = min((1.0 - m.float().mean().item() for m in self.masks.values()),
+                            default=0.0)
 
     @torch.no_grad()
     def step(self, step: int) -> None:

@@ -7,12 +7,14 @@ packed file (`NAME.onnx.pack`) is the ONNX file cut at its weight tensors:
 - per weight tensor, whichever is smaller: its raw bytes, or a bitmask of its non-zero
   elements (1 bit each) plus the non-zero values packed together;
 
-all of it compressed with LZMA (xz, in the standard library). Unpacking concatenates the
+all of it compressed with LZMA (xz, in the standard library). The tokenizer (`bpe.model`,
+which spells the biasing context) is packed too, as one LZMA stream: its float scores and
+pieces shrink to about a third. Unpacking concatenates the
 pieces back into the exact bytes of the original file, with numpy alone (no `onnx` package
 on the device), so the model card's sha256 of `NAME.onnx` checks the decoded model, and
 the unpacked file is what sherpa-onnx loads.
 
-    python -m edge_asr.models.packed pack models/rnnt-v1-int8      # NAME.onnx -> .onnx.pack
+    python -m edge_asr.models.packed pack models/rnnt-v1-int8      # NAME -> NAME.pack
     python -m edge_asr.models.packed unpack models/rnnt-v1-int8    # and back
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import lzma
 import struct
 from collections.abc import Sequence
@@ -33,6 +36,8 @@ _DENSE, _SPARSE = 0, 1
 _MIN_WEIGHT_BYTES = 64  # smaller tensors stay in the gaps: not worth a header
 _LZMA = {"format": lzma.FORMAT_XZ, "preset": 9 | lzma.PRESET_EXTREME}
 _HEADER = "<BQQ8s"  # mode, element count, payload bytes, numpy dtype string
+# Packed besides the ONNX files; tokens.txt stays plain (2.6 KB, and people read it).
+OTHER_PACKED = ("bpe.model",)
 
 
 def _encode(values: np.ndarray) -> bytes:
@@ -79,9 +84,18 @@ def pack_bytes(onnx_bytes: bytes) -> bytes:
     for gap, blob in pieces:
         body.write(struct.pack("<Q", len(gap)) + gap + blob)
     body.write(onnx_bytes[pos:])
-    packed = MAGIC + lzma.compress(body.getvalue(), **_LZMA)
-    if unpack_bytes(packed) != onnx_bytes:
-        raise ValueError("packing does not round-trip this model exactly")
+    return _compress(body.getvalue(), onnx_bytes)
+
+
+def pack_plain_bytes(data: bytes) -> bytes:
+    """Any other file in the same container: no weight pieces, the bytes LZMA-compressed."""
+    return _compress(struct.pack("<I", 0) + data, data)
+
+
+def _compress(body: bytes, original: bytes) -> bytes:
+    packed = MAGIC + lzma.compress(body, **_LZMA)
+    if unpack_bytes(packed) != original:
+        raise ValueError("packing does not round-trip this file exactly")
     return packed
 
 
@@ -138,21 +152,25 @@ def weight_bits(onnx_paths: Sequence[Path]) -> float:
     return round(bits / count, 2) if count else 32.0
 
 
-def pack_dir(model_dir: Path, keep_onnx: bool = False) -> dict[str, int]:
-    """Pack every NAME.onnx of a model folder; returns bytes on disk per packed file."""
+def pack_dir(model_dir: Path, keep_plain: bool = False) -> dict[str, int]:
+    """Pack every NAME.onnx of a model folder and its bpe.model; returns bytes on disk per
+    packed file."""
     sizes = {}
-    for path in sorted(model_dir.glob("*.onnx")):
-        packed = pack_bytes(path.read_bytes())
+    paths = sorted(model_dir.glob("*.onnx")) + [p for n in OTHER_PACKED
+                                                if (p := model_dir / n).is_file()]
+    for path in paths:
+        data = path.read_bytes()
+        packed = pack_bytes(data) if path.suffix == ".onnx" else pack_plain_bytes(data)
         out = path.with_name(path.name + SUFFIX)
         out.write_bytes(packed)
         sizes[out.name] = len(packed)
-        if not keep_onnx:
+        if not keep_plain:
             path.unlink()
     return sizes
 
 
 def unpack_dir(model_dir: Path) -> None:
-    for path in sorted(model_dir.glob("*.onnx" + SUFFIX)):
+    for path in sorted(model_dir.glob("*" + SUFFIX)):
         path.with_name(path.name[: -len(SUFFIX)]).write_bytes(unpack_bytes(path.read_bytes()))
 
 
@@ -161,13 +179,31 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["pack", "unpack"])
     p.add_argument("model_dir", type=Path)
-    p.add_argument("--keep-onnx", action="store_true", help="pack: keep the .onnx files too")
+    p.add_argument("--keep-plain", action="store_true",
+                   help="pack: keep the unpacked files too")
     args = p.parse_args()
     if args.action == "pack":
-        for name, size in pack_dir(args.model_dir, args.keep_onnx).items():
+        for name, size in pack_dir(args.model_dir, args.keep_plain).items():
             print(f"{name}: {size:,} bytes")
     else:
         unpack_dir(args.model_dir)
+    refresh_card_bytes(args.model_dir)
+
+
+def refresh_card_bytes(model_dir: Path) -> None:
+    """Keep the card's bytes on disk true after packing or unpacking (its sha256 are of the
+    plain files, so they hold either way)."""
+    card_path = model_dir / "model_card.json"
+    if not card_path.is_file():
+        return
+    card = json.loads(card_path.read_text())
+    on_disk = {}
+    for name in card["sha256"]:
+        for candidate in (model_dir / name, model_dir / (name + SUFFIX)):
+            if candidate.is_file():
+                on_disk[candidate.name] = candidate.stat().st_size
+    card["bytes"], card["bytes_total"] = on_disk, sum(on_disk.values())
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 if __name__ == "__main__":

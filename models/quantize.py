@@ -51,7 +51,8 @@ def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None
     out.mkdir(parents=True, exist_ok=True)
     # What an earlier model left there describes other weights: the runtime would refuse
     # the new files against the old card, and a stale .pack would shadow them.
-    for stale in [out / "model_card.json", *(out / (n + SUFFIX) for n in ONNX_FILES)]:
+    for stale in [out / "model_card.json",
+                  *(out / (n + SUFFIX) for n in (*ONNX_FILES, *OTHER_FILES))]:
         stale.unlink(missing_ok=True)
     for name in ONNX_FILES:
         if calibration is None:
@@ -130,8 +131,10 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
     decoded = {n: (out / n).stat().st_size for n in ONNX_FILES}
     loaded = loaded_model_bytes(out)
     results = evaluate_sets(out, data, eval_sets, workers) if data else {}
-    packed = pack_dir(out)  # the .onnx files are replaced by their .onnx.pack
-    on_disk = {**packed, **{n: (out / n).stat().st_size for n in OTHER_FILES}}
+    packed = pack_dir(out)  # the .onnx files and bpe.model are replaced by their .pack
+    on_disk = {**packed, **{n: (out / n).stat().st_size for n in OTHER_FILES
+                            if (out / n).is_file()}}
+    weights_on_disk = sum(packed[n + SUFFIX] for n in ONNX_FILES)
     card = {
         **{k: base[k] for k in ("architecture", "config", "parameters", "training_data")},
         "training_log": base.get("training_log", []),
@@ -141,7 +144,7 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
         "weight_bits": bits,
         "sparsity": round(zeros / total, 4) if total else 0.0,
         # What the weight matrices really cost on disk, packed: the low bits and the zeros.
-        "bits_per_weight_on_disk": round(8 * sum(packed.values()) / total, 3) if total else 0.0,
+        "bits_per_weight_on_disk": round(8 * weights_on_disk / total, 3) if total else 0.0,
         "bytes": on_disk,
         "bytes_total": sum(on_disk.values()),
         "bytes_decoded": decoded,

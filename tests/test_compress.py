@@ -110,3 +110,25 @@ def test_grid_penalty_pulls_weights_onto_the_grid():
     assert float(compress.grid_penalty(model, 8)) < start / 3
     compress.snap_to_grid(model, 8)
     assert float(compress.grid_penalty(model, 8)) < 1e-8
+
+
+def test_pruner_continuing_a_pruned_model_keeps_its_zeros_and_tightens_from_there():
+    """`--init-from` a 30% sparse export: the zeros stay pruned from the first step (they
+    would regrow under the optimiser before the schedule caught up), and a 50% target
+    prunes only the weights beyond them."""
+    layer = nn.Linear(10, 10, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.arange(100, dtype=torch.float32).view(10, 10) - 49.5)
+        layer.weight[layer.weight.abs() < 15] = 0.0  # 30 zeros
+    zeros = layer.weight == 0
+    pruner = compress.MagnitudePruner(nn.Sequential(layer), 0.5, start=0, end=100, every=1)
+    assert pruner.sparsity == pytest.approx(0.3)
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    opt.zero_grad()
+    (layer.weight.sum() * -1).backward()  # every weight moves, the zeros too
+    opt.step()
+    pruner.step(1)  # the schedule asks for ~1.5%: below what is pruned already
+    assert (layer.weight[zeros] == 0).all()
+    assert (layer.weight == 0).sum() == 30
+    pruner.step(100)
+    assert (layer.weight == 0).sum() == 50 and (layer.weight[zeros] == 0).all()

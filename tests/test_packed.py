@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.transducer import ModelError, TransducerModel
+from edge_asr.daemon.transducer import ModelError, TransducerModel, sha256_of
 from edge_asr.models.packed import pack_bytes, pack_dir, sparsity, unpack_bytes, weight_bits
 
 
@@ -71,19 +71,34 @@ def test_runtime_loads_a_packed_model_and_checks_its_card(tiny_model_dir, tmp_pa
     plain = Recognizer(RecognizerConfig(model_dir=tiny_model_dir))
     packed_dir = tmp_path / "packed"
     shutil.copytree(tiny_model_dir, packed_dir)
+    card = json.loads((packed_dir / "model_card.json").read_text())
+    card["sha256"]["bpe.model"] = sha256_of(packed_dir / "bpe.model")
+    (packed_dir / "model_card.json").write_text(json.dumps(card))
     sizes = pack_dir(packed_dir)
-    assert set(sizes) == {"encoder.onnx.pack", "decoder.onnx.pack", "joiner.onnx.pack"}
+    assert set(sizes) == {"encoder.onnx.pack", "decoder.onnx.pack", "joiner.onnx.pack",
+                          "bpe.model.pack"}
     assert not (packed_dir / "encoder.onnx").exists()
+    assert not (packed_dir / "bpe.model").exists()
+    assert sizes["bpe.model.pack"] < 0.5 * (tiny_model_dir / "bpe.model").stat().st_size
     packed = Recognizer(RecognizerConfig(model_dir=packed_dir))
     audio = np.random.default_rng(2).standard_normal(16000).astype(np.float32) * 0.1
-    results = []
+    context = {"contacts": ["Anna Schmidt", "Oluwaseun"]}
+    results, graphs = [], []
     for rec in (plain, packed):
-        stream = rec.create_stream()
+        stream = rec.create_stream(context)
         stream.accept_waveform(audio)
         stream.input_finished()
         rec.decode(stream)
         results.append(rec.result(stream).tokens)
+        graphs.append([(p.text, p.tokens) for p in rec.context_graph(context).phrases])
     assert results[0] == results[1]  # the same model, decoded from the packed file
+    assert graphs[0] == graphs[1]  # the context spelled by the packed bpe.model
+
+    # a packed tokenizer that decodes to other bytes than the card's is refused
+    card["sha256"]["bpe.model"] = "0" * 64
+    (packed_dir / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="bpe.model.pack.*sha256"):
+        Recognizer(RecognizerConfig(model_dir=packed_dir)).context_graph(context)
 
     # a packed file that decodes to other bytes than the card's sha256 is refused
     card = json.loads((packed_dir / "model_card.json").read_text())
@@ -103,3 +118,22 @@ def test_sparsity_counts_zero_weights(tmp_path):
     path.write_bytes(_matmul_model(w))
     assert sparsity(path) == (16 * 32, 64 * 32)
     assert onnx.load(str(path)).graph.initializer[0].name == "w"
+
+
+def test_pack_command_keeps_the_cards_bytes_true(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    subprocess.run([sys.executable, "-m", "edge_asr.models.packed", "pack", str(folder)],
+                   check=True, capture_output=True)
+    card = json.loads((folder / "model_card.json").read_text())
+    assert "encoder.onnx.pack" in card["bytes"] and "encoder.onnx" not in card["bytes"]
+    assert card["bytes_total"] == sum((folder / n).stat().st_size for n in card["bytes"])
+    subprocess.run([sys.executable, "-m", "edge_asr.models.packed", "unpack", str(folder)],
+                   check=True, capture_output=True)
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["bytes"]["encoder.onnx"] == (folder / "encoder.onnx").stat().st_size
+
