@@ -164,12 +164,41 @@ def markdown_table(card: dict) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(cards: list[dict], method: str = "modified_beam_search") -> str:
+    """Compressed models against the first card (their fp32): bytes on disk, WER per set and
+    its change relative to the first card's (the README's compression table)."""
+    base = cards[0]
+    sets = [s for s in EVAL_SETS if s in base["evaluation"]["sets"]]
+    lines = [f"| model | bytes on disk | weights in memory | WER ({method}): "
+             f"{' / '.join(sets)} | relative to {base['name']} |",
+             "| --- | --- | --- | --- | --- |"]
+    for card in cards:
+        wer = [card["evaluation"]["sets"].get(s, {}).get(method, {}).get("wer") for s in sets]
+        ref = [base["evaluation"]["sets"][s][method]["wer"] for s in sets]
+        ratio = base["bytes_total"] / card["bytes_total"]
+        size = f"{card['bytes_total']:,}" + (f" ({ratio:.2f}x smaller)" if card is not base else "")
+        rel = " / ".join("-" if w is None else f"{100 * (w / r - 1):+.1f}%"
+                         for w, r in zip(wer, ref, strict=True))
+        lines.append(f"| {card['name']} | {size} | "
+                     f"{card['bytes_in_memory_loaded'] / 1e6:.1f} MB | "
+                     f"{' / '.join('-' if w is None else f'{100 * w:.2f}' for w in wer)}% | "
+                     f"{'-' if card is base else rel} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     import argparse
 
-    p = argparse.ArgumentParser(description="print a model card's figures as Markdown")
-    p.add_argument("card", type=Path)
-    card = json.loads(p.parse_args().card.read_text())
+    p = argparse.ArgumentParser(
+        description="print a model card's figures as Markdown; with several cards, compare "
+                    "them with the first (e.g. fp32 first, then its compressed versions)")
+    p.add_argument("card", type=Path, nargs="+", help="model_card.json, or its model folder")
+    paths = [c / "model_card.json" if c.is_dir() else c for c in p.parse_args().card]
+    cards = [json.loads(c.read_text()) for c in paths]
+    if len(cards) > 1:
+        print(comparison_table(cards))
+        return
+    card = cards[0]
     print(markdown_table(card))
     print(f"\nparameters {card['parameters']:,}; bytes on disk {card['bytes_total']:,}; "
           f"loaded in memory {card['bytes_in_memory_loaded'] / 2**20:.1f} MiB; "

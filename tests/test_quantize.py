@@ -76,3 +76,15 @@ def test_quantizing_again_into_a_shipped_folder_replaces_its_card_and_packs(tiny
     card = write_card(base, out, None, (), workers=1)
     assert card["weight_bits"] == 8 and card["bytes_in_memory_loaded"] > 0
     TransducerModel(out)  # loads the packed files against the new card
+
+
+def test_comparison_table_gives_size_ratio_and_relative_wer():
+    from edge_asr.models.card import comparison_table
+
+    def card(name, size, wer):
+        return {"name": name, "bytes_total": size, "bytes_in_memory_loaded": 4_000_000,
+                "evaluation": {"sets": {"test_voices": {"modified_beam_search": {"wer": wer}}}}}
+
+    table = comparison_table([card("fp32", 16_000_000, 0.20), card("int4", 2_000_000, 0.21)])
+    row = table.splitlines()[-1]
+    assert "2,000,000 (8.00x smaller)" in row and "21.00%" in row and "+5.0%" in row
