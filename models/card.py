@@ -172,9 +172,9 @@ def comparison_table(cards: list[dict], method: str = "modified_beam_search") ->
     lines = [f"| model | bytes on disk | weights in memory | WER ({method}): "
              f"{' / '.join(sets)} | relative to {base['name']} |",
              "| --- | --- | --- | --- | --- |"]
+    ref = [base["evaluation"]["sets"][s][method]["wer"] for s in sets]
     for card in cards:
         wer = [card["evaluation"]["sets"].get(s, {}).get(method, {}).get("wer") for s in sets]
-        ref = [base["evaluation"]["sets"][s][method]["wer"] for s in sets]
         ratio = base["bytes_total"] / card["bytes_total"]
         size = f"{card['bytes_total']:,}" + (f" ({ratio:.2f}x smaller)" if card is not base else "")
         rel = " / ".join("-" if w is None else f"{100 * (w / r - 1):+.1f}%"

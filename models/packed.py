@@ -25,7 +25,7 @@ import io
 import json
 import lzma
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,17 @@ def main() -> None:
     refresh_card_bytes(args.model_dir)
 
 
+def bytes_on_disk(model_dir: Path, names: Iterable[str]) -> dict[str, int]:
+    """Bytes of each named file as the folder holds it: plain (NAME), packed (NAME.pack),
+    or both after an unpack."""
+    on_disk = {}
+    for name in names:
+        for candidate in (model_dir / name, model_dir / (name + SUFFIX)):
+            if candidate.is_file():
+                on_disk[candidate.name] = candidate.stat().st_size
+    return on_disk
+
+
 def refresh_card_bytes(model_dir: Path) -> None:
     """Keep the card's bytes on disk true after packing or unpacking (its sha256 are of the
     plain files, so they hold either way)."""
@@ -197,11 +208,7 @@ def refresh_card_bytes(model_dir: Path) -> None:
     if not card_path.is_file():
         return
     card = json.loads(card_path.read_text())
-    on_disk = {}
-    for name in card["sha256"]:
-        for candidate in (model_dir / name, model_dir / (name + SUFFIX)):
-            if candidate.is_file():
-                on_disk[candidate.name] = candidate.stat().st_size
+    on_disk = bytes_on_disk(model_dir, card["sha256"])
     card["bytes"], card["bytes_total"] = on_disk, sum(on_disk.values())
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edge_asr.daemon.transducer import sha256_of
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
-from edge_asr.models.packed import SUFFIX, pack_dir, sparsity, weight_bits
+from edge_asr.models.packed import SUFFIX, bytes_on_disk, pack_dir, sparsity, weight_bits
 
 ONNX_FILES = ("encoder.onnx", "decoder.onnx", "joiner.onnx")
 OTHER_FILES = ("tokens.txt", "bpe.model")
@@ -132,8 +132,7 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
     loaded = loaded_model_bytes(out)
     results = evaluate_sets(out, data, eval_sets, workers) if data else {}
     packed = pack_dir(out)  # the .onnx files and bpe.model are replaced by their .pack
-    on_disk = {**packed, **{n: (out / n).stat().st_size for n in OTHER_FILES
-                            if (out / n).is_file()}}
+    on_disk = bytes_on_disk(out, (*ONNX_FILES, *OTHER_FILES))
     weights_on_disk = sum(packed[n + SUFFIX] for n in ONNX_FILES)
     card = {
         **{k: base[k] for k in ("architecture", "config", "parameters", "training_data")},

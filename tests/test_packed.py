@@ -126,7 +126,6 @@ def test_pack_command_keeps_the_cards_bytes_true(tiny_model_dir, tmp_path):
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_model_dir, folder)
-    card = json.loads((folder / "model_card.json").read_text())
     subprocess.run([sys.executable, "-m", "edge_asr.models.packed", "pack", str(folder)],
                    check=True, capture_output=True)
     card = json.loads((folder / "model_card.json").read_text())
@@ -136,4 +135,3 @@ def test_pack_command_keeps_the_cards_bytes_true(tiny_model_dir, tmp_path):
                    check=True, capture_output=True)
     card = json.loads((folder / "model_card.json").read_text())
     assert card["bytes"]["encoder.onnx"] == (folder / "encoder.onnx").stat().st_size
-
