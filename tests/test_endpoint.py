@@ -570,6 +570,8 @@ UNFINISHED = [
     "dial one five five five", "dial one five five five one two three", "dial five",
     "dial the number", "call this number", "dial extension", "dial extension one two",
     "punch in five five five", "dial out to five five five", "the number is",
+    "call this number five seven five three", "the number is seven three three five",
+    "punch in four four three nine",
     "turn on", "turn off", "switch on", "turn", "turn the", "turn the lights off in the",
     "lights on in", "set the", "set the temperature to", "dim the lights to", "put on",
     "put on some", "warm up", "cross off", "take milk off",
@@ -614,7 +616,8 @@ def test_finished_requests_score_high(text: str) -> None:
     assert looks_complete(text) >= 0.7
 
 
-@pytest.mark.parametrize("text", ["", "okay", "siobhan", "dial one eight hundred"])
+@pytest.mark.parametrize("text", ["", "okay", "siobhan", "dial one eight hundred",
+                                  "my code is four four three nine"])
 def test_unsure_requests_score_in_the_middle(text: str) -> None:
     assert 0.3 <= looks_complete(text) <= 0.6
 
