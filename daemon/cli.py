@@ -31,7 +31,8 @@ DEFAULT_CLOUD_LM = Path(__file__).resolve().parent.parent / "models" / "cloud-lm
 
 def _recognizer(args: argparse.Namespace) -> Recognizer:
     return Recognizer(RecognizerConfig(model_dir=args.model, decoding_method=args.decoding,
-                                       beam=args.beam, threads=args.threads,
+                                       beam=args.beam, context_beam=args.context_beam,
+                                       threads=args.threads,
                                        length_norm=not args.no_length_norm,
                                        context_bonus=args.context_bonus))
 
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--decoding", choices=["greedy_search", "modified_beam_search"],
                         default="modified_beam_search")
         sp.add_argument("--beam", type=int, default=4)
+        sp.add_argument("--context-beam", type=int, default=RecognizerConfig.context_beam,
+                        help="beam width while a biasing context is set (at least --beam)")
         sp.add_argument("--no-length-norm", action="store_true",
                         help="beam search: pick the best hypothesis by total log-prob, not "
                              "log-prob per token")

@@ -49,6 +49,11 @@ class RecognizerConfig:
     model_dir: str | Path = DEFAULT_MODEL_DIR
     decoding_method: str = "modified_beam_search"  # or "greedy_search"
     beam: int = 4
+    # Beam width while a biasing context is set (at least `beam`; 0: just `beam`). Boosted
+    # partial matches of names take beam slots from the paths the audio supports; a wider
+    # beam keeps both. On dev (rnnt-v1, bonus 1.5) 8 instead of 4 took WER with the context
+    # from 12.58 to 10.76% and name recall from 61.5 to 67.7%.
+    context_beam: int = 8
     # Best hypothesis by log-prob per token rather than in total (see search.py).
     length_norm: bool = True
     threads: int = 1  # onnxruntime intra-op threads: one leaves the other core to the device
@@ -116,6 +121,9 @@ class Recognizer:
         if config.decoding_method not in ("greedy_search", "modified_beam_search"):
             raise ValueError(f"unknown decoding_method {config.decoding_method!r}: "
                              "use greedy_search or modified_beam_search")
+        if config.beam < 1 or config.context_beam < 0:
+            raise ValueError(f"beam must be >= 1 and context_beam >= 0, got {config.beam} "
+                             f"and {config.context_beam}")
         self.config = config
         self.model = model or TransducerModel(config.model_dir, threads=config.threads)
         self._context_builder: ContextBuilder | None = None
@@ -126,8 +134,10 @@ class Recognizer:
                    ) -> GreedySearch | ModifiedBeamSearch:
         if self.config.decoding_method == "greedy_search":
             return GreedySearch(self.model)  # greedy search has no use for a context
-        return ModifiedBeamSearch(self.model, self.config.beam, context_graph,
-                                  self.config.length_norm)
+        beam = self.config.beam
+        if context_graph is not None and not context_graph.is_empty:
+            beam = max(beam, self.config.context_beam)
+        return ModifiedBeamSearch(self.model, beam, context_graph, self.config.length_norm)
 
     def _builder(self) -> ContextBuilder:
         if self._context_builder is None:

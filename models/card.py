@@ -128,6 +128,8 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         "continued_from": _lineage(exp / "lineage.json"),
         "evaluation": {"command": "edge-asr eval DATA/manifests/<set>.jsonl [--no-context] "
                                   "--decoding <method>", "sets": results,
+                       "beam": RecognizerConfig.beam,
+                       "context_beam": max(RecognizerConfig.beam, RecognizerConfig.context_beam),
                        "sets_described": {
                            "test_voices": "held-out voices, held-out sentences, clean",
                            "test_sentences": "training voices, held-out sentences, clean",
@@ -147,7 +149,10 @@ def markdown_table(card: dict) -> str:
     """The card's WER table as Markdown (what the README shows)."""
     sets = card["evaluation"]["sets"]
     described = card["evaluation"].get("sets_described", {})
-    lines = ["| set | greedy WER | beam-4 WER | beam-4 + context WER | RTF greedy | RTF beam |",
+    # Cards written before context_beam existed searched with beam 4 with the context too.
+    wide = card["evaluation"].get("context_beam", 4)
+    lines = [f"| set | greedy WER | beam-4 WER | beam-{wide} + context WER | RTF greedy | "
+             "RTF beam |",
              "| --- | --- | --- | --- | --- | --- |"]
     def cell(by: dict, key: str, field: str = "wer", pct: bool = True) -> str:
         value = by.get(key, {}).get(field)

@@ -124,9 +124,10 @@ def test_decoding_flags_reach_the_recognizer(tiny_model_dir):
 
     args = build_parser().parse_args(["eval", "m.jsonl", "--output", "r.jsonl", "--model",
                                       str(tiny_model_dir), "--context-bonus", "0.75",
-                                      "--no-length-norm", "--beam", "6"])
+                                      "--no-length-norm", "--beam", "6", "--context-beam", "10"])
     config = _recognizer(args).config
-    assert (config.context_bonus, config.length_norm, config.beam) == (0.75, False, 6)
+    assert (config.context_bonus, config.length_norm, config.beam, config.context_beam) == (
+        0.75, False, 6, 10)
     defaults = build_parser().parse_args(["eval", "m.jsonl", "--output", "r.jsonl", "--model",
                                           str(tiny_model_dir)])
     assert _recognizer(defaults).config.length_norm is True

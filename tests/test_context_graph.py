@@ -268,7 +268,8 @@ def occurrences(tokens: list[int], phrase: list[int]) -> int:
 
 
 def test_context_boosts_a_phrase_the_model_scores_low(model_dir, audio, sp):
-    rec = Recognizer(RecognizerConfig(model_dir=model_dir, context_bonus=1.5))
+    # beam 4 with and without the context, so that the two searches compare like for like
+    rec = Recognizer(RecognizerConfig(model_dir=model_dir, context_bonus=1.5, context_beam=0))
     phrase = sp.encode(PHRASE)
     plain = decode(rec, audio)
     assert plain.nbest_bias == [0.0] * len(plain.nbest)
@@ -291,6 +292,21 @@ def test_empty_context_decodes_exactly_as_none(model_dir, audio):
         same = decode(rec, audio, context=context)
         assert (same.tokens, same.nbest, same.nbest_log_probs) == (
             plain.tokens, plain.nbest, plain.nbest_log_probs)
+
+
+def test_a_context_widens_the_beam_to_context_beam(model_dir, sp):
+    rec = Recognizer(RecognizerConfig(model_dir=model_dir, beam=4, context_beam=8))
+    graph = rec.context_graph([PHRASE])
+    assert rec.new_search(graph).beam == 8
+    assert rec.new_search(None).beam == 4
+    assert rec.new_search(rec.context_graph([])).beam == 4  # an empty context is none
+    # context_beam is a floor, never a cap; 0 turns it off
+    assert Recognizer(RecognizerConfig(model_dir=model_dir, beam=12, context_beam=8),
+                      model=rec.model).new_search(graph).beam == 12
+    assert Recognizer(RecognizerConfig(model_dir=model_dir, context_beam=0),
+                      model=rec.model).new_search(graph).beam == 4
+    with pytest.raises(ValueError, match="context_beam"):
+        Recognizer(RecognizerConfig(model_dir=model_dir, context_beam=-1), model=rec.model)
 
 
 def test_greedy_search_ignores_the_context(model_dir, audio):

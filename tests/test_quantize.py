@@ -88,3 +88,14 @@ def test_comparison_table_gives_size_ratio_and_relative_wer():
     table = comparison_table([card("fp32", 16_000_000, 0.20), card("int4", 2_000_000, 0.21)])
     row = table.splitlines()[-1]
     assert "2,000,000 (8.00x smaller)" in row and "21.00%" in row and "+5.0%" in row
+
+
+def test_card_table_names_the_beam_the_context_was_searched_with():
+    from edge_asr.models.card import markdown_table
+
+    sets = {"test_names": {"modified_beam_search": {"wer": 0.4},
+                           "modified_beam_search+context": {"wer": 0.34}}}
+    new = markdown_table({"evaluation": {"sets": sets, "context_beam": 8}})
+    old = markdown_table({"evaluation": {"sets": sets}})  # a card from before context_beam
+    assert "beam-8 + context WER" in new.splitlines()[0] and "34.00%" in new
+    assert "beam-4 + context WER" in old.splitlines()[0]
