@@ -72,6 +72,7 @@ class PipelineConfig:
     vad_mode: int = 2
     vad_frame_ms: int = 30
     vad_noise_gate_db: float = 3.0  # see daemon/vad.py
+    vad_level_gate: float = 0.4
     preroll_s: float = 0.3  # audio before the detected onset fed to the new stream
     partials: bool = True
     model_version: str = ""
@@ -91,7 +92,7 @@ class Pipeline:
                                          "vad_frame_s": self.config.vad_frame_ms / 1000})
         self.endpointer = Endpointer(endpoint)
         self.vad = Vad(self.config.vad_mode, self.config.vad_frame_ms,
-                       self.config.vad_noise_gate_db)
+                       self.config.vad_noise_gate_db, level_gate=self.config.vad_level_gate)
         self.source = source
         self._context: Context | None = None
         self._next_context: Context | None = None

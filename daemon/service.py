@@ -71,6 +71,7 @@ class DaemonConfig:
     local_only: bool = False  # nothing leaves the device, even with a cloud address
     vad_mode: int = 2
     vad_noise_gate_db: float = 3.0  # a speech frame must be this far above the noise floor
+    vad_level_gate: float = 0.4  # ... and this share of the way up to the speech level
     partials: bool = True
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     shutdown_grace_s: float = 3.0
@@ -82,6 +83,7 @@ class DaemonConfig:
         with; `partials` overrides the configured setting."""
         return PipelineConfig(endpoint=self.endpoint, vad_mode=self.vad_mode,
                               vad_noise_gate_db=self.vad_noise_gate_db,
+                              vad_level_gate=self.vad_level_gate,
                               partials=self.partials if partials is None else partials,
                               model_version=model_version)
 

@@ -14,6 +14,13 @@ more energy than the noise floor, tracked as a running minimum of frame energy t
 up `floor_rise_db_per_s` so that it follows noise that gets louder (minimum statistics,
 much simplified).
 
+The floor is a minimum, and music or chatter moves 2-3 dB (one standard deviation) around
+its mean, so at 10 dB SNR half of the frames after a request still cleared floor + 3 dB.
+`level_gate` adds a threshold between the floor and the speaker's level: a frame must also
+rise `level_gate` of the way from the floor to the running level of the frames that
+passed (the energy smoothed over 3 frames; the level sinks `level_decay_db_per_s` toward
+the floor while nothing passes, so that a quieter talker gets through after a while).
+
 `SpeechSmoother` removes isolated noise frames: a speech region opens only when N of the
 last M frames are speech. It adds no delay at the end of speech, so silence measured on
 its output starts when speech stops.
@@ -27,6 +34,10 @@ from collections.abc import Iterable
 import numpy as np
 import webrtcvad
 
+_LEVEL_SMOOTH_FRAMES = 3  # the level gate compares energy averaged over 90 ms: one loud
+# noise frame is not speech
+_LEVEL_ALPHA = 0.05  # the speech level's moving average: about 20 passing frames
+
 SAMPLE_RATE = 16000
 FRAME_MS_CHOICES = (10, 20, 30)  # the only frame sizes webrtcvad accepts
 MODES = (0, 1, 2, 3)  # 0 least aggressive about filtering non-speech, 3 most
@@ -36,21 +47,31 @@ class Vad:
     """webrtcvad over float audio in [-1, 1] (or int16), in pieces of any length."""
 
     def __init__(self, mode: int = 2, frame_ms: int = 30, noise_gate_db: float = 0.0,
-                 floor_rise_db_per_s: float = 3.0) -> None:
+                 floor_rise_db_per_s: float = 3.0, level_gate: float = 0.0,
+                 level_decay_db_per_s: float = 1.0) -> None:
         if isinstance(mode, bool) or not isinstance(mode, int) or mode not in MODES:
             raise ValueError(f"VAD mode must be one of {MODES}, got {mode!r}")
         if isinstance(frame_ms, bool) or not isinstance(frame_ms, int) \
                 or frame_ms not in FRAME_MS_CHOICES:
             raise ValueError(f"VAD frame_ms must be one of {FRAME_MS_CHOICES}, got {frame_ms!r}")
         for name, value in (("noise_gate_db", noise_gate_db),
-                            ("floor_rise_db_per_s", floor_rise_db_per_s)):
+                            ("floor_rise_db_per_s", floor_rise_db_per_s),
+                            ("level_gate", level_gate),
+                            ("level_decay_db_per_s", level_decay_db_per_s)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"VAD {name} must be a finite number >= 0, got {value!r}")
+        if level_gate >= 1:
+            raise ValueError(f"VAD level_gate must be below 1 (a share of the way from the "
+                             f"noise floor to the speech level), got {level_gate!r}")
         self.mode = mode
         self.frame_ms = frame_ms
         self.noise_gate_db = float(noise_gate_db)
+        self.level_gate = float(level_gate)
         self._rise_per_frame = floor_rise_db_per_s * frame_ms / 1000
+        self._level_decay_per_frame = level_decay_db_per_s * frame_ms / 1000
         self._floor_db: float | None = None  # None until the first frame
+        self._level_db: float | None = None  # None until a frame passes the gates
+        self._recent_db: deque[float] = deque(maxlen=_LEVEL_SMOOTH_FRAMES)
         self.frame_samples = SAMPLE_RATE * frame_ms // 1000
         self._vad = webrtcvad.Vad(mode)
         self._pending = np.zeros(0, np.int16)
@@ -81,6 +102,13 @@ class Vad:
         self._pending = np.zeros(0, np.int16)
         self._frames_done = 0
         self._floor_db = None
+        self._level_db = None
+        self._recent_db.clear()
+
+    @property
+    def speech_level_db(self) -> float | None:
+        """Running level of the frames that passed the gates, dBFS (None before any)."""
+        return self._level_db
 
     def process(self, samples: np.ndarray) -> list[bool]:
         """One speech flag per frame completed by `samples` (16 kHz mono)."""
@@ -93,7 +121,7 @@ class Vad:
         frames = pcm[:cut].reshape(n_frames, self.frame_samples)
         flags = [self._vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in frames]
         self._frames_done += n_frames
-        if self.noise_gate_db and n_frames:
+        if (self.noise_gate_db or self.level_gate) and n_frames:
             flags = self._gate(frames, flags)
         return flags
 
@@ -104,8 +132,23 @@ class Vad:
         for e, flag in zip(energy_db.tolist(), flags, strict=True):
             floor = e if self._floor_db is None else min(e, self._floor_db + self._rise_per_frame)
             self._floor_db = floor
-            out.append(flag and e > floor + self.noise_gate_db)
+            speech = flag and e > floor + self.noise_gate_db
+            if self.level_gate:
+                speech = self._level_check(e, floor, speech)
+            out.append(speech)
         return out
+
+    def _level_check(self, e: float, floor: float, speech: bool) -> bool:
+        self._recent_db.append(e)
+        smooth = sum(self._recent_db) / len(self._recent_db)
+        level = self._level_db
+        if speech and level is not None:
+            speech = smooth > floor + self.level_gate * (level - floor)
+        if speech:
+            self._level_db = smooth if level is None else level + _LEVEL_ALPHA * (smooth - level)
+        elif level is not None:
+            self._level_db = max(floor, level - self._level_decay_per_frame)
+        return speech
 
 
 def _to_int16(samples: np.ndarray) -> np.ndarray:

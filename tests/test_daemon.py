@@ -105,6 +105,9 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown setting.*beem"):
         load_config(bad)
     good = tmp_path / "good.toml"
-    good.write_text('vad_mode = 3\n[endpoint]\nspec_silence = 0.2\n[source]\nkind = "none"\n')
+    good.write_text('vad_mode = 3\nvad_level_gate = 0.25\n[endpoint]\nspec_silence = 0.2\n'
+                    '[source]\nkind = "none"\n')
     config = load_config(good)
     assert config.vad_mode == 3 and config.endpoint.spec_silence == 0.2
+    pc = config.pipeline_config("m")  # what every pipeline of the daemon runs with
+    assert (pc.vad_mode, pc.vad_level_gate) == (3, 0.25)

@@ -521,6 +521,60 @@ def test_noise_gate_hears_the_silence_in_a_hum_and_keeps_the_speech() -> None:
     assert sum(gated[17:33]) >= 0.8 * sum(plain[17:33]) and not any(gated[34:])
 
 
+def _wobbly_hum(seconds: float, dbfs: float, seed: int) -> np.ndarray:
+    """Music-like noise: a hum whose level jumps by 2.5 dB (one standard deviation) every
+    60 ms, so that a minimum-tracking floor sits well below most of its frames."""
+    x = _drone(seconds, dbfs, f0=98.0)
+    gains = 10 ** (np.random.default_rng(seed).normal(0, 2.5, int(seconds / 0.06) + 1) / 20)
+    return (x * np.repeat(gains, 960)[: x.size]).astype(np.float32)
+
+
+def _longest_silence_s(flags: list[bool]) -> float:
+    best = run = 0
+    for flag in flags:
+        run = 0 if flag else run + 1
+        best = max(best, run)
+    return best * 0.03
+
+
+def test_level_gate_hears_the_silence_after_speech_in_moving_noise() -> None:
+    """At 10 dB SNR in music-like noise the floor gate alone leaves no 0.35 s of silence
+    after a request, so no end-point fires; the level gate does, and keeps the speech."""
+    audio = _wobbly_hum(5.0, -32.0, seed=1)
+    audio[16000:48000] += _voiced(2.0) * 10 ** (-2 / 20)  # 1-3 s, about 10 dB above
+    floor_only = Vad(2, 30, noise_gate_db=3.0).process(audio)
+    vad = Vad(2, 30, noise_gate_db=3.0, level_gate=0.4)
+    both = vad.process(audio)
+    after = slice(101, 135)  # the first second after the speech
+    assert _longest_silence_s(floor_only[after]) < 0.35  # the premise
+    assert _longest_silence_s(both[after]) >= 0.75
+    assert sum(both[34:100]) >= 0.9 * sum(floor_only[34:100])  # the speech stays speech
+    assert vad.speech_level_db is not None and vad.speech_level_db > vad.noise_floor_db
+
+
+def test_level_gate_lets_a_quieter_talker_through_after_a_while() -> None:
+    """The level sinks toward the floor while nothing passes, so a talker 14 dB quieter than
+    the last one (5 dB above a hum) is not gated out for good."""
+    audio = _drone(14.0, -40.0)
+    audio[16000:32000] += _voiced(1.0)  # 1-2 s, loud
+    audio[192000:208000] += _voiced(1.0) * 10 ** (-14 / 20)  # 12-13 s, soft
+    vad = Vad(2, 30, noise_gate_db=3.0, level_gate=0.4)
+    loud = vad.process(audio[:40000])
+    loud_level = vad.speech_level_db
+    vad.process(audio[40000:192000])  # 9.5 s of hum alone
+    assert sum(loud[33:66]) >= 25
+    assert vad.speech_level_db <= loud_level - 8
+    assert sum(vad.process(audio[192000:208000])) >= 18
+
+
+@pytest.mark.parametrize("kwargs", [{"level_gate": 1.0}, {"level_gate": -0.1},
+                                    {"level_gate": float("nan")},
+                                    {"level_decay_db_per_s": -1.0}])
+def test_vad_refuses_a_bad_level_gate(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="level"):
+        Vad(2, 30, noise_gate_db=3.0, **kwargs)
+
+
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
 def test_vad_refuses_a_bad_noise_gate(value: float) -> None:
     with pytest.raises(ValueError, match="noise_gate_db"):

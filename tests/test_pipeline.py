@@ -84,3 +84,10 @@ def test_silence_and_noise_produce_no_utterance(recognizer):
     rng = np.random.default_rng(0)
     quiet = (rng.standard_normal(16000 * 3) * 1e-4).astype(np.float32)
     assert run_pipeline(Pipeline(recognizer), quiet) == []
+
+
+def test_the_vad_settings_reach_the_pipelines_vad(recognizer):
+    config = PipelineConfig(vad_mode=3, vad_noise_gate_db=4.0, vad_level_gate=0.25)
+    vad = Pipeline(recognizer, config).vad
+    assert (vad.mode, vad.noise_gate_db, vad.level_gate) == (3, 4.0, 0.25)
+    assert Pipeline(recognizer).vad.level_gate == PipelineConfig().vad_level_gate > 0
