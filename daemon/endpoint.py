@@ -93,6 +93,10 @@ class EndpointConfig:
     # before the final one: "dial five five five" does not speculate in the pause before
     # the next digit group, only to be reset when it comes.
     spec_lead: float = 0.2
+    # ... but only this much when the words clearly stop mid-request ("call", "text"): the
+    # speaker is then most often pausing before a name or a digit group, and a guess in
+    # that pause is mostly taken back.
+    spec_lead_unfinished: float = 0.1
     spec_blank: float = 0.08  # trailing blanks, too: the decoder has stopped emitting
     final_silence: float = 0.45  # VAD silence before the final one, text unsure (0.5)
     final_silence_min: float = 0.35  # ... when the text looks finished
@@ -347,11 +351,16 @@ class Endpointer:
         elif silence >= final_silence and blank_s >= c.final_blank:
             self._end(EndReason.SILENCE, text, events)
         elif (c.speculative and self._phase is Phase.SPEAKING and text
-              and silence >= max(c.spec_silence, final_silence - c.spec_lead)
+              and silence >= max(c.spec_silence, final_silence - self._spec_lead(final_silence))
               and blank_s >= c.spec_blank):
             # Not on sound that gave no word yet: in noise that is most often a false
             # start, and speculating on it only earns a RESET when the request begins.
             self._speculate(EndReason.SILENCE, text, events)
+
+    def _spec_lead(self, final_silence: float) -> float:
+        c = self.config
+        return c.spec_lead_unfinished if final_silence >= c.final_silence_max - _EPS \
+            else c.spec_lead
 
     def _speculate(self, reason: EndReason, text: str, events: list[EndpointEvent]) -> None:
         assert self._timing is not None

@@ -65,8 +65,9 @@ def test_speech_resuming_after_a_speculative_endpoint_gives_reset(recognizer):
     # outcome does not depend on how finished the (possibly random) model's words look, nor
     # on its blanks.
     config = PipelineConfig(endpoint=EndpointConfig(
-        spec_silence=0.2, spec_lead=1.0, spec_blank=0.0, final_blank=0.0, final_silence_min=0.9,
-        final_silence=0.9, final_silence_max=1.0, blank_timeout=0.0, no_words_timeout=0.0))
+        spec_silence=0.2, spec_lead=1.0, spec_lead_unfinished=1.0, spec_blank=0.0,
+        final_blank=0.0, final_silence_min=0.9, final_silence=0.9, final_silence_max=1.0,
+        blank_timeout=0.0, no_words_timeout=0.0))
     pause = np.zeros(int(0.5 * 16000), np.float32)
     lead = np.zeros(8000, np.float32)
     tail = np.zeros(int(1.5 * 16000), np.float32)
