@@ -84,6 +84,7 @@ class Summary:
     premature_cuts: float = 0.0  # share of utterances whose final end-point cut speech
     resets: float = 0.0  # share of utterances whose speculative lattice was revised
     no_endpoint: int = 0  # utterances where no end-point fired before the audio ended
+    false_starts: int = 0  # utterances of noise alone that ended before the request began
     lattice_bytes_median: float | None = None
     # What a lattice costs against sending the audio itself: median over utterances of
     # lattice bytes / bytes of the same audio as 16 kHz 16-bit PCM, and as Opus at 16 kbit/s.
@@ -108,6 +109,7 @@ class Summary:
                 f"EP90 {self.speculative_ep90}s; final EP50 {self.final_ep50}s "
                 f"EP90 {self.final_ep90}s; premature cuts {100 * self.premature_cuts:.1f}%; "
                 f"resets {100 * self.resets:.1f}%; no end-point {self.no_endpoint}; "
+                f"false starts {self.false_starts}; "
                 f"lattice bytes median {self.lattice_bytes_median} (of the audio as 16 kHz "
                 f"PCM {self.lattice_to_pcm_median}, as 16 kbit/s Opus "
                 f"{self.lattice_to_opus16k_median})")
@@ -135,6 +137,27 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
 
 
 _FINALS = (EventType.CONFIRMED, EventType.FINAL_ENDPOINT)
+
+
+def request_endpoints(events: list[Event], speech_start: float | None) -> dict:
+    """The request's end-point keys of a results row: its first speculative and first final
+    decision times, whether it was reset, and how many false starts came before it.
+
+    Noise before the request can make an utterance of its own that ends before the request
+    begins (a false start); its end-points are not the request's. The first final decision
+    after the start of speech is the one scored, even if an end-pointer cut the request
+    into several utterances (that is a premature cut).
+    """
+    if speech_start is None:
+        before, request = [], events
+    else:
+        before = [e for e in events if e.type in _FINALS and e.audio_time <= speech_start]
+        request = [e for e in events if e.audio_time > speech_start]
+    spec = next((e for e in request if e.type is EventType.SPECULATIVE_ENDPOINT), None)
+    final = next((e for e in request if e.type in _FINALS), None)
+    return {"speculative_endpoint": _decision_time(spec), "final_endpoint": _decision_time(final),
+            "reset": any(e.type is EventType.RESET for e in request),
+            "false_starts": len(before)}
 
 
 def _decision_time(event: Event | None) -> float | None:
@@ -177,11 +200,11 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         answers = [e for e in closing if e.type is EventType.RESCORED]
         rescored = normalize_text(" ".join(e.text for e in answers)) if answers else None
     finals = [e for e in events if e.type in _FINALS]
-    first_spec = next((e for e in events if e.type is EventType.SPECULATIVE_ENDPOINT), None)
     last = finals[-1] if finals else None
     # One request may come out as several utterances if an end-pointer cut it: the
-    # hypothesis is all of them in order, and the first final decision is the one scored.
+    # hypothesis is all of them in order (words of a false start too: they are insertions).
     hypothesis = normalize_text(" ".join(e.text for e in finals if e.text))
+    timing = request_endpoints(events, entry.speech_start)
     sent = [serialize(e.lattice) for e in events if e.lattice is not None]
     reference = normalize_text(entry.text)
     spoken = names_in(reference, entry.context)
@@ -191,9 +214,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "hypothesis": hypothesis,
         "nbest": [normalize_text(t) for t, _ in last.nbest] if last else [],
         "rescored": rescored,
-        "speculative_endpoint": _decision_time(first_spec),
-        "final_endpoint": _decision_time(finals[0] if finals else None),
-        "reset": any(e.type is EventType.RESET for e in events),
+        **timing,
         "lattice_bytes": sum(len(lattice) for lattice in sent),
         "utterances": len(finals),
         "cpu_seconds": round(cpu, 4),
@@ -253,6 +274,7 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         premature_cuts=len(premature) / len(timed) if timed else 0.0,
         resets=sum(bool(r["reset"]) for r in rows) / len(rows) if rows else 0.0,
         no_endpoint=sum(r["final_endpoint"] is None for r in rows),
+        false_starts=sum(r.get("false_starts", 0) for r in rows),
         lattice_bytes_median=float(np.median(sent)) if sent else None,
         lattice_to_pcm_median=_ratio_median(sized, PCM_BYTES_PER_SECOND),
         lattice_to_opus16k_median=_ratio_median(sized, OPUS_16K_BYTES_PER_SECOND),

@@ -92,3 +92,29 @@ def test_the_vad_settings_reach_the_pipelines_vad(recognizer):
     vad = Pipeline(recognizer, config).vad
     assert (vad.mode, vad.noise_gate_db, vad.level_gate) == (3, 4.0, 0.25)
     assert Pipeline(recognizer).vad.level_gate == PipelineConfig().vad_level_gate > 0
+
+
+def _ev(kind: str, at: float, reason: str = "silence"):
+    from edge_asr.daemon.pipeline import Event
+    return Event(EventType[kind], "u", at, reason=reason)
+
+
+def test_a_false_start_before_the_request_is_not_its_end_point():
+    """Noise at 0.2-0.6 s made an utterance of its own; the request (speech from 1.0 s) ended
+    at 2.9 s. Its end-points are the request's, and the noise is counted as a false start."""
+    from edge_asr.daemon.evaluate import request_endpoints
+    events = [_ev("SPEECH_STARTED", 0.3), _ev("SPECULATIVE_ENDPOINT", 0.55),
+              _ev("CONFIRMED", 0.7), _ev("SPEECH_STARTED", 1.1),
+              _ev("SPECULATIVE_ENDPOINT", 2.7), _ev("RESET", 2.8),
+              _ev("FINAL_ENDPOINT", 2.9)]
+    row = request_endpoints(events, speech_start=1.0)
+    assert row == {"speculative_endpoint": 2.7, "final_endpoint": 2.9, "reset": True,
+                   "false_starts": 1}
+    # Without a known start of speech every final counts: the first is scored.
+    assert request_endpoints(events, None)["final_endpoint"] == 0.7
+    # A request cut in two: the first final after the start of speech is the one scored.
+    cut = [_ev("SPEECH_STARTED", 1.1), _ev("SPECULATIVE_ENDPOINT", 1.6), _ev("CONFIRMED", 1.8),
+           _ev("SPEECH_STARTED", 2.0), _ev("SPECULATIVE_ENDPOINT", 2.7),
+           _ev("CONFIRMED", 2.9, "end_of_input")]
+    assert request_endpoints(cut, 1.0) == {"speculative_endpoint": 1.6, "final_endpoint": 1.8,
+                                          "reset": False, "false_starts": 0}
