@@ -1,6 +1,8 @@
 """Real-time factor of streaming recognition on one thread (printed, never asserted).
 
-Recognizer alone (greedy and modified beam search) and the daemon's whole pipeline.
+Recognizer alone (greedy and modified beam search) and the daemon's whole pipeline, without
+and with each clip's biasing context (the manifest's; the search then runs `context_beam`
+wide).
 
     python bench/rtf.py [--model DIR [--model DIR2 ...]] [--clips DIR] [--repeats N]
 
@@ -47,7 +49,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
-    clips = [read_audio(f) for f in sorted(args.clips.glob("*.flac"))]
+    paths = sorted(args.clips.glob("*.flac"))
+    clips = [read_audio(f) for f in paths]
+    manifest = args.clips / "manifest.jsonl"
+    by_name = {} if not manifest.is_file() else {
+        r["audio_filepath"]: r.get("context") for r in map(json.loads, manifest.open())}
+    contexts = [by_name.get(f.name) for f in paths]
     audio_s = sum(len(c) for c in clips) / SAMPLE_RATE
     figures: dict[str, object] = {"machine": f"{cpu_name()}, {os.cpu_count()} cores",
                                   "audio_seconds": round(audio_s, 2), "threads": 1}
@@ -60,10 +67,14 @@ def main() -> None:
         runs.append((time.process_time() - t) / audio_s)
     figures["rtf_features"] = round(statistics.median(runs), 5)
     models = args.model or [DEFAULT_MODEL_DIR]
-    for method in ("greedy_search", "modified_beam_search", "pipeline"):
+    methods = ["greedy_search", "modified_beam_search", "pipeline"]
+    if any(contexts):
+        methods.append("pipeline_context")
+    for method in methods:
         recs = [Recognizer(RecognizerConfig(
             model_dir=m, threads=1,
-            decoding_method="modified_beam_search" if method == "pipeline" else method))
+            decoding_method="greedy_search" if method == "greedy_search"
+            else "modified_beam_search"))
             for m in models]
         runs: list[list[float]] = [[] for _ in models]
         for rec in recs:
@@ -71,13 +82,18 @@ def main() -> None:
         for _ in range(args.repeats):
             for i, rec in enumerate(recs):
                 t = time.process_time()
-                for c in clips:
-                    if method == "pipeline":  # VAD, features, model, beam search,
-                        run_pipeline(Pipeline(rec), c)  # end-pointers, lattices
+                for c, context in zip(clips, contexts, strict=True):
+                    if method.startswith("pipeline"):  # VAD, features, model, beam search,
+                        pipeline = Pipeline(rec)  # end-pointers, lattices
+                        if method == "pipeline_context":  # the graph's build counts too
+                            pipeline.set_context(context)
+                        run_pipeline(pipeline, c)
                     else:
                         recognize_samples(rec, c)
                 runs[i].append((time.process_time() - t) / audio_s)
-        key = "rtf_pipeline_modified_beam_search" if method == "pipeline" else f"rtf_{method}"
+        key = {"pipeline": "rtf_pipeline_modified_beam_search",
+               "pipeline_context": "rtf_pipeline_modified_beam_search_context"
+               }.get(method, f"rtf_{method}")
         for i, m in enumerate(models):
             name = "" if len(models) == 1 else f"{Path(m).name}:"
             figures[name + key] = round(statistics.median(runs[i]), 5)
