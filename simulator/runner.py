@@ -139,8 +139,10 @@ def _daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
         return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
 
     return "\n".join([
+        f"vad_level_gate = {json.dumps(dev.vad_level_gate)}\n",
         table("recognizer", {"model_dir": model, "decoding_method": dev.decoding,
-                             "beam": dev.beam, "threads": dev.threads}),
+                             "beam": dev.beam, "context_beam": dev.context_beam,
+                             "threads": dev.threads}),
         table("endpoint", dataclasses.asdict(endpoint)),
         table("source", {"kind": "files", "files": [str(wav)], "realtime": scenario.realtime,
                          "gap_s": 0.0, "wait_for_subscriber": True}),

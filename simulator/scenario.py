@@ -13,7 +13,8 @@
     latency_ms = 30
     [cloud]                         # CloudSim
     nlu_cost_ms = 150
-    [device]                        # DeviceProfile: threads, cores, a music player's load
+    [device]                        # DeviceProfile: beams, VAD level gate, threads, cores,
+                                    # a music player's load
     [endpoint]                      # daemon EndpointConfig overrides
     [link]                          # daemon CloudLinkConfig overrides
 
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from edge_asr.daemon.cloud_link import CloudLinkConfig
 from edge_asr.daemon.endpoint import EndpointConfig
-from edge_asr.daemon.service import config_from_dict
+from edge_asr.daemon.recognizer import RecognizerConfig
+from edge_asr.daemon.service import DaemonConfig, config_from_dict
 from edge_asr.simulator.netem import NetworkConfig
 from edge_asr.simulator.room import NoiseBed, RoomConfig, UtteranceSource
 
@@ -48,6 +50,8 @@ class DeviceProfile:
     model: str = ""  # acoustic model folder; "" = the shipped one
     decoding: str = "modified_beam_search"
     beam: int = 4
+    context_beam: int = RecognizerConfig.context_beam  # beam while the context is set
+    vad_level_gate: float = DaemonConfig.vad_level_gate  # daemon/vad.py; 0 turns it off
     threads: int = 1  # onnxruntime intra-op threads
     cores: list[int] = field(default_factory=list)  # pin the daemon here; [] = any core
     music_load: float = 0.0  # share of the daemon's first core a music player takes

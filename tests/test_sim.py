@@ -38,6 +38,22 @@ def test_unknown_keys_and_bad_values_are_errors_that_name_them(tmp_path):
         load_scenario("no_such_scenario")
 
 
+def test_device_settings_of_a_scenario_reach_the_daemons_configuration(tmp_path):
+    from edge_asr.daemon.service import load_config
+    from edge_asr.simulator.runner import _daemon_toml
+
+    scenario = load_scenario(_scenario(tmp_path, "[device]\nvad_level_gate = 0.0\n"
+                                                 "context_beam = 0\nbeam = 6\n"))
+    toml = tmp_path / "daemon.toml"
+    toml.write_text(_daemon_toml(scenario, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
+    config = load_config(toml)
+    assert (config.vad_level_gate, config.recognizer.context_beam, config.recognizer.beam) == (
+        0.0, 0, 6)
+    default = load_scenario(_scenario(tmp_path, ""))
+    toml.write_text(_daemon_toml(default, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
+    assert load_config(toml).vad_level_gate == 0.4
+
+
 def test_accelerated_scenario_reports_every_request(tmp_path):
     scenario = load_scenario(_scenario(tmp_path, "realtime = false\n[room]\nrt60 = 0.2\n"
                                        'noise = [{ kind = "kitchen", snr_db = 30 }]'))
