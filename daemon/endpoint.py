@@ -89,6 +89,10 @@ class EndpointConfig:
     onset_max_gap: float = 0.10  # a longer gap during the onset drops it as noise
     resume_speech: float = 0.06  # voiced run that ends a silence (shorter runs are noise)
     spec_silence: float = 0.2  # VAD silence before the speculative end-point
+    # ... in noise (the VAD's speech level under `noisy_snr_db` above its noise floor), where
+    # the gated VAD also hears the gaps between words as silence.
+    spec_silence_noisy: float = 0.3
+    noisy_snr_db: float = 15.0
     # ... or, when the words look unfinished and the final end-pointer waits long, this much
     # before the final one: "dial five five five" does not speculate in the pause before
     # the next digit group, only to be reset when it comes.
@@ -125,7 +129,8 @@ class EndpointConfig:
                 raise ValueError(f"EndpointConfig.{f.name} must be a finite number >= 0, "
                                  f"got {value!r}")
         for name in ("vad_frame_s", "encoder_frame_s", "min_speech", "resume_speech",
-                     "spec_silence", "final_silence_min", "max_utterance"):
+                     "spec_silence", "spec_silence_noisy", "final_silence_min",
+                     "max_utterance"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EndpointConfig.{name} must be > 0")
         if not self.final_silence_min <= self.final_silence <= self.final_silence_max:
@@ -178,6 +183,7 @@ class Endpointer:
         self._completeness = completeness  # lambda text: 0.5 turns the adjustment off
         self._phase = Phase.IDLE
         self._now = 0.0
+        self._noisy = False  # the last update's snr_db was under noisy_snr_db
         self._count = 0  # utterances started so far
         self._timing: UtteranceTiming | None = None
         self._clear_utterance_state()
@@ -217,7 +223,7 @@ class Endpointer:
         return c.final_silence - min(1.0, span) * (c.final_silence - c.final_silence_min)
 
     def update(self, now: float, speech_flags: Sequence[bool], trailing_blanks: int | None,
-               text: str) -> list[EndpointEvent]:
+               text: str, snr_db: float | None = None) -> list[EndpointEvent]:
         """Feed what happened up to audio time `now`.
 
         now: audio seconds at the end of the last flag in `speech_flags` (Vad.time_s).
@@ -225,8 +231,10 @@ class Endpointer:
         trailing_blanks: blank encoder frames at the end of the best path (None: unknown,
             the end-pointers then go by the VAD alone).
         text: the current best hypothesis, normalised.
+        snr_db: the VAD's estimate of speech over noise (Vad.snr_db), None if unknown.
         """
         self._check_inputs(now, trailing_blanks)
+        self._noisy = snr_db is not None and snr_db < self.config.noisy_snr_db
         events: list[EndpointEvent] = []
         frame_s = self.config.vad_frame_s
         n = len(speech_flags)
@@ -253,6 +261,7 @@ class Endpointer:
         """Forget everything: a new stream whose clock starts again at 0."""
         self._phase = Phase.IDLE
         self._now = 0.0
+        self._noisy = False
         self._count = 0
         self._timing = None
         self._clear_utterance_state()
@@ -351,7 +360,8 @@ class Endpointer:
         elif silence >= final_silence and blank_s >= c.final_blank:
             self._end(EndReason.SILENCE, text, events)
         elif (c.speculative and self._phase is Phase.SPEAKING and text
-              and silence >= max(c.spec_silence, final_silence - self._spec_lead(final_silence))
+              and silence >= max(c.spec_silence_noisy if self._noisy else c.spec_silence,
+                                 final_silence - self._spec_lead(final_silence))
               and blank_s >= c.spec_blank):
             # Not on sound that gave no word yet: in noise that is most often a false
             # start, and speculating on it only earns a RESET when the request begins.

@@ -128,7 +128,8 @@ class Pipeline:
         else:
             decoded = 0
         text, blanks = self._best()
-        for ep in self.endpointer.update(self.vad.time_s, flags, blanks, text):
+        for ep in self.endpointer.update(self.vad.time_s, flags, blanks, text,
+                                         snr_db=self.vad.snr_db):
             events += self._on_endpoint(ep)
         if decoded and self._stream is not None and self.config.partials:
             events += self._partial()

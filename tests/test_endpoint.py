@@ -68,7 +68,7 @@ class Run:
 
 def simulate(segments: list[Segment], config: EndpointConfig = CONFIG,
              chunk_frames: int | list[int] = 4, blank_lag_s: float = 0.04,
-             blanks: str = "follow", finish: bool = True) -> Run:
+             blanks: str = "follow", finish: bool = True, snr_db: float | None = None) -> Run:
     """Feed a timeline in decoder-sized calls.
 
     blanks="follow": the best path's trailing blanks follow the silence, `blank_lag_s`
@@ -93,7 +93,8 @@ def simulate(segments: list[Segment], config: EndpointConfig = CONFIG,
         k += 1
         end = min(len(flags), pos + size)
         events += ep.update(round(end * FRAME_S, 9), flags[pos:end],
-                            _blanks(flags, end, blank_lag_s, blanks), texts[end - 1])
+                            _blanks(flags, end, blank_lag_s, blanks), texts[end - 1],
+                            snr_db=snr_db)
         pos = end
     if finish:
         events += ep.finish(round(len(flags) * FRAME_S, 9), texts[-1] if texts else "")
@@ -278,6 +279,20 @@ def test_unfinished_words_speculate_only_spec_lead_before_the_final() -> None:
         < CONFIG.final_silence_max
     spec, final = likely.first(EventKind.SPECULATIVE_ENDPOINT), likely.first(EventKind.CONFIRMED)
     assert final.time - spec.time == pytest.approx(CONFIG.spec_lead, abs=0.045)
+
+
+def test_in_noise_the_speculative_end_point_waits_for_a_longer_silence() -> None:
+    """At a low speech-to-noise estimate the gated VAD hears gaps between words as silence:
+    a 0.25 s gap speculates in a quiet room, not in noise; after the request the noisy
+    speculative end-point comes at spec_silence_noisy."""
+    words = [silence(0.3), speech(0.8, "turn the lights"), silence(0.25),
+             speech(0.5, "turn the lights off"), silence(1.5)]
+    assert grammar(simulate(words, snr_db=35.0).events) == ["SPRF"]
+    noisy = simulate(words, snr_db=8.0)
+    assert grammar(noisy.events) == ["SPC"]
+    spec = noisy.first(EventKind.SPECULATIVE_ENDPOINT)
+    assert spec.time - 1.85 == pytest.approx(CONFIG.spec_silence_noisy, abs=0.045)
+    assert grammar(simulate(words).events) == ["SPRF"]  # unknown: as in a quiet room
 
 
 @pytest.mark.parametrize("chunk_frames", [4, 16])
@@ -562,6 +577,22 @@ def test_level_gate_hears_the_silence_after_speech_in_moving_noise() -> None:
     assert _longest_silence_s(both[after]) >= 0.75
     assert sum(both[34:100]) >= 0.9 * sum(floor_only[34:100])  # the speech stays speech
     assert vad.speech_level_db is not None and vad.speech_level_db > vad.noise_floor_db
+
+
+def test_vad_estimates_the_speech_to_noise_ratio() -> None:
+    quiet = (np.random.default_rng(0).standard_normal(16000) * 10 ** (-60 / 20)).astype(
+        np.float32)
+    clean = Vad(2, 30, noise_gate_db=3.0)
+    assert clean.snr_db is None
+    clean.process(np.concatenate([quiet, _voiced(1.0), quiet]))
+    noisy = Vad(2, 30, noise_gate_db=3.0, level_gate=0.4)
+    audio = _wobbly_hum(5.0, -32.0, seed=1)
+    audio[16000:48000] += _voiced(2.0) * 10 ** (-2 / 20)
+    noisy.process(audio)
+    assert clean.snr_db > 25 and noisy.snr_db < 15
+    ungated = Vad(2, 30)
+    ungated.process(audio)
+    assert ungated.snr_db is None  # no gate, no estimate
 
 
 def test_level_gate_lets_a_quieter_talker_through_after_a_while() -> None:
