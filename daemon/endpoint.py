@@ -183,7 +183,6 @@ class Endpointer:
         self._completeness = completeness  # lambda text: 0.5 turns the adjustment off
         self._phase = Phase.IDLE
         self._now = 0.0
-        self._noisy = False  # the last update's snr_db was under noisy_snr_db
         self._count = 0  # utterances started so far
         self._timing: UtteranceTiming | None = None
         self._clear_utterance_state()
@@ -234,7 +233,6 @@ class Endpointer:
         snr_db: the VAD's estimate of speech over noise (Vad.snr_db), None if unknown.
         """
         self._check_inputs(now, trailing_blanks)
-        self._noisy = snr_db is not None and snr_db < self.config.noisy_snr_db
         events: list[EndpointEvent] = []
         frame_s = self.config.vad_frame_s
         n = len(speech_flags)
@@ -243,7 +241,8 @@ class Endpointer:
             self._on_frame(bool(flag), end - frame_s, end, text, events)
         self._now = now
         if self._phase in _OPEN:
-            self._decide_end(trailing_blanks, text, events)
+            noisy = snr_db is not None and snr_db < self.config.noisy_snr_db
+            self._decide_end(trailing_blanks, text, noisy, events)
         return events
 
     def finish(self, now: float, text: str) -> list[EndpointEvent]:
@@ -261,7 +260,6 @@ class Endpointer:
         """Forget everything: a new stream whose clock starts again at 0."""
         self._phase = Phase.IDLE
         self._now = 0.0
-        self._noisy = False
         self._count = 0
         self._timing = None
         self._clear_utterance_state()
@@ -339,7 +337,7 @@ class Endpointer:
 
     # ------------------------------------------------------------ decisions
 
-    def _decide_end(self, trailing_blanks: int | None, text: str,
+    def _decide_end(self, trailing_blanks: int | None, text: str, noisy: bool,
                     events: list[EndpointEvent]) -> None:
         assert self._timing is not None
         c = self.config
@@ -360,7 +358,7 @@ class Endpointer:
         elif silence >= final_silence and blank_s >= c.final_blank:
             self._end(EndReason.SILENCE, text, events)
         elif (c.speculative and self._phase is Phase.SPEAKING and text
-              and silence >= max(c.spec_silence_noisy if self._noisy else c.spec_silence,
+              and silence >= max(c.spec_silence_noisy if noisy else c.spec_silence,
                                  final_silence - self._spec_lead(final_silence))
               and blank_s >= c.spec_blank):
             # Not on sound that gave no word yet: in noise that is most often a false

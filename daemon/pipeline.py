@@ -72,7 +72,7 @@ class PipelineConfig:
     vad_mode: int = 2
     vad_frame_ms: int = 30
     vad_noise_gate_db: float = 3.0  # see daemon/vad.py
-    vad_level_gate: float = 0.4
+    vad_level_gate: float = 0.4  # see daemon/vad.py (level_gate)
     preroll_s: float = 0.3  # audio before the detected onset fed to the new stream
     partials: bool = True
     model_version: str = ""

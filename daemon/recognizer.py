@@ -59,6 +59,11 @@ class RecognizerConfig:
     threads: int = 1  # onnxruntime intra-op threads: one leaves the other core to the device
     context_bonus: float = DEFAULT_BONUS  # log-prob bonus per token of a context phrase
 
+    @property
+    def beam_with_context(self) -> int:
+        """The beam searched while a (non-empty) biasing context is set."""
+        return max(self.beam, self.context_beam)
+
 
 @dataclass
 class Result:
@@ -134,9 +139,8 @@ class Recognizer:
                    ) -> GreedySearch | ModifiedBeamSearch:
         if self.config.decoding_method == "greedy_search":
             return GreedySearch(self.model)  # greedy search has no use for a context
-        beam = self.config.beam
-        if context_graph is not None and not context_graph.is_empty:
-            beam = max(beam, self.config.context_beam)
+        biased = context_graph is not None and not context_graph.is_empty
+        beam = self.config.beam_with_context if biased else self.config.beam
         return ModifiedBeamSearch(self.model, beam, context_graph, self.config.length_norm)
 
     def _builder(self) -> ContextBuilder:

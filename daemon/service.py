@@ -71,7 +71,8 @@ class DaemonConfig:
     local_only: bool = False  # nothing leaves the device, even with a cloud address
     vad_mode: int = 2
     vad_noise_gate_db: float = 3.0  # a speech frame must be this far above the noise floor
-    vad_level_gate: float = 0.4  # ... and this share of the way up to the speech level
+    vad_level_gate: float = PipelineConfig.vad_level_gate  # ... and this share of the way
+    # up to the speech level
     partials: bool = True
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     shutdown_grace_s: float = 3.0

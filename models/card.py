@@ -129,7 +129,7 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         "evaluation": {"command": "edge-asr eval DATA/manifests/<set>.jsonl [--no-context] "
                                   "--decoding <method>", "sets": results,
                        "beam": RecognizerConfig.beam,
-                       "context_beam": max(RecognizerConfig.beam, RecognizerConfig.context_beam),
+                       "context_beam": RecognizerConfig().beam_with_context,
                        "sets_described": {
                            "test_voices": "held-out voices, held-out sentences, clean",
                            "test_sentences": "training voices, held-out sentences, clean",
