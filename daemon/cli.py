@@ -34,7 +34,8 @@ def _recognizer(args: argparse.Namespace) -> Recognizer:
                                        beam=args.beam, context_beam=args.context_beam,
                                        threads=args.threads,
                                        length_norm=not args.no_length_norm,
-                                       context_bonus=args.context_bonus))
+                                       context_bonus=args.context_bonus,
+                                       name_rescue=not args.no_name_rescue))
 
 
 def _pipeline_config(args: argparse.Namespace, config, partials: bool = True):
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "log-prob per token")
         sp.add_argument("--context-bonus", type=float, default=DEFAULT_BONUS,
                         help="log-prob bonus per token of a context phrase")
+        sp.add_argument("--no-name-rescue", action="store_true",
+                        help="skip the second pass that puts back context names the beam "
+                             "lost (daemon/name_rescue.py)")
         sp.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
         sp.add_argument("--config", type=Path,
                         help="daemon TOML whose [endpoint] and vad_mode settings to use")

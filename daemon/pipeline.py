@@ -173,7 +173,7 @@ class Pipeline:
         if self._stream is None:
             return "", None
         search = self._stream.search
-        best = search.nbest[0]
+        best = search.ranked[0]  # the beam's own: the end-pointer follows what the beam hears
         last = best.timestamps[-1] + 1 if best.timestamps else 0
         return self.recognizer.model.detokenize(list(best.tokens)), search.frame_offset - last
 
@@ -210,22 +210,28 @@ class Pipeline:
             return []
         uid = self._utterance_id
         if kind is EventKind.SPECULATIVE_ENDPOINT:
+            # The name rescue runs at end-points only (a forward pass per candidate); the
+            # end-pointer compares the beam's own best texts, so CONFIRMED still means "the
+            # beam did not change its mind".
+            self.recognizer.rescue_names(self._stream)
             self._speculative = self._nbest()
-            return [Event(EventType.SPECULATIVE_ENDPOINT, uid, ep.time, ep.text, revision=1,
-                          nbest=self._speculative, lattice=self._lattice(1, True),
+            return [Event(EventType.SPECULATIVE_ENDPOINT, uid, ep.time, self._speculative[0][0],
+                          revision=1, nbest=self._speculative, lattice=self._lattice(1, True),
                           reason=ep.reason.value if ep.reason else "")]
         if kind is EventKind.RESET:
             return [Event(EventType.RESET, uid, ep.time, ep.text, revision=1,
                           reason="speech resumed" if ep.reason is None else ep.reason.value)]
         # CONFIRMED or FINAL_ENDPOINT: the utterance is over; the stream is closed.
-        self._stream.search.finalize()
-        if kind is EventKind.CONFIRMED:
-            event = Event(EventType.CONFIRMED, uid, ep.time, ep.text, revision=1,
-                          nbest=self._speculative or self._nbest(),
-                          reason=ep.reason.value if ep.reason else "")
+        if kind is EventKind.CONFIRMED:  # the speculative n-best (rescue included) stands
+            self._stream.search.finalize()
+            nbest = self._speculative or self._nbest()
+            event = Event(EventType.CONFIRMED, uid, ep.time, nbest[0][0], revision=1,
+                          nbest=nbest, reason=ep.reason.value if ep.reason else "")
         else:
-            event = Event(EventType.FINAL_ENDPOINT, uid, ep.time, ep.text, revision=2,
-                          nbest=self._nbest(), lattice=self._lattice(2, False),
+            self.recognizer.end_utterance(self._stream)
+            nbest = self._nbest()
+            event = Event(EventType.FINAL_ENDPOINT, uid, ep.time, nbest[0][0], revision=2,
+                          nbest=nbest, lattice=self._lattice(2, False),
                           reason=ep.reason.value if ep.reason else "")
         if ep.timing is not None:
             event.speech_start = ep.timing.speech_start

@@ -35,6 +35,7 @@ from edge_asr.daemon.context_graph import (
     context_entries,
 )
 from edge_asr.daemon.features import FRAME_SHIFT_S, SAMPLE_RATE, StreamingFbank
+from edge_asr.daemon.name_rescue import ContextPhrase, rescue
 from edge_asr.daemon.search import GreedySearch, Hypothesis, ModifiedBeamSearch
 from edge_asr.daemon.transducer import PACKED_SUFFIX, ModelError, TransducerModel, read_model_file
 
@@ -58,6 +59,12 @@ class RecognizerConfig:
     length_norm: bool = True
     threads: int = 1  # onnxruntime intra-op threads: one leaves the other core to the device
     context_bonus: float = DEFAULT_BONUS  # log-prob bonus per token of a context phrase
+    # Second pass at end-points while a context is set (name_rescue.py): context names the
+    # beam lost, put back when the transducer confirms them. Candidates are spans within
+    # this normalised edit distance (spelling or sound key) of a name, at most this many.
+    name_rescue: bool = True
+    rescue_distance: float = 0.4
+    rescue_candidates: int = 24
 
     @property
     def beam_with_context(self) -> int:
@@ -84,6 +91,8 @@ class OnlineStream:
         self.search = recognizer.new_search(context_graph)
         self.finished = False
         self.finalized = False  # the search's end-of-input step has run
+        # The name rescue's last question and answer: (best tokens, phrase put in or None).
+        self.rescue_memo: tuple[tuple[int, ...], ContextPhrase | None] | None = None
         self.frames_decoded = 0  # feature frames whose encoder output is in the search
         self._chunk = model.info.chunk_frames
         self._shift = model.info.chunk_shift
@@ -126,6 +135,9 @@ class Recognizer:
         if config.decoding_method not in ("greedy_search", "modified_beam_search"):
             raise ValueError(f"unknown decoding_method {config.decoding_method!r}: "
                              "use greedy_search or modified_beam_search")
+        if not 0.0 <= config.rescue_distance <= 1.0 or config.rescue_candidates < 0:
+            raise ValueError("rescue_distance must be in [0, 1] and rescue_candidates >= 0, "
+                             f"got {config.rescue_distance} and {config.rescue_candidates}")
         if config.beam < 1 or config.context_beam < 0:
             raise ValueError(f"beam must be >= 1 and context_beam >= 0, got {config.beam} "
                              f"and {config.context_beam}")
@@ -195,9 +207,44 @@ class Recognizer:
             stream.search.step(enc[0])
             n += 1
         if stream.finished and not stream.finalized:
-            stream.search.finalize()
-            stream.finalized = True
+            self.end_utterance(stream)
         return n
+
+    def end_utterance(self, stream: OnlineStream) -> None:
+        """The utterance is over (end of input or a final end-point): unfinished context
+        matches give their bonus back, then the name rescue runs on what is left."""
+        if stream.finalized:
+            return
+        stream.search.finalize()
+        stream.finalized = True
+        self.rescue_names(stream)
+
+    def rescue_names(self, stream: OnlineStream) -> None:
+        """The second pass of biasing (name_rescue.py) over the frames decoded so far; the
+        rescued hypothesis, if any, leads the n-best. Once per frame count; a no-op without
+        a context or with name_rescue off."""
+        search = stream.search
+        if (not self.config.name_rescue or not isinstance(search, ModifiedBeamSearch)
+                or search.context is None or search.led_at == search.frame_offset):
+            return
+        best = search.ranked[0]
+        memo = stream.rescue_memo
+        if memo is not None and memo[0] == best.tokens:
+            # The same best hypothesis, a few more frames (the speculative end-point's, now
+            # at the final): the same answer; only the phrase that won is checked again.
+            if memo[1] is None:
+                search.lead_with(None)
+                return
+            phrases = [memo[1]]
+        else:
+            graph = search.context
+            phrases = [ContextPhrase(self.model.detokenize(list(p.tokens)), p.tokens,
+                                     graph.bonus if p.bonus is None else p.bonus)
+                       for p in graph.phrases]
+        found = rescue(self.model, search.encoder_out, best, phrases, self._builder().sp.encode,
+                       self.config.rescue_distance, self.config.rescue_candidates)
+        search.lead_with(found[0] if found else None)
+        stream.rescue_memo = (best.tokens, found[1] if found else None)
 
     def result(self, stream: OnlineStream) -> Result:
         nbest: list[Hypothesis] = stream.search.nbest

@@ -93,6 +93,8 @@ class GreedySearch(_Search):
     def nbest(self) -> list[Hypothesis]:
         return [self.hyp]
 
+    ranked = nbest
+
 
 class ModifiedBeamSearch(_Search):
     def __init__(self, model: TransducerModel, beam: int = 4,
@@ -110,11 +112,38 @@ class ModifiedBeamSearch(_Search):
             raise ValueError(f"context graph is for {self.context.vocab_size} tokens, the model "
                              f"has {model.info.vocab_size}: built with another bpe.model?")
         self.finalized = False
+        # With a context the utterance's encoder frames are kept for the name rescue's
+        # second pass (name_rescue.py): 1 KB per 40 ms frame.
+        self.frames: list[np.ndarray] = []
+        # A hypothesis from outside the beam (the rescue's) that leads the n-best until the
+        # next frame; with the frame offset it was made for.
+        self._leader: Hypothesis | None = None
+        self._leader_at = -1
 
     def step(self, encoder_out: np.ndarray) -> None:
+        if self.context is not None:
+            self.frames.append(encoder_out)
         for frame in encoder_out:
             self.hyps = self._step_frame(frame)
             self.frame_offset += 1
+
+    @property
+    def encoder_out(self) -> np.ndarray:
+        """The kept encoder frames (T, J) of the utterance so far (empty without context)."""
+        if not self.frames:
+            return np.zeros((0, 0), np.float32)
+        if len(self.frames) > 1:
+            self.frames = [np.concatenate(self.frames)]
+        return self.frames[0]
+
+    def lead_with(self, hyp: Hypothesis | None) -> None:
+        """Put `hyp` first in the n-best for the frames decoded so far (None: nothing)."""
+        self._leader, self._leader_at = hyp, self.frame_offset
+
+    @property
+    def led_at(self) -> int:
+        """Frame offset of the last lead_with call (-1: never)."""
+        return self._leader_at
 
     def _step_frame(self, frame: np.ndarray) -> list[Hypothesis]:
         hyps = self.hyps
@@ -185,8 +214,17 @@ class ModifiedBeamSearch(_Search):
         return h.score / (len(h.tokens) + self.model.info.context_size)
 
     @property
-    def nbest(self) -> list[Hypothesis]:
-        """Hypotheses, best first; the beam itself (self.hyps) stays ranked by raw score."""
+    def ranked(self) -> list[Hypothesis]:
+        """The beam's own hypotheses, best first (self.hyps stays ranked by raw score)."""
         if not self.length_norm:
             return self.hyps
         return sorted(self.hyps, key=self._ranking, reverse=True)
+
+    @property
+    def nbest(self) -> list[Hypothesis]:
+        """`ranked`, led by the rescued hypothesis while it is current (`lead_with`)."""
+        ranked = self.ranked
+        leader = self._leader
+        if leader is None or self._leader_at != self.frame_offset:
+            return ranked
+        return [leader] + [h for h in ranked if h.tokens != leader.tokens]
