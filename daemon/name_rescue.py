@@ -237,8 +237,8 @@ def rescue(model: TransducerModel, encoder_out: np.ndarray, hyp: Hypothesis,
            max_distance: float = 0.4, max_candidates: int = 24
            ) -> tuple[Hypothesis, ContextPhrase] | None:
     """A hypothesis with a context phrase the audio supports in place of a misheard span,
-    and that phrase; or None. `encode` spells a text with the model's sentencepiece units; each candidate
-    costs one forward pass (a joiner call over frames x tokens)."""
+    and that phrase; or None. `encode` spells a text with the model's sentencepiece units;
+    each candidate costs one forward pass (a joiner call over frames x span tokens)."""
     words = model.detokenize(list(hyp.tokens)).split()
     candidates = propose(words, [p.text for p in phrases], max_distance, max_candidates)
     if not candidates or encoder_out.shape[0] == 0:
