@@ -93,6 +93,10 @@ class EndpointConfig:
     # the gated VAD also hears the gaps between words as silence.
     spec_silence_noisy: float = 0.3
     noisy_snr_db: float = 15.0
+    # ... and the final end-pointer waits this much longer there: in noise a pause inside a
+    # request ("dial one six nine ... two five") is heard as silence sooner, and the words
+    # before it are often misheard, so the text cannot tell that more is coming.
+    final_silence_noisy_extra: float = 0.0
     # ... or, when the words look unfinished and the final end-pointer waits long, this much
     # before the final one: "dial five five five" does not speculate in the pause before
     # the next digit group, only to be reset when it comes.
@@ -345,6 +349,8 @@ class Endpointer:
         blank_s = math.inf if trailing_blanks is None else trailing_blanks * c.encoder_frame_s
         blank_s += _EPS
         final_silence = self.final_silence_for(text)  # both end-pointers' thresholds use it
+        if noisy:
+            final_silence += c.final_silence_noisy_extra
         if self._now - self._timing.speech_start >= c.max_utterance - _EPS:
             self._end(EndReason.MAX_UTTERANCE, text, events)
         elif silence >= c.silence_timeout:

@@ -295,6 +295,25 @@ def test_in_noise_the_speculative_end_point_waits_for_a_longer_silence() -> None
     assert grammar(simulate(words).events) == ["SPRF"]  # unknown: as in a quiet room
 
 
+def test_in_noise_the_final_end_point_can_be_told_to_wait_longer() -> None:
+    """final_silence_noisy_extra (off by default) holds the final end-point in noise only:
+    a 0.5 s pause after words that look finished cuts at 8 dB by default, and is bridged
+    with 0.3 s extra; a quiet room decides exactly as before."""
+    words = [silence(0.3), speech(0.8, "turn on the lights"), silence(0.5),
+             speech(0.6, "turn on the lights in the hall"), silence(2.0)]
+    assert simulate(words, snr_db=8.0).first(EventKind.CONFIRMED).time < 1.6  # in the pause
+    patient = dataclasses.replace(CONFIG, final_silence_noisy_extra=0.3)
+    noisy = simulate(words, config=patient, snr_db=8.0)
+    assert no_events_between(noisy, 1.1, 1.6, EventKind.CONFIRMED, EventKind.FINAL_ENDPOINT)
+    end = noisy.events[-1]
+    assert end.text == "turn on the lights in the hall"
+    wait = noisy.endpointer.final_silence_for(end.text) + 0.3
+    assert end.time - 2.2 == pytest.approx(wait, abs=0.045)
+    quiet = simulate(words, config=patient, snr_db=35.0)
+    plain = simulate(words, snr_db=35.0)
+    assert [(e.kind, e.time) for e in quiet.events] == [(e.kind, e.time) for e in plain.events]
+
+
 @pytest.mark.parametrize("chunk_frames", [4, 16])
 def test_pause_before_a_name_is_not_cut(chunk_frames: int) -> None:
     run = simulate([silence(0.4), speech(0.4, "call"), silence(0.7),
