@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
 from edge_asr.daemon.context_graph import ROOT
+from edge_asr.daemon.lattice import Path
 from edge_asr.daemon.search import Hypothesis
 from edge_asr.daemon.transducer import TransducerModel
 
@@ -221,6 +222,27 @@ class ContextPhrase:
     text: str  # normalised words, as the model spells them
     tokens: tuple[int, ...]
     bonus: float  # per token
+
+
+def whole_word_bias(path: Path, phrases: Sequence[ContextPhrase]) -> Path:
+    """The path with the context bonus booked only for phrases it holds as whole words.
+
+    The beam search keeps a phrase's bonus once its tokens are complete, even when the
+    word goes on ("ramesh lebedevri" holds the bonus of "ramesh lebedev"); a lattice path
+    that does not say the phrase should not carry its bonus to the cloud, where it would
+    outweigh the path that does. Each occurrence earns bonus x tokens on its last word.
+    """
+    words = [w.word for w in path.words]
+    by_first: dict[str, list[ContextPhrase]] = {}
+    for phrase in phrases:
+        by_first.setdefault(phrase.text.split()[0], []).append(phrase)
+    earned = [0.0] * len(words)
+    for i, word in enumerate(words):
+        for phrase in by_first.get(word, ()):
+            n = len(phrase.text.split())
+            if words[i:i + n] == phrase.text.split():
+                earned[i + n - 1] += phrase.bonus * len(phrase.tokens)
+    return Path([replace(w, bias=b) for w, b in zip(path.words, earned, strict=True)])
 
 
 def _last_token_of(phrase: Sequence[int], tokens: Sequence[int]) -> int:

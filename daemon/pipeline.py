@@ -24,6 +24,7 @@ from edge_asr.daemon.endpoint import EndpointConfig, Endpointer, EndpointEvent, 
 from edge_asr.daemon.features import SAMPLE_RATE
 from edge_asr.daemon.hypotheses import hypothesis_path, stable_prefix
 from edge_asr.daemon.lattice import Lattice, build_lattice
+from edge_asr.daemon.name_rescue import whole_word_bias
 from edge_asr.daemon.recognizer import Context, OnlineStream, Recognizer
 from edge_asr.daemon.vad import Vad
 
@@ -186,6 +187,9 @@ class Pipeline:
         frame_s = 0.01 * self.recognizer.model.info.frames_per_output
         pieces = self.recognizer.model.tokens
         paths = [hypothesis_path(h, pieces, frame_s) for h in self._stream.search.nbest]
+        phrases = self.recognizer.context_phrases(self._stream)
+        if phrases:  # a path keeps the bonus of the phrases it says as whole words only
+            paths = [whole_word_bias(path, phrases) for path in paths]
         return build_lattice(paths, self._utterance_id, revision, speculative,
                              self.config.model_version)
 

@@ -93,6 +93,7 @@ class OnlineStream:
         self.finalized = False  # the search's end-of-input step has run
         # The name rescue's last question and answer: (best tokens, phrase put in or None).
         self.rescue_memo: tuple[tuple[int, ...], ContextPhrase | None] | None = None
+        self.phrases: list[ContextPhrase] | None = None  # Recognizer.context_phrases
         self.frames_decoded = 0  # feature frames whose encoder output is in the search
         self._chunk = model.info.chunk_frames
         self._shift = model.info.chunk_shift
@@ -219,6 +220,18 @@ class Recognizer:
         stream.finalized = True
         self.rescue_names(stream)
 
+    def context_phrases(self, stream: OnlineStream) -> list[ContextPhrase]:
+        """The stream's context phrases as the model spells them (none without context)."""
+        search = stream.search
+        graph = search.context if isinstance(search, ModifiedBeamSearch) else None
+        if graph is None:
+            return []
+        if stream.phrases is None:
+            stream.phrases = [ContextPhrase(self.model.detokenize(list(p.tokens)), p.tokens,
+                                            graph.bonus if p.bonus is None else p.bonus)
+                              for p in graph.phrases]
+        return stream.phrases
+
     def rescue_names(self, stream: OnlineStream) -> None:
         """The second pass of biasing (name_rescue.py) over the frames decoded so far; the
         rescued hypothesis, if any, leads the n-best. Once per frame count; a no-op without
@@ -237,10 +250,7 @@ class Recognizer:
                 return
             phrases = [memo[1]]
         else:
-            graph = search.context
-            phrases = [ContextPhrase(self.model.detokenize(list(p.tokens)), p.tokens,
-                                     graph.bonus if p.bonus is None else p.bonus)
-                       for p in graph.phrases]
+            phrases = self.context_phrases(stream)
         found = rescue(self.model, search.encoder_out, best, phrases, self._builder().sp.encode,
                        self.config.rescue_distance, self.config.rescue_candidates)
         search.lead_with(found[0] if found else None)

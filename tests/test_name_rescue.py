@@ -202,3 +202,22 @@ def test_the_events_carry_the_rescued_text_and_the_beam_still_confirms(monkeypat
     calls.clear()
     run_pipeline(Pipeline(recognizer), read_audio(CLIP))
     assert calls == []
+
+
+def test_a_lattice_path_keeps_the_bonus_only_of_phrases_it_says_as_whole_words():
+    from edge_asr.daemon.lattice import Path as LatticePath
+    from edge_asr.daemon.lattice import WordArc
+    from edge_asr.daemon.name_rescue import whole_word_bias
+
+    def path(text: str) -> LatticePath:  # as the beam left it: the bonus on every word
+        return LatticePath([WordArc(w, i, i + 1, -1.0, 2.0)
+                            for i, w in enumerate(text.split())])
+
+    phrases = [ContextPhrase("ramesh lebedev", (7, 8, 9), 1.5),
+               ContextPhrase("the spa", (3, 4), 1.5)]
+    said = whole_word_bias(path("read from ramesh lebedev and the spa"), phrases)
+    assert [w.bias for w in said.words] == [0, 0, 0, 4.5, 0, 0, 3.0]
+    assert said.acoustic == -7.0  # only the bias is rebooked
+    # The phrase's tokens were all emitted, but the word went on: no bonus.
+    assert whole_word_bias(path("read from ramesh lebedevri"), phrases).bias == 0.0
+    assert whole_word_bias(path("the spa the spa"), phrases).bias == 6.0
