@@ -256,21 +256,30 @@ def _last_token_of(phrase: Sequence[int], tokens: Sequence[int]) -> int:
 
 def rescue(model: TransducerModel, encoder_out: np.ndarray, hyp: Hypothesis,
            phrases: Sequence[ContextPhrase], encode: Callable[[str], list[int]],
-           max_distance: float = 0.4, max_candidates: int = 24
-           ) -> tuple[Hypothesis, ContextPhrase] | None:
+           max_distance: float = 0.4, max_candidates: int = 24,
+           others: Sequence[Hypothesis] = ()) -> tuple[Hypothesis, ContextPhrase] | None:
     """A hypothesis with a context phrase the audio supports in place of a misheard span,
-    and that phrase; or None. `encode` spells a text with the model's sentencepiece units;
-    each candidate costs one forward pass (a joiner call over frames x span tokens)."""
-    words = model.detokenize(list(hyp.tokens)).split()
-    candidates = propose(words, [p.text for p in phrases], max_distance, max_candidates)
-    if not candidates or encoder_out.shape[0] == 0:
+    and that phrase; or None. Candidates come from `hyp` and then from `others` (more of
+    the n-best); each is judged against `hyp`. `encode` spells a text with the model's
+    sentencepiece units; a candidate costs a joiner call over frames x span tokens."""
+    texts = [phrase.text for phrase in phrases]
+    pool: dict[tuple[str, ...], tuple[Candidate, Hypothesis]] = {}
+    for source in (hyp, *others):
+        words = model.detokenize(list(source.tokens)).split()
+        for cand in propose(words, texts, max_distance, max_candidates):
+            pool.setdefault(cand.words, (cand, source))
+    if not pool or encoder_out.shape[0] == 0:
         return None
-    base = align(model, encoder_out, hyp.tokens)
+    chosen = sorted(pool.values(), key=lambda item: item[0].distance)[:max_candidates]
+    aligned = {hyp.tokens: align(model, encoder_out, hyp.tokens)}
+    base = aligned[hyp.tokens]
     best: tuple[float, list[int], Alignment, ContextPhrase, float] | None = None
-    for cand in candidates:
+    for cand, source in chosen:
         phrase = phrases[cand.phrase]
         tokens = list(encode(" ".join(cand.words)))
-        found = align(model, encoder_out, tokens, reuse=base)
+        if source.tokens not in aligned:
+            aligned[source.tokens] = align(model, encoder_out, source.tokens, reuse=base)
+        found = align(model, encoder_out, tokens, reuse=aligned[source.tokens])
         # What shallow fusion gives a completed phrase. (Counting only the tokens the span
         # lacked, "spa" of "the spa" for "the spain", lost recall on dev: 80.2 -> 79.2%.)
         bonus = phrase.bonus * len(phrase.tokens)

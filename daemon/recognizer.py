@@ -65,6 +65,10 @@ class RecognizerConfig:
     name_rescue: bool = True
     rescue_distance: float = 0.4
     rescue_candidates: int = 24
+    # Hypotheses of the n-best whose spans are proposed (each judged against the best). On
+    # dev 1 / 2 / 4: name recall 80.2 / 84.4 / 85.4%, WER 9.25 / 8.94 / 8.80%, name-free
+    # WER unchanged (7.67%); CPU per audio second 0.026 / 0.033 / 0.030 (noisy).
+    rescue_nbest: int = 4
 
     @property
     def beam_with_context(self) -> int:
@@ -136,9 +140,11 @@ class Recognizer:
         if config.decoding_method not in ("greedy_search", "modified_beam_search"):
             raise ValueError(f"unknown decoding_method {config.decoding_method!r}: "
                              "use greedy_search or modified_beam_search")
-        if not 0.0 <= config.rescue_distance <= 1.0 or config.rescue_candidates < 0:
-            raise ValueError("rescue_distance must be in [0, 1] and rescue_candidates >= 0, "
-                             f"got {config.rescue_distance} and {config.rescue_candidates}")
+        if not 0.0 <= config.rescue_distance <= 1.0 or config.rescue_candidates < 0 \
+                or config.rescue_nbest < 1:
+            raise ValueError("rescue_distance must be in [0, 1], rescue_candidates >= 0 and "
+                             f"rescue_nbest >= 1, got {config.rescue_distance}, "
+                             f"{config.rescue_candidates} and {config.rescue_nbest}")
         if config.beam < 1 or config.context_beam < 0:
             raise ValueError(f"beam must be >= 1 and context_beam >= 0, got {config.beam} "
                              f"and {config.context_beam}")
@@ -251,8 +257,9 @@ class Recognizer:
             phrases = [memo[1]]
         else:
             phrases = self.context_phrases(stream)
+        others = search.ranked[1:self.config.rescue_nbest]
         found = rescue(self.model, search.encoder_out, best, phrases, self._builder().sp.encode,
-                       self.config.rescue_distance, self.config.rescue_candidates)
+                       self.config.rescue_distance, self.config.rescue_candidates, others)
         search.lead_with(found[0] if found else None)
         stream.rescue_memo = (best.tokens, found[1] if found else None)
 

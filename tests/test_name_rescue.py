@@ -221,3 +221,16 @@ def test_a_lattice_path_keeps_the_bonus_only_of_phrases_it_says_as_whole_words()
     # The phrase's tokens were all emitted, but the word went on: no bonus.
     assert whole_word_bias(path("read from ramesh lebedevri"), phrases).bias == 0.0
     assert whole_word_bias(path("the spa the spa"), phrases).bias == 6.0
+
+
+@needs_shipped
+def test_a_name_close_only_to_a_lower_hypothesis_of_the_nbest_is_found_too(heard):
+    recognizer, stream, sp, phrases = heard
+    best = Hypothesis(tuple(sp.encode("get jasmine on the phone")))
+    second = Hypothesis(tuple(sp.encode("get yasmin grigori on the phone")))
+    context = phrases(NAME, "the mudroom door")
+    enc = stream.search.encoder_out
+    assert rescue(recognizer.model, enc, best, context, sp.encode) is None
+    found = rescue(recognizer.model, enc, best, context, sp.encode, others=[second])
+    assert found is not None
+    assert recognizer.model.detokenize(list(found[0].tokens)) == f"get {NAME} on the phone"
