@@ -80,6 +80,17 @@ def _difference(span: Sequence[str], phrase: Sequence[str]
     return a, b
 
 
+def _said_positions(words: Sequence[str], phrases: Sequence[Sequence[str]]) -> set[int]:
+    """Positions of `words` inside a whole-word occurrence of one of `phrases`."""
+    said: set[int] = set()
+    for phrase in phrases:
+        n = len(phrase)
+        for i in range(len(words) - n + 1):
+            if list(words[i:i + n]) == list(phrase):
+                said.update(range(i, i + n))
+    return said
+
+
 @dataclass(frozen=True)
 class Candidate:
     words: tuple[str, ...]  # the whole hypothesis with the span replaced
@@ -97,6 +108,9 @@ def propose(words: Sequence[str], phrases: Sequence[str], max_distance: float,
     todo = [(k, p.split()) for k, p in enumerate(phrases) if f" {p} " not in padded]
     if not todo:
         return []
+    # Words inside a phrase the hypothesis already says are never overwritten: "start the
+    # sauna heater" must not become "start the sunroof heater".
+    said = _said_positions(words, [p.split() for p in phrases if f" {p} " in padded])
     longest = max(len(w) for _, w in todo) + 1
     spans = [(i, j) for i in range(len(words))
              for j in range(i + 1, min(len(words), i + longest) + 1)]
@@ -110,7 +124,7 @@ def propose(words: Sequence[str], phrases: Sequence[str], max_distance: float,
     out = []
     for s, p in zip(*np.nonzero(distance <= max_distance), strict=True):
         (i, j), (k, phrase_words) = spans[s], todo[p]
-        if j - i > len(phrase_words) + 1:
+        if j - i > len(phrase_words) + 1 or said.intersection(range(i, j)):
             continue
         # Words the span and the phrase share at either end prove nothing ("bathroom
         # curtains" is not "blackout curtains"): the rest must be close on its own.

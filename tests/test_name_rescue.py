@@ -42,6 +42,9 @@ def test_a_misheard_span_is_proposed_to_be_replaced_by_the_close_name():
 
 def test_names_already_heard_and_words_shared_with_a_phrase_propose_nothing():
     assert propose("call taraneh now".split(), ["taraneh"], 0.4, 10) == []
+    # A phrase that is said is not overwritten by another that sounds like part of it.
+    assert propose("start the sauna heater".split(), ["the sauna heater", "the sunroof"],
+                   0.4, 10) == []
     # "curtains" is in both; "bathroom" is far from "blackout" on its own.
     assert propose("open the bathroom curtains".split(), ["the blackout curtains"], 0.4,
                    10) == []
