@@ -63,10 +63,13 @@ def sound_key(text: str) -> str:
     return "".join(out)
 
 
-def _distance(a: str, b: str) -> float:
-    """Normalised edit distance of the spellings or of the sound keys, whichever is less."""
-    return min(Levenshtein.normalized_distance(a, b),
-               Levenshtein.normalized_distance(sound_key(a), sound_key(b)))
+def _distances(heard: Sequence[str], meant: Sequence[str]) -> np.ndarray:
+    """(heard, meant) normalised edit distances of the spellings or of the sound keys,
+    whichever is less; in C (rapidfuzz)."""
+    spelled = cdist(heard, meant, scorer=Levenshtein.normalized_distance)
+    sounded = cdist([sound_key(h) for h in heard], [sound_key(m) for m in meant],
+                    scorer=Levenshtein.normalized_distance)
+    return np.minimum(spelled, sounded)
 
 
 def _difference(span: Sequence[str], phrase: Sequence[str]
@@ -80,15 +83,16 @@ def _difference(span: Sequence[str], phrase: Sequence[str]
     return a, b
 
 
+def _occurrences(sequence: Sequence, part: Sequence) -> list[int]:
+    """Start indices of `part` inside `sequence` (words or tokens)."""
+    n, part = len(part), list(part)
+    return [i for i in range(len(sequence) - n + 1) if list(sequence[i:i + n]) == part]
+
+
 def _said_positions(words: Sequence[str], phrases: Sequence[Sequence[str]]) -> set[int]:
     """Positions of `words` inside a whole-word occurrence of one of `phrases`."""
-    said: set[int] = set()
-    for phrase in phrases:
-        n = len(phrase)
-        for i in range(len(words) - n + 1):
-            if list(words[i:i + n]) == list(phrase):
-                said.update(range(i, i + n))
-    return said
+    return {i + j for phrase in phrases for i in _occurrences(words, phrase)
+            for j in range(len(phrase))}
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,7 @@ def propose(words: Sequence[str], phrases: Sequence[str], max_distance: float,
              for j in range(i + 1, min(len(words), i + longest) + 1)]
     joined = ["".join(words[i:j]) for i, j in spans]
     targets = ["".join(w) for _, w in todo]
-    # (spans, phrases) distances by spelling and by sound key, in C (rapidfuzz).
-    spelled = cdist(joined, targets, scorer=Levenshtein.normalized_distance)
-    sounded = cdist([sound_key(s) for s in joined], [sound_key(t) for t in targets],
-                    scorer=Levenshtein.normalized_distance)
-    distance = np.minimum(spelled, sounded)
+    distance = _distances(joined, targets)
     out = []
     for s, p in zip(*np.nonzero(distance <= max_distance), strict=True):
         (i, j), (k, phrase_words) = spans[s], todo[p]
@@ -129,8 +129,8 @@ def propose(words: Sequence[str], phrases: Sequence[str], max_distance: float,
         # Words the span and the phrase share at either end prove nothing ("bathroom
         # curtains" is not "blackout curtains"): the rest must be close on its own.
         heard, meant = _difference(words[i:j], phrase_words)
-        if len(meant) < len(phrase_words) and _distance("".join(heard), "".join(meant)) \
-                > max_distance:
+        if len(meant) < len(phrase_words) and \
+                _distances(["".join(heard)], ["".join(meant)])[0, 0] > max_distance:
             continue
         replaced = tuple(words[:i]) + tuple(phrase_words) + tuple(words[j:])
         out.append(Candidate(replaced, k, float(distance[s, p])))
@@ -238,34 +238,35 @@ class ContextPhrase:
     bonus: float  # per token
 
 
-def whole_word_bias(path: Path, phrases: Sequence[ContextPhrase]) -> Path:
-    """The path with the context bonus booked only for phrases it holds as whole words.
+def whole_word_bias(paths: Sequence[Path], phrases: Sequence[ContextPhrase]) -> list[Path]:
+    """The paths with the context bonus booked only for phrases they hold as whole words.
 
     The beam search keeps a phrase's bonus once its tokens are complete, even when the
     word goes on ("ramesh lebedevri" holds the bonus of "ramesh lebedev"); a lattice path
     that does not say the phrase should not carry its bonus to the cloud, where it would
     outweigh the path that does. Each occurrence earns bonus x tokens on its last word.
     """
-    words = [w.word for w in path.words]
-    by_first: dict[str, list[ContextPhrase]] = {}
+    by_first: dict[str, list[tuple[list[str], float]]] = {}
     for phrase in phrases:
-        by_first.setdefault(phrase.text.split()[0], []).append(phrase)
-    earned = [0.0] * len(words)
-    for i, word in enumerate(words):
-        for phrase in by_first.get(word, ()):
-            n = len(phrase.text.split())
-            if words[i:i + n] == phrase.text.split():
-                earned[i + n - 1] += phrase.bonus * len(phrase.tokens)
-    return Path([replace(w, bias=b) for w, b in zip(path.words, earned, strict=True)])
+        words = phrase.text.split()
+        by_first.setdefault(words[0], []).append((words, phrase.bonus * len(phrase.tokens)))
+    out = []
+    for path in paths:
+        words = [w.word for w in path.words]
+        earned = [0.0] * len(words)
+        for i, word in enumerate(words):
+            for phrase_words, bonus in by_first.get(word, ()):
+                n = len(phrase_words)
+                if words[i:i + n] == phrase_words:
+                    earned[i + n - 1] += bonus
+        out.append(Path([replace(w, bias=b) for w, b in zip(path.words, earned, strict=True)]))
+    return out
 
 
 def _last_token_of(phrase: Sequence[int], tokens: Sequence[int]) -> int:
     """Index in `tokens` of the last token of the phrase's first occurrence (else the end)."""
-    n = len(phrase)
-    for i in range(len(tokens) - n + 1):
-        if tuple(tokens[i:i + n]) == tuple(phrase):
-            return i + n - 1
-    return len(tokens) - 1
+    starts = _occurrences(tokens, phrase)
+    return starts[0] + len(phrase) - 1 if starts else len(tokens) - 1
 
 
 def rescue(model: TransducerModel, encoder_out: np.ndarray, hyp: Hypothesis,

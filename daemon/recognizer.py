@@ -21,6 +21,7 @@ search); the recognizer owns the model and is shared by all streams.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,7 +98,6 @@ class OnlineStream:
         self.finalized = False  # the search's end-of-input step has run
         # The name rescue's last question and answer: (best tokens, phrase put in or None).
         self.rescue_memo: tuple[tuple[int, ...], ContextPhrase | None] | None = None
-        self.phrases: list[ContextPhrase] | None = None  # Recognizer.context_phrases
         self.frames_decoded = 0  # feature frames whose encoder output is in the search
         self._chunk = model.info.chunk_frames
         self._shift = model.info.chunk_shift
@@ -153,6 +153,10 @@ class Recognizer:
         self._context_builder: ContextBuilder | None = None
         self._contexts: OrderedDict[tuple, ContextGraph] = OrderedDict()
         self._contexts_lock = threading.Lock()
+        # Each graph's phrases as the model spells them (context_phrases), kept while the
+        # graph lives: a user's context comes back every utterance.
+        self._phrases: weakref.WeakKeyDictionary[ContextGraph, list[ContextPhrase]] = \
+            weakref.WeakKeyDictionary()
 
     def new_search(self, context_graph: ContextGraph | None = None
                    ) -> GreedySearch | ModifiedBeamSearch:
@@ -227,16 +231,21 @@ class Recognizer:
         self.rescue_names(stream)
 
     def context_phrases(self, stream: OnlineStream) -> list[ContextPhrase]:
-        """The stream's context phrases as the model spells them (none without context)."""
+        """The stream's context phrases as the model spells them (none without context),
+        worked out once per context graph."""
         search = stream.search
         graph = search.context if isinstance(search, ModifiedBeamSearch) else None
         if graph is None:
             return []
-        if stream.phrases is None:
-            stream.phrases = [ContextPhrase(self.model.detokenize(list(p.tokens)), p.tokens,
-                                            graph.bonus if p.bonus is None else p.bonus)
-                              for p in graph.phrases]
-        return stream.phrases
+        with self._contexts_lock:
+            phrases = self._phrases.get(graph)
+        if phrases is None:
+            phrases = [ContextPhrase(self.model.detokenize(list(p.tokens)), p.tokens,
+                                     graph.bonus if p.bonus is None else p.bonus)
+                       for p in graph.phrases]
+            with self._contexts_lock:
+                self._phrases[graph] = phrases
+        return phrases
 
     def rescue_names(self, stream: OnlineStream) -> None:
         """The second pass of biasing (name_rescue.py) over the frames decoded so far; the

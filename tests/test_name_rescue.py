@@ -218,12 +218,14 @@ def test_a_lattice_path_keeps_the_bonus_only_of_phrases_it_says_as_whole_words()
 
     phrases = [ContextPhrase("ramesh lebedev", (7, 8, 9), 1.5),
                ContextPhrase("the spa", (3, 4), 1.5)]
-    said = whole_word_bias(path("read from ramesh lebedev and the spa"), phrases)
+    said, went_on, twice = whole_word_bias(
+        [path("read from ramesh lebedev and the spa"), path("read from ramesh lebedevri"),
+         path("the spa the spa")], phrases)
     assert [w.bias for w in said.words] == [0, 0, 0, 4.5, 0, 0, 3.0]
     assert said.acoustic == -7.0  # only the bias is rebooked
     # The phrase's tokens were all emitted, but the word went on: no bonus.
-    assert whole_word_bias(path("read from ramesh lebedevri"), phrases).bias == 0.0
-    assert whole_word_bias(path("the spa the spa"), phrases).bias == 6.0
+    assert went_on.bias == 0.0
+    assert twice.bias == 6.0
 
 
 @needs_shipped
