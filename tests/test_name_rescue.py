@@ -239,3 +239,10 @@ def test_a_name_close_only_to_a_lower_hypothesis_of_the_nbest_is_found_too(heard
     found = rescue(recognizer.model, enc, best, context, sp.encode, others=[second])
     assert found is not None
     assert recognizer.model.detokenize(list(found[0].tokens)) == f"get {NAME} on the phone"
+
+
+@pytest.mark.parametrize("bad", [{"rescue_distance": 1.5}, {"rescue_distance": -0.1},
+                                 {"rescue_candidates": -1}, {"rescue_nbest": 0}])
+def test_rescue_settings_out_of_range_are_refused_by_name(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Recognizer(RecognizerConfig(**bad))
