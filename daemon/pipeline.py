@@ -189,7 +189,7 @@ class Pipeline:
         paths = [hypothesis_path(h, pieces, frame_s) for h in self._stream.search.nbest]
         phrases = self.recognizer.context_phrases(self._stream)
         if phrases:  # a path keeps the bonus of the phrases it says as whole words only
-            paths = whole_word_bias(paths, phrases)
+            paths = whole_word_bias(paths, phrases, self.recognizer.slot_bonus)
         return build_lattice(paths, self._utterance_id, revision, speculative,
                              self.config.model_version)
 

@@ -12,7 +12,14 @@ import pytest
 from edge_asr.daemon.audio import read_audio
 from edge_asr.daemon.evaluate import run_pipeline
 from edge_asr.daemon.lattice import paths
-from edge_asr.daemon.name_rescue import ContextPhrase, align, propose, rescue, sound_key
+from edge_asr.daemon.name_rescue import (
+    ContextPhrase,
+    SlotBonus,
+    align,
+    propose,
+    rescue,
+    sound_key,
+)
 from edge_asr.daemon.pipeline import EventType, Pipeline
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.search import Hypothesis, log_softmax
@@ -241,8 +248,59 @@ def test_a_name_close_only_to_a_lower_hypothesis_of_the_nbest_is_found_too(heard
     assert recognizer.model.detokenize(list(found[0].tokens)) == f"get {NAME} on the phone"
 
 
+def test_the_slot_bonus_counts_only_right_after_a_carrier_word():
+    slots = SlotBonus(frozenset({"call", "from"}), 3.0)
+    name = ContextPhrase("taraneh", (5, 6), 1.5)
+    assert slots.per_token("call taraneh now".split(), 1, name) == 3.0
+    assert slots.per_token("messages from taraneh".split(), 2, name) == 3.0
+    assert slots.per_token("taraneh called".split(), 0, name) == 1.5  # nothing before it
+    assert slots.per_token("is taraneh home".split(), 1, name) == 1.5
+    # A phrase whose own bonus is larger keeps it.
+    assert slots.per_token("call taraneh".split(), 1, ContextPhrase("taraneh", (5,), 4.0)) == 4.0
+
+
+@needs_shipped
+def test_a_name_after_a_carrier_word_is_judged_with_the_slot_bonus(heard):
+    """The same candidate, the same audio: put in with a slot bonus that covers its
+    deficit when the word before it ("get") is a carrier, left out when it is not."""
+    recognizer, stream, sp, phrases = heard
+    enc = stream.search.encoder_out
+    right = Hypothesis(tuple(sp.encode(f"get {NAME} on the phone")))
+    other = phrases("samantha grey")
+    assert rescue(recognizer.model, enc, right, other, sp.encode) is None
+    wrong = sp.encode("get samantha grey on the phone")
+    deficit = align(recognizer.model, enc, right.tokens).log_prob - \
+        align(recognizer.model, enc, wrong).log_prob
+    assert deficit > 1.5 * len(other[0].tokens)
+    covering = deficit / len(other[0].tokens) + 0.5
+    found = rescue(recognizer.model, enc, right, other, sp.encode,
+                   slots=SlotBonus(frozenset({"get"}), covering))
+    assert found is not None
+    assert recognizer.model.detokenize(list(found[0].tokens)) == "get samantha grey on the phone"
+    assert found[0].bias == pytest.approx(covering * len(other[0].tokens))
+    assert rescue(recognizer.model, enc, right, other, sp.encode,
+                  slots=SlotBonus(frozenset({"call"}), covering)) is None
+
+
+def test_a_lattice_path_books_the_slot_bonus_after_a_carrier_word():
+    from edge_asr.daemon.lattice import Path as LatticePath
+    from edge_asr.daemon.lattice import WordArc
+    from edge_asr.daemon.name_rescue import whole_word_bias
+
+    def path(text: str) -> LatticePath:
+        return LatticePath([WordArc(w, i, i + 1, -1.0, 0.0) for i, w in enumerate(text.split())])
+
+    phrases = [ContextPhrase("ramesh lebedev", (7, 8, 9), 1.5)]
+    slots = SlotBonus(frozenset({"call"}), 3.0)
+    after, alone = whole_word_bias([path("call ramesh lebedev"), path("ramesh lebedev called")],
+                                   phrases, slots)
+    assert after.bias == 9.0 and alone.bias == 4.5
+
+
 @pytest.mark.parametrize("bad", [{"rescue_distance": 1.5}, {"rescue_distance": -0.1},
-                                 {"rescue_candidates": -1}, {"rescue_nbest": 0}])
+                                 {"rescue_candidates": -1}, {"rescue_nbest": 0},
+                                 {"rescue_slot_bonus": -1.0}, {"rescue_slot_words": "call"},
+                                 {"rescue_slot_words": ["call", ""]}])
 def test_rescue_settings_out_of_range_are_refused_by_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Recognizer(RecognizerConfig(**bad))
