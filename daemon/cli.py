@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from edge_asr.daemon.audio import AudioFormatError, read_audio
-from edge_asr.daemon.context_graph import DEFAULT_BONUS, ContextError
+from edge_asr.daemon.context_graph import ContextError
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.server import ServeError
 from edge_asr.daemon.sources import AudioSourceError
@@ -29,19 +30,28 @@ BUNDLED_CLIPS = Path(__file__).resolve().parent.parent / "tests" / "data"
 DEFAULT_CLOUD_LM = Path(__file__).resolve().parent.parent / "models" / "cloud-lm"
 
 
-def _recognizer(args: argparse.Namespace) -> Recognizer:
-    return Recognizer(RecognizerConfig(model_dir=args.model, decoding_method=args.decoding,
-                                       beam=args.beam, context_beam=args.context_beam,
-                                       threads=args.threads,
-                                       length_norm=not args.no_length_norm,
-                                       context_bonus=args.context_bonus,
-                                       name_rescue=not args.no_name_rescue))
+# Flags of `eval` and `transcribe` that override the [recognizer] table of --config, and
+# the setting each one sets; a flag left out keeps the table's value (or the default).
+RECOGNIZER_FLAGS = {"model": "model_dir", "decoding": "decoding_method", "beam": "beam",
+                    "context_beam": "context_beam", "threads": "threads",
+                    "context_bonus": "context_bonus"}
 
 
-def _pipeline_config(args: argparse.Namespace, config, partials: bool = True):
+def _recognizer(args: argparse.Namespace, config) -> Recognizer:
+    """The recogniser the daemon configuration `config` describes, with the flags given."""
+    settings = {name: getattr(args, flag) for flag, name in RECOGNIZER_FLAGS.items()
+                if getattr(args, flag) is not None}
+    if args.no_length_norm:
+        settings["length_norm"] = False
+    if args.no_name_rescue:
+        settings["name_rescue"] = False
+    return Recognizer(dataclasses.replace(config.recognizer, **settings))
+
+
+def _pipeline_config(recognizer: Recognizer, config, partials: bool = True):
     """End-pointer and VAD settings from the daemon's configuration (`--config`), so that
     `transcribe` and `eval` decide exactly as a daemon with that configuration would."""
-    return config.pipeline_config(Path(args.model).name, partials=partials)
+    return config.pipeline_config(Path(recognizer.config.model_dir).name, partials=partials)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -49,8 +59,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from edge_asr.daemon.pipeline import Pipeline
     from edge_asr.daemon.service import format_event, load_config
 
-    recognizer = _recognizer(args)
-    config = _pipeline_config(args, load_config(args.config), partials=args.partials)
+    daemon_config = load_config(args.config)
+    recognizer = _recognizer(args, daemon_config)
+    config = _pipeline_config(recognizer, daemon_config, partials=args.partials)
     for path in args.files:
         samples = read_audio(path)
         print(f"{path}:")
@@ -68,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edge_asr.daemon.service import load_config
 
     daemon_config = load_config(args.config)
-    recognizer, link = _recognizer(args), None
+    recognizer, link = _recognizer(args, daemon_config), None
     if args.cloud:  # the daemon's [cloud] settings (token, TLS, deadline), this address
         cloud = daemon_config.cloud
         cloud.address = args.cloud
@@ -79,7 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         summary = evaluate(recognizer, args.manifest, args.output,
                            use_context=not args.no_context, progress=True,
-                           config=_pipeline_config(args, daemon_config), limit=args.limit,
+                           config=_pipeline_config(recognizer, daemon_config),
+                           limit=args.limit,
                            link=link,
                            answer_deadline_s=link.config.answer_deadline_s if link else 0.5,
                            lattices=args.lattices)
@@ -202,24 +214,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR,
-                        help="model folder (encoder/decoder/joiner.onnx, tokens.txt)")
+        # Defaults are None: a flag given overrides --config's [recognizer] table, a flag
+        # left out does not (RecognizerConfig holds the defaults).
+        defaults = RecognizerConfig()
+        sp.add_argument("--model", type=Path,
+                        help="model folder (encoder/decoder/joiner.onnx, tokens.txt); "
+                             f"default {defaults.model_dir}")
         sp.add_argument("--decoding", choices=["greedy_search", "modified_beam_search"],
-                        default="modified_beam_search")
-        sp.add_argument("--beam", type=int, default=4)
-        sp.add_argument("--context-beam", type=int, default=RecognizerConfig.context_beam,
-                        help="beam width while a biasing context is set (at least --beam)")
+                        help=f"default {defaults.decoding_method}")
+        sp.add_argument("--beam", type=int, help=f"default {defaults.beam}")
+        sp.add_argument("--context-beam", type=int,
+                        help="beam width while a biasing context is set (at least --beam); "
+                             f"default {defaults.context_beam}")
         sp.add_argument("--no-length-norm", action="store_true",
                         help="beam search: pick the best hypothesis by total log-prob, not "
                              "log-prob per token")
-        sp.add_argument("--context-bonus", type=float, default=DEFAULT_BONUS,
-                        help="log-prob bonus per token of a context phrase")
+        sp.add_argument("--context-bonus", type=float,
+                        help="log-prob bonus per token of a context phrase; default "
+                             f"{defaults.context_bonus}")
         sp.add_argument("--no-name-rescue", action="store_true",
                         help="skip the second pass that puts back context names the beam "
                              "lost (daemon/name_rescue.py)")
-        sp.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+        sp.add_argument("--threads", type=int,
+                        help=f"onnxruntime threads; default {defaults.threads}")
         sp.add_argument("--config", type=Path,
-                        help="daemon TOML whose [endpoint] and vad_mode settings to use")
+                        help="daemon TOML whose [recognizer], [endpoint] and vad_mode "
+                             "settings to use (the flags above override it)")
 
     t = sub.add_parser("transcribe", help="run audio files through the daemon's pipeline")
     t.add_argument("files", nargs="+", type=Path)

@@ -98,9 +98,13 @@ class GreedySearch(_Search):
 
 class ModifiedBeamSearch(_Search):
     def __init__(self, model: TransducerModel, beam: int = 4,
-                 context_graph: ContextGraph | None = None, length_norm: bool = True) -> None:
+                 context_graph: ContextGraph | None = None, length_norm: bool = True,
+                 own_slots: int = 1) -> None:
         super().__init__(model)
         self.beam = beam
+        # With a context, this many of the beam's slots go to the pairs the model itself
+        # scores best, bonus aside (see _step_frame).
+        self.own_slots = max(0, min(own_slots, beam))
         # The n-best is ordered by score per token (sherpa-onnx's GetMostProbable(true) and
         # icefall do the same): raw sums favour short hypotheses, and every token costs
         # log-prob, so without it the beam prefers deleting a word to spelling it.
@@ -164,14 +168,17 @@ class ModifiedBeamSearch(_Search):
         flat = ranking.ravel()
         k = min(self.beam, flat.size)
         top = np.argpartition(-flat, k - 1)[:k]
-        if self.context is not None and k > 1:
-            # One slot is kept for the pair the model itself likes best, bonus aside: else
-            # a few boosted partial matches can fill the beam, and when the phrase is not
+        if self.context is not None and k > 1 and self.own_slots:
+            # Slots are kept for the pairs the model itself likes best, bonus aside: else a
+            # few boosted partial matches can fill the beam, and when the phrase is not
             # completed the path the audio supports is gone (the bonus is given back, but
             # only the truncated or garbled boosted paths are left to choose from).
-            own = int(np.argmax(acoustic))
-            if own not in top:
-                top[np.argmin(flat[top])] = own
+            n_own = min(self.own_slots, k)
+            own = np.argpartition(-acoustic.ravel(), n_own - 1)[:n_own]
+            missing = [int(i) for i in own if i not in top]
+            if missing:  # they replace the lowest-ranked boosted pairs not among them
+                spare = [i for i in top[np.argsort(flat[top])] if i not in own]
+                top[np.isin(top, spare[:len(missing)])] = missing
         merged: dict[tuple[int, ...], Hypothesis] = {}
         for idx in top[np.argsort(-flat[top])]:
             h, token = divmod(int(idx), logp.shape[1])

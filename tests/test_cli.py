@@ -119,15 +119,24 @@ def test_eval_refuses_a_bad_config_clearly(tmp_path, capsys, tiny_model_dir):
     assert "spec_silense" in capsys.readouterr().err
 
 
-def test_decoding_flags_reach_the_recognizer(tiny_model_dir):
+def test_decoding_flags_reach_the_recognizer(tiny_model_dir, tmp_path):
     from edge_asr.daemon.cli import _recognizer, build_parser
+    from edge_asr.daemon.service import load_config
 
     args = build_parser().parse_args(["eval", "m.jsonl", "--output", "r.jsonl", "--model",
                                       str(tiny_model_dir), "--context-bonus", "0.75",
                                       "--no-length-norm", "--beam", "6", "--context-beam", "10"])
-    config = _recognizer(args).config
+    config = _recognizer(args, load_config(None)).config
     assert (config.context_bonus, config.length_norm, config.beam, config.context_beam) == (
         0.75, False, 6, 10)
     defaults = build_parser().parse_args(["eval", "m.jsonl", "--output", "r.jsonl", "--model",
                                           str(tiny_model_dir)])
-    assert _recognizer(defaults).config.length_norm is True
+    assert _recognizer(defaults, load_config(None)).config.length_norm is True
+    # The [recognizer] table of --config counts too; a flag given overrides it.
+    toml = tmp_path / "daemon.toml"
+    toml.write_text('[recognizer]\nrescue_slot_bonus = 0.0\nbeam = 3\ncontext_beam = 5\n')
+    args = build_parser().parse_args(["eval", "m.jsonl", "--model", str(tiny_model_dir),
+                                      "--config", str(toml), "--beam", "2"])
+    config = _recognizer(args, load_config(toml)).config
+    assert (config.rescue_slot_bonus, config.beam, config.context_beam) == (0.0, 2, 5)
+    assert str(config.model_dir) == str(tiny_model_dir)

@@ -1,7 +1,11 @@
 """Which hypothesis the beam search calls best."""
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
 from edge_asr.daemon.search import Hypothesis, ModifiedBeamSearch
 from edge_asr.daemon.transducer import TransducerModel
 
@@ -58,3 +62,27 @@ def test_boosted_partial_matches_cannot_push_the_models_own_best_path_out_of_the
     plain = ModifiedBeamSearch(_ScriptedModel(), beam=2)
     plain.step(frames)
     assert plain.nbest[0].tokens == (1,)
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model_card.json").is_file(),
+                    reason="needs the shipped model")
+def test_with_every_slot_kept_for_the_model_a_context_only_reranks_the_beam():
+    """context_own_slots = beam: the beam holds what the model alone would hold (the same
+    hypotheses as a search without the context); the context only orders them."""
+    from edge_asr.daemon.audio import read_audio
+    from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+
+    audio = read_audio(Path(__file__).parent / "data" / "clip07.flac")
+    context = ["Yasaman Grigoriev", "Yasmin Gray", "the mudroom door", "the yard lights"]
+
+    def beam(config: RecognizerConfig, ctx) -> set[tuple[int, ...]]:
+        recognizer = Recognizer(config)
+        stream = recognizer.create_stream(context=ctx)
+        stream.accept_waveform(audio)
+        stream.input_finished()
+        recognizer.decode(stream)
+        return {h.tokens for h in stream.search.hyps}
+
+    plain = beam(RecognizerConfig(beam=8, name_rescue=False), None)
+    assert beam(RecognizerConfig(context_own_slots=8, name_rescue=False), context) == plain
+    assert beam(RecognizerConfig(context_own_slots=1, name_rescue=False), context) != plain
