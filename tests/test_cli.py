@@ -140,3 +140,29 @@ def test_decoding_flags_reach_the_recognizer(tiny_model_dir, tmp_path):
     config = _recognizer(args, load_config(toml)).config
     assert (config.rescue_slot_bonus, config.beam, config.context_beam) == (0.0, 2, 5)
     assert str(config.model_dir) == str(tiny_model_dir)
+
+
+def test_the_readme_daemon_configuration_loads_and_states_the_defaults(tmp_path):
+    """The daemon TOML shown in the README is a valid configuration, and the recognizer
+    values it shows are the defaults (so the README cannot drift from the code)."""
+    import dataclasses
+    import re
+    import tomllib
+
+    from edge_asr.daemon.recognizer import RecognizerConfig
+    from edge_asr.daemon.service import load_config
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S)
+                 if "[recognizer]" in b)
+    toml = tmp_path / "daemon.toml"
+    toml.write_text(block)
+    shown = tomllib.loads(block)["recognizer"]
+    config = load_config(toml).recognizer
+    defaults = dataclasses.asdict(RecognizerConfig())
+    for key, value in shown.items():
+        want = defaults[key]
+        if key == "model_dir":  # relative to the checkout in the README
+            value, want = Path(value).name, Path(want).name
+        assert value == (list(want) if isinstance(want, tuple) else want), key
+    assert config.beam == shown["beam"]
