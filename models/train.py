@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,40 @@ class WeightAverage:
 
     def weights(self, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: self.state[k].to(v.dtype) for k, v in like.items()}
+
+
+def choose_final(model: Transducer, last_wer: float, average: WeightAverage,
+                 masks: dict[str, torch.Tensor], qat_bits: int,
+                 evaluate: Callable[[Transducer], float]
+                 ) -> tuple[dict[str, torch.Tensor], float, bool]:
+    """The weights that ship, their dev WER, and whether they are the average.
+
+    The last weights (snapped onto the grid after QAT), or the average of the last steps
+    when `evaluate` (dev WER) finds it no worse. The average keeps the pruner's zeros, and
+    after QAT it is snapped too: an average of weights near grid points is off the grid,
+    and the runtime holds grid values only."""
+    def weights() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    if qat_bits:
+        compress.snap_to_grid(model, qat_bits)
+    last = weights()
+    if not average.count:
+        return last, last_wer, False
+    averaged = average.weights(last)
+    for name, mask in masks.items():  # the masks are final by then
+        averaged[name] = averaged[name] * mask
+    model.load_state_dict(averaged)
+    if qat_bits:
+        compress.snap_to_grid(model, qat_bits)
+        averaged = weights()
+    avg_wer = evaluate(model)
+    print(f"dev WER: last weights {last_wer:.4f}, average of the last {average.count} steps "
+          f"{avg_wer:.4f}")
+    if avg_wer <= last_wer:
+        return averaged, avg_wer, True
+    model.load_state_dict(last)
+    return last, last_wer, False
 
 
 def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
@@ -337,23 +372,12 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         save(exp / f"epoch-{epoch}.pt")
         save(ckpt)
     final = exp / "final.pt"
-    if cfg.qat_bits:  # what ships: the float weights on their grid, so export is exact
-        compress.snap_to_grid(model, cfg.qat_bits)
-    last_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    chosen, chosen_wer = last_weights, state["log"][-1]["dev_wer"]
-    if average.count and not cfg.qat_bits:  # an average of grid points is off the grid
-        averaged = average.weights(last_weights)
-        if pruner is not None:  # the masks are final by then; keep the average as sparse
-            for name, mask in pruner.masks.items():
-                averaged[name] = averaged[name] * mask
-        model.load_state_dict(averaged)
-        avg_wer = dev_wer(model.cpu(), dev_set, tok)
-        print(f"dev WER: last weights {chosen_wer:.4f}, average of the last "
-              f"{average.count} steps {avg_wer:.4f}")
-        if avg_wer <= chosen_wer:
-            chosen, chosen_wer = averaged, avg_wer
+    chosen, chosen_wer, averaged = choose_final(
+        model, state["log"][-1]["dev_wer"], average,
+        pruner.masks if pruner is not None else {}, cfg.qat_bits,
+        lambda m: dev_wer(m.cpu(), dev_set, tok))
     torch.save({"model": chosen, "config": asdict(cfg), "dev_wer": chosen_wer,
-                "averaged_steps": average.count if chosen is not last_weights else 0}, final)
+                "averaged_steps": average.count if averaged else 0}, final)
     return final
 
 

@@ -132,3 +132,30 @@ def test_pruner_continuing_a_pruned_model_keeps_its_zeros_and_tightens_from_ther
     assert (layer.weight == 0).sum() == 30
     pruner.step(100)
     assert (layer.weight == 0).sum() == 50 and (layer.weight[zeros] == 0).all()
+
+
+def test_the_average_that_ships_after_qat_is_on_the_grid_and_keeps_the_zeros():
+    from edge_asr.models.train import WeightAverage, choose_final
+
+    model = small_model()
+    weights = compress.compressible_weights(model)
+    name, w = next(iter(weights.items()))
+    mask = (torch.rand_like(w) > 0.5).float()
+    average = WeightAverage()
+    with torch.no_grad():
+        for _ in range(3):  # three steps' weights, each pruned as the pruner leaves them
+            for p in weights.values():
+                p.add_(0.01 * torch.randn_like(p))
+            w.mul_(mask)
+            average.update(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    chosen, wer, used = choose_final(model, 0.5, average, {name: mask}, 4, lambda m: 0.4)
+    assert used and wer == 0.4
+    for p in weights.values():
+        value = chosen[names[id(p)]]
+        assert torch.equal(value, compress.fake_quantize(value, 4))  # on the 4-bit grid
+    assert torch.all(chosen[name][mask == 0] == 0)
+    # Worse on dev: the last weights ship, on their grid, and the model holds them again.
+    last, wer, used = choose_final(model, 0.3, average, {name: mask}, 4, lambda m: 0.4)
+    assert not used and wer == 0.3
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in last.items())
