@@ -34,7 +34,9 @@ def key(path: Path) -> tuple:
 
 
 def expected_keys(nbest: list[Path]) -> set[tuple]:
-    keys = {key(p) for p in nbest if p.words}
+    """The paths a lattice of `nbest` holds: its non-empty hypotheses, or only the empty
+    path when the best (the first) is empty or there are no others."""
+    keys = {key(p) for p in nbest if p.words} if nbest and nbest[0].words else set()
     return keys or {()}
 
 
@@ -109,7 +111,8 @@ def test_prefixes_are_shared(nbest):
     lattice, _, _ = roundtrip(nbest)
     # Paths whose first words carry equal data share one arc out of the start (one that
     # ends a one-word path is kept apart: the final node has no arcs out).
-    firsts = {(key(p)[0], len(p.words) == 1) for p in nbest if p.words}
+    firsts = {(key(p)[0], len(p.words) == 1) for p in nbest if p.words} \
+        if nbest[0].words else set()
     out_of_start = [a for a in lattice.arcs if a.src == 0]
     assert len(out_of_start) == len(firsts)
     # The same holds at every node: no two arcs out of a node are interchangeable.
@@ -181,9 +184,16 @@ def test_empty_nbest_is_one_node(nbest):
     assert [p.words for p in paths(parsed)] == [[]]
 
 
-def test_empty_hypothesis_beside_others_is_dropped():
-    lattice = build_lattice([Path([]), sentence("lights")], "u", 1, False)
+def test_an_empty_hypothesis_below_the_best_is_dropped():
+    lattice = build_lattice([sentence("lights"), Path([])], "u", 1, False)
     assert [p.text for p in paths(lattice)] == ["lights"]
+
+
+def test_an_empty_best_hypothesis_makes_the_empty_lattice():
+    """The device heard nothing: the cloud must not get the n-best's "hey" to rescore."""
+    lattice, data, parsed = roundtrip([Path([]), sentence("hey"), sentence("uh")])
+    assert (parsed.num_nodes, parsed.arcs) == (1, [])
+    assert [p.words for p in paths(parsed)] == [[]]
 
 
 def test_header_fields_survive():
