@@ -252,14 +252,15 @@ class SlotBonus:
     from leaking into other requests (Zhao et al. 2019, "Shallow-fusion end-to-end
     contextual biasing": phrases are only boosted after "call", "text", ...).
 
-    On dev_names (held-out names, training voices; `edge-asr eval`, the rescue's logged
-    candidates replayed offline) a name the beam lost was 1.6 to 6 nats per token less
-    likely than what the beam heard, beyond the 1.5 shallow fusion gives. Per-token bonus
-    after a carrier 1.5 / 2.5 / 3.0 / 3.5 / 4.0: name recall 53.5 / 72.3 / 76.2 / 79.2 /
-    82.2%; on dev the first utterance without a name changed at 4.0, so 3.0 keeps a margin.
+    On dev_names (held-out names, training voices) a name the beam lost was 1.6 to 6 nats
+    per token less likely than what the beam heard (the rescue's candidates, logged), beyond
+    the 1.5 shallow fusion gives. `edge-asr eval --config` with a per-token bonus after a
+    carrier of 1.5 / 2.5 / 3.0 / 3.5 / 4.0: name recall 53.5 / 72.3 / 76.2 / 79.2 / 82.2%;
+    on dev the first utterance without a name changed at 4.0, so the default
+    (RecognizerConfig.rescue_slot_bonus) is 3.0, with a margin.
     """
-    words: frozenset[str] = frozenset(CONTACT_CARRIERS)
-    bonus: float = 3.0  # per token, in place of the phrase's own when larger
+    words: frozenset[str]
+    bonus: float  # per token, in place of the phrase's own when larger
 
     def per_token(self, words: Sequence[str], start: int, phrase: ContextPhrase) -> float:
         """The bonus per token of `phrase` said at words[start:]."""
@@ -312,8 +313,8 @@ def rescue(model: TransducerModel, encoder_out: np.ndarray, hyp: Hypothesis,
     """A hypothesis with a context phrase the audio supports in place of a misheard span,
     and that phrase; or None. Candidates come from `hyp` and then from `others` (more of
     the n-best); each is judged against `hyp`, with the slot bonus where a carrier word
-    comes before the phrase. `encode` spells a text with the model's
-    sentencepiece units; a candidate costs a joiner call over frames x span tokens."""
+    comes before the phrase. `encode` spells a text with the model's sentencepiece units;
+    a candidate costs a joiner call over frames x span tokens."""
     texts = [phrase.text for phrase in phrases]
     pool: dict[tuple[str, ...], tuple[Candidate, Hypothesis]] = {}
     for source in (hyp, *others):

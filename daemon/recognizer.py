@@ -157,13 +157,15 @@ class Recognizer:
             raise ValueError("rescue_slot_bonus must be >= 0 and rescue_slot_words a list of "
                              f"words, got {config.rescue_slot_bonus} and "
                              f"{config.rescue_slot_words!r}")
-        if config.beam < 1 or config.context_beam < 0:
-            raise ValueError(f"beam must be >= 1 and context_beam >= 0, got {config.beam} "
-                             f"and {config.context_beam}")
+        if config.beam < 1 or config.context_beam < 0 or config.context_own_slots < 0:
+            raise ValueError("beam must be >= 1, context_beam and context_own_slots >= 0, "
+                             f"got {config.beam}, {config.context_beam} and "
+                             f"{config.context_own_slots}")
         self.config = config
         self.model = model or TransducerModel(config.model_dir, threads=config.threads)
-        self.slot_bonus = SlotBonus(frozenset(w.strip().lower() for w in config.rescue_slot_words),
-                               config.rescue_slot_bonus)
+        self.slot_bonus = SlotBonus(
+            frozenset(w.strip().lower() for w in config.rescue_slot_words),
+            config.rescue_slot_bonus)
         self._context_builder: ContextBuilder | None = None
         self._contexts: OrderedDict[tuple, ContextGraph] = OrderedDict()
         self._contexts_lock = threading.Lock()

@@ -86,3 +86,11 @@ def test_with_every_slot_kept_for_the_model_a_context_only_reranks_the_beam():
     plain = beam(RecognizerConfig(beam=8, name_rescue=False), None)
     assert beam(RecognizerConfig(context_own_slots=8, name_rescue=False), context) == plain
     assert beam(RecognizerConfig(context_own_slots=1, name_rescue=False), context) != plain
+
+
+@pytest.mark.parametrize("bad", [{"beam": 0}, {"context_beam": -1}, {"context_own_slots": -1}])
+def test_beam_settings_out_of_range_are_refused_by_name(bad):
+    from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Recognizer(RecognizerConfig(**bad))
