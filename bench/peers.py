@@ -69,7 +69,7 @@ def _row(entry: Entry, hypothesis: str, final_endpoint: float | None, cpu: float
     resets); context names are found exactly as evaluate_entry finds them."""
     reference = normalize_text(entry.text)
     hypothesis = normalize_text(hypothesis)
-    spoken = names_in(reference, entry.context)
+    spoken = names_in(reference, entry.context_names)
     return {
         "audio_filepath": entry.audio_filepath,
         "text": reference,
@@ -203,7 +203,7 @@ def sherpa_entry(recognizer, entry: Entry, samples: np.ndarray, options: SherpaO
     cpu = time.process_time()
     # Per-stream hotwords go through the same EncodeHotwords as a hotwords_file, and
     # every utterance of a manifest has its own context list.
-    hotwords = sherpa_hotwords(entry.context) if options.hotwords and entry.context else None
+    hotwords = sherpa_hotwords(entry.context_names) if options.hotwords and entry.context else None
     stream = recognizer.create_stream(hotwords) if hotwords else recognizer.create_stream()
     piece = int(PIECE_SECONDS * SAMPLE_RATE)
     segments: list[str] = []

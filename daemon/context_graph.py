@@ -14,6 +14,11 @@ adds the graph's score delta to the hypothesis' ranking score:
 So once an utterance is final, its total bias is `bonus` times the number of tokens that lie
 inside some complete phrase occurrence; names that were only started earn nothing.
 
+Contacts are also matched behind each carrier word ("call", "text", "messages from"), on
+paths of their own whose tokens earn `slot_bonus`: a name where the assistant's grammar puts
+one is worth more than the same tokens anywhere else (Zhao et al. 2019 gate biasing by such
+prefixes). The carrier's tokens earn nothing and are never covered.
+
 To do this exactly the state is a trie node plus a bit mask of which positions of the node's
 path are already inside a completed phrase ("covered"): those are kept when the path later
 fails over, the others are given back.
@@ -48,6 +53,7 @@ class Phrase:
     tokens: tuple[int, ...]
     text: str = ""  # the display form it came from (the first one, when duplicates merged)
     bonus: float | None = None  # per-token bonus of this phrase; None: the graph's default
+    slot: bool = False  # a contact: also matched, with the slot bonus, after a carrier word
 
 
 @dataclass(frozen=True)
@@ -60,25 +66,48 @@ ROOT = ContextState()
 
 
 class ContextGraph:
-    """Prefix trie of phrases with Aho-Corasick failure and output links."""
+    """Prefix trie of phrases with Aho-Corasick failure and output links.
+
+    With slot paths the trie has a second root, `_slot`, holding the slot phrases (contacts)
+    again with the slot bonus. It is entered from the last node of a carrier word (carriers
+    are paths from the root that end no phrase), and each of its nodes fails over to its twin
+    under the root: the same tokens, plain bonus. A node's path, depth and covered bits count
+    from whichever root it hangs under, so a slot match never includes the carrier.
+    """
 
     def __init__(self, phrases: Iterable[Phrase | Sequence[int]], bonus: float = DEFAULT_BONUS,
-                 vocab_size: int | None = None) -> None:
+                 vocab_size: int | None = None, slots: Sequence[Sequence[int]] = (),
+                 slot_bonus: float = 0.0) -> None:
         self.bonus = bonus
         self.root = ROOT
         # Nodes as parallel lists (one entry per trie node) to keep thousands of names light.
         self._children: list[dict[int, int]] = [{}]
         self._parent = [-1]
+        self._token = [-1]  # the token that leads into the node
         self._depth = [0]
         self._token_bonus = [0.0]  # bonus of the token that leads into the node
         self._phrase = [-1]  # index into self.phrases of the phrase ending here, or -1
         self.phrases: list[Phrase] = []
         for p in phrases:
             self._add(p if isinstance(p, Phrase) else Phrase(tuple(int(t) for t in p)))
+        self.slots = tuple(tuple(int(t) for t in c) for c in slots if len(c))
+        self.slot_bonus = slot_bonus
+        self._slot = -1  # the slot root (no node while there are no slot phrases)
+        self._carrier_ends: set[int] = set()
+        slotted = [(i, p) for i, p in enumerate(self.phrases) if p.slot] if self.slots else []
+        if slotted:
+            self._slot = self._new_node(-1, -1, 0.0)
+            for index, p in slotted:
+                per_token = max(self.bonus if p.bonus is None else p.bonus, slot_bonus)
+                self._insert(p.tokens, [per_token] * len(p.tokens), index, self._slot)
+            # A carrier's tokens earn nothing of their own (a node shared with a phrase's
+            # start keeps that phrase's bonus, given back when no phrase follows).
+            self._carrier_ends = {self._insert(c, [0.0] * len(c), -1) for c in self.slots}
         self._fail = [0] * len(self._children)
         self._output = [0] * len(self._children)  # nearest proper suffix that ends a phrase
         self._link()
-        top = max((t for p in self.phrases for t in p.tokens), default=-1)
+        top = max((t for path in (*(p.tokens for p in self.phrases), *self.slots)
+                   for t in path), default=-1)
         self.vocab_size = max(vocab_size or 0, top + 1)
         # Bonus of each token from the root: the row every hypothesis starts from.
         self._root_row = np.zeros(self.vocab_size, np.float64)
@@ -100,26 +129,58 @@ class ContextGraph:
         if min(phrase.tokens) < 0:
             raise ContextError(f"context phrase {phrase.text!r} has a negative token id")
         bonus = self.bonus if phrase.bonus is None else phrase.bonus
-        node = 0
-        for token in phrase.tokens:
+        end = self._insert(phrase.tokens, [bonus] * len(phrase.tokens), len(self.phrases))
+        if self._phrase[end] == len(self.phrases):  # the same token sequence twice is one
+            self.phrases.append(phrase)
+
+    def _new_node(self, parent: int, token: int, bonus: float) -> int:
+        self._children.append({})
+        self._parent.append(parent)
+        self._token.append(token)
+        self._depth.append(self._depth[parent] + 1 if parent >= 0 else 0)
+        self._token_bonus.append(bonus)
+        self._phrase.append(-1)
+        return len(self._children) - 1
+
+    def _insert(self, tokens: Sequence[int], bonuses: Sequence[float], index: int,
+                root: int = 0) -> int:
+        """Adds a path under `root` (a token with its bonus at each step) ending in phrase
+        `index` (-1: none) unless a phrase ends there already; returns its last node."""
+        node = root
+        for token, bonus in zip(tokens, bonuses, strict=True):
             child = self._children[node].get(token)
             if child is None:
-                child = len(self._children)
+                child = self._new_node(node, token, bonus)
                 self._children[node][token] = child
-                self._children.append({})
-                self._parent.append(node)
-                self._depth.append(self._depth[node] + 1)
-                self._token_bonus.append(bonus)
-                self._phrase.append(-1)
             else:  # a shared prefix earns the largest bonus of the phrases through it
                 self._token_bonus[child] = max(self._token_bonus[child], bonus)
             node = child
-        if self._phrase[node] < 0:  # the same token sequence twice is one phrase
-            self._phrase[node] = len(self.phrases)
-            self.phrases.append(phrase)
+        if self._phrase[node] < 0:
+            self._phrase[node] = index
+        return node
+
+    def _goto(self, node: int, token: int) -> int | None:
+        """The node `token` leads to from `node` without failing over, if any: a child, or
+        after a carrier word the start of a slot phrase."""
+        child = self._children[node].get(token)
+        if child is None and node in self._carrier_ends:
+            child = self._children[self._slot].get(token)
+        return child
+
+    def _twin(self, node: int) -> int:
+        """The node under the root with the same path as a node under the slot root."""
+        path = []
+        while self._depth[node]:
+            path.append(self._token[node])
+            node = self._parent[node]
+        twin = 0
+        for token in reversed(path):  # every slot phrase is under the root too
+            twin = self._children[twin][token]
+        return twin
 
     def _link(self) -> None:
-        """Failure links (longest proper suffix in the trie) and output links, breadth first."""
+        """Failure links (longest proper suffix in the trie) and output links, breadth first;
+        a slot node fails over to its twin under the root."""
         queue = deque(self._children[0].values())
         while queue:
             node = queue.popleft()
@@ -131,11 +192,20 @@ class ContextGraph:
                 self._fail[child] = fc
                 self._output[child] = fc if self._phrase[fc] >= 0 else self._output[fc]
                 queue.append(child)
+        if self._slot < 0:
+            return
+        queue = deque(self._children[self._slot].values())
+        while queue:
+            node = queue.popleft()
+            twin = self._twin(node)
+            self._fail[node] = twin
+            self._output[node] = twin if self._phrase[twin] >= 0 else self._output[twin]
+            queue.extend(self._children[node].values())
 
     def _revocable(self, state: ContextState) -> float:
         """Bonus held on the node's path that is not yet inside a completed phrase."""
         total, node, covered = 0.0, state.node, state.covered
-        while node:
+        while self._depth[node]:
             if not covered >> (self._depth[node] - 1) & 1:
                 total += self._token_bonus[node]
             node = self._parent[node]
@@ -149,9 +219,11 @@ class ContextGraph:
         all of them keep their bonus.
         """
         node = state.node
-        while node and token not in self._children[node]:
+        nxt = self._goto(node, token)
+        while nxt is None and node:
             node = self._fail[node]
-        nxt = self._children[node].get(token, 0)
+            nxt = self._goto(node, token)
+        nxt = nxt or 0
         depth = self._depth[nxt]
         # The new path is the last `depth` tokens of (old path + token); positions shift left.
         covered = state.covered >> (self._depth[state.node] + 1 - depth)
@@ -170,6 +242,11 @@ class ContextGraph:
         """Score delta at the end of an utterance: an unfinished match gives its bonus back."""
         return -self._revocable(state)
 
+    def _next_tokens(self, node: int) -> Iterable[int]:
+        yield from self._children[node]
+        if node in self._carrier_ends:
+            yield from self._children[self._slot]
+
     def token_deltas(self, state: ContextState) -> np.ndarray:
         """forward_one_step's delta for every token at once, (vocab_size,) float64, read-only.
 
@@ -185,7 +262,7 @@ class ContextGraph:
         row = self._root_row - np.float64(self._revocable(state))
         node, seen = state.node, set()
         while node:
-            for token in self._children[node]:
+            for token in self._next_tokens(node):
                 if token not in seen:
                     seen.add(token)
                     row[token] = self.forward_one_step(state, token)[0]
@@ -244,7 +321,8 @@ class ContextBuilder:
     """Turns display forms into a ContextGraph with the model's own sentencepiece model."""
 
     def __init__(self, sp: spm.SentencePieceProcessor | str | Path | bytes,
-                 bonus: float = DEFAULT_BONUS) -> None:
+                 bonus: float = DEFAULT_BONUS, slot_words: Sequence[str] = (),
+                 slot_bonus: float = 0.0) -> None:
         if isinstance(sp, bytes):  # the model's serialised proto (a packed bpe.model)
             sp = spm.SentencePieceProcessor(model_proto=sp)
         elif isinstance(sp, str | Path):
@@ -252,6 +330,10 @@ class ContextBuilder:
         self.sp = sp
         self.bonus = bonus
         self.unk = sp.unk_id()
+        # Carrier words spelled as the search will emit them (ContextGraph's slot paths);
+        # none while the slot bonus would add nothing.
+        self.slot_bonus = slot_bonus
+        self.slots = [sp.encode(w) for w in slot_words] if slot_bonus > bonus else []
 
     def encode(self, where: str, entry: object) -> tuple[str, list[int]]:
         """Normalised text and token ids of one entry, or a ContextError naming it."""
@@ -276,9 +358,15 @@ class ContextBuilder:
         phrases: dict[str, Phrase] = {}
         for where, entry in context_entries(context):
             text, ids = self.encode(where, entry)
+            # Only contacts fill the grammar's name slots: a device behind a carrier ("send
+            # the cellar hatch") would pay the search to turn "set" into "send".
+            slot = where.startswith("contacts[")
             # Duplicates (also "Zoë" and "Zoe", equal once normalised) merge into one phrase.
-            phrases.setdefault(text, Phrase(tuple(ids), entry))
-        return ContextGraph(phrases.values(), self.bonus, self.sp.get_piece_size())
+            known = phrases.get(text)
+            if known is None or (slot and not known.slot):
+                phrases[text] = Phrase(tuple(ids), known.text if known else entry, slot=slot)
+        return ContextGraph(phrases.values(), self.bonus, self.sp.get_piece_size(),
+                            self.slots, self.slot_bonus)
 
 
 def build_context_graph(entries: Sequence[str] | Mapping[str, Sequence[str]],

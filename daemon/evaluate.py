@@ -207,7 +207,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     timing = request_endpoints(events, entry.speech_start)
     sent = [serialize(e.lattice) for e in events if e.lattice is not None]
     reference = normalize_text(entry.text)
-    spoken = names_in(reference, entry.context)
+    spoken = names_in(reference, entry.context_names)
     return {
         "audio_filepath": entry.audio_filepath,
         "text": reference,

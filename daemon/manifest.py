@@ -14,9 +14,22 @@ class Entry:
     duration: float | None = None
     speech_start: float | None = None
     speech_end: float | None = None
-    context: list[str] = field(default_factory=list)
+    # The biasing context: a list, or by kind as SetContext takes it ({"contacts": [...],
+    # "devices": [...], "phrases": [...]}); `context_names` flattens either.
+    context: list[str] | dict[str, list[str]] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # any other keys, kept for the output
+
+    @property
+    def context_names(self) -> list[str]:
+        """Every entry of the context, whatever its kind, in order."""
+        return context_names(self.context)
+
+
+def context_names(context: list[str] | dict[str, list[str]] | None) -> list[str]:
+    if isinstance(context, dict):
+        return [name for names in context.values() for name in names]
+    return list(context or [])
 
 
 _KNOWN = {"audio_filepath", "text", "duration", "speech_start", "speech_end", "context", "tags"}
@@ -45,11 +58,22 @@ def read_manifest(path: str | Path) -> list[Entry]:
                 duration=row.get("duration"),
                 speech_start=row.get("speech_start"),
                 speech_end=row.get("speech_end"),
-                context=list(row.get("context") or []),
+                context=_context(row.get("context"), f"{path}:{lineno}"),
                 tags=list(row.get("tags") or []),
                 extra={k: v for k, v in row.items() if k not in _KNOWN},
             ))
     return entries
+
+
+def _context(value: object, where: str) -> list[str] | dict[str, list[str]]:
+    """The context key as given: a list, or lists by kind (kinds checked when it is used)."""
+    if isinstance(value, dict):
+        if not all(isinstance(v, list) for v in value.values()):
+            raise ValueError(f"{where}: 'context' by kind needs a list for each kind")
+        return {str(k): list(v) for k, v in value.items()}
+    if value is not None and not isinstance(value, list):
+        raise ValueError(f"{where}: 'context' must be a list or lists by kind")
+    return list(value or [])
 
 
 def write_manifest(path: str | Path, rows: list[dict]) -> None:

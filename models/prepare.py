@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from edge_asr.daemon.manifest import write_manifest
 from edge_asr.models import augment
+from edge_asr.models.corpus import load_lexicon
 from edge_asr.models.synth import SAMPLE_RATE, Voice, heldout_voices, synthesize, training_voices
 
 # Share of training utterances per engine: espeak-ng is fast and has many voices; flite and
@@ -87,6 +89,7 @@ def render_set(name: str, utts: list[dict], voices: list[Voice], data_dir: Path,
     audio_dir.mkdir(parents=True, exist_ok=True)
     manifest = data_dir / "manifests" / f"{name}.jsonl"
     if manifest.exists():
+        split_contexts(manifest)  # a cache made before contexts came by kind
         return manifest
     rng = np.random.default_rng(seed)
     jobs = []
@@ -105,11 +108,32 @@ def render_set(name: str, utts: list[dict], voices: list[Voice], data_dir: Path,
             row["audio_filepath"] = f"../audio/{name}/{row['audio_filepath']}"
             row["tags"] = list(utt.get("tags", ())) + row["tags"]
             if utt.get("context"):
-                row["context"] = list(utt["context"])
+                row["context"] = context_by_kind(utt["context"])
             row["intent"] = utt.get("intent", "")
             rows.append(row)
     write_manifest(manifest, rows)
     return manifest
+
+
+def context_by_kind(entries: Sequence[str]) -> dict[str, list[str]]:
+    """A corpus context list as a user's device would send it (SetContext's kinds): the
+    lexicon's device names under "devices", the people under "contacts". The kind matters:
+    only contacts are boosted more where the grammar expects a name."""
+    devices = {p.display for p in load_lexicon().device_names}
+    return {"contacts": [e for e in entries if e not in devices],
+            "devices": [e for e in entries if e in devices]}
+
+
+def split_contexts(manifest: Path) -> bool:
+    """Rewrites a manifest whose contexts are flat lists with contexts by kind; True if it
+    changed anything (the audio and every other key stay as they are)."""
+    rows = [json.loads(line) for line in manifest.open(encoding="utf-8") if line.strip()]
+    flat = [r for r in rows if isinstance(r.get("context"), list)]
+    for row in flat:
+        row["context"] = context_by_kind(row["context"])
+    if flat:
+        write_manifest(manifest, rows)
+    return bool(flat)
 
 
 def load_split(corpus_dir: Path, split: str) -> list[dict]:

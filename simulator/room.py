@@ -116,7 +116,7 @@ def _manifest_clips(src: UtteranceSource, base: Path) -> list[_Clip]:
         audio = read_audio(e.audio_filepath)
         start = e.speech_start if e.speech_start is not None else 0.0
         end = e.speech_end if e.speech_end is not None else len(audio) / SAMPLE_RATE
-        clips.append(_Clip(audio, e.text, start, end, list(e.tags), list(e.context or []),
+        clips.append(_Clip(audio, e.text, start, end, list(e.tags), e.context_names,
                            str(e.audio_filepath)))
     return clips
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from edge_asr.daemon.context_graph import (
     ROOT,
+    ContextBuilder,
     ContextError,
     ContextGraph,
     Phrase,
@@ -156,6 +157,68 @@ def test_final_bias_is_bonus_times_tokens_inside_complete_phrases(phrases, token
     assert sum(deltas) + g.finalize(state) == pytest.approx(len(inside))
 
 
+# --- slot paths: a contact right after a carrier word --------------------------------------
+
+K = 7  # a carrier word's token ("call")
+
+
+def test_a_contact_after_a_carrier_earns_the_slot_bonus():
+    g = ContextGraph([Phrase((A, B), slot=True)], bonus=1.5, slots=[(K,)], slot_bonus=2.0)
+    deltas, matches, state = walk(g, [K, A, B])
+    assert deltas == [0.0, 2.0, 2.0]
+    assert matches[-1] == (A, B)  # the contact, not carrier + contact
+    assert g.finalize(state) == 0.0
+    assert total(g, [X, A, B]) == 3.0  # elsewhere the plain bonus
+
+
+def test_a_broken_off_slot_match_gives_back_what_it_earned():
+    g = ContextGraph([Phrase((A, B, C), slot=True)], bonus=1.5, slots=[(K,)], slot_bonus=2.0)
+    deltas, _, state = walk(g, [K, A, B, X])
+    assert deltas == [0.0, 2.0, 2.0, -4.0] and state == ROOT
+    assert total(g, [K, A, B]) == 0.0
+    # Falling back onto the plain path mid-way: "call A A B C" says the name after "A".
+    assert total(g, [K, A, A, B, C]) == pytest.approx(4.5)
+
+
+def test_only_slot_phrases_get_slot_paths():
+    device = Phrase((A, B))
+    g = ContextGraph([device], bonus=1.5, slots=[(K,)], slot_bonus=3.0)
+    assert total(g, [K, A, B]) == 3.0
+    assert g.num_nodes == ContextGraph([device], bonus=1.5).num_nodes
+
+
+def _inside(phrase: tuple, phrases: list) -> bool:
+    n = len(phrase)
+    return any(q != phrase and any(q[i : i + n] == phrase for i in range(len(q) - n + 1))
+               for q in phrases)
+
+
+@settings(max_examples=300, deadline=None)
+@given(phrase_lists, st.lists(st.sampled_from([2, 3, 4, 5, 6, K]), max_size=14))
+def test_final_bias_counts_slot_tokens_at_the_slot_bonus(phrases, tokens):
+    """The bias left at the end is the plain bonus for each token inside a completed phrase,
+    the slot bonus where the occurrence follows the carrier. Exact when no phrase lies inside
+    another; otherwise a token is valued by the path it was on when first completed, so the
+    total stays between the two bonuses' counts."""
+    phrases = [tuple(p) for p in phrases]
+    g = ContextGraph([Phrase(p, slot=True) for p in phrases], bonus=1.0, slots=[(K,)],
+                     slot_bonus=2.0)
+    earned = [0.0] * len(tokens)
+    for p in phrases:
+        for i in range(len(tokens) - len(p) + 1):
+            if tuple(tokens[i : i + len(p)]) == p:
+                per = 2.0 if i > 0 and tokens[i - 1] == K else 1.0
+                for j in range(i, i + len(p)):
+                    earned[j] = max(earned[j], per)
+    deltas, _, state = walk(g, tokens)
+    final = sum(deltas) + g.finalize(state)
+    assert min(np.cumsum([0.0] + deltas)) >= -1e-9
+    if not any(_inside(p, phrases) for p in phrases):
+        assert final == pytest.approx(sum(earned))
+    inside = sum(1 for e in earned if e)
+    assert inside - 1e-9 <= final <= 2.0 * inside + 1e-9
+
+
 # --- building from display forms ----------------------------------------------------------
 
 SENTENCES = [
@@ -216,6 +279,24 @@ def test_bad_contexts_are_named(sp, entries, message):
         build_context_graph(entries, sp)
     assert message in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+def test_only_contacts_fill_the_carriers_slots(sp):
+    builder = ContextBuilder(sp, bonus=1.5, slot_words=["call"], slot_bonus=2.5)
+    call, name = sp.encode("call"), sp.encode("ziggy")
+    by_kind = builder.build({"contacts": ["Ziggy"], "devices": ["the lava lamp"]})
+    assert total(by_kind, call + name) == pytest.approx(2.5 * len(name))
+    lamp = sp.encode("the lava lamp")
+    assert total(by_kind, call + lamp) == pytest.approx(1.5 * len(lamp))
+    # A flat list says nothing of kinds: every entry is judged the same, everywhere.
+    flat = builder.build(["Ziggy", "the lava lamp"])
+    assert total(flat, call + name) == pytest.approx(1.5 * len(name))
+    # A name given as a device and as a contact is a contact.
+    both = builder.build({"contacts": ["Ziggy"], "devices": ["ziggy"]})
+    assert [p.slot for p in both.phrases] == [True]
+    # A slot bonus no larger than the plain one adds no paths.
+    plain = ContextBuilder(sp, bonus=1.5, slot_words=["call"], slot_bonus=1.5)
+    assert plain.build({"contacts": ["Ziggy"]}).num_nodes == len(name) + 1
 
 
 def test_limits_allow_a_full_context(sp):
@@ -341,6 +422,7 @@ def test_eval_uses_the_manifest_context_unless_told_not_to(model_dir, audio, tmp
         {"audio_filepath": "a.wav", "text": PHRASE, "context": [PHRASE]},
         {"audio_filepath": "a.wav", "text": PHRASE},
         {"audio_filepath": "a.wav", "text": PHRASE, "context": ["!!!"]},
+        {"audio_filepath": "a.wav", "text": PHRASE, "context": {"contacts": [PHRASE]}},
     ])
     rec = Recognizer(RecognizerConfig(model_dir=model_dir))
     for use_context in (True, False):
@@ -349,9 +431,11 @@ def test_eval_uses_the_manifest_context_unless_told_not_to(model_dir, audio, tmp
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         if use_context:  # the unusable context is reported and its utterance skipped
             assert summary.errors == 1 and "empty after normalisation" in capsys.readouterr().out
-            assert [r["context_used"] for r in rows] == [True, False]
+            assert [r["context_used"] for r in rows] == [True, False, True]
             assert PHRASE in rows[0]["hypothesis"] and PHRASE not in rows[1]["hypothesis"]
+            assert PHRASE in rows[2]["hypothesis"]  # a context by kind, as SetContext's
         else:
             assert summary.errors == 0
-            assert [r["context_used"] for r in rows] == [False] * 3
+            assert [r["context_used"] for r in rows] == [False] * 4
             assert all(PHRASE not in r["hypothesis"] for r in rows)
+        assert rows[-1]["context_names"] == [PHRASE]

@@ -12,6 +12,7 @@ import pytest
 
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.corpus import (
+    CONTEXT_DEVICES_TEST_NAMES,
     CONTEXT_SIZE,
     INTENTS,
     MAX_WORDS,
@@ -235,3 +236,29 @@ def test_same_output_across_processes(tmp_path: Path) -> None:
                                                              "PYTHONHASHSEED": hash_seed})
         outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert outputs[0] == outputs[1]
+
+
+def test_manifest_contexts_come_by_kind(splits: CorpusSplits, tmp_path: Path) -> None:
+    """The evaluation manifests give a context as a device would send it: devices apart
+    from contacts (only contacts earn the slot bonus), every entry kept exactly once."""
+    from edge_asr.daemon.manifest import read_manifest, write_manifest
+    from edge_asr.models.prepare import context_by_kind, split_contexts
+
+    heldout = set(splits.heldout_names)
+    for u in splits.test_names[:50]:
+        kinds = context_by_kind(u.context)
+        assert sorted(kinds["contacts"] + kinds["devices"]) == sorted(u.context)
+        assert u.entities[0] in kinds["contacts"]
+        assert heldout >= set(kinds["contacts"])
+        assert len(kinds["devices"]) == CONTEXT_DEVICES_TEST_NAMES
+    # A cache written before: its flat lists are split in place, once; the rest stays.
+    manifest = tmp_path / "m.jsonl"
+    u = splits.dev[0]
+    write_manifest(manifest, [
+        {"audio_filepath": "a.wav", "text": u.text, "context": list(u.context), "voice": "v"},
+        {"audio_filepath": "b.wav", "text": "stop"}])
+    assert split_contexts(manifest) and not split_contexts(manifest)
+    entries = read_manifest(manifest)
+    assert entries[0].context == context_by_kind(u.context)
+    assert sorted(entries[0].context_names) == sorted(u.context)
+    assert entries[0].extra == {"voice": "v"} and entries[1].context == []
