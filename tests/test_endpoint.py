@@ -314,6 +314,29 @@ def test_in_noise_the_final_end_point_can_be_told_to_wait_longer() -> None:
     assert [(e.kind, e.time) for e in quiet.events] == [(e.kind, e.time) for e in plain.events]
 
 
+def test_in_noise_unfinished_words_wait_longer() -> None:
+    """In noise the VAD hears a pause begin early, so "dial one six nine" then 0.85 s of
+    pause measures longer than 700 ms; final_silence_max_noisy_extra bridges it. Words that look
+    finished end as soon as before, and a quiet room decides exactly as before."""
+    words = [silence(0.3), speech(0.8, "dial one six nine"), silence(0.85),
+             speech(0.8, "dial one six nine two five one zero"), silence(2.0)]
+    impatient = dataclasses.replace(CONFIG, final_silence_max_noisy_extra=0.0)
+    assert simulate(words, config=impatient, snr_db=8.0).first(EventKind.CONFIRMED).time < 1.95
+    patient = CONFIG  # the default holds 0.3 s longer
+    noisy = simulate(words, config=patient, snr_db=8.0)
+    assert no_events_between(noisy, 1.1, 1.95, EventKind.CONFIRMED, EventKind.FINAL_ENDPOINT)
+    assert noisy.events[-1].text == "dial one six nine two five one zero"
+    ep = noisy.endpointer
+    assert ep.final_silence_for("dial one six nine", noisy=True) == pytest.approx(
+        CONFIG.final_silence_max + 0.3)
+    assert ep.final_silence_for("dial one six nine") == CONFIG.final_silence_max
+    finished = "turn the fan off please"
+    assert ep.final_silence_for(finished, noisy=True) == ep.final_silence_for(finished)
+    quiet = simulate(words, config=patient, snr_db=35.0)
+    plain = simulate(words, config=impatient, snr_db=35.0)
+    assert [(e.kind, e.time) for e in quiet.events] == [(e.kind, e.time) for e in plain.events]
+
+
 @pytest.mark.parametrize("chunk_frames", [4, 16])
 def test_pause_before_a_name_is_not_cut(chunk_frames: int) -> None:
     run = simulate([silence(0.4), speech(0.4, "call"), silence(0.7),
@@ -444,6 +467,8 @@ def test_bad_inputs_are_refused() -> None:
         EndpointConfig(final_silence=0.2, final_silence_min=0.3)
     with pytest.raises(ValueError, match="silence_timeout"):
         EndpointConfig(silence_timeout=0.5)
+    with pytest.raises(ValueError, match="final_silence_max_noisy_extra"):
+        EndpointConfig(final_silence_max_noisy_extra=-0.1)
     with pytest.raises(ValueError, match="spec_silence"):
         EndpointConfig(spec_silence=-0.1)
 
