@@ -66,7 +66,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         samples = read_audio(path)
         print(f"{path}:")
         pipeline = Pipeline(recognizer, config, source="file")
-        if args.context:
+        if args.contacts or args.devices:  # by kind, as SetContext takes it
+            pipeline.set_context({"contacts": args.contacts or [],
+                                  "devices": args.devices or [],
+                                  "phrases": args.context or []})
+        elif args.context:  # a flat list: no kinds, so no slot bonus
             pipeline.set_context(args.context)
         for event in run_pipeline(pipeline, samples):
             print("  " + format_event(event))
@@ -244,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="run audio files through the daemon's pipeline")
     t.add_argument("files", nargs="+", type=Path)
     t.add_argument("--partials", action="store_true", help="print partial results too")
-    t.add_argument("--context", nargs="*", help="names and phrases to boost")
+    t.add_argument("--context", nargs="*", help="names and phrases to boost (the other "
+                   "phrases when --contacts or --devices is given)")
+    t.add_argument("--contacts", nargs="*", help="people's names to boost, more so right "
+                   "after a carrier word (\"call _\")")
+    t.add_argument("--devices", nargs="*", help="device and room names to boost")
     model_args(t)
     t.set_defaults(func=cmd_transcribe)
 

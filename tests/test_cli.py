@@ -166,3 +166,24 @@ def test_the_readme_daemon_configuration_loads_and_states_the_defaults(tmp_path)
             value, want = Path(value).name, Path(want).name
         assert value == (list(want) if isinstance(want, tuple) else want), key
     assert config.beam == shown["beam"]
+
+
+def test_transcribe_sends_contacts_and_devices_by_kind(monkeypatch, capsys, shipped_model_dir):
+    """--contacts / --devices give the context by kind (contacts earn the slot bonus);
+    --context alone stays a flat list; a bad entry is a clear error, exit code 2."""
+    from edge_asr.daemon.pipeline import Pipeline
+
+    given = []
+    original = Pipeline.set_context
+    monkeypatch.setattr(Pipeline, "set_context",
+                        lambda self, context: given.append(context) or original(self, context))
+    clip = str(Path(__file__).parent / "data" / "clip00.flac")
+    model = ["--model", str(shipped_model_dir)]
+    assert main(["transcribe", clip, *model, "--contacts", "Siobhan Murphy",
+                 "--devices", "the lava lamp", "--context", "road trip"]) == 0
+    assert main(["transcribe", clip, *model, "--context", "Siobhan Murphy"]) == 0
+    assert given == [{"contacts": ["Siobhan Murphy"], "devices": ["the lava lamp"],
+                      "phrases": ["road trip"]}, ["Siobhan Murphy"]]
+    capsys.readouterr()
+    assert main(["transcribe", clip, *model, "--contacts", "?!"]) == 2
+    assert "contacts[0] '?!' is empty after normalisation" in capsys.readouterr().err
