@@ -14,10 +14,10 @@ adds the graph's score delta to the hypothesis' ranking score:
 So once an utterance is final, its total bias is `bonus` times the number of tokens that lie
 inside some complete phrase occurrence; names that were only started earn nothing.
 
-Contacts are also matched behind each carrier word ("call", "text", "messages from"), on
-paths of their own whose tokens earn `slot_bonus`: a name where the assistant's grammar puts
-one is worth more than the same tokens anywhere else (Zhao et al. 2019 gate biasing by such
-prefixes). The carrier's tokens earn nothing and are never covered.
+Contacts are also matched right after a carrier word ("call", "text", "messages from"), on
+a copy of their paths whose tokens earn `slot_bonus`: a name where the assistant's grammar
+puts one is worth more than the same tokens anywhere else (Zhao et al. 2019 gate biasing by
+such prefixes). The carrier's own tokens earn nothing.
 
 To do this exactly the state is a trie node plus a bit mask of which positions of the node's
 path are already inside a completed phrase ("covered"): those are kept when the path later
