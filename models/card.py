@@ -126,6 +126,10 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         "training_log": log,
         # Set when training continued from an earlier export (recipe --init-from).
         "continued_from": _lineage(exp / "lineage.json"),
+        # Dev WER (greedy) of the weights that ship; the runs averaged into them, if any
+        # (models/average.py).
+        "dev_wer": saved.get("dev_wer"),
+        "averaged_runs": saved.get("averaged_runs", []),
         "evaluation": {"command": "edge-asr eval DATA/manifests/<set>.jsonl [--no-context] "
                                   "--decoding <method>", "sets": results,
                        "beam": RecognizerConfig.beam,
