@@ -12,9 +12,10 @@ of epoch checkpoints.
 Scores on dev (greedy, as training does) the last run's weights alone, then averaged with
 the runs before it, newest first, one more at a time; keeps whichever scores best (the
 last run alone, unless an average is better) and writes it as OUT-EXP/final.pt beside the
-last run's config, log and lineage, so the recipe's export and model card take it as any
-run's (`recipe --exp OUT-EXP --until export`). Full-precision dense runs only: an average
-of pruned or quantisation-aware weights keeps neither the zeros nor the grid.
+last run's config, log and lineage, as any run's. With `--out MODEL_DIR` it also exports
+them there and writes their model card (which evaluates every set, as the recipe's
+evaluate stage does). Full-precision dense runs only: an average of pruned or
+quantisation-aware weights keeps neither the zeros nor the grid.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 from edge_asr.models.dataset import SpeechDataset
 from edge_asr.models.tokenizer import Tokenizer
-from edge_asr.models.train import dev_wer, model_from_saved
+from edge_asr.models.train import dev_wer, load_model, model_from_saved
 
 RUN_FILES = ("config.json", "log.jsonl", "lineage.json")
 
@@ -76,6 +77,7 @@ def main() -> None:
     p.add_argument("--earlier", type=Path, nargs="+", required=True,
                    help="the runs it continued from, newest first")
     p.add_argument("--out-exp", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="export the kept weights here, with a card")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,6 +102,13 @@ def main() -> None:
     weights = saved[0]["model"] if count == 1 else mean_weights([s["model"] for s in saved[:count]])
     torch.save({**saved[0], "model": weights, "dev_wer": wer,
                 "averaged_runs": [str(r) for r in runs[:count]]}, args.out_exp / "final.pt")
+    if args.out:
+        from edge_asr.models.card import write_model_card
+        from edge_asr.models.export import export_onnx
+
+        export_onnx(load_model(args.out_exp / "final.pt"), lang / "tokens.txt", args.out)
+        (args.out / "model_card.json").unlink(missing_ok=True)  # it described other files
+        write_model_card(args.out, args.data, args.out_exp)
 
 
 if __name__ == "__main__":
