@@ -237,6 +237,8 @@ class ContextPhrase:
     text: str  # normalised words, as the model spells them
     tokens: tuple[int, ...]
     bonus: float  # per token
+    # May fill a name slot (SlotBonus): a contact, or any entry of a context without kinds.
+    slot: bool = True
 
 
 # The words that introduce a contact in DOMAIN.md's call and message intents ("call _",
@@ -264,7 +266,7 @@ class SlotBonus:
 
     def per_token(self, words: Sequence[str], start: int, phrase: ContextPhrase) -> float:
         """The bonus per token of `phrase` said at words[start:]."""
-        if start > 0 and words[start - 1] in self.words:
+        if phrase.slot and start > 0 and words[start - 1] in self.words:
             return max(phrase.bonus, self.bonus)
         return phrase.bonus
 

@@ -269,8 +269,11 @@ class Recognizer:
         with self._contexts_lock:
             phrases = self._phrases.get(graph)
         if phrases is None:
+            # The rescue's slot bonus goes to contacts, or to every entry of a list without
+            # kinds (a device after "call" is no name the grammar expects).
             phrases = [ContextPhrase(self.model.detokenize(list(p.tokens)), p.tokens,
-                                     graph.bonus if p.bonus is None else p.bonus)
+                                     graph.bonus if p.bonus is None else p.bonus,
+                                     p.kind in (None, "contacts"))
                        for p in graph.phrases]
             with self._contexts_lock:
                 self._phrases[graph] = phrases

@@ -257,6 +257,20 @@ def test_the_slot_bonus_counts_only_right_after_a_carrier_word():
     assert slots.per_token("is taraneh home".split(), 1, name) == 1.5
     # A phrase whose own bonus is larger keeps it.
     assert slots.per_token("call taraneh".split(), 1, ContextPhrase("taraneh", (5,), 4.0)) == 4.0
+    # A device is no name the grammar expects after "call".
+    heater = ContextPhrase("grandma's heater", (7, 8), 1.5, slot=False)
+    assert slots.per_token("call grandma's heater".split(), 1, heater) == 1.5
+
+
+@needs_shipped
+def test_the_rescue_gives_the_slot_bonus_to_contacts_and_to_lists_without_kinds():
+    recognizer = Recognizer(RecognizerConfig())
+    by_kind = recognizer.create_stream({"contacts": ["Taraneh"], "devices": ["the spa"],
+                                        "phrases": ["road trip"]})
+    assert {p.text: p.slot for p in recognizer.context_phrases(by_kind)} == {
+        "taraneh": True, "the spa": False, "road trip": False}
+    flat = recognizer.create_stream(["Taraneh", "the spa"])
+    assert all(p.slot for p in recognizer.context_phrases(flat))
 
 
 @needs_shipped
