@@ -18,9 +18,9 @@ from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
 
 DATA = Path(__file__).parent / "data"
-# rnnt-v1 measured 17.95% (greedy) and 13.85% (beam 4) on these 24 clips (`edge-asr eval
+# rnnt-v1 measured 17.95% (greedy) and 16.41% (beam 4) on these 24 clips (`edge-asr eval
 # tests/data/manifest.jsonl --no-context --decoding ...`); bound = measurement + 5 points.
-WER_BOUND = {"greedy_search": 0.23, "modified_beam_search": 0.19}
+WER_BOUND = {"greedy_search": 0.23, "modified_beam_search": 0.21}
 
 
 def test_bundled_clips_are_small_and_from_heldout_voices():
@@ -84,14 +84,14 @@ def test_sherpa_onnx_gives_the_same_greedy_transcripts(shipped_model_dir):
 
 
 # The int8 models, packed, on the same clips (bound = measurement + 5 points):
-# rnnt-v1-int8 (post-training) 18.97% greedy, 16.92% beam 4; rnnt-v1-int4-s30 (4-bit
-# quantisation-aware training, 30% sparse) 21.03% and 15.38%; rnnt-v1-int8-s70 (70% sparse,
+# rnnt-v1-int8 (post-training) 18.97% greedy, 16.41% beam 4; rnnt-v1-int4-s30 (4-bit
+# quantisation-aware training, 30% sparse) 17.44% and 14.87%; rnnt-v1-int8-s70 (70% sparse,
 # int8 QAT, trained from an earlier rnnt-v1) 42.05% and 32.82%. Each must also be smaller
 # than fp32 by at least a factor, and say how many bits its weights use.
 MODELS = Path(__file__).resolve().parent.parent / "models"
 INT8 = {
-    "rnnt-v1-int8": ({"greedy_search": 0.24, "modified_beam_search": 0.22}, 4.0, 8),
-    "rnnt-v1-int4-s30": ({"greedy_search": 0.26, "modified_beam_search": 0.20}, 8.0, 4),
+    "rnnt-v1-int8": ({"greedy_search": 0.24, "modified_beam_search": 0.21}, 4.0, 8),
+    "rnnt-v1-int4-s30": ({"greedy_search": 0.22, "modified_beam_search": 0.20}, 8.0, 4),
     "rnnt-v1-int8-s70": ({"greedy_search": 0.48, "modified_beam_search": 0.38}, 9.0, 8),
 }
 
