@@ -2,11 +2,12 @@
 
     python bench/context.py [--model DIR] [--repeats N]
 
-The largest context DOMAIN.md allows (1,000 contacts, 200 devices, 200 other phrases), made
-from the lexicon's person and device names and playlist names, built with the model's own
-sentencepiece model, with and without the slot paths of `context_slot_bonus`. The daemon
-builds a graph once per distinct context (then it is cached), so this is paid when a user's
-context changes, on the worker thread, before the next utterance.
+The largest context DOMAIN.md allows (1,000 contacts, 200 devices; the other phrases are
+the lexicon's playlist and timer names, fewer than 200), made from the recipe's lexicon
+and built with the model's own sentencepiece model, with and without the slot paths of
+`context_slot_bonus`. The daemon builds a graph once per distinct context (then it is
+cached), so this is paid when a user's context changes, on the worker thread, before the
+next utterance.
 """
 
 from __future__ import annotations
@@ -20,22 +21,19 @@ from pathlib import Path
 
 from edge_asr.daemon.context_graph import ContextBuilder
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, RecognizerConfig
-
-LEXICON = Path(__file__).resolve().parent.parent / "models" / "lexicon"
-
-
-def _lines(name: str) -> list[str]:
-    return [line.strip() for line in (LEXICON / name).read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith(("#", "["))]
+from edge_asr.models.corpus import load_lexicon
 
 
 def full_context() -> dict[str, list[str]]:
-    """1,000 distinct "first last" contacts, 200 devices, 200 playlist and timer names."""
-    first, last = _lines("first_names.txt"), _lines("surnames.txt")
+    """1,000 distinct "first last" contacts, 200 devices, the playlist and timer names."""
+    lex = load_lexicon()
+    first = [p.display for group in lex.first_names.values() for p in group]
+    last = [p.display for group in lex.surnames.values() for p in group]
     contacts = [f"{first[i % len(first)]} {last[(i * 7) % len(last)]}" for i in range(1000)]
-    others = list(dict.fromkeys(_lines("playlists.txt") + _lines("timer_names.txt")))
-    return {"contacts": contacts, "devices": _lines("devices.txt")[:200],
-            "phrases": others[:200]}
+    others = dict.fromkeys(p.display for name in ("playlists", "timer_names")
+                           for p in lex.lists[name])
+    return {"contacts": contacts, "devices": [p.display for p in lex.device_names][:200],
+            "phrases": list(others)[:200]}
 
 
 def measure(config: RecognizerConfig, context: dict, repeats: int) -> tuple[int, float, float]:

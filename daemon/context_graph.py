@@ -53,8 +53,12 @@ class Phrase:
     tokens: tuple[int, ...]
     text: str = ""  # the display form it came from (the first one, when duplicates merged)
     bonus: float | None = None  # per-token bonus of this phrase; None: the graph's default
-    slot: bool = False  # a contact: also matched, with the slot bonus, after a carrier word
     kind: str | None = None  # "contacts", "devices" or "phrases"; None: a flat list's entry
+
+    @property
+    def slot(self) -> bool:
+        """A contact: also matched, with the slot bonus, right after a carrier word."""
+        return self.kind == "contacts"
 
 
 @dataclass(frozen=True)
@@ -362,12 +366,11 @@ class ContextBuilder:
             # Only contacts fill the grammar's name slots: a device behind a carrier ("send
             # the cellar hatch") would pay the search to turn "set" into "send".
             kind = where.split("[")[0] if "[" in where else None
-            slot = kind == "contacts"
-            # Duplicates (also "Zoë" and "Zoe", equal once normalised) merge into one phrase.
+            # Duplicates (also "Zoë" and "Zoe", equal once normalised) merge into one phrase,
+            # a contact if any of them is.
             known = phrases.get(text)
-            if known is None or (slot and not known.slot):
-                phrases[text] = Phrase(tuple(ids), known.text if known else entry, slot=slot,
-                                       kind=kind)
+            if known is None or (kind == "contacts" and not known.slot):
+                phrases[text] = Phrase(tuple(ids), known.text if known else entry, kind=kind)
         return ContextGraph(phrases.values(), self.bonus, self.sp.get_piece_size(),
                             self.slots, self.slot_bonus)
 

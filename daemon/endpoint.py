@@ -225,12 +225,13 @@ class Endpointer:
         """The final end-pointer's silence threshold for this text (in noise, if `noisy`)."""
         c = self.config
         score = min(1.0, max(0.0, float(self._completeness(text))))
+        extra = c.final_silence_noisy_extra if noisy else 0.0
         if score <= _UNSURE_AT:
             span = (_UNSURE_AT - score) / (_UNSURE_AT - _UNFINISHED_AT)
-            longest = c.final_silence_max + (c.final_silence_max_noisy_extra if noisy else 0)
-            return c.final_silence + min(1.0, span) * (longest - c.final_silence)
+            longest = c.final_silence_max + (c.final_silence_max_noisy_extra if noisy else 0.0)
+            return extra + c.final_silence + min(1.0, span) * (longest - c.final_silence)
         span = (score - _UNSURE_AT) / (_FINISHED_AT - _UNSURE_AT)
-        return c.final_silence - min(1.0, span) * (c.final_silence - c.final_silence_min)
+        return extra + c.final_silence - min(1.0, span) * (c.final_silence - c.final_silence_min)
 
     def update(self, now: float, speech_flags: Sequence[bool], trailing_blanks: int | None,
                text: str, snr_db: float | None = None) -> list[EndpointEvent]:
@@ -356,8 +357,6 @@ class Endpointer:
         blank_s = math.inf if trailing_blanks is None else trailing_blanks * c.encoder_frame_s
         blank_s += _EPS
         final_silence = self.final_silence_for(text, noisy)  # both end-pointers use it
-        if noisy:
-            final_silence += c.final_silence_noisy_extra
         if self._now - self._timing.speech_start >= c.max_utterance - _EPS:
             self._end(EndReason.MAX_UTTERANCE, text, events)
         elif silence >= c.silence_timeout:

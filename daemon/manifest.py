@@ -23,13 +23,9 @@ class Entry:
     @property
     def context_names(self) -> list[str]:
         """Every entry of the context, whatever its kind, in order."""
-        return context_names(self.context)
-
-
-def context_names(context: list[str] | dict[str, list[str]] | None) -> list[str]:
-    if isinstance(context, dict):
-        return [name for names in context.values() for name in names]
-    return list(context or [])
+        if isinstance(self.context, dict):
+            return [name for names in self.context.values() for name in names]
+        return list(self.context)
 
 
 _KNOWN = {"audio_filepath", "text", "duration", "speech_start", "speech_end", "context", "tags"}

@@ -59,15 +59,19 @@ def mean_weights(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.T
 
 
 def choose_average(saved: Sequence[dict], score: Callable[[dict], float]
-                   ) -> tuple[int, float, list[float]]:
+                   ) -> tuple[int, float, list[float], dict[str, torch.Tensor]]:
     """How many runs (newest first, at least the newest) to average, by the lowest score;
-    ties keep fewer. Returns (count, its score, the score of every count tried)."""
-    scores = []
+    ties keep fewer. Returns (count, its score, the score of every count tried, its
+    weights)."""
+    scores: list[float] = []
+    best: tuple[int, float, dict[str, torch.Tensor]] | None = None
     for n in range(1, len(saved) + 1):
         weights = saved[0]["model"] if n == 1 else mean_weights([s["model"] for s in saved[:n]])
         scores.append(score(weights))
-    best = min(range(len(scores)), key=lambda i: (scores[i], i))
-    return best + 1, scores[best], scores
+        if best is None or scores[-1] < best[1]:
+            best = (n, scores[-1], weights)
+    assert best is not None  # at least the newest run is scored
+    return best[0], best[1], scores, best[2]
 
 
 def main() -> None:
@@ -91,7 +95,7 @@ def main() -> None:
         model = model_from_saved({"config": saved[0]["config"], "model": weights})
         return dev_wer(model, dev, tok)
 
-    count, wer, scores = choose_average(saved, score)
+    count, wer, scores, weights = choose_average(saved, score)
     for n, s in enumerate(scores, 1):
         print(f"dev WER, the last {n} run(s) averaged: {s:.4f}")
     print(f"keeping {count} run(s): {', '.join(str(r) for r in runs[:count])}")
@@ -99,7 +103,6 @@ def main() -> None:
     for name in RUN_FILES:
         if (args.exp / name).exists():
             shutil.copy(args.exp / name, args.out_exp / name)
-    weights = saved[0]["model"] if count == 1 else mean_weights([s["model"] for s in saved[:count]])
     torch.save({**saved[0], "model": weights, "dev_wer": wer,
                 "averaged_runs": [str(r) for r in runs[:count]]}, args.out_exp / "final.pt")
     if args.out:

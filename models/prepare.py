@@ -14,6 +14,7 @@ import json
 import multiprocessing as mp
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -115,11 +116,16 @@ def render_set(name: str, utts: list[dict], voices: list[Voice], data_dir: Path,
     return manifest
 
 
+@cache
+def _device_names() -> frozenset[str]:
+    return frozenset(p.display for p in load_lexicon().device_names)
+
+
 def context_by_kind(entries: Sequence[str]) -> dict[str, list[str]]:
     """A corpus context list as a user's device would send it (SetContext's kinds): the
     lexicon's device names under "devices", the people under "contacts". The kind matters:
     only contacts are boosted more where the grammar expects a name."""
-    devices = {p.display for p in load_lexicon().device_names}
+    devices = _device_names()
     return {"contacts": [e for e in entries if e not in devices],
             "devices": [e for e in entries if e in devices]}
 

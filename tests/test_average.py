@@ -19,8 +19,9 @@ def test_the_best_count_on_dev_is_kept_and_ties_keep_fewer():
     runs = [{"model": {"w": torch.tensor([v])}} for v in (1.0, 3.0, -4.0)]
     # dev "WER" of a weight: its distance from 2 (the newest two average to exactly 2).
     score = lambda weights: abs(weights["w"].item() - 2.0)  # noqa: E731
-    count, best, scores = choose_average(runs, score)
+    count, best, scores, weights = choose_average(runs, score)
     assert (count, best) == (2, 0.0) and scores == [1.0, 0.0, 2.0]
+    assert weights["w"].item() == 2.0
     assert choose_average(runs[:1], score)[0] == 1
     flat = lambda weights: 0.5  # noqa: E731
     assert choose_average(runs, flat)[0] == 1

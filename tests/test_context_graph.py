@@ -163,7 +163,7 @@ K = 7  # a carrier word's token ("call")
 
 
 def test_a_contact_after_a_carrier_earns_the_slot_bonus():
-    g = ContextGraph([Phrase((A, B), slot=True)], bonus=1.5, slots=[(K,)], slot_bonus=2.0)
+    g = ContextGraph([Phrase((A, B), kind="contacts")], bonus=1.5, slots=[(K,)], slot_bonus=2.0)
     deltas, matches, state = walk(g, [K, A, B])
     assert deltas == [0.0, 2.0, 2.0]
     assert matches[-1] == (A, B)  # the contact, not carrier + contact
@@ -172,7 +172,7 @@ def test_a_contact_after_a_carrier_earns_the_slot_bonus():
 
 
 def test_a_broken_off_slot_match_gives_back_what_it_earned():
-    g = ContextGraph([Phrase((A, B, C), slot=True)], bonus=1.5, slots=[(K,)], slot_bonus=2.0)
+    g = ContextGraph([Phrase((A, B, C), kind="contacts")], bonus=1.5, slots=[(K,)], slot_bonus=2.0)
     deltas, _, state = walk(g, [K, A, B, X])
     assert deltas == [0.0, 2.0, 2.0, -4.0] and state == ROOT
     assert total(g, [K, A, B]) == 0.0
@@ -201,7 +201,7 @@ def test_final_bias_counts_slot_tokens_at_the_slot_bonus(phrases, tokens):
     another; otherwise a token is valued by the path it was on when first completed, so the
     total stays between the two bonuses' counts."""
     phrases = [tuple(p) for p in phrases]
-    g = ContextGraph([Phrase(p, slot=True) for p in phrases], bonus=1.0, slots=[(K,)],
+    g = ContextGraph([Phrase(p, kind="contacts") for p in phrases], bonus=1.0, slots=[(K,)],
                      slot_bonus=2.0)
     earned = [0.0] * len(tokens)
     for p in phrases:
