@@ -27,6 +27,14 @@ class Entry:
             return [name for names in self.context.values() for name in names]
         return list(self.context)
 
+    @property
+    def context_by_kind(self) -> dict[str, list[str]]:
+        """The context as SetContext's lists. A list without kinds goes in as contacts: the
+        recognizer lets every entry of such a list fill a name slot, as it does contacts."""
+        if isinstance(self.context, dict):
+            return {kind: list(names) for kind, names in self.context.items()}
+        return {"contacts": list(self.context)} if self.context else {}
+
 
 _KNOWN = {"audio_filepath", "text", "duration", "speech_start", "speech_end", "context", "tags"}
 

@@ -214,10 +214,10 @@ class Pipeline:
             return []
         uid = self._utterance_id
         if kind is EventKind.SPECULATIVE_ENDPOINT:
-            # The name rescue runs at end-points only (a forward pass per candidate); the
+            # The name rescue and the fallback run at end-points only (`settle`); the
             # end-pointer compares the beam's own best texts, so CONFIRMED still means "the
             # beam did not change its mind".
-            self.recognizer.rescue_names(self._stream)
+            self.recognizer.settle(self._stream)
             self._speculative = self._nbest()
             return [Event(EventType.SPECULATIVE_ENDPOINT, uid, ep.time, self._speculative[0][0],
                           revision=1, nbest=self._speculative, lattice=self._lattice(1, True),

@@ -119,10 +119,12 @@ class ModifiedBeamSearch(_Search):
         # With a context the utterance's encoder frames are kept for the name rescue's
         # second pass (name_rescue.py): 1 KB per 40 ms frame.
         self.frames: list[np.ndarray] = []
-        # A hypothesis from outside the beam (the rescue's) that leads the n-best until the
-        # next frame; with the frame offset it was made for.
-        self._leader: Hypothesis | None = None
+        # Hypotheses from outside the beam that lead the n-best until the next frame (the
+        # rescue's, or a plain search's standing in for it), with the frame offset they
+        # were given for, and whether they replace the beam's own or only go first.
+        self._leaders: list[Hypothesis] = []
         self._leader_at = -1
+        self._stand_in = False
 
     def step(self, encoder_out: np.ndarray) -> None:
         if self.context is not None:
@@ -142,7 +144,13 @@ class ModifiedBeamSearch(_Search):
 
     def lead_with(self, hyp: Hypothesis | None) -> None:
         """Put `hyp` first in the n-best for the frames decoded so far (None: nothing)."""
-        self._leader, self._leader_at = hyp, self.frame_offset
+        self._leaders, self._leader_at, self._stand_in = [hyp] if hyp else [], \
+            self.frame_offset, False
+
+    def stand_in(self, hyps: list[Hypothesis]) -> None:
+        """Give `hyps` as the n-best, in place of the beam's own, for the frames decoded
+        so far (the recognizer's plain search, when the context won nothing)."""
+        self._leaders, self._leader_at, self._stand_in = list(hyps), self.frame_offset, True
 
     @property
     def led_at(self) -> int:
@@ -229,9 +237,12 @@ class ModifiedBeamSearch(_Search):
 
     @property
     def nbest(self) -> list[Hypothesis]:
-        """`ranked`, led by the rescued hypothesis while it is current (`lead_with`)."""
+        """`ranked`, led by the rescued hypothesis while it is current (`lead_with`), or
+        the stand-ins instead (`stand_in`)."""
         ranked = self.ranked
-        leader = self._leader
-        if leader is None or self._leader_at != self.frame_offset:
+        if not self._leaders or self._leader_at != self.frame_offset:
             return ranked
-        return [leader] + [h for h in ranked if h.tokens != leader.tokens]
+        if self._stand_in:
+            return list(self._leaders)
+        led = {h.tokens for h in self._leaders}
+        return self._leaders + [h for h in ranked if h.tokens not in led]

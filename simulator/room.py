@@ -77,8 +77,12 @@ class Request:
     speech_start: float
     speech_end: float
     tags: list[str]
-    context: list[str]
+    context: dict[str, list[str]]  # the biasing context by kind, as the manifest gave it
     source: str  # the file or voice it came from
+
+    @property
+    def context_names(self) -> list[str]:
+        return [name for names in self.context.values() for name in names]
 
 
 @dataclass
@@ -98,7 +102,7 @@ class _Clip:
     speech_start: float
     speech_end: float
     tags: list[str]
-    context: list[str]
+    context: dict[str, list[str]]  # by kind, as SetContext takes it
     source: str
 
 
@@ -116,7 +120,7 @@ def _manifest_clips(src: UtteranceSource, base: Path) -> list[_Clip]:
         audio = read_audio(e.audio_filepath)
         start = e.speech_start if e.speech_start is not None else 0.0
         end = e.speech_end if e.speech_end is not None else len(audio) / SAMPLE_RATE
-        clips.append(_Clip(audio, e.text, start, end, list(e.tags), e.context_names,
+        clips.append(_Clip(audio, e.text, start, end, list(e.tags), e.context_by_kind,
                            str(e.audio_filepath)))
     return clips
 
@@ -143,7 +147,7 @@ def _synthesised_clips(src: UtteranceSource, rng: np.random.Generator) -> list[_
     clips = []
     for text in src.sentences:
         audio = synthesize(text, voice, rng)
-        clips.append(_Clip(audio, text, 0.0, len(audio) / SAMPLE_RATE, ["synthesised"], [],
+        clips.append(_Clip(audio, text, 0.0, len(audio) / SAMPLE_RATE, ["synthesised"], {},
                            voice.id))
     return clips
 

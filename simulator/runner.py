@@ -121,11 +121,20 @@ class ScenarioClock:
 
 
 def _context(requests: list[Request], extra: list[str]) -> edge_asr_pb2.ContextLists:
-    entries = list(dict.fromkeys([*extra, *(n for r in requests for n in r.context)]))
-    entries = entries[:_MAX_CONTEXT]
-    devices = [e for e in entries if e.lower().startswith("the ") or "'s " in e]
-    contacts = [e for e in entries if e not in devices]
-    return edge_asr_pb2.ContextLists(contacts=contacts, devices=devices)
+    """One context for the session: the scenario's contacts and every request's entries,
+    each under the kind its manifest gave, without repeats, at most SetContext's limit."""
+    by_kind: dict[str, list[str]] = {"contacts": list(extra), "devices": [], "phrases": []}
+    for r in requests:
+        for kind, names in r.context.items():
+            by_kind[kind] += names
+    seen: set[str] = set()
+    room = _MAX_CONTEXT
+    for kind, names in by_kind.items():
+        kept = [n for n in dict.fromkeys(names) if n not in seen][:room]
+        seen.update(kept)
+        room -= len(kept)
+        by_kind[kind] = kept
+    return edge_asr_pb2.ContextLists(**by_kind)
 
 
 def _daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
@@ -244,7 +253,7 @@ def score_request(r: Request, owned: list[Utterance], covering: list[Utterance],
     delivered = normalize_text(" ".join(
         x.text for u, x in zip(timed, results, strict=True) if x and x.text and u in owned))
     spec = timed[0].first("SPECULATIVE_ENDPOINT") if timed else None
-    spoken = names_in(reference, r.context)
+    spoken = names_in(reference, r.context_names)
     perceived = None
     if wall_offset is not None and results and results[-1] is not None:
         # the request's answer is complete when its last utterance's result arrives

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from edge_asr.models.average import choose_average, load_final, mean_weights
+from edge_asr.models import compress
+from edge_asr.models.average import choose_average, load_finals, mean_weights, recompress
+from edge_asr.models.model import ModelConfig, Transducer
 
 
 def test_mean_weights_averages_floats_and_keeps_counters():
@@ -27,7 +29,44 @@ def test_the_best_count_on_dev_is_kept_and_ties_keep_fewer():
     assert choose_average(runs, flat)[0] == 1
 
 
-def test_pruned_or_quantised_runs_are_refused(tmp_path):
-    torch.save({"model": {}, "config": {"sparsity": 0.3, "qat_bits": 4}}, tmp_path / "final.pt")
-    with pytest.raises(ValueError, match="averaging would undo it"):
-        load_final(tmp_path)
+def test_runs_compressed_differently_are_refused(tmp_path):
+    for name, cfg in (("a", {"sparsity": 0.3, "qat_bits": 4}), ("b", {"sparsity": 0.3}),
+                      ("c", {"qat_bits": 4, "sparsity": 0.3})):
+        (tmp_path / name).mkdir()
+        torch.save({"model": {}, "config": cfg}, tmp_path / name / "final.pt")
+    with pytest.raises(ValueError, match="compressed differently"):
+        load_finals([tmp_path / "a", tmp_path / "b"])
+    assert len(load_finals([tmp_path / "a", tmp_path / "c"])) == 2
+
+
+def _tiny_config(**train) -> dict:
+    model = ModelConfig(vocab_size=16, subsampling_channels=4, d_model=16, rnn_hidden_size=24,
+                        num_encoder_layers=1, decoder_dim=16, joiner_dim=16)
+    return {"model": model.to_dict(), **train}
+
+
+def test_an_average_of_pruned_4bit_runs_keeps_the_newest_zeros_and_the_grid():
+    torch.manual_seed(0)
+    config = _tiny_config(sparsity=0.3, qat_bits=4)
+    runs = []
+    for _ in range(2):
+        model = Transducer(ModelConfig(**config["model"]))
+        with torch.no_grad():
+            for p in compress.compressible_weights(model).values():
+                p.mul_(torch.rand_like(p) > 0.3)
+            compress.snap_to_grid(model, 4)
+        runs.append(model.state_dict())
+    out = recompress(mean_weights(runs), runs[0], config)
+    model = Transducer(ModelConfig(**config["model"]))
+    model.load_state_dict(out)
+    for name, p in compress.compressible_weights(model).items():
+        assert torch.all(p[runs[0][name] == 0] == 0), name  # the newest run's zeros stay
+        assert torch.equal(p, compress.fake_quantize(p, 4)), name  # on the 4-bit grid
+        # and the mean of the two runs was not thrown away: most values differ from both
+        assert not torch.equal(p, runs[0][name]) or not torch.equal(p, runs[1][name])
+
+
+def test_dense_full_precision_weights_pass_through_recompress():
+    config = _tiny_config()
+    w = Transducer(ModelConfig(**config["model"])).state_dict()
+    assert recompress(w, w, config) is w

@@ -16,6 +16,9 @@ def test_paths_resolve_against_the_manifest_and_other_keys_are_kept(tmp_path):
     assert a.context == ["Ziggy"] and a.context_names == ["Ziggy"] and a.extra == {"voice": "v"}
     assert b.context == {"contacts": ["Ziggy"], "devices": ["the lava lamp"]}
     assert b.context_names == ["Ziggy", "the lava lamp"]
+    # as SetContext takes them: a list without kinds fills name slots, as contacts do
+    assert a.context_by_kind == {"contacts": ["Ziggy"]}
+    assert b.context_by_kind == {"contacts": ["Ziggy"], "devices": ["the lava lamp"]}
 
 
 @pytest.mark.parametrize("line, message", [

@@ -64,6 +64,23 @@ def test_boosted_partial_matches_cannot_push_the_models_own_best_path_out_of_the
     assert plain.nbest[0].tokens == (1,)
 
 
+def test_stand_ins_replace_the_nbest_until_the_next_frame():
+    """The recognizer's plain search stands in for a biased beam that won no phrase; a
+    rescued hypothesis only goes first. Either holds for the frames decoded so far."""
+    frames = np.array([[1.0, 0.0]] + [[0.0, 1.0]] * 2, np.float32)
+    search = ModifiedBeamSearch(_ScriptedModel(), beam=2)
+    search.step(frames)
+    own = [h.tokens for h in search.nbest]
+    other = [Hypothesis(tokens=(4,)), Hypothesis(tokens=(5, 6))]
+    search.stand_in(other)
+    assert [h.tokens for h in search.nbest] == [(4,), (5, 6)]
+    search.lead_with(other[1])  # a leader goes first, the beam's own follow
+    assert [h.tokens for h in search.nbest] == [(5, 6), *own]
+    search.stand_in(other)
+    search.step(frames[1:2])  # a frame later the beam speaks for itself again
+    assert [h.tokens for h in search.nbest][0] == own[0]
+
+
 @pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model_card.json").is_file(),
                     reason="needs the shipped model")
 def test_with_every_slot_kept_for_the_model_a_context_only_reranks_the_beam():

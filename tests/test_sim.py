@@ -117,11 +117,28 @@ def _utt(uid: str, start: float, end: float, text: str, result: str = "RESCORED"
     return Utterance(uid, events)
 
 
+def test_the_session_context_keeps_the_kinds_the_manifest_gave(monkeypatch):
+    from edge_asr.simulator import runner
+    from edge_asr.simulator.room import Request
+
+    reqs = [Request(0, "dim the desk lamp", 1.0, 2.0, [], {"devices": ["the desk lamp"],
+                                                           "contacts": ["ana"]}, ""),
+            # no "the ...", no "'s": once guessed a contact; the manifest says device
+            Request(1, "turn on hallway", 3.0, 4.0, [], {"devices": ["hallway"]}, ""),
+            Request(2, "call ana", 5.0, 6.0, [], {"contacts": ["ana", "bo"]}, "")]
+    ctx = runner._context(reqs, ["zoe", "ana"])
+    assert list(ctx.contacts) == ["zoe", "ana", "bo"]  # the scenario's first, no repeats
+    assert list(ctx.devices) == ["the desk lamp", "hallway"] and not ctx.phrases
+    monkeypatch.setattr(runner, "_MAX_CONTEXT", 4)  # SetContext's limit over all kinds
+    ctx = runner._context(reqs, ["zoe", "ana"])
+    assert list(ctx.contacts) == ["zoe", "ana", "bo"] and list(ctx.devices) == ["the desk lamp"]
+
+
 def test_matching_counts_merged_split_and_spurious_utterances():
     from edge_asr.simulator.room import Request
     from edge_asr.simulator.runner import match, score_request
 
-    reqs = [Request(i, t, s, e, [], [], "") for i, (t, s, e) in enumerate(
+    reqs = [Request(i, t, s, e, [], {}, "") for i, (t, s, e) in enumerate(
         [("call mom", 1.0, 2.0), ("lights on", 4.0, 5.0), ("stop", 8.0, 8.5),
          ("play jazz", 12.0, 13.0)])]
     utts = [_utt("a", 1.0, 2.4, "call mom"),
