@@ -2,7 +2,8 @@
 
 Recognizer alone (greedy and modified beam search) and the daemon's whole pipeline, without
 and with each clip's biasing context (the manifest's; the search then runs `context_beam`
-wide).
+wide), and with the context but without the plain beam that runs beside the biased one
+(`context_fallback`), to show what that second beam costs.
 
     python bench/rtf.py [--model DIR [--model DIR2 ...]] [--clips DIR] [--repeats N]
 
@@ -69,12 +70,13 @@ def main() -> None:
     models = args.model or [DEFAULT_MODEL_DIR]
     methods = ["greedy_search", "modified_beam_search", "pipeline"]
     if any(contexts):
-        methods.append("pipeline_context")
+        methods += ["pipeline_context", "pipeline_context_no_fallback"]
     for method in methods:
         recs = [Recognizer(RecognizerConfig(
             model_dir=m, threads=1,
             decoding_method="greedy_search" if method == "greedy_search"
-            else "modified_beam_search"))
+            else "modified_beam_search",
+            context_fallback=method != "pipeline_context_no_fallback"))
             for m in models]
         runs: list[list[float]] = [[] for _ in models]
         for rec in recs:
@@ -85,14 +87,16 @@ def main() -> None:
                 for c, context in zip(clips, contexts, strict=True):
                     if method.startswith("pipeline"):  # VAD, features, model, beam search,
                         pipeline = Pipeline(rec)  # end-pointers, lattices
-                        if method == "pipeline_context":  # the graph's build counts too
+                        if "context" in method:  # the graph's build counts too
                             pipeline.set_context(context)
                         run_pipeline(pipeline, c)
                     else:
                         recognize_samples(rec, c)
                 runs[i].append((time.process_time() - t) / audio_s)
         key = {"pipeline": "rtf_pipeline_modified_beam_search",
-               "pipeline_context": "rtf_pipeline_modified_beam_search_context"
+               "pipeline_context": "rtf_pipeline_modified_beam_search_context",
+               "pipeline_context_no_fallback":
+                   "rtf_pipeline_modified_beam_search_context_no_fallback",
                }.get(method, f"rtf_{method}")
         for i, m in enumerate(models):
             name = "" if len(models) == 1 else f"{Path(m).name}:"
