@@ -144,13 +144,14 @@ class ModifiedBeamSearch(_Search):
 
     def lead_with(self, hyp: Hypothesis | None) -> None:
         """Put `hyp` first in the n-best for the frames decoded so far (None: nothing)."""
-        self._leaders, self._leader_at, self._stand_in = [hyp] if hyp else [], \
-            self.frame_offset, False
+        self._leaders = [hyp] if hyp else []
+        self._leader_at, self._stand_in = self.frame_offset, False
 
     def stand_in(self, hyps: list[Hypothesis]) -> None:
         """Give `hyps` as the n-best, in place of the beam's own, for the frames decoded
         so far (the recognizer's plain search, when the context won nothing)."""
-        self._leaders, self._leader_at, self._stand_in = list(hyps), self.frame_offset, True
+        self._leaders = list(hyps)
+        self._leader_at, self._stand_in = self.frame_offset, True
 
     @property
     def led_at(self) -> int:
