@@ -95,9 +95,11 @@ class Summary:
     name_recall: float | None = None
     names_spoken: int = 0
     wer_without_names: float | None = None
-    # With a cloud: WER of what the user receives, and how many utterances were rescored.
+    # With a cloud: WER of what the user receives, and how many utterances were rescored;
+    # and the context names the user receives (the rescoring can lose or find them).
     delivered_wer: float | None = None
     rescored: int = 0
+    delivered_name_recall: float | None = None
 
     def format(self) -> str:
         lines = [f"utterances {self.utterances}  WER {100 * self.wer:.2f}%  RTF {self.rtf:.4f}"
@@ -115,7 +117,10 @@ class Summary:
                 f"{self.lattice_to_opus16k_median})")
         if self.delivered_wer is not None:
             lines.append(f"cloud: {self.rescored} of {self.utterances} rescored; WER device "
-                         f"{100 * self.wer:.2f}% -> delivered {100 * self.delivered_wer:.2f}%")
+                         f"{100 * self.wer:.2f}% -> delivered {100 * self.delivered_wer:.2f}%"
+                         + ("" if self.delivered_name_recall is None or self.name_recall is None
+                            else f"; context name recall {100 * self.name_recall:.1f}% -> "
+                                 f"delivered {100 * self.delivered_name_recall:.1f}%"))
         if self.name_recall is not None:
             lines.append(f"context names: recall {100 * self.name_recall:.1f}% of "
                          f"{self.names_spoken} spoken; WER without names "
@@ -258,6 +263,11 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
     spoken = sum(len(r.get("context_names", [])) for r in rows)
     recognized = sum(len(r.get("context_names_recognized", [])) for r in rows)
     plain = [r for r in rows if not r.get("context_names")]
+    clouded = any(r.get("rescored") is not None for r in rows)
+
+    def delivered(r: dict) -> str:
+        return r["hypothesis"] if r.get("rescored") is None else r["rescored"]
+
     return Summary(
         utterances=len(rows),
         wer=word_error_rate([r["text"] for r in rows], [r["hypothesis"] for r in rows]),
@@ -282,11 +292,11 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         names_spoken=spoken,
         wer_without_names=word_error_rate([r["text"] for r in plain],
                                           [r["hypothesis"] for r in plain]) if plain else None,
-        delivered_wer=word_error_rate(
-            [r["text"] for r in rows],
-            [r["hypothesis"] if r.get("rescored") is None else r["rescored"] for r in rows])
-        if any(r.get("rescored") is not None for r in rows) else None,
+        delivered_wer=word_error_rate([r["text"] for r in rows], [delivered(r) for r in rows])
+        if clouded else None,
         rescored=sum(r.get("rescored") is not None for r in rows),
+        delivered_name_recall=sum(len(names_in(delivered(r), r.get("context_names", [])))
+                                  for r in rows) / spoken if clouded and spoken else None,
     )
 
 

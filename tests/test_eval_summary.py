@@ -1,0 +1,38 @@
+"""The summary `edge-asr eval` prints: WER, context-name recall and what the cloud delivered."""
+
+from edge_asr.daemon.evaluate import summarize
+
+
+def _row(text, hypothesis, names=(), recognized=(), rescored=None):
+    return {"text": text, "hypothesis": hypothesis, "rescored": rescored, "tags": ["clean"],
+            "duration": 2.0, "cpu_seconds": 0.05, "speech_end": 1.5,
+            "speculative_endpoint": 1.7, "final_endpoint": 1.9, "reset": False,
+            "lattice_bytes": 300, "context_names": list(names),
+            "context_names_recognized": list(recognized)}
+
+
+def test_names_recalled_on_the_device_and_in_what_the_cloud_delivered():
+    rows = [
+        # the device heard the name; the cloud's rescoring lost it
+        _row("call ana lima", "call ana lima", ["ana lima"], ["ana lima"],
+             rescored="call anna lima"),
+        # the device missed it; the cloud found it
+        _row("text bo chen hi", "text bo chan hi", ["bo chen"], [],
+             rescored="text bo chen hi"),
+        # no cloud answer: the device's words are what the user gets
+        _row("ring zoe", "ring zoe", ["zoe"], ["zoe"]),
+        _row("lights on", "lights of"),  # no name
+    ]
+    s = summarize(rows)
+    assert s.names_spoken == 3 and s.name_recall == 2 / 3
+    assert s.delivered_name_recall == 2 / 3  # ana lima lost, bo chen found, zoe kept
+    assert s.wer_without_names == 0.5 and s.rescored == 2
+    assert "context name recall 66.7% -> delivered 66.7%" in s.format()
+    rows[0]["rescored"] = "call ana lima"
+    assert summarize(rows).delivered_name_recall == 1.0
+
+
+def test_without_a_cloud_nothing_is_delivered():
+    s = summarize([_row("call ana", "call ana", ["ana"], ["ana"])])
+    assert s.delivered_wer is None and s.delivered_name_recall is None
+    assert "delivered" not in s.format()
