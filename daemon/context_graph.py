@@ -26,6 +26,7 @@ fails over, the others are given back.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -322,12 +323,28 @@ def _short(entry: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# Contact-list sizes at which the slot bonus is given in full and at its large-list value.
+SHORT_LIST, LARGE_LIST = 25, 400
+
+
+def slot_bonus_for(names: int, short: float, large: float, floor: float) -> float:
+    """The slot bonus per token for a context with `names` slot phrases: `short` up to
+    SHORT_LIST of them, `large` at LARGE_LIST, falling with the log of the count between
+    and beyond, never below `floor` (the plain bonus). The more names a slot may hold, the
+    less any one of them is expected there (a class-based language model gives each 1/N),
+    and the more partial matches compete for the beam."""
+    if names <= SHORT_LIST:
+        return short
+    fall = (short - large) * math.log(names / SHORT_LIST) / math.log(LARGE_LIST / SHORT_LIST)
+    return max(floor, short - fall)
+
+
 class ContextBuilder:
     """Turns display forms into a ContextGraph with the model's own sentencepiece model."""
 
     def __init__(self, sp: spm.SentencePieceProcessor | str | Path | bytes,
                  bonus: float = DEFAULT_BONUS, slot_words: Sequence[str] = (),
-                 slot_bonus: float = 0.0) -> None:
+                 slot_bonus: float = 0.0, slot_bonus_large: float | None = None) -> None:
         if isinstance(sp, bytes):  # the model's serialised proto (a packed bpe.model)
             sp = spm.SentencePieceProcessor(model_proto=sp)
         elif isinstance(sp, str | Path):
@@ -335,10 +352,10 @@ class ContextBuilder:
         self.sp = sp
         self.bonus = bonus
         self.unk = sp.unk_id()
-        # Carrier words spelled as the search will emit them (ContextGraph's slot paths);
-        # none while the slot bonus would add nothing.
+        # Carrier words spelled as the search will emit them (ContextGraph's slot paths).
         self.slot_bonus = slot_bonus
-        self.slots = [sp.encode(w) for w in slot_words] if slot_bonus > bonus else []
+        self.slot_bonus_large = slot_bonus if slot_bonus_large is None else slot_bonus_large
+        self.slot_words = [sp.encode(w) for w in slot_words]
 
     def encode(self, where: str, entry: object) -> tuple[str, list[int]]:
         """Normalised text and token ids of one entry, or a ContextError naming it."""
@@ -371,8 +388,12 @@ class ContextBuilder:
             known = phrases.get(text)
             if known is None or (kind == "contacts" and not known.slot):
                 phrases[text] = Phrase(tuple(ids), known.text if known else entry, kind=kind)
+        slot_bonus = slot_bonus_for(sum(p.slot for p in phrases.values()), self.slot_bonus,
+                                    self.slot_bonus_large, self.bonus)
+        # No slot paths while the slot bonus would add nothing.
+        slots = self.slot_words if slot_bonus > self.bonus else []
         return ContextGraph(phrases.values(), self.bonus, self.sp.get_piece_size(),
-                            self.slots, self.slot_bonus)
+                            slots, slot_bonus)
 
 
 def build_context_graph(entries: Sequence[str] | Mapping[str, Sequence[str]],

@@ -187,6 +187,17 @@ def test_only_slot_phrases_get_slot_paths():
     assert g.num_nodes == ContextGraph([device], bonus=1.5).num_nodes
 
 
+def test_the_slot_bonus_falls_with_the_log_of_the_contact_count():
+    from edge_asr.daemon.context_graph import LARGE_LIST, SHORT_LIST, slot_bonus_for
+
+    assert slot_bonus_for(1, 3.0, 2.0, 1.5) == slot_bonus_for(SHORT_LIST, 3.0, 2.0, 1.5) == 3.0
+    assert slot_bonus_for(LARGE_LIST, 3.0, 2.0, 1.5) == pytest.approx(2.0)
+    # halfway in log terms: 100 contacts, between 25 and 400
+    assert slot_bonus_for(100, 3.0, 2.0, 1.5) == pytest.approx(2.5)
+    assert slot_bonus_for(1400, 3.0, 2.0, 1.5) == pytest.approx(1.5482, abs=1e-3)
+    assert slot_bonus_for(100_000, 3.0, 2.0, 1.5) == 1.5  # never below the plain bonus
+
+
 def _inside(phrase: tuple, phrases: list) -> bool:
     n = len(phrase)
     return any(q != phrase and any(q[i : i + n] == phrase for i in range(len(q) - n + 1))
@@ -297,6 +308,23 @@ def test_only_contacts_fill_the_carriers_slots(sp):
     # A slot bonus no larger than the plain one adds no paths.
     plain = ContextBuilder(sp, bonus=1.5, slot_words=["call"], slot_bonus=1.5)
     assert plain.build({"contacts": ["Ziggy"]}).num_nodes == len(name) + 1
+
+
+def test_a_longer_contact_list_gets_a_smaller_slot_bonus(sp):
+    builder = ContextBuilder(sp, bonus=1.5, slot_words=["call"], slot_bonus=3.0,
+                             slot_bonus_large=2.0)
+    names = [f"name {chr(97 + i % 26)}{chr(97 + i // 26 % 26)}" for i in range(400)]
+    call, first = sp.encode("call"), sp.encode(names[0])
+    short = builder.build({"contacts": names[:25], "devices": ["the lava lamp"] * 3})
+    assert total(short, call + first) == pytest.approx(3.0 * len(first))
+    long = builder.build({"contacts": names, "devices": ["the lava lamp"]})
+    assert total(long, call + first) == pytest.approx(2.0 * len(first))
+    # devices do not count: only contacts fill the slots
+    assert builder.build({"contacts": names[:25], "devices": names[25:200]}).slot_bonus == 3.0
+    # so long a list that the slot bonus falls to the plain one: no slot paths at all
+    huge = ContextBuilder(sp, bonus=1.5, slot_words=["call"], slot_bonus=3.0,
+                          slot_bonus_large=1.5).build({"contacts": names})
+    assert huge.num_nodes == builder.build(names).num_nodes
 
 
 def test_limits_allow_a_full_context(sp):

@@ -314,7 +314,7 @@ def test_a_lattice_path_books_the_slot_bonus_after_a_carrier_word():
 @pytest.mark.parametrize("bad", [{"rescue_distance": 1.5}, {"rescue_distance": -0.1},
                                  {"rescue_candidates": -1}, {"rescue_nbest": 0},
                                  {"rescue_slot_bonus": -1.0}, {"context_slot_bonus": -0.5},
-                                 {"slot_words": "call"},
+                                 {"context_slot_bonus_large": -0.1}, {"slot_words": "call"},
                                  {"slot_words": ["call", ""]}])
 def test_rescue_settings_out_of_range_are_refused_by_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
