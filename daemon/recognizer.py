@@ -75,9 +75,9 @@ class RecognizerConfig:
     # rescue bonus of 5.0 raised it. That is for lists of up to 25 contacts (the sets'):
     context_slot_bonus: float = 3.0
     # ... and this for 400 contacts, falling with the log of the count between and beyond,
-    # never below context_bonus (context_graph.slot_bonus_for). With the dev sentences each
-    # given 400 contacts and 150 devices (their own among them), 3.0 / 2.0 gave name recall
-    # 86.0 / 87.0%, WER 8.80 / 8.54%, name-free WER 7.64 / 7.45% (7.12% with no context).
+    # never below context_bonus (context_graph.slot_bonus_for). On dev given 400 contacts
+    # and 150 devices each (models/long_context.py), 3.0 / 2.0 at 400: name recall 84.8 /
+    # 83.8%, WER 9.16 / 8.94%, name-free WER 7.79 / 7.41% (7.23% with no context).
     context_slot_bonus_large: float = 2.0
     # Second pass at end-points while a context is set (name_rescue.py): context names the
     # beam lost, put back when the transducer confirms them. Candidates are spans within
