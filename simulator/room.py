@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.context_graph import ContextError, context_entries
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.models.augment import (
     NOISE_KINDS,
@@ -117,6 +118,10 @@ def _manifest_clips(src: UtteranceSource, base: Path) -> list[_Clip]:
         raise ValueError(f"{path}: no manifest entries with tags {src.tags}")
     clips = []
     for e in entries:
+        try:  # the daemon's own check, before a session is built around a bad context
+            context_entries(e.context)
+        except ContextError as err:
+            raise ValueError(f"{path}: {e.audio_filepath}: {err}") from err
         audio = read_audio(e.audio_filepath)
         start = e.speech_start if e.speech_start is not None else 0.0
         end = e.speech_end if e.speech_end is not None else len(audio) / SAMPLE_RATE

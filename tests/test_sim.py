@@ -38,6 +38,16 @@ def test_unknown_keys_and_bad_values_are_errors_that_name_them(tmp_path):
         load_scenario("no_such_scenario")
 
 
+def test_a_manifest_context_of_an_unknown_kind_is_an_error_that_names_it(tmp_path):
+    from edge_asr.daemon.manifest import write_manifest
+    from edge_asr.simulator.room import UtteranceSource, _manifest_clips
+
+    write_manifest(tmp_path / "m.jsonl", [{"audio_filepath": str(MANIFEST.parent / "clip00.flac"),
+                                           "text": "call ana", "context": {"people": ["Ana"]}}])
+    with pytest.raises(ValueError, match="m.jsonl: .*clip00.flac: unknown context kind.*people"):
+        _manifest_clips(UtteranceSource(manifest="m.jsonl"), tmp_path)
+
+
 def test_device_settings_of_a_scenario_reach_the_daemons_configuration(tmp_path):
     from edge_asr.daemon.service import load_config
     from edge_asr.simulator.runner import _daemon_toml
