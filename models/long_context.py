@@ -33,7 +33,8 @@ def long_contexts(contexts: list[dict[str, list[str]]], sizes: dict[str, int], s
         grown = {}
         for kind, size in sizes.items():
             own = list(dict.fromkeys(context.get(kind, ())))
-            others = [n for n in pools[kind] if n not in set(own)]
+            mine = set(own)
+            others = [n for n in pools[kind] if n not in mine]
             names = own + rng.sample(others, max(0, min(len(others), size - len(own))))
             rng.shuffle(names)
             grown[kind] = names
