@@ -80,6 +80,17 @@ eval: $(VENV)/.installed
 	  $(VENV)/bin/edge-asr eval $(DATA)/manifests/$$s.jsonl --model $(MODEL) \
 	    --output $(DATA)/results/$$s.jsonl || exit 1; \
 	done
+	@# Biasing with phone-book-long lists: each utterance's context grown to 400 contacts and
+	@# 150 devices (models/long_context.py), scored with and without it.
+	@for s in test_names test_sentences; do \
+	  $(PY) -m edge_asr.models.long_context $(DATA)/manifests/$$s.jsonl \
+	    $(DATA)/manifests/$${s}_long.jsonl --contacts 400 --devices 150 || exit 1; \
+	  for c in "" --no-context; do \
+	    echo "== $${s}_long $$c"; \
+	    $(VENV)/bin/edge-asr eval $(DATA)/manifests/$${s}_long.jsonl --model $(MODEL) $$c \
+	      --output $(DATA)/results/$${s}_long$$c.jsonl || exit 1; \
+	  done; \
+	done
 
 # Every bundled scenario (simulator/scenarios) against a real daemon and cloud; a report per
 # scenario in sim-reports/NAME/report.md. About 12 minutes: two scenarios play in real time.

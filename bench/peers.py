@@ -146,7 +146,7 @@ class SherpaOptions:
     beam: int = 4  # max_active_paths
     rules: EndpointRules = field(default_factory=EndpointRules)
     hotwords: bool = False  # the manifest's context as per-stream hotwords (beam only)
-    hotwords_score: float = 1.5  # per token, as our context_bonus
+    hotwords_score: float = 1.5  # per token, as our context_bonus was when this was measured
 
     @property
     def label(self) -> str:

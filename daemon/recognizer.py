@@ -61,7 +61,15 @@ class RecognizerConfig:
     # Best hypothesis by log-prob per token rather than in total (see search.py).
     length_norm: bool = True
     threads: int = 1  # onnxruntime intra-op threads: one leaves the other core to the device
-    context_bonus: float = DEFAULT_BONUS  # log-prob bonus per token of a context phrase
+    # Log-prob bonus per token of a context phrase, anywhere. `edge-asr eval SET
+    # --context-bonus B` on the dev sets, each also with its contexts grown to 400 contacts
+    # and 150 devices (models/long_context.py), B = 1.5 -> 0.75: name-free WER dev 6.81 ->
+    # 6.57%, long 7.41 -> 6.98% (7.23% without the context); dev_snr10 11.23 -> 10.99%, long
+    # 12.09 -> 11.21% (11.40%); recall dev_names 86.1 -> 88.1%, long 60.2 -> 64.4%; dev
+    # recall 91.7% both, long 83.8% both. 1.0 and 1.25 raised long dev_snr10's name-free
+    # WER above no context ("the playroom lights" -> "the playroom blinds"); 0.5 lost
+    # device recall. The table is in the README.
+    context_bonus: float = DEFAULT_BONUS
     # ... and per token of a contact said right after a carrier word (`slot_words`), when
     # larger: shallow fusion gated by the grammar's name slots (context_graph.py). Contacts
     # only, so only a context given by kind has any. `edge-asr eval`, sixth session's model,

@@ -452,7 +452,8 @@ def test_eval_uses_the_manifest_context_unless_told_not_to(model_dir, audio, tmp
         {"audio_filepath": "a.wav", "text": PHRASE, "context": ["!!!"]},
         {"audio_filepath": "a.wav", "text": PHRASE, "context": {"contacts": [PHRASE]}},
     ])
-    rec = Recognizer(RecognizerConfig(model_dir=model_dir))
+    # An untrained model: only a strong bonus makes the context audible in its output.
+    rec = Recognizer(RecognizerConfig(model_dir=model_dir, context_bonus=1.5))
     for use_context in (True, False):
         out = tmp_path / f"out-{use_context}.jsonl"
         summary = evaluate(rec, tmp_path / "m.jsonl", out, use_context=use_context)

@@ -1,0 +1,40 @@
+"""The model card's context column, measured again when the biasing defaults change."""
+
+import json
+from pathlib import Path
+
+from edge_asr.models.card import remeasure_context
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_context_column_is_measured_again_and_the_rest_kept(tiny_model_dir, tmp_path):
+    rows = [json.loads(line) for line in (DATA / "manifest.jsonl").read_text().splitlines()]
+    (tmp_path / "manifests").mkdir()
+    for name, picked in (("test_names", rows[:2]), ("test_sentences", rows[2:3])):
+        with (tmp_path / "manifests" / f"{name}.jsonl").open("w") as f:
+            for row in picked:
+                f.write(json.dumps({**row, "audio_filepath": str(DATA / row["audio_filepath"])})
+                        + "\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in tiny_model_dir.iterdir():
+        (model / path.name).write_bytes(path.read_bytes())
+    greedy = {"wer": 0.5, "utterances": 2}
+    stale = {"wer": 0.9, "name_recall": 0.0}
+    card = json.loads((model / "model_card.json").read_text())
+    card["evaluation"] = {"sets": {
+        "test_names": {"greedy_search": greedy, "modified_beam_search+context": stale},
+        "test_sentences": {"greedy_search": greedy},
+        "test_voices": {"greedy_search": greedy}}}
+    (model / "model_card.json").write_text(json.dumps(card))
+
+    sets = remeasure_context(model, tmp_path, workers=1)["evaluation"]["sets"]
+    assert json.loads((model / "model_card.json").read_text())["evaluation"]["sets"] == sets
+    for name, n in (("test_names", 2), ("test_sentences", 1)):
+        assert sets[name]["greedy_search"] == greedy  # only the context column is redone
+        measured = sets[name]["modified_beam_search+context"]
+        assert measured != stale and measured["utterances"] == n
+        results = tmp_path / "results" / "model" / f"{name}.modified_beam_search+context.jsonl"
+        assert all(json.loads(line)["context_used"] for line in results.read_text().splitlines())
+    assert sets["test_voices"] == {"greedy_search": greedy}  # no context job for it
