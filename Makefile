@@ -6,12 +6,13 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 DATA    ?= $(HOME)/.cache/edge-asr
 MODEL   ?= models/rnnt-v1
-APT_PKGS := espeak-ng flite libsndfile1 libportaudio2 sox pulseaudio pulseaudio-utils libasound2-plugins
+APT_PKGS := espeak-ng flite festival festvox-us-slt-hts festvox-kdlpc16k libsndfile1 libportaudio2 sox pulseaudio pulseaudio-utils libasound2-plugins
 
 .PHONY: run test train eval bench lint proto system-deps clean-venv
 
-# System packages: TTS engines for the recipe and tests, PortAudio for microphones, and
-# PulseAudio with the ALSA pulse plugin for the virtual microphone in tests/test_microphone.py.
+# System packages: TTS engines for the recipe and tests (festival for --more-voices),
+# PortAudio for microphones, and PulseAudio with the ALSA pulse plugin for the virtual
+# microphone in tests/test_microphone.py.
 $(VENV)/.system-deps: Makefile
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -115,6 +115,9 @@ def main() -> None:
     p.add_argument("--eval-sets", nargs="*", default=None,
                    help="sets the card evaluates (default: the five test sets; the flag "
                         "alone: none, for weights that only feed models/quantize.py)")
+    p.add_argument("--dev-set", default="dev",
+                   help="the set in DATA/manifests the averages are scored on (dev_voices: "
+                        "speakers training never hears)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -122,7 +125,8 @@ def main() -> None:
     saved = load_finals(runs)
     lang = args.data / "lang"
     tok = Tokenizer(lang / "bpe.model")
-    dev = SpeechDataset(args.data / "manifests" / "dev.jsonl", lang / "bpe.model", False)
+    dev = SpeechDataset(args.data / "manifests" / f"{args.dev_set}.jsonl", lang / "bpe.model",
+                        False)
 
     def score(weights: dict) -> float:
         model = model_from_saved({"config": saved[0]["config"], "model": weights})

@@ -107,6 +107,13 @@ def main() -> None:
     p.add_argument("--extra-train", nargs="*", default=[],
                    help="more training manifests in DATA/manifests by name, e.g. pseudo "
                         "(speech the teacher transcribed)")
+    p.add_argument("--more-voices", type=int, default=0, metavar="N",
+                   help="also render N more training utterances by more and other voices "
+                        "(train_voices2, for --extra-train) and the held-out-voice tuning set "
+                        "dev_voices (needs festival)")
+    p.add_argument("--dev-set", default="dev",
+                   help="the set in DATA/manifests that is scored each epoch and picks the "
+                        "final weights (dev_voices: speakers training never hears)")
     p.add_argument("--eval-sets", nargs="*", default=None,
                    help="evaluation sets for the model card (default: the five test sets; "
                         "the flag alone: none, e.g. for a model that only feeds "
@@ -119,10 +126,14 @@ def main() -> None:
     if unknown:  # found out only after training otherwise
         p.error(f"--eval-sets: unknown set(s) {', '.join(unknown)}; the recipe renders "
                 f"{', '.join(prepare.RENDERED_SETS)} (give --eval-sets alone for none)")
-    for name in args.extra_train:  # also refused before the long stages
-        if not (args.data / "manifests" / f"{name}.jsonl").is_file():
-            p.error(f"--extra-train {name}: no {args.data / 'manifests' / name}.jsonl "
-                    "(python -m edge_asr.models.distill writes pseudo.jsonl)")
+    rendered_later = {"train_voices2", "dev_voices"} if args.more_voices else set()
+    for flag, names in (("--extra-train", args.extra_train), ("--dev-set", [args.dev_set])):
+        for name in names:  # refused before the long stages
+            if name not in rendered_later and not (args.data / "manifests" /
+                                                   f"{name}.jsonl").is_file():
+                p.error(f"{flag} {name}: no {args.data / 'manifests' / name}.jsonl (the "
+                        "recipe renders train_voices2 and dev_voices with --more-voices N; "
+                        "python -m edge_asr.models.distill writes pseudo.jsonl)")
     if args.init_from and not (args.init_from / "encoder.onnx").exists():
         p.error(f"--init-from {args.init_from}: no encoder.onnx there (the fp32 export is "
                 f"needed, not a packed int8 folder)")
@@ -141,12 +152,14 @@ def main() -> None:
         stage_tokenizer(args.data, args.vocab_size)
     if step("audio"):
         prepare.prepare_all(args.data, args.n_train, workers=args.workers)
+        if args.more_voices:
+            prepare.prepare_more_voices(args.data, args.more_voices, args.n_train, args.workers)
     if step("cmvn"):
         stage_cmvn(args.data)
     if step("train"):
         stats = torch.load(args.data / "lang" / "cmvn.pt")
         cfg = TrainConfig(epochs=args.epochs, threads=args.threads,
-                          extra_train=list(args.extra_train),
+                          extra_train=list(args.extra_train), dev_set=args.dev_set,
                           model=dataclasses.replace(MODEL_SIZES[args.model_size]))
         if args.init_from:
             cfg.init_from = str(args.init_from)

@@ -11,7 +11,9 @@ import functools
 import io
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -22,8 +24,8 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak", "flite" or "piper"
-    name: str  # engine voice (espeak "en-us+m3", flite "slt", piper model id)
+    engine: str  # "espeak", "flite", "festival" or "piper"
+    name: str  # engine voice (espeak "en-us+m3", flite "slt", festival "ked_diphone", piper id)
     settings: tuple[tuple[str, float], ...] = field(default=())
 
     @property
@@ -58,6 +60,41 @@ def training_voices(n_espeak: int = 60) -> list[Voice]:
     return voices
 
 
+# The second training rendering (`more_training_voices`): every training accent with many
+# more variants, flite's voices moved to other mean pitches (a speaker, not a per-utterance
+# jitter, so each keeps one identity), and festival's HTS voice. The held-out variants m4/f3,
+# the West Midlands accent and flite rms stay out, and so do the dev-voice variants below.
+_ESPEAK_MORE_VARIANTS = ("m6", "m8", "adam", "Alex", "Andrea", "aunty", "boris", "Denis",
+                         "Diogo", "ed", "edward2", "Gene", "grandpa", "gustave", "Henrique",
+                         "Hugo", "iven", "iven3", "Jacky", "klatt3", "klatt5", "Marco", "Mario",
+                         "marcelo", "miguel", "Mike", "pablo", "pedro", "quincy", "rob",
+                         "robert", "sandro", "shelby", "steph2", "travis", "victor", "antonio",
+                         "Nguyen")
+_FLITE_F0 = (85, 100, 115, 135, 160, 190, 220)  # Hz: int_f0_target_mean, the voice's mean pitch
+_FESTIVAL_TRAIN = ("cmu_us_slt_arctic_hts",)
+# Speakers for dev_voices only: the held-out-voice tuning set, so that what is chosen on it is
+# chosen for speakers the model has not heard, yet never on the test sets' speakers.
+_ESPEAK_DEV_VARIANTS = ("Michael", "steph", "zac", "Gene2")
+_FESTIVAL_DEV = ("ked_diphone",)
+
+
+def more_training_voices() -> list[Voice]:
+    """The voices of the second training rendering (train_voices2): wider, not disjoint."""
+    variants = _ESPEAK_TRAIN_VARIANTS + _ESPEAK_MORE_VARIANTS
+    voices = [Voice("espeak", f"{a}+{v}") for a in _ESPEAK_TRAIN_ACCENTS for v in variants]
+    voices += [Voice("flite", name, (("f0", f0),)) for name in _FLITE_TRAIN for f0 in _FLITE_F0]
+    voices += [Voice("festival", name) for name in _FESTIVAL_TRAIN]
+    voices += [Voice("piper", "en_US-joe-medium", (s,)) for s in _PIPER_TRAIN]
+    return voices
+
+
+def dev_voices() -> list[Voice]:
+    """Tuning-only speakers: in neither training rendering nor any test set."""
+    voices = [Voice("espeak", f"{a}+{v}") for a in _ESPEAK_TRAIN_ACCENTS
+              for v in _ESPEAK_DEV_VARIANTS]
+    return voices + [Voice("festival", name) for name in _FESTIVAL_DEV]
+
+
 def heldout_voices() -> list[Voice]:
     """Evaluation-only speakers: accents and variants that training never uses, and flite rms."""
     return [
@@ -70,9 +107,15 @@ def heldout_voices() -> list[Voice]:
     ]
 
 
-def check_engines() -> None:
+_ENGINE_PACKAGES = {"espeak": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"),
+                    "festival": ("text2wave",
+                                 "festival festvox-us-slt-hts festvox-kdlpc16k")}
+
+
+def check_engines(engines: tuple[str, ...] = ("espeak", "flite")) -> None:
     """Fail early, with the fix, when a TTS engine is missing."""
-    for exe, pkg in (("espeak-ng", "espeak-ng"), ("flite", "flite")):
+    for engine in engines:
+        exe, pkg = _ENGINE_PACKAGES[engine]
         if shutil.which(exe) is None:
             raise RuntimeError(f"{exe} not found: apt-get install {pkg}")
 
@@ -108,8 +151,23 @@ def _synth_piece(text: str, voice: Voice, rng: np.random.Generator) -> np.ndarra
     if voice.engine == "flite":
         # flite writes to a file only; stdout via "-o /dev/stdout" gives a valid RIFF stream.
         stretch = float(rng.uniform(0.85, 1.2))
-        return _run_wav(["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch:.2f}",
-                         "-t", text, "-o", "/dev/stdout"])
+        cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch:.2f}"]
+        if "f0" in dict(voice.settings):
+            cmd += ["--setf", f"int_f0_target_mean={dict(voice.settings)['f0']:g}"]
+        return _run_wav(cmd + ["-t", text, "-o", "/dev/stdout"])
+    if voice.engine == "festival":
+        # text2wave cannot write a RIFF stream to a pipe (it leaves the length at 0).
+        stretch = float(rng.uniform(0.85, 1.2))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/speech.wav"
+            run = subprocess.run(["text2wave", "-eval", f"(voice_{voice.name})", "-eval",
+                                  f"(Parameter.set 'Duration_Stretch {stretch:.2f})", "-o", out],
+                                 input=text.encode(), check=True, capture_output=True)
+            if not Path(out).is_file():  # an unknown voice is an error text2wave exits 0 on
+                raise RuntimeError(f"festival wrote no audio for voice {voice.name!r}: "
+                                   f"{run.stderr.decode(errors='replace').strip()[:200]}")
+            audio, rate = sf.read(out, dtype="float32")
+        return _resample(audio, rate)
     if voice.engine == "piper":
         from piper import SynthesisConfig
 

@@ -71,6 +71,9 @@ class TrainConfig:
     # More training manifests (names in DATA/manifests) beside train.jsonl, e.g. "pseudo":
     # speech the teacher transcribed (distill.py).
     extra_train: list[str] = field(default_factory=list)
+    # The set (in DATA/manifests) whose WER is logged each epoch and picks the final weights:
+    # "dev" (training voices) or "dev_voices" (speakers no training set has; prepare.py).
+    dev_set: str = "dev"
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -215,7 +218,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     cfg.model.vocab_size = tok.vocab_size
     manifests = [data / "manifests" / f"{name}.jsonl" for name in ["train", *cfg.extra_train]]
     train_set = SpeechDataset(manifests, lang / "bpe.model", True, cfg.seed)
-    dev_set = SpeechDataset(data / "manifests" / "dev.jsonl", lang / "bpe.model", False)
+    dev_set = SpeechDataset(data / "manifests" / f"{cfg.dev_set}.jsonl", lang / "bpe.model",
+                            False)
     # A CUDA GPU is used when present; the recipe's budget is set for this 2-core CPU.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = exp / "checkpoint.pt"

@@ -73,3 +73,7 @@ def test_recipe_refuses_a_missing_extra_manifest_before_any_stage(recipe_refusal
 def test_recipe_refuses_an_unknown_evaluation_set_before_any_stage(recipe_refusal):
     """`--eval-sets none` once named a set "none", found missing only after training."""
     assert "unknown set(s) none" in recipe_refusal("--eval-sets", "none")
+
+
+def test_recipe_refuses_a_missing_dev_set_before_any_stage(recipe_refusal):
+    assert "--more-voices" in recipe_refusal("--dev-set", "dev_voices")

@@ -1,0 +1,99 @@
+"""The speakers of the training data: which voices may be heard in training, tuning and testing,
+and that the engines added for more diverse voices (flite at other pitches, festival) speak."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_asr.models import prepare
+from edge_asr.models.synth import (
+    SAMPLE_RATE,
+    Voice,
+    dev_voices,
+    heldout_voices,
+    more_training_voices,
+    synthesize,
+    training_voices,
+)
+
+
+def median_f0(audio: np.ndarray) -> float:
+    """Median pitch of the voiced 40 ms frames, by autocorrelation (60-400 Hz)."""
+    frame, hop, lo, hi = 640, 160, SAMPLE_RATE // 400, SAMPLE_RATE // 60
+    pitches = []
+    for start in range(0, audio.size - frame, hop):
+        x = audio[start : start + frame].astype(np.float64)
+        if np.sqrt((x**2).mean()) < 0.02:
+            continue
+        c = np.correlate(x, x, "full")[frame - 1 :]
+        lag = lo + int(np.argmax(c[lo:hi]))
+        if c[lag] > 0.4 * c[0]:
+            pitches.append(SAMPLE_RATE / lag)
+    return float(np.median(pitches))
+
+
+def test_no_test_or_dev_speaker_is_ever_trained_on():
+    trained = {v.id for v in training_voices() + more_training_voices()}
+    tuning = {v.id for v in dev_voices()}
+    testing = {v.id for v in heldout_voices()}
+    assert not trained & tuning and not trained & testing and not tuning & testing
+    # nor the held-out espeak variants and accent, with any other accent or variant
+    held_parts = {"m4", "f3", "en-gb-x-gbcwmd"}
+    for v in training_voices() + more_training_voices() + dev_voices():
+        if v.engine == "espeak":
+            assert not set(v.name.split("+")) & held_parts, v.id
+
+
+def test_more_training_voices_widen_every_engine():
+    first, more = training_voices(), more_training_voices()
+    for engine in ("espeak", "flite"):
+        assert (len([v for v in more if v.engine == engine])
+                >= 3 * len([v for v in first if v.engine == engine]))
+    assert any(v.engine == "festival" for v in more)
+
+
+@pytest.mark.parametrize("name", ["slt", "awb"])
+def test_flite_voice_speaks_at_its_own_mean_pitch(name):
+    text = "turn the kitchen lights off please"
+    low = synthesize(text, Voice("flite", name, (("f0", 85),)), np.random.default_rng(0))
+    high = synthesize(text, Voice("flite", name, (("f0", 190),)), np.random.default_rng(0))
+    assert median_f0(low) == pytest.approx(85, rel=0.15)
+    assert median_f0(high) == pytest.approx(190, rel=0.15)
+
+
+@pytest.mark.parametrize("name", ["cmu_us_slt_arctic_hts", "ked_diphone"])
+def test_festival_voices_speak_at_16k(name):
+    audio = synthesize("set a timer for ten minutes", Voice("festival", name),
+                       np.random.default_rng(0))
+    assert audio.dtype == np.float32
+    assert 1.0 < audio.size / SAMPLE_RATE < 4.0  # resampled from 32 kHz HTS, trimmed
+    assert np.abs(audio[:160]).max() > 1e-3  # the engine's leading silence is cut
+
+
+def test_an_unknown_festival_voice_is_a_clear_error():
+    # text2wave exits 0 on it and writes nothing; the renderer must say which voice failed
+    with pytest.raises(RuntimeError, match="no_such_voice"):
+        synthesize("hello", Voice("festival", "no_such_voice"), np.random.default_rng(0))
+
+
+def test_more_voices_render_a_training_set_and_a_held_out_voice_dev_set(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sentences = [f"call room {w}" for w in ("one", "two", "three", "four", "five", "six")]
+    (corpus / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n"
+                                                for t in sentences))
+    (corpus / "dev.jsonl").write_text(json.dumps({"text": "play some jazz"}) + "\n")
+    sets = prepare.prepare_more_voices(tmp_path, n=3, n_train=2, workers=1)
+    train = [json.loads(line) for line in sets["train_voices2"].open()]
+    assert [r["text"] for r in train] == sentences[2:5]  # after the first n_train
+    allowed = {v.id for v in more_training_voices()}
+    assert all(r["voice"] in allowed for r in train)
+    dev = [json.loads(line) for line in sets["dev_voices"].open()]
+    assert [r["text"] for r in dev] == ["play some jazz"]
+    assert dev[0]["voice"] in {v.id for v in dev_voices()}
+    assert "clean" in dev[0]["tags"] and dev[0]["speech_start"] > 0  # padded like dev
+    with pytest.raises(ValueError, match="larger --n-corpus"):
+        prepare.prepare_more_voices(tmp_path, n=3, n_train=5)
