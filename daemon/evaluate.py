@@ -73,6 +73,10 @@ class Summary:
     wer: float = 0.0
     wer_by_tag: dict[str, float] = field(default_factory=dict)
     count_by_tag: dict[str, int] = field(default_factory=dict)
+    # WER per speaker, for manifests that name one ("voice", as the recipe's do): which
+    # held-out voices a model hears worst.
+    wer_by_voice: dict[str, float] = field(default_factory=dict)
+    count_by_voice: dict[str, int] = field(default_factory=dict)
     rtf: float = 0.0
     audio_seconds: float = 0.0
     errors: int = 0  # utterances whose audio could not be read (reported, not scored)
@@ -128,6 +132,9 @@ class Summary:
         for tag in sorted(self.wer_by_tag):
             lines.append(f"  {tag:<16} {100 * self.wer_by_tag[tag]:6.2f}%  "
                          f"({self.count_by_tag[tag]} utts)")
+        for voice in sorted(self.wer_by_voice):
+            lines.append(f"  voice {voice:<30} {100 * self.wer_by_voice[voice]:6.2f}%  "
+                         f"({self.count_by_voice[voice]} utts)")
         return "\n".join(lines)
 
 
@@ -226,6 +233,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "duration": round(len(samples) / SAMPLE_RATE, 3),
         "speech_end": entry.speech_end,
         "tags": entry.tags,
+        "voice": entry.extra.get("voice"),
         "context_used": context is not None,
         # The manifest's context names spoken in this utterance, and those recognised; scored
         # with or without the context given to the recognizer (--no-context).
@@ -250,6 +258,10 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
     for row in rows:
         for tag in row.get("tags") or []:
             by_tag[tag].append(row)
+    by_voice: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row.get("voice"):
+            by_voice[row["voice"]].append(row)
     audio = sum(r["duration"] for r in rows)
     timed = [r for r in rows if r.get("speech_end") is not None]
     premature = [r for r in timed if r["final_endpoint"] is not None
@@ -274,6 +286,9 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         wer_by_tag={t: word_error_rate([r["text"] for r in rs], [r["hypothesis"] for r in rs])
                     for t, rs in by_tag.items()},
         count_by_tag={t: len(rs) for t, rs in by_tag.items()},
+        wer_by_voice={v: word_error_rate([r["text"] for r in rs], [r["hypothesis"] for r in rs])
+                      for v, rs in by_voice.items()},
+        count_by_voice={v: len(rs) for v, rs in by_voice.items()},
         rtf=sum(r["cpu_seconds"] for r in rows) / audio if audio else 0.0,
         audio_seconds=audio,
         errors=errors,

