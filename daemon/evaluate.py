@@ -67,6 +67,9 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+MAX_VOICES_PRINTED = 8
+
+
 @dataclass
 class Summary:
     utterances: int = 0
@@ -132,7 +135,12 @@ class Summary:
         for tag in sorted(self.wer_by_tag):
             lines.append(f"  {tag:<16} {100 * self.wer_by_tag[tag]:6.2f}%  "
                          f"({self.count_by_tag[tag]} utts)")
-        for voice in sorted(self.wer_by_voice):
+        # A held-out-voice set has a handful of voices; a training-voice set has dozens, of
+        # which the worst few are what a reader wants (all are in --summary-json).
+        worst = sorted(self.wer_by_voice, key=self.wer_by_voice.get, reverse=True)
+        if len(worst) > MAX_VOICES_PRINTED:
+            lines.append(f"  {len(worst)} voices; the {MAX_VOICES_PRINTED} heard worst:")
+        for voice in sorted(worst[:MAX_VOICES_PRINTED]):
             lines.append(f"  voice {voice:<30} {100 * self.wer_by_voice[voice]:6.2f}%  "
                          f"({self.count_by_voice[voice]} utts)")
         return "\n".join(lines)

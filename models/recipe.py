@@ -126,7 +126,9 @@ def main() -> None:
     if unknown:  # found out only after training otherwise
         p.error(f"--eval-sets: unknown set(s) {', '.join(unknown)}; the recipe renders "
                 f"{', '.join(prepare.RENDERED_SETS)} (give --eval-sets alone for none)")
-    rendered_later = {"train_voices2", "dev_voices"} if args.more_voices else set()
+    # Sets the audio stage renders itself are not missing; the rest must be there already.
+    rendered_later = set(prepare.RENDERED_SETS) | (
+        {"train_voices2", "dev_voices"} if args.more_voices else set())
     for flag, names in (("--extra-train", args.extra_train), ("--dev-set", [args.dev_set])):
         for name in names:  # refused before the long stages
             if name not in rendered_later and not (args.data / "manifests" /

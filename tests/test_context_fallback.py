@@ -53,8 +53,10 @@ def recognizers():
 def test_without_a_phrase_won_the_result_is_the_plain_one(recognizers):
     on, off, wide = recognizers
     # Each clip with another clip's context (its names and devices are not said here).
-    # Clips 4 and 19 are ones where the boosted partial matches steer the biased beam.
-    pairs = [(4, 13), (19, 0), (3, 1), (6, 10), (0, 5), (12, 2)]
+    # With the shipped model, the boosted partial matches steer the biased beam on clips 12
+    # and 19 with these contexts (the fallback stands in) and on clip 18 (a name is claimed).
+    # Found by decoding every clip with other clips' contexts; a new model moves them.
+    pairs = [(12, 21), (19, 20), (18, 3), (3, 1), (6, 10), (0, 5)]
     steered = 0
     for clip, other in pairs:
         row, context = ROWS[clip], ROWS[other]["context"]

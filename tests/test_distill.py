@@ -77,3 +77,12 @@ def test_recipe_refuses_an_unknown_evaluation_set_before_any_stage(recipe_refusa
 
 def test_recipe_refuses_a_missing_dev_set_before_any_stage(recipe_refusal):
     assert "--more-voices" in recipe_refusal("--dev-set", "dev_voices")
+
+
+def test_recipe_takes_the_sets_more_voices_will_render(recipe_refusal, tmp_path):
+    """dev_voices and train_voices2 do not exist before the audio stage renders them; the
+    refusal that comes is the later one, for the --init-from folder."""
+    printed = recipe_refusal("--more-voices", "100", "--dev-set", "dev_voices",
+                             "--extra-train", "train_voices2",
+                             "--init-from", str(tmp_path / "nothing"))
+    assert "no encoder.onnx" in printed and "dev_voices" not in printed

@@ -47,3 +47,12 @@ def test_wer_per_voice_shows_which_speaker_is_heard_worst():
     assert s.wer_by_voice == {"espeak-en-us+f3": 0.0, "flite-rms": 0.25}
     assert s.count_by_voice == {"espeak-en-us+f3": 1, "flite-rms": 2}
     assert "voice flite-rms" in s.format() and "25.00%" in s.format()
+
+
+def test_a_set_of_many_voices_prints_only_the_worst():
+    rows = [{**_row("lights on", "lights on" if i else "lights of"), "voice": f"v{i:02d}"}
+            for i in range(20)]
+    printed = summarize(rows).format()
+    assert "20 voices; the 8 heard worst:" in printed
+    assert "voice v00" in printed  # the one with an error
+    assert sum(line.strip().startswith("voice ") for line in printed.splitlines()) == 8
