@@ -52,25 +52,29 @@ def recognizers():
 
 def test_without_a_phrase_won_the_result_is_the_plain_one(recognizers):
     on, off, wide = recognizers
-    # Each clip with another clip's context (its names and devices are not said here).
-    # With the shipped model, the boosted partial matches steer the biased beam on clips 12
-    # and 19 with these contexts (the fallback stands in) and on clip 18 (a name is claimed).
-    # Found by decoding every clip with other clips' contexts; a new model moves them.
-    pairs = [(12, 21), (19, 20), (18, 3), (3, 1), (6, 10), (0, 5)]
-    steered = 0
-    for clip, other in pairs:
-        row, context = ROWS[clip], ROWS[other]["context"]
-        plain = decode(wide, row)
-        biased = decode(off, row, context)
-        result = decode(on, row, context)
-        steered += biased.text != plain.text
-        if claimed(biased.text, plain.text, context):
-            assert result.text == biased.text, clip
-        else:
-            assert (result.tokens, result.nbest, result.nbest_log_probs) == (
-                plain.tokens, plain.nbest, plain.nbest_log_probs), clip
-            assert result.nbest_bias == [0.0] * len(result.nbest)
-    assert steered >= 1  # else these clips do not exercise the fallback
+    # Each clip with another clip's context (its names and devices are not said here), until
+    # the boosted partial matches have steered the biased beam on a few clips and the
+    # fallback has stood in at least once. Which pairs do that depends on the model, so
+    # they are searched for, not listed: a new model moves them.
+    steered = fell_back = 0
+    for shift in (9, 1, 5, 13):
+        for clip, row in enumerate(ROWS):
+            context = ROWS[(clip + shift) % len(ROWS)]["context"]
+            plain = decode(wide, row)
+            biased = decode(off, row, context)
+            result = decode(on, row, context)
+            if claimed(biased.text, plain.text, context):
+                assert result.text == biased.text, clip
+            else:
+                assert (result.tokens, result.nbest, result.nbest_log_probs) == (
+                    plain.tokens, plain.nbest, plain.nbest_log_probs), clip
+                assert result.nbest_bias == [0.0] * len(result.nbest)
+                fell_back += biased.text != plain.text
+            steered += biased.text != plain.text
+            if steered >= 3 and fell_back >= 1:
+                return
+    pytest.fail(f"the contexts steered {steered} clips and the fallback stood in on "
+                f"{fell_back}: these clips do not exercise it")
 
 
 def test_what_the_context_claims():
