@@ -261,13 +261,17 @@ def _ratio_median(rows: list[dict], audio_bytes_per_second: float) -> float | No
                                   for r in rows])), 5)
 
 
+def _wer_of_groups(groups: dict[str, list[dict]]) -> dict[str, float]:
+    return {key: word_error_rate([r["text"] for r in rs], [r["hypothesis"] for r in rs])
+            for key, rs in groups.items()}
+
+
 def summarize(rows: list[dict], errors: int = 0) -> Summary:
     by_tag: dict[str, list[dict]] = defaultdict(list)
+    by_voice: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         for tag in row.get("tags") or []:
             by_tag[tag].append(row)
-    by_voice: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
         if row.get("voice"):
             by_voice[row["voice"]].append(row)
     audio = sum(r["duration"] for r in rows)
@@ -291,11 +295,9 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
     return Summary(
         utterances=len(rows),
         wer=word_error_rate([r["text"] for r in rows], [r["hypothesis"] for r in rows]),
-        wer_by_tag={t: word_error_rate([r["text"] for r in rs], [r["hypothesis"] for r in rs])
-                    for t, rs in by_tag.items()},
+        wer_by_tag=_wer_of_groups(by_tag),
         count_by_tag={t: len(rs) for t, rs in by_tag.items()},
-        wer_by_voice={v: word_error_rate([r["text"] for r in rs], [r["hypothesis"] for r in rs])
-                      for v, rs in by_voice.items()},
+        wer_by_voice=_wer_of_groups(by_voice),
         count_by_voice={v: len(rs) for v, rs in by_voice.items()},
         rtf=sum(r["cpu_seconds"] for r in rows) / audio if audio else 0.0,
         audio_seconds=audio,

@@ -88,6 +88,11 @@ def _render(job: Job) -> dict | None:
     return row
 
 
+def _cycle(voices: list[Voice], n: int) -> list[Voice]:
+    """`n` voices, taking turns: each speaks an equal share of a set."""
+    return [voices[i % len(voices)] for i in range(n)]
+
+
 def pick_voices(n: int, rng: np.random.Generator, voices: list[Voice] | None = None,
                 share: dict[str, float] | None = None) -> list[Voice]:
     """`n` voices: an engine drawn by its share, then one of its voices uniformly."""
@@ -161,6 +166,8 @@ def load_split(corpus_dir: Path, split: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+# The sets prepare_more_voices renders (recipe --more-voices).
+MORE_VOICES_SETS = ("train_voices2", "dev_voices")
 # The evaluation sets prepare_all renders besides train (what the recipe may report on).
 RENDERED_SETS = ("dev", "test_voices", "test_snr10", "test_band8k", "test_sentences",
                  "test_names", "dev_snr10", "dev_names")
@@ -176,28 +183,24 @@ def prepare_all(data_dir: Path, n_train: int, n_eval: int = 300, workers: int = 
     names = load_split(corpus_dir, "test_names")
     names, spare_names = names[:n_eval], names[n_eval:]
     held = heldout_voices()
-
-    def cycle(voices: list[Voice], n: int) -> list[Voice]:
-        return [voices[i % len(voices)] for i in range(n)]
-
     train_voices = pick_voices(len(train), rng)
     dev_voices = pick_voices(len(dev), rng)
     sets = {
         "train": render_set("train", train, train_voices, data_dir, None, 1, 0.4, workers),
         "dev": render_set("dev", dev, dev_voices, data_dir, "clean", 2, 0.3, workers),
         # Held-out voices speaking held-out sentences: the figure the targets are set on.
-        "test_voices": render_set("test_voices", sentences, cycle(held, len(sentences)),
+        "test_voices": render_set("test_voices", sentences, _cycle(held, len(sentences)),
                                   data_dir, "clean", 3, 0.3, workers),
-        "test_snr10": render_set("test_snr10", sentences, cycle(held, len(sentences)),
+        "test_snr10": render_set("test_snr10", sentences, _cycle(held, len(sentences)),
                                  data_dir, "snr10", 3, 0.3, workers),
-        "test_band8k": render_set("test_band8k", sentences, cycle(held, len(sentences)),
+        "test_band8k": render_set("test_band8k", sentences, _cycle(held, len(sentences)),
                                   data_dir, "band8k", 3, 0.3, workers),
         # Training voices, held-out sentences: isolates generalisation over sentences.
         "test_sentences": render_set("test_sentences", sentences,
                                      pick_voices(len(sentences), rng), data_dir, "clean", 4, 0.3,
                                      workers),
         # Held-out person names, held-out voices: what biasing must fix.
-        "test_names": render_set("test_names", names, cycle(held, len(names)), data_dir,
+        "test_names": render_set("test_names", names, _cycle(held, len(names)), data_dir,
                                  "clean", 5, 0.3, workers),
         # The dev sentences and voices again at 10 dB SNR, so that what is tuned on dev (the
         # cloud's weights, end-pointer thresholds) is not tuned for clean speech alone.
@@ -239,9 +242,8 @@ def prepare_more_voices(data_dir: Path, n: int, n_train: int, workers: int = 2) 
     return {
         "train_voices2": render_set("train_voices2", sentences, voices, data_dir, None, 21,
                                     0.4, workers),
-        "dev_voices": render_set("dev_voices", dev, [held[i % len(held)] for i in
-                                                      range(len(dev))],
-                                 data_dir, "clean", 22, 0.3, workers),
+        "dev_voices": render_set("dev_voices", dev, _cycle(held, len(dev)), data_dir, "clean",
+                                 22, 0.3, workers),
     }
 
 

@@ -128,7 +128,7 @@ def main() -> None:
                 f"{', '.join(prepare.RENDERED_SETS)} (give --eval-sets alone for none)")
     # Sets the audio stage renders itself are not missing; the rest must be there already.
     rendered_later = set(prepare.RENDERED_SETS) | (
-        {"train_voices2", "dev_voices"} if args.more_voices else set())
+        set(prepare.MORE_VOICES_SETS) if args.more_voices else set())
     for flag, names in (("--extra-train", args.extra_train), ("--dev-set", [args.dev_set])):
         for name in names:  # refused before the long stages
             if name not in rendered_later and not (args.data / "manifests" /

@@ -155,8 +155,9 @@ def _synth_piece(text: str, voice: Voice, rng: np.random.Generator) -> np.ndarra
         # flite writes to a file only; stdout via "-o /dev/stdout" gives a valid RIFF stream.
         stretch = float(rng.uniform(0.85, 1.2))
         cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch:.2f}"]
-        if "f0" in dict(voice.settings):
-            cmd += ["--setf", f"int_f0_target_mean={dict(voice.settings)['f0']:g}"]
+        f0 = dict(voice.settings).get("f0")
+        if f0 is not None:
+            cmd += ["--setf", f"int_f0_target_mean={f0:g}"]
         return _run_wav(cmd + ["-t", text, "-o", "/dev/stdout"])
     if voice.engine == "festival":
         # text2wave cannot write a RIFF stream to a pipe (it leaves the length at 0).
