@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -39,13 +40,27 @@ from edge_asr.models import compress
 from edge_asr.models.dataset import SpeechDataset
 from edge_asr.models.tokenizer import Tokenizer
 from edge_asr.models.train import dev_wer, load_model, model_from_saved
+from edge_asr.models.warm_start import load_from_onnx
 
 RUN_FILES = ("config.json", "log.jsonl", "lineage.json")
 
 
+def load_run(run: Path) -> dict:
+    """A training folder's final.pt, or an exported fp32 model folder (models/rnnt-v1) read
+    back from its ONNX files: the committed model outlives the cache its run was in."""
+    if (run / "encoder.onnx").is_file() and not (run / "final.pt").is_file():
+        model = load_from_onnx(run)
+        return {"config": {"model": asdict(model.cfg), "sparsity": 0.0, "qat_bits": 0},
+                "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    if not (run / "final.pt").is_file():
+        raise FileNotFoundError(f"{run}: neither a training folder (final.pt) nor an exported "
+                                "fp32 model folder (encoder.onnx)")
+    return torch.load(run / "final.pt", map_location="cpu", weights_only=False)
+
+
 def load_finals(runs: Sequence[Path]) -> list[dict]:
-    """The runs' final.pt, refused unless all were compressed alike."""
-    saved = [torch.load(e / "final.pt", map_location="cpu", weights_only=False) for e in runs]
+    """The runs' final weights, refused unless all were compressed alike."""
+    saved = [load_run(e) for e in runs]
     kinds = {(s["config"].get("sparsity") or 0.0, s["config"].get("qat_bits") or 0)
              for s in saved}
     if len(kinds) > 1:
@@ -109,7 +124,9 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--exp", type=Path, required=True, help="the last run")
     p.add_argument("--earlier", type=Path, nargs="+", required=True,
-                   help="the runs it continued from, newest first")
+                   help="the runs it continued from, newest first, or sibling runs from the "
+                        "same start (recipe --seed); an exported fp32 model folder stands "
+                        "for its run")
     p.add_argument("--out-exp", type=Path, required=True)
     p.add_argument("--out", type=Path, help="export the kept weights here, with a card")
     p.add_argument("--eval-sets", nargs="*", default=None,

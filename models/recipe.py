@@ -97,6 +97,9 @@ def main() -> None:
                         f"{CONTINUE_PEAK_LR} with --init-from)")
     p.add_argument("--exp", type=Path, default=None,
                    help="training folder (checkpoints, log); default DATA/exp")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed,
+                   help="seeds batch order, augmentation and SpecAugment: sibling runs from "
+                        "one start with different seeds can be averaged (models/average.py)")
     p.add_argument("--sparsity", type=float, default=0.0,
                    help="prune this share of the weights on a cubic schedule (e.g. 0.5, 0.7)")
     p.add_argument("--qat-bits", type=int, default=0, choices=[0, 4, 8],
@@ -160,7 +163,7 @@ def main() -> None:
         stage_cmvn(args.data)
     if step("train"):
         stats = torch.load(args.data / "lang" / "cmvn.pt")
-        cfg = TrainConfig(epochs=args.epochs, threads=args.threads,
+        cfg = TrainConfig(epochs=args.epochs, threads=args.threads, seed=args.seed,
                           extra_train=list(args.extra_train), dev_set=args.dev_set,
                           model=dataclasses.replace(MODEL_SIZES[args.model_size]))
         if args.init_from:

@@ -70,3 +70,41 @@ def test_dense_full_precision_weights_pass_through_recompress():
     config = _tiny_config()
     w = Transducer(ModelConfig(**config["model"])).state_dict()
     assert recompress(w, w, config) is w
+
+
+def test_an_exported_model_folder_stands_for_its_run(tmp_path):
+    """The committed fp32 export averages like the run's final.pt (whose cache may be gone):
+    averaging a run with its own export computes what the run did, folded biases and all."""
+    import json
+
+    from edge_asr.models.export import export_onnx
+    from edge_asr.models.train import model_from_saved
+
+    torch.manual_seed(5)
+    config = _tiny_config()
+    model = Transducer(ModelConfig(**config["model"])).eval()
+    with torch.no_grad():  # the export folds bias_hh into bias_ih: make it matter
+        for lstm in model.encoder.lstms:
+            lstm.bias_hh_l0.uniform_(-1, 1)
+    run, export = tmp_path / "run", tmp_path / "export"
+    run.mkdir()
+    torch.save({"model": model.state_dict(), "config": config}, run / "final.pt")
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("".join(f"t{i} {i}\n" for i in range(16)))
+    export_onnx(model, tokens, export)
+    (export / "model_card.json").write_text(json.dumps({"config": config["model"]}))
+
+    saved = load_finals([run, export])
+    mean = model_from_saved({"config": config, "model": mean_weights([s["model"] for s in saved])})
+    feats, lens = torch.randn(1, 40, 80) * 3 - 7, torch.tensor([40])
+    targets, target_lens = torch.randint(1, 16, (1, 4)), torch.tensor([4])
+    with torch.no_grad():
+        want, _, _ = model(feats, lens, targets, target_lens)
+        got, _, _ = mean(feats, lens, targets, target_lens)
+    assert torch.allclose(want, got, atol=1e-4)
+
+    torch.save({"model": {}, "config": _tiny_config(qat_bits=4)}, run / "final.pt")
+    with pytest.raises(ValueError, match="compressed differently"):  # the export is dense fp32
+        load_finals([run, export])
+    with pytest.raises(FileNotFoundError, match="neither a training folder"):
+        load_finals([tmp_path / "nothing"])
