@@ -61,7 +61,8 @@ def load_run(run: Path) -> dict:
 def load_finals(runs: Sequence[Path]) -> list[dict]:
     """The runs' final weights, refused unless all were compressed alike."""
     saved = [load_run(e) for e in runs]
-    kinds = {(s["config"].get("sparsity") or 0.0, s["config"].get("qat_bits") or 0)
+    kinds = {(s["config"].get("sparsity") or 0.0, s["config"].get("qat_bits") or 0,
+              s["config"].get("qat_block") or 0)
              for s in saved}
     if len(kinds) > 1:
         raise ValueError("the runs were compressed differently (sparsity, bits): "
@@ -82,7 +83,7 @@ def recompress(weights: dict[str, torch.Tensor], newest: dict, config: dict
             if config.get("sparsity"):
                 p.mul_(newest[name] != 0)
         if bits:
-            compress.snap_to_grid(model, bits)
+            compress.snap_to_grid(model, bits, config.get("qat_block") or 0)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

@@ -139,6 +139,7 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         # QAT weights lie on the int grid; the int8 folder derived from this one ships them.
         "trained_sparsity": saved["config"].get("sparsity", 0.0),
         "trained_qat_bits": saved["config"].get("qat_bits", 0),
+        "trained_qat_block": saved["config"].get("qat_block", 0),
         "sparsity": round(zero_share(compressible_weights(model).values()), 4),
         "bytes": {n: p.stat().st_size for n, p in files.items()},
         "bytes_total": sum(p.stat().st_size for p in files.values()),

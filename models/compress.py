@@ -124,27 +124,71 @@ def _on_grid(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.clamp(torch.round(w / scale), low, high) * scale
 
 
-def grid_penalty(model: nn.Module, bits: int) -> torch.Tensor:
+# Block-wise 4-bit (`block` > 0): the grid of models/blockwise.py, which onnxruntime's
+# MatMulNBits and GatherBlockQuantized run. Each row of a (out, in) weight is cut into blocks
+# of `block` inputs; a block's scale is its largest-magnitude weight over -8 (so that weight
+# is code -8 exactly, as onnxruntime's symmetric quantizer makes it), codes are rounded into
+# [-8, 7], and the scale is then held in half precision, as the export stores it. Every 2-D
+# weight takes part, the decoder's embedding included (a GatherBlockQuantized); the
+# convolutions stay float (onnxruntime has no block-quantized convolution).
+
+
+def block_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weights the block-wise export quantises: every matrix but the CTC head's."""
+    return {name: p for name, p in model.named_parameters()
+            if p.dim() == 2 and not name.startswith("ctc_head")}
+
+
+def block_grid(w: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the weights on the block grid, each weight's scale) for a (out, in) weight."""
+    rows, cols = w.shape
+    blocks = torch.nn.functional.pad(w, (0, (-cols) % block)).view(rows, -1, block)
+    peak = blocks.gather(-1, blocks.detach().abs().argmax(-1, keepdim=True))
+    scale = (peak / -8.0).detach()
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)  # an all-zero block
+    codes = torch.clamp(torch.round(blocks / scale), -8, 7)
+    held = scale.half().float()  # what the file stores
+    on_grid = (codes * held).view(rows, -1)[:, :cols]
+    return on_grid, held.expand_as(blocks).reshape(rows, -1)[:, :cols].abs()
+
+
+def _grid_weights(model: nn.Module, block: int) -> dict[str, nn.Parameter]:
+    return block_weights(model) if block else compressible_weights(model)
+
+
+def _quantize(w: torch.Tensor, bits: int, block: int) -> torch.Tensor:
+    if block:
+        if bits != 4:
+            raise ValueError(f"block-wise grids are 4-bit, not {bits}-bit")
+        return block_grid(w, block)[0]
+    return fake_quantize(w, bits)
+
+
+def grid_penalty(model: nn.Module, bits: int, block: int = 0) -> torch.Tensor:
     """Mean squared distance of the weights to their grid, in grid steps (0 on the grid,
     1/12 for weights spread evenly between grid points)."""
     total, count = 0.0, 0
-    for p in compressible_weights(model).values():
-        scale = channel_scale(p, bits)
-        residual = (p - _on_grid(p, scale, bits).detach()) / scale
+    for p in _grid_weights(model, block).values():
+        if block:
+            on_grid, scale = block_grid(p, block)
+        else:
+            scale = channel_scale(p, bits)
+            on_grid = _on_grid(p, scale, bits)
+        residual = (p - on_grid.detach()) / scale
         total = total + residual.pow(2).sum()
         count += p.numel()
     return total / max(1, count)
 
 
 @contextmanager
-def quantized_weights(model: nn.Module, bits: int) -> Iterator[None]:
+def quantized_weights(model: nn.Module, bits: int, block: int = 0) -> Iterator[None]:
     """Inside: the compressible weights hold their quantised values (gradients computed
     there); on exit the float weights come back, to be updated with those gradients."""
-    weights = compressible_weights(model)
+    weights = _grid_weights(model, block)
     saved = {n: p.data.clone() for n, p in weights.items()}
     with torch.no_grad():
         for p in weights.values():
-            p.data.copy_(fake_quantize(p.data, bits))
+            p.data.copy_(_quantize(p.data, bits, block))
     try:
         yield
     finally:
@@ -154,7 +198,7 @@ def quantized_weights(model: nn.Module, bits: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def snap_to_grid(model: nn.Module, bits: int) -> None:
+def snap_to_grid(model: nn.Module, bits: int, block: int = 0) -> None:
     """Replace the weights by their quantised values (at the end of QAT, before export)."""
-    for p in compressible_weights(model).values():
-        p.copy_(fake_quantize(p, bits))
+    for p in _grid_weights(model, block).values():
+        p.copy_(_quantize(p, bits, block))

@@ -5,7 +5,8 @@ packed file (`NAME.onnx.pack`) is the ONNX file cut at its weight tensors:
 
 - the bytes between weights (graph, metadata, small constants) as they are;
 - per weight tensor, whichever is smaller: its raw bytes, or a bitmask of its non-zero
-  elements (1 bit each) plus the non-zero values packed together;
+  elements (1 bit each) plus the non-zero values packed together; float32 values that half
+  precision holds exactly (the block scales of models/blockwise.py) in two bytes each;
 
 all of it compressed with LZMA (xz, in the standard library). The tokenizer (`bpe.model`,
 which spells the biasing context) is packed too, as one LZMA stream: its float scores and
@@ -30,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_asr.models.blockwise import block_codes, scale_names
+
 MAGIC = b"EAPK1\n"
 SUFFIX = ".pack"
-_DENSE, _SPARSE = 0, 1
+_DENSE, _SPARSE, _HALF = 0, 1, 2  # _HALF: float32 values that float16 holds exactly
 _MIN_WEIGHT_BYTES = 64  # smaller tensors stay in the gaps: not worth a header
 _LZMA = {"format": lzma.FORMAT_XZ, "preset": 9 | lzma.PRESET_EXTREME}
 _HEADER = "<BQQ8s"  # mode, element count, payload bytes, numpy dtype string
@@ -43,6 +46,13 @@ OTHER_PACKED = ("bpe.model",)
 def _encode(values: np.ndarray) -> bytes:
     raw = values.tobytes()
     dtype = values.dtype.str.encode().ljust(8)
+    if values.dtype == np.float32:
+        half = values.astype(np.float16)
+        # Only where it is exact (bit for bit), e.g. the block scales models/blockwise.py
+        # rounds to half precision: the decoded file must hash as the card says.
+        if np.array_equal(half.astype(np.float32).view(np.uint32), values.view(np.uint32)):
+            payload = half.tobytes()
+            return struct.pack(_HEADER, _HALF, values.size, len(payload), dtype) + payload
     nonzero = values != 0
     sparse_size = (values.size + 7) // 8 + int(nonzero.sum()) * values.dtype.itemsize
     if sparse_size < len(raw):  # worth it from about 1/8 zeros for int8
@@ -56,6 +66,8 @@ def _decode(buf: io.BytesIO) -> bytes:
     payload = buf.read(size)
     if mode == _DENSE:
         return payload
+    if mode == _HALF:
+        return np.frombuffer(payload, np.float16).astype(np.float32).tobytes()
     dt = np.dtype(dtype.decode().strip())
     mask_bytes = (count + 7) // 8
     nonzero = np.unpackbits(np.frombuffer(payload[:mask_bytes], np.uint8), count=count)
@@ -76,7 +88,10 @@ def pack_bytes(onnx_bytes: bytes) -> bytes:
         at = onnx_bytes.find(t.raw_data, pos)  # initializers are serialised in order
         if at < 0:
             raise ValueError(f"weight {t.name!r} not found in the serialised model")
-        values = numpy_helper.to_array(t).reshape(-1)
+        if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+            values = np.frombuffer(t.raw_data, np.uint8)  # two codes a byte, as stored
+        else:
+            values = numpy_helper.to_array(t).reshape(-1)
         pieces.append((onnx_bytes[pos:at], _encode(values)))
         pos = at + len(t.raw_data)
     body = io.BytesIO()
@@ -124,8 +139,12 @@ def sparsity(onnx_path: Path) -> tuple[int, int]:
 
     model = onnx.load(str(onnx_path))
     zeros = total = 0
+    block = block_codes(model)  # 4-bit codes two to a byte: count codes, not bytes
+    for codes, zero in block.values():
+        zeros, total = zeros + int((codes == zero).sum()), total + codes.size
+    skip = set(block) | scale_names(model)
     for t in model.graph.initializer:
-        if len(t.dims) >= 2:
+        if len(t.dims) >= 2 and t.name not in skip:
             values = numpy_helper.to_array(t)
             zeros += int((values == 0).sum())
             total += values.size
@@ -133,17 +152,20 @@ def sparsity(onnx_path: Path) -> tuple[int, int]:
 
 
 def weight_bits(onnx_paths: Sequence[Path]) -> float:
-    """Bits a weight code needs, averaged over the int8 weight matrices of these files and
-    weighted by their size: log2 of the distinct values in each (8 after post-training
-    quantisation; 4 after 4-bit QAT, whose 15 levels are stored as int8 codes; the small
-    convolutions, which QAT leaves on another axis than onnxruntime's, count as 8). 32 when
-    there are no int8 weights."""
+    """Bits a weight code needs, averaged over the quantised weight matrices of these files
+    and weighted by their size: log2 of the distinct values in each int8 one (8 after
+    post-training quantisation; 4 after 4-bit QAT, whose 15 levels are stored as int8 codes;
+    the small convolutions, which QAT leaves on another axis than onnxruntime's, count as
+    8), and 4 for block-quantized codes (models/blockwise.py). 32 when none is quantised."""
     import onnx
     from onnx import numpy_helper
 
     bits = count = 0
     for path in onnx_paths:
-        for t in onnx.load(str(path)).graph.initializer:
+        model = onnx.load(str(path))
+        for codes, _ in block_codes(model).values():
+            bits, count = bits + 4 * codes.size, count + codes.size
+        for t in model.graph.initializer:
             if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.INT8:
                 values = numpy_helper.to_array(t)
                 levels = np.unique(values).size

@@ -1,6 +1,7 @@
 """Post-training int8 quantisation of an exported model, packed for the disk, with its card.
 
     python -m edge_asr.models.quantize models/rnnt-v1 models/rnnt-v1-int8 [--data DIR]
+    python -m edge_asr.models.quantize models/rnnt-v1 OUT --block-4bit 64 [--data DIR]
 
 Weights of every MatMul and Conv become int8 with one scale per output channel
 (onnxruntime's dynamic quantisation: activations are quantised on the fly, per batch), which
@@ -8,6 +9,7 @@ onnxruntime runs faster than fp32 here and sherpa-onnx loads unchanged. The ONNX
 then packed (models/packed.py: zero bitmask where it pays, LZMA) and the card records the
 bytes on disk, the bytes once decoded and loaded, sparsity, bits per weight, the sha256 of
 each decoded file, and WER per evaluation set measured with `edge-asr eval`.
+`--block-4bit N` quantises to 4 bits with a scale per N inputs instead (models/blockwise.py).
 """
 
 from __future__ import annotations
@@ -48,12 +50,7 @@ def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None
         def get_next(self) -> dict | None:
             return next(self.items, None)
 
-    out.mkdir(parents=True, exist_ok=True)
-    # What an earlier model left there describes other weights: the runtime would refuse
-    # the new files against the old card, and a stale .pack would shadow them.
-    for stale in [out / "model_card.json",
-                  *(out / (n + SUFFIX) for n in (*ONNX_FILES, *OTHER_FILES))]:
-        stale.unlink(missing_ok=True)
+    _clear(out)
     for name in ONNX_FILES:
         if calibration is None:
             quantize_dynamic(src / name, out / name, weight_type=QuantType.QInt8,
@@ -64,6 +61,27 @@ def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     for name in OTHER_FILES:
         shutil.copy2(src / name, out / name)
+
+
+def quantize_dir_block4(src: Path, out: Path, block_size: int) -> None:
+    """4-bit weights with a scale per `block_size` inputs (models/blockwise.py) of `src`
+    into `out` (plain, not yet packed), tokens and bpe copied."""
+    from edge_asr.models import blockwise
+
+    _clear(out)
+    for name in ONNX_FILES:
+        blockwise.quantize_file(src / name, out / name, block_size)
+    for name in OTHER_FILES:
+        shutil.copy2(src / name, out / name)
+
+
+def _clear(out: Path) -> None:
+    """What an earlier model left in `out` describes other weights: the runtime would refuse
+    the new files against the old card, and a stale .pack would shadow them."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in [out / "model_card.json",
+                  *(out / (n + SUFFIX) for n in (*ONNX_FILES, *OTHER_FILES))]:
+        stale.unlink(missing_ok=True)
 
 
 def calibration_inputs(src: Path, manifest: Path, utterances: int = 40,
@@ -102,24 +120,32 @@ def calibration_inputs(src: Path, manifest: Path, utterances: int = 40,
             for f, items in seen.items()}
 
 
-def _how(base: dict, static: bool) -> str:
+def _how(base: dict, static: bool, block_size: int | None = None) -> str:
     trained = []
     if base.get("trained_sparsity"):
         trained.append(f"gradual magnitude pruning to {base['trained_sparsity']:.0%}")
     if base.get("trained_qat_bits"):
-        trained.append(f"{base['trained_qat_bits']}-bit quantisation-aware training")
-    how = ("onnxruntime static QDQ quantisation, int8 weights with per-channel scales, uint8 "
-           "activations calibrated on dev utterances (python -m edge_asr.models.quantize "
-           "--static)" if static else
-           "onnxruntime dynamic quantisation, int8 weights, per-channel scales "
-           "(python -m edge_asr.models.quantize)")
+        on = (f" on blocks of {base['trained_qat_block']} inputs"
+              if base.get("trained_qat_block") else "")
+        trained.append(f"{base['trained_qat_bits']}-bit quantisation-aware training{on}")
+    if block_size:
+        how = (f"4-bit symmetric weights with a half-precision scale per {block_size} inputs, "
+               "onnxruntime MatMulNBits / GatherBlockQuantized, int8 arithmetic "
+               f"(python -m edge_asr.models.quantize --block-4bit {block_size})")
+    elif static:
+        how = ("onnxruntime static QDQ quantisation, int8 weights with per-channel scales, "
+               "uint8 activations calibrated on dev utterances (python -m "
+               "edge_asr.models.quantize --static)")
+    else:
+        how = ("onnxruntime dynamic quantisation, int8 weights, per-channel scales "
+               "(python -m edge_asr.models.quantize)")
     if trained:
         return f"trained with {' and '.join(trained)} (recipe), then {how}"
     return f"post-training: {how}"
 
 
 def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ...],
-               workers: int, static: bool = False) -> dict:
+               workers: int, static: bool = False, block_size: int | None = None) -> dict:
     """Card of the packed int8 model in `out`; `out` still holds the plain ONNX files."""
     base = json.loads((src / "model_card.json").read_text())
     zeros = total = 0
@@ -139,7 +165,7 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
         "training_log": base.get("training_log", []),
         "name": out.name,
         "derived_from": {"model": src.name, "sha256": base.get("sha256", {}),
-                         "how": _how(base, static)},
+                         "how": _how(base, static, block_size)},
         "weight_bits": bits,
         "sparsity": round(zeros / total, 4) if total else 0.0,
         # What the weight matrices really cost on disk, packed: the low bits and the zeros.
@@ -167,15 +193,25 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--static", action="store_true",
                    help="static QDQ, calibrated on DATA/manifests/dev.jsonl (needs --data)")
+    p.add_argument("--block-4bit", type=int, metavar="INPUTS", default=None,
+                   help="4-bit weights with a scale per this many inputs (e.g. 64), which "
+                        "onnxruntime holds and multiplies as 4-bit (models/blockwise.py)")
     args = p.parse_args()
+    if args.block_4bit is not None and (args.static or args.block_4bit < 16
+                                        or args.block_4bit & (args.block_4bit - 1)):
+        p.error("--block-4bit takes a power of two of at least 16 (onnxruntime's "
+                "MatMulNBits), and not with --static")
     calibration = None
     if args.static:
         if not args.data:
             p.error("--static calibrates on the recipe's dev set: give --data")
         calibration = calibration_inputs(args.src, args.data / "manifests" / "dev.jsonl")
-    quantize_dir(args.src, args.out, calibration)
+    if args.block_4bit:
+        quantize_dir_block4(args.src, args.out, args.block_4bit)
+    else:
+        quantize_dir(args.src, args.out, calibration)
     card = write_card(args.src, args.out, args.data, tuple(args.sets), args.workers,
-                      args.static)
+                      args.static, args.block_4bit)
     print(f"{args.out}: {card['bytes_total']:,} bytes on disk (fp32 source "
           f"{json.loads((args.src / 'model_card.json').read_text())['bytes_total']:,}), "
           f"sparsity {card['sparsity']:.1%}")

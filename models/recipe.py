@@ -104,6 +104,9 @@ def main() -> None:
                    help="prune this share of the weights on a cubic schedule (e.g. 0.5, 0.7)")
     p.add_argument("--qat-bits", type=int, default=0, choices=[0, 4, 8],
                    help="quantisation-aware training at this many bits per weight")
+    p.add_argument("--qat-block", type=int, default=0, metavar="INPUTS",
+                   help="with --qat-bits 4: train on the grid of a scale per this many inputs "
+                        "(models/blockwise.py; export with quantize --block-4bit INPUTS)")
     p.add_argument("--model-size", choices=["student", "teacher"], default="student",
                    help="teacher: the 5x larger model that labels speech for distillation "
                         "(models/distill.py)")
@@ -139,6 +142,9 @@ def main() -> None:
                 p.error(f"{flag} {name}: no {args.data / 'manifests' / name}.jsonl (the "
                         "recipe renders train_voices2 and dev_voices with --more-voices N; "
                         "python -m edge_asr.models.distill writes pseudo.jsonl)")
+    if args.qat_block and (args.qat_bits != 4 or args.qat_block < 16
+                           or args.qat_block & (args.qat_block - 1)):
+        p.error("--qat-block takes a power of two of at least 16, with --qat-bits 4")
     if args.init_from and not (args.init_from / "encoder.onnx").exists():
         p.error(f"--init-from {args.init_from}: no encoder.onnx there (the fp32 export is "
                 f"needed, not a packed int8 folder)")
@@ -173,7 +179,7 @@ def main() -> None:
             cfg.peak_lr = CONTINUE_PEAK_LR
         if args.peak_lr:
             cfg.peak_lr = args.peak_lr
-        cfg.sparsity, cfg.qat_bits = args.sparsity, args.qat_bits
+        cfg.sparsity, cfg.qat_bits, cfg.qat_block = args.sparsity, args.qat_bits, args.qat_block
         final = train(args.data, exp, cfg, stats["mean"], stats["istd"])
     if step("export"):
         from edge_asr.models.export import export_onnx

@@ -67,6 +67,9 @@ class TrainConfig:
     prune_from: float = 0.05
     prune_until: float = 0.7
     qat_bits: int = 0
+    # With qat_bits 4: 0 = one scale per output channel (onnxruntime's dynamic int8 grid,
+    # models/quantize.py); N = a scale per N inputs (models/blockwise.py, --block-4bit N).
+    qat_block: int = 0
     grid_weight: float = 2.0
     # More training manifests (names in DATA/manifests) beside train.jsonl, e.g. "pseudo":
     # speech the teacher transcribed (distill.py).
@@ -172,7 +175,7 @@ class WeightAverage:
 
 def choose_final(model: Transducer, last_wer: float, average: WeightAverage,
                  masks: dict[str, torch.Tensor], qat_bits: int,
-                 evaluate: Callable[[Transducer], float]
+                 evaluate: Callable[[Transducer], float], qat_block: int = 0
                  ) -> tuple[dict[str, torch.Tensor], float, bool]:
     """The weights that ship, their dev WER, and whether they are the average.
 
@@ -184,7 +187,7 @@ def choose_final(model: Transducer, last_wer: float, average: WeightAverage,
         return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
     if qat_bits:
-        compress.snap_to_grid(model, qat_bits)
+        compress.snap_to_grid(model, qat_bits, qat_block)
     last = weights()
     if not average.count:
         return last, last_wer, False
@@ -193,7 +196,7 @@ def choose_final(model: Transducer, last_wer: float, average: WeightAverage,
         averaged[name] = averaged[name] * mask
     model.load_state_dict(averaged)
     if qat_bits:
-        compress.snap_to_grid(model, qat_bits)
+        compress.snap_to_grid(model, qat_bits, qat_block)
         averaged = weights()
     avg_wer = evaluate(model)
     print(f"dev WER: last weights {last_wer:.4f}, average of the last {average.count} steps "
@@ -274,7 +277,7 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     def as_deployed():
         """The weights as the runtime will hold them (QAT), or a no-op."""
         if cfg.qat_bits:
-            return compress.quantized_weights(model, cfg.qat_bits)
+            return compress.quantized_weights(model, cfg.qat_bits, cfg.qat_block)
         return contextlib.nullcontext()
 
     def compression_figures() -> dict:
@@ -284,7 +287,7 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         if cfg.qat_bits:
             with torch.no_grad():
                 figures["grid_distance"] = round(
-                    float(compress.grid_penalty(model, cfg.qat_bits)), 5)
+                    float(compress.grid_penalty(model, cfg.qat_bits, cfg.qat_block)), 5)
         return figures
 
     def step(x, xl, y, yl, ctc_only: bool) -> float:
@@ -307,7 +310,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
                                                             cfg.model.blank_id)
             loss.backward()
         if cfg.qat_bits:  # on the float weights: pulls them towards the grid
-            (cfg.grid_weight * compress.grid_penalty(model, cfg.qat_bits)).backward()
+            (cfg.grid_weight * compress.grid_penalty(model, cfg.qat_bits, cfg.qat_block)
+             ).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         state["step"] += 1
@@ -379,7 +383,7 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     chosen, chosen_wer, averaged = choose_final(
         model, state["log"][-1]["dev_wer"], average,
         pruner.masks if pruner is not None else {}, cfg.qat_bits,
-        lambda m: dev_wer(m.cpu(), dev_set, tok))
+        lambda m: dev_wer(m.cpu(), dev_set, tok), cfg.qat_block)
     torch.save({"model": chosen, "config": asdict(cfg), "dev_wer": chosen_wer,
                 "averaged_steps": average.count if averaged else 0}, final)
     return final

@@ -159,3 +159,26 @@ def test_the_average_that_ships_after_qat_is_on_the_grid_and_keeps_the_zeros():
     last, wer, used = choose_final(model, 0.3, average, {name: mask}, 4, lambda m: 0.4)
     assert not used and wer == 0.3
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in last.items())
+
+
+def test_block_grid_qat_trains_at_the_block_grid_and_ships_on_it():
+    """--qat-block: the forward pass sees every matrix (the embedding too) on the block grid,
+    the float weights come back after it, and the weights that ship lie on that grid."""
+    from edge_asr.models.train import WeightAverage, choose_final
+
+    model = small_model()
+    blocks = compress.block_weights(model)
+    assert any("embedding" in n for n in blocks) and all(p.dim() == 2 for p in blocks.values())
+    before = {n: p.detach().clone() for n, p in blocks.items()}
+    with compress.quantized_weights(model, 4, 16):
+        for n, p in blocks.items():
+            assert torch.equal(p, compress.block_grid(before[n], 16)[0]), n
+            assert not torch.equal(p, before[n]), n
+    assert all(torch.equal(p, before[n]) for n, p in blocks.items())
+    assert compress.grid_penalty(model, 4, 16) > 0.01
+    chosen, _, _ = choose_final(model, 0.5, WeightAverage(), {}, 4, lambda m: 0.4, 16)
+    for n in blocks:
+        assert torch.equal(chosen[n], compress.block_grid(chosen[n], 16)[0]), n
+    assert compress.grid_penalty(model, 4, 16) < 1e-10
+    with pytest.raises(ValueError, match="4-bit"):
+        compress.snap_to_grid(model, 8, 16)

@@ -1,0 +1,127 @@
+"""4-bit weights with one scale per block of inputs, as onnxruntime runs them natively.
+
+Per-channel 4-bit (one scale per output row of 256-2048 weights, what `--qat-bits 4`
+trains) lets the few largest weights of a row set the step for all of them. A scale per
+block of 64 inputs follows the weights far more closely, so post-training rounding to 4
+bits loses little. onnxruntime has kernels for it: `MatMulNBits` (the encoder's LSTM and
+projection matrices, the decoder's projection, the joiner) and `GatherBlockQuantized` (the
+decoder's embedding), contrib operators of the standard CPU build, which hold the weights
+as packed 4-bit codes in memory too and multiply with int8 arithmetic
+(`accuracy_level` 4); sherpa-onnx, built on onnxruntime, loads the files unchanged.
+
+    python -m edge_asr.models.quantize models/rnnt-v1 OUT --block-4bit 64 --data D
+
+Symmetric: code 8 is zero, so a weight pruned to zero stays exactly zero, and there are no
+zero points to store. The scales are rounded to half precision (a relative change of at
+most 2^-11 against a 4-bit step of about 1/8 of the block's range) so that the packed file
+stores them in two bytes, not four (`models/packed.py`). The subsampling convolutions stay
+float: onnxruntime has no block-quantized convolution, and they are 1% of the weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# Operators whose weight input holds 4-bit codes two to a byte, and where their scales are.
+BLOCK_OPS = {"MatMulNBits": (1, 2), "GatherBlockQuantized": (0, 2)}  # (codes, scales) inputs
+
+
+def gemm_to_matmul(model) -> int:
+    """Rewrite each Gemm with a constant weight (the joiner's output layer) as MatMul + Add,
+    which the block quantizer handles (it skips Gemm). Returns how many were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = (attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+                 and not attrs.get("transA", 0))
+        if node.op_type != "Gemm" or node.input[1] not in inits or not plain:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            weight = weight.T
+        name = node.input[1] + "_kn"  # (in, out), as MatMul wants it
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), name))
+        product = node.output[0] + "_matmul" if len(node.input) > 2 else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], name], [product],
+                                      name=node.name + "_matmul"))
+        if len(node.input) > 2:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                                          name=node.name + "_bias"))
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return rewritten
+
+
+def scales_to_half(model) -> None:
+    """Round the block scales to values that half precision holds exactly."""
+    from onnx import numpy_helper
+
+    scales = scale_names(model)
+    for i, t in enumerate(model.graph.initializer):
+        if t.name in scales:
+            half = numpy_helper.to_array(t).astype(np.float16).astype(np.float32)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(half, t.name))
+
+
+def quantize_file(src: Path, out: Path, block_size: int) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    model = onnx.load(str(src))
+    gemm_to_matmul(model)
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=block_size, is_symmetric=True, accuracy_level=4, bits=4,
+        op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)))
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    quantizer.process()
+    quantized = quantizer.model.model
+    scales_to_half(quantized)
+    onnx.save(quantized, str(out))
+
+
+def block_codes(model) -> dict[str, tuple[np.ndarray, int]]:
+    """{weight name: (its 4-bit codes, one uint8 per weight; the code of zero)} for every
+    block-quantized weight of a loaded ONNX model: what `packed.sparsity` and
+    `packed.weight_bits` count for these operators (the bytes hold two codes each, and a
+    row is padded to whole blocks)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    codes = {}
+    for node in model.graph.node:
+        if node.op_type not in BLOCK_OPS:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("bits", 4) != 4:
+            raise ValueError(f"{node.name}: {attrs['bits']}-bit codes; only 4-bit ones are read")
+        name = node.input[BLOCK_OPS[node.op_type][0]]
+        tensor = inits[name]
+        if tensor.data_type == TensorProto.INT4:  # the embedding: signed codes, 0 is zero
+            codes[name] = (numpy_helper.to_array(tensor).reshape(-1), 0)
+            continue
+        packed = numpy_helper.to_array(tensor).view(np.uint8)
+        pairs = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(packed.shape[0], -1)
+        if node.op_type == "MatMulNBits":  # (N, blocks, bytes): K codes a row, then padding
+            pairs = pairs[:, : attrs["K"]]
+        codes[name] = (pairs.reshape(-1), 8)  # unsigned, symmetric: code 8 is zero
+    return codes
+
+
+def scale_names(model) -> set[str]:
+    """The block scales' initializers (float, not weights)."""
+    return {n.input[BLOCK_OPS[n.op_type][1]] for n in model.graph.node if n.op_type in BLOCK_OPS}
