@@ -105,7 +105,7 @@ sim: $(VENV)/.installed
 # The cloud bench first: it needs only the committed cloud LM, not an acoustic model.
 bench: $(VENV)/.installed
 	$(PY) bench/cloud.py --lm models/cloud-lm
-	$(PY) bench/rtf.py --model $(MODEL) $(foreach m,$(wildcard $(MODEL)-int8*/model_card.json),--model $(dir $(m)))
+	$(PY) bench/rtf.py --model $(MODEL) $(foreach m,$(wildcard $(MODEL)-int*/model_card.json),--model $(dir $(m)))
 	$(PY) bench/daemon.py --model $(MODEL)
 	$(PY) bench/peers.py --model $(MODEL)
 
