@@ -21,7 +21,8 @@ of anywhere between two of them.
 
 What is compressed: the LSTM matrices, every linear layer and the convolutions: the weights
 onnxruntime quantises, 97% of the parameters. The decoder's embedding (a Gather, quantised
-per tensor by onnxruntime) and the biases stay as they are.
+per tensor by onnxruntime) and the biases stay as they are. On the block-wise 4-bit grid
+(`block` > 0, below) every matrix takes part, the embedding too, and the convolutions not.
 """
 
 from __future__ import annotations
