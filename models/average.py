@@ -65,7 +65,7 @@ def load_finals(runs: Sequence[Path]) -> list[dict]:
               s["config"].get("qat_block") or 0)
              for s in saved}
     if len(kinds) > 1:
-        raise ValueError("the runs were compressed differently (sparsity, bits): "
+        raise ValueError("the runs were compressed differently (sparsity, bits, block): "
                          + ", ".join(map(str, sorted(kinds))))
     return saved
 

@@ -28,6 +28,18 @@ import numpy as np
 BLOCK_OPS = {"MatMulNBits": (1, 2), "GatherBlockQuantized": (0, 2)}  # (codes, scales) inputs
 
 
+def valid_block(inputs: int) -> bool:
+    """Whether onnxruntime's MatMulNBits takes blocks of this many inputs: a power of two
+    from 16 (the quantizer's and the kernels' condition; quantize and the recipe check it)."""
+    return inputs >= 16 and not inputs & (inputs - 1)
+
+
+def attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
 def gemm_to_matmul(model) -> int:
     """Rewrite each Gemm with a constant weight (the joiner's output layer) as MatMul + Add,
     which the block quantizer handles (it skips Gemm). Returns how many were rewritten."""
@@ -37,7 +49,7 @@ def gemm_to_matmul(model) -> int:
     inits = {t.name: t for t in graph.initializer}
     nodes, rewritten = [], 0
     for node in graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         plain = (attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
                  and not attrs.get("transA", 0))
         if node.op_type != "Gemm" or node.input[1] not in inits or not plain:
@@ -99,14 +111,14 @@ def block_codes(model) -> dict[str, tuple[np.ndarray, int]]:
     block-quantized weight of a loaded ONNX model: what `packed.sparsity` and
     `packed.weight_bits` count for these operators (the bytes hold two codes each, and a
     row is padded to whole blocks)."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
     codes = {}
     for node in model.graph.node:
         if node.op_type not in BLOCK_OPS:
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         if attrs.get("bits", 4) != 4:
             raise ValueError(f"{node.name}: {attrs['bits']}-bit codes; only 4-bit ones are read")
         name = node.input[BLOCK_OPS[node.op_type][0]]

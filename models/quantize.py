@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from edge_asr.daemon.transducer import sha256_of
+from edge_asr.models.blockwise import valid_block
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
 from edge_asr.models.packed import SUFFIX, bytes_on_disk, pack_dir, sparsity, weight_bits
 
@@ -197,8 +198,7 @@ def main() -> None:
                    help="4-bit weights with a scale per this many inputs (e.g. 64), which "
                         "onnxruntime holds and multiplies as 4-bit (models/blockwise.py)")
     args = p.parse_args()
-    if args.block_4bit is not None and (args.static or args.block_4bit < 16
-                                        or args.block_4bit & (args.block_4bit - 1)):
+    if args.block_4bit is not None and (args.static or not valid_block(args.block_4bit)):
         p.error("--block-4bit takes a power of two of at least 16 (onnxruntime's "
                 "MatMulNBits), and not with --static")
     calibration = None

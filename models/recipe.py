@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from edge_asr.daemon.features import compute_fbank
-from edge_asr.models import prepare
+from edge_asr.models import blockwise, prepare
 from edge_asr.models.augment import Augmenter
 from edge_asr.models.dataset import load_audio
 from edge_asr.models.distill import MODEL_SIZES
@@ -142,8 +142,7 @@ def main() -> None:
                 p.error(f"{flag} {name}: no {args.data / 'manifests' / name}.jsonl (the "
                         "recipe renders train_voices2 and dev_voices with --more-voices N; "
                         "python -m edge_asr.models.distill writes pseudo.jsonl)")
-    if args.qat_block and (args.qat_bits != 4 or args.qat_block < 16
-                           or args.qat_block & (args.qat_block - 1)):
+    if args.qat_block and (args.qat_bits != 4 or not blockwise.valid_block(args.qat_block)):
         p.error("--qat-block takes a power of two of at least 16, with --qat-bits 4")
     if args.init_from and not (args.init_from / "encoder.onnx").exists():
         p.error(f"--init-from {args.init_from}: no encoder.onnx there (the fp32 export is "

@@ -18,7 +18,7 @@ from edge_asr.daemon.evaluate import recognize_samples
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.transducer import TransducerModel
 from edge_asr.models import packed
-from edge_asr.models.blockwise import block_codes, gemm_to_matmul
+from edge_asr.models.blockwise import attributes, block_codes, gemm_to_matmul
 from edge_asr.models.card import loaded_model_bytes
 from edge_asr.models.quantize import ONNX_FILES, quantize_dir_block4, write_card
 
@@ -168,7 +168,7 @@ def _dequantized(model) -> dict[str, np.ndarray]:
     inits = {t.name: t for t in model.graph.initializer}
     out = {}
     for node in model.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         if node.op_type == "MatMulNBits":
             k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
             packed_codes = numpy_helper.to_array(inits[node.input[1]]).view(np.uint8)
