@@ -21,8 +21,9 @@ of anywhere between two of them.
 
 What is compressed: the LSTM matrices, every linear layer and the convolutions: the weights
 onnxruntime quantises, 97% of the parameters. The decoder's embedding (a Gather, quantised
-per tensor by onnxruntime) and the biases stay as they are. On the block-wise 4-bit grid
-(`block` > 0, below) every matrix takes part, the embedding too, and the convolutions not.
+per tensor by onnxruntime) and the biases stay as they are. On the block-wise grids
+(`block` > 0, below; 4 or 8 bits) every matrix takes part, the embedding too, and the
+convolutions not.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from edge_asr.models.blockwise import BITS, code_range
 
 
 def compressible_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -125,13 +128,14 @@ def _on_grid(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.clamp(torch.round(w / scale), low, high) * scale
 
 
-# Block-wise 4-bit (`block` > 0): the grid of models/blockwise.py, which onnxruntime's
-# MatMulNBits and GatherBlockQuantized run. Each row of a (out, in) weight is cut into blocks
-# of `block` inputs; a block's scale is its largest-magnitude weight over -8 (so that weight
-# is code -8 exactly, as onnxruntime's symmetric quantizer makes it), codes are rounded into
-# [-8, 7], and the scale is then held in half precision, as the export stores it. Every 2-D
-# weight takes part, the decoder's embedding included (a GatherBlockQuantized); the
-# convolutions stay float (onnxruntime has no block-quantized convolution).
+# Block-wise (`block` > 0): the grid of models/blockwise.py, which onnxruntime's MatMulNBits
+# and GatherBlockQuantized run. Each row of a (out, in) weight is cut into blocks of `block`
+# inputs; a block's scale is its largest-magnitude weight over -8 for 4 bits, -128 for 8 (so
+# that weight is the lowest code exactly, as onnxruntime's symmetric quantizer makes it),
+# codes are rounded into [-8, 7] or [-128, 127], and the scale is then held in half
+# precision, as the export stores it. Every 2-D weight takes part, the decoder's embedding
+# included (a GatherBlockQuantized); the convolutions stay float (onnxruntime has no
+# block-quantized convolution).
 
 
 def block_weights(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -140,14 +144,15 @@ def block_weights(model: nn.Module) -> dict[str, nn.Parameter]:
             if p.dim() == 2 and not name.startswith("ctc_head")}
 
 
-def block_grid(w: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+def block_grid(w: torch.Tensor, block: int, bits: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """(the weights on the block grid, each weight's scale) for a (out, in) weight."""
+    low, high = code_range(bits)
     rows, cols = w.shape
     blocks = torch.nn.functional.pad(w, (0, (-cols) % block)).view(rows, -1, block)
     peak = blocks.gather(-1, blocks.detach().abs().argmax(-1, keepdim=True))
-    scale = (peak / -8.0).detach()
+    scale = (peak / low).detach()
     scale = torch.where(scale == 0, torch.ones_like(scale), scale)  # an all-zero block
-    codes = torch.clamp(torch.round(blocks / scale), -8, 7)
+    codes = torch.clamp(torch.round(blocks / scale), low, high)
     held = scale.half().float()  # what the file stores
     on_grid = (codes * held).view(rows, -1)[:, :cols]
     return on_grid, held.expand_as(blocks).reshape(rows, -1)[:, :cols].abs()
@@ -159,9 +164,9 @@ def _grid_weights(model: nn.Module, block: int) -> dict[str, nn.Parameter]:
 
 def _quantize(w: torch.Tensor, bits: int, block: int) -> torch.Tensor:
     if block:
-        if bits != 4:
-            raise ValueError(f"block-wise grids are 4-bit, not {bits}-bit")
-        return block_grid(w, block)[0]
+        if bits not in BITS:
+            raise ValueError(f"block-wise grids are 4- or 8-bit, not {bits}-bit")
+        return block_grid(w, block, bits)[0]
     return fake_quantize(w, bits)
 
 
@@ -171,7 +176,7 @@ def grid_penalty(model: nn.Module, bits: int, block: int = 0) -> torch.Tensor:
     total, count = 0.0, 0
     for p in _grid_weights(model, block).values():
         if block:
-            on_grid, scale = block_grid(p, block)
+            on_grid, scale = block_grid(p, block, bits)
         else:
             scale = channel_scale(p, bits)
             on_grid = _on_grid(p, scale, bits)

@@ -140,7 +140,7 @@ def sparsity(onnx_path: Path) -> tuple[int, int]:
     model = onnx.load(str(onnx_path))
     zeros = total = 0
     block = block_codes(model)  # 4-bit codes two to a byte: count codes, not bytes
-    for codes, zero in block.values():
+    for codes, zero, _ in block.values():
         zeros, total = zeros + int((codes == zero).sum()), total + codes.size
     skip = set(block) | scale_names(model)
     for t in model.graph.initializer:
@@ -156,15 +156,15 @@ def weight_bits(onnx_paths: Sequence[Path]) -> float:
     and weighted by their size: log2 of the distinct values in each int8 one (8 after
     post-training quantisation; 4 after 4-bit QAT, whose 15 levels are stored as int8 codes;
     the small convolutions, which QAT leaves on another axis than onnxruntime's, count as
-    8), and 4 for block-quantized codes (models/blockwise.py). 32 when none is quantised."""
+    8), and the operators' own width for block-quantized codes (models/blockwise.py). 32 when none is quantised."""
     import onnx
     from onnx import numpy_helper
 
     bits = count = 0
     for path in onnx_paths:
         model = onnx.load(str(path))
-        for codes, _ in block_codes(model).values():
-            bits, count = bits + 4 * codes.size, count + codes.size
+        for codes, _, code_bits in block_codes(model).values():
+            bits, count = bits + code_bits * codes.size, count + codes.size
         for t in model.graph.initializer:
             if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.INT8:
                 values = numpy_helper.to_array(t)

@@ -2,6 +2,7 @@
 
     python -m edge_asr.models.quantize models/rnnt-v1 models/rnnt-v1-int8 [--data DIR]
     python -m edge_asr.models.quantize models/rnnt-v1 OUT --block-4bit 64 [--data DIR]
+    python -m edge_asr.models.quantize models/rnnt-v1 OUT --block-8bit 128 [--data DIR]
 
 Weights of every MatMul and Conv become int8 with one scale per output channel
 (onnxruntime's dynamic quantisation: activations are quantised on the fly, per batch), which
@@ -9,7 +10,9 @@ onnxruntime runs faster than fp32 here and sherpa-onnx loads unchanged. The ONNX
 then packed (models/packed.py: zero bitmask where it pays, LZMA) and the card records the
 bytes on disk, the bytes once decoded and loaded, sparsity, bits per weight, the sha256 of
 each decoded file, and WER per evaluation set measured with `edge-asr eval`.
-`--block-4bit N` quantises to 4 bits with a scale per N inputs instead (models/blockwise.py).
+`--block-4bit N` quantises to 4 bits with a scale per N inputs instead, `--block-8bit N`
+to 8 bits the same way (models/blockwise.py), which onnxruntime runs faster than dynamic
+int8 here.
 """
 
 from __future__ import annotations
@@ -64,14 +67,14 @@ def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None
         shutil.copy2(src / name, out / name)
 
 
-def quantize_dir_block4(src: Path, out: Path, block_size: int) -> None:
-    """4-bit weights with a scale per `block_size` inputs (models/blockwise.py) of `src`
-    into `out` (plain, not yet packed), tokens and bpe copied."""
+def quantize_dir_block(src: Path, out: Path, block_size: int, bits: int = 4) -> None:
+    """4- or 8-bit weights with a scale per `block_size` inputs (models/blockwise.py) of
+    `src` into `out` (plain, not yet packed), tokens and bpe copied."""
     from edge_asr.models import blockwise
 
     _clear(out)
     for name in ONNX_FILES:
-        blockwise.quantize_file(src / name, out / name, block_size)
+        blockwise.quantize_file(src / name, out / name, block_size, bits)
     for name in OTHER_FILES:
         shutil.copy2(src / name, out / name)
 
@@ -121,7 +124,7 @@ def calibration_inputs(src: Path, manifest: Path, utterances: int = 40,
             for f, items in seen.items()}
 
 
-def _how(base: dict, static: bool, block_size: int | None = None) -> str:
+def _how(base: dict, static: bool, block_size: int | None = None, bits: int = 4) -> str:
     trained = []
     if base.get("trained_sparsity"):
         trained.append(f"gradual magnitude pruning to {base['trained_sparsity']:.0%}")
@@ -130,9 +133,9 @@ def _how(base: dict, static: bool, block_size: int | None = None) -> str:
               if base.get("trained_qat_block") else "")
         trained.append(f"{base['trained_qat_bits']}-bit quantisation-aware training{on}")
     if block_size:
-        how = (f"4-bit symmetric weights with a half-precision scale per {block_size} inputs, "
-               "onnxruntime MatMulNBits / GatherBlockQuantized, int8 arithmetic "
-               f"(python -m edge_asr.models.quantize --block-4bit {block_size})")
+        how = (f"{bits}-bit symmetric weights with a half-precision scale per {block_size} "
+               "inputs, onnxruntime MatMulNBits / GatherBlockQuantized, int8 arithmetic "
+               f"(python -m edge_asr.models.quantize --block-{bits}bit {block_size})")
     elif static:
         how = ("onnxruntime static QDQ quantisation, int8 weights with per-channel scales, "
                "uint8 activations calibrated on dev utterances (python -m "
@@ -146,14 +149,15 @@ def _how(base: dict, static: bool, block_size: int | None = None) -> str:
 
 
 def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ...],
-               workers: int, static: bool = False, block_size: int | None = None) -> dict:
+               workers: int, static: bool = False, block_size: int | None = None,
+               bits: int = 4) -> dict:
     """Card of the packed int8 model in `out`; `out` still holds the plain ONNX files."""
     base = json.loads((src / "model_card.json").read_text())
     zeros = total = 0
     for name in ONNX_FILES:
         z, t = sparsity(out / name)
         zeros, total = zeros + z, total + t
-    bits = weight_bits([out / name for name in ONNX_FILES])
+    measured_bits = weight_bits([out / name for name in ONNX_FILES])
     sha = {n: sha256_of(out / n) for n in (*ONNX_FILES, *OTHER_FILES)}
     decoded = {n: (out / n).stat().st_size for n in ONNX_FILES}
     loaded = loaded_model_bytes(out)
@@ -166,8 +170,8 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
         "training_log": base.get("training_log", []),
         "name": out.name,
         "derived_from": {"model": src.name, "sha256": base.get("sha256", {}),
-                         "how": _how(base, static, block_size)},
-        "weight_bits": bits,
+                         "how": _how(base, static, block_size, bits)},
+        "weight_bits": measured_bits,
         "sparsity": round(zeros / total, 4) if total else 0.0,
         # What the weight matrices really cost on disk, packed: the low bits and the zeros.
         "bits_per_weight_on_disk": round(8 * weights_on_disk / total, 3) if total else 0.0,
@@ -194,24 +198,29 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--static", action="store_true",
                    help="static QDQ, calibrated on DATA/manifests/dev.jsonl (needs --data)")
-    p.add_argument("--block-4bit", type=int, metavar="INPUTS", default=None,
-                   help="4-bit weights with a scale per this many inputs (e.g. 64), which "
-                        "onnxruntime holds and multiplies as 4-bit (models/blockwise.py)")
+    block = p.add_mutually_exclusive_group()
+    block.add_argument("--block-4bit", type=int, metavar="INPUTS", default=None,
+                       help="4-bit weights with a scale per this many inputs (e.g. 64), which "
+                            "onnxruntime holds and multiplies as 4-bit (models/blockwise.py)")
+    block.add_argument("--block-8bit", type=int, metavar="INPUTS", default=None,
+                       help="8-bit weights with a scale per this many inputs (e.g. 128), "
+                            "onnxruntime's fused MatMulNBits")
     args = p.parse_args()
-    if args.block_4bit is not None and (args.static or not valid_block(args.block_4bit)):
-        p.error("--block-4bit takes a power of two of at least 16 (onnxruntime's "
+    bits, block_size = (4, args.block_4bit) if args.block_4bit is not None else (8, args.block_8bit)
+    if block_size is not None and (args.static or not valid_block(block_size)):
+        p.error(f"--block-{bits}bit takes a power of two of at least 16 (onnxruntime's "
                 "MatMulNBits), and not with --static")
     calibration = None
     if args.static:
         if not args.data:
             p.error("--static calibrates on the recipe's dev set: give --data")
         calibration = calibration_inputs(args.src, args.data / "manifests" / "dev.jsonl")
-    if args.block_4bit:
-        quantize_dir_block4(args.src, args.out, args.block_4bit)
+    if block_size:
+        quantize_dir_block(args.src, args.out, block_size, bits)
     else:
         quantize_dir(args.src, args.out, calibration)
     card = write_card(args.src, args.out, args.data, tuple(args.sets), args.workers,
-                      args.static, args.block_4bit)
+                      args.static, block_size, bits)
     print(f"{args.out}: {card['bytes_total']:,} bytes on disk (fp32 source "
           f"{json.loads((args.src / 'model_card.json').read_text())['bytes_total']:,}), "
           f"sparsity {card['sparsity']:.1%}")

@@ -105,8 +105,9 @@ def main() -> None:
     p.add_argument("--qat-bits", type=int, default=0, choices=[0, 4, 8],
                    help="quantisation-aware training at this many bits per weight")
     p.add_argument("--qat-block", type=int, default=0, metavar="INPUTS",
-                   help="with --qat-bits 4: train on the grid of a scale per this many inputs "
-                        "(models/blockwise.py; export with quantize --block-4bit INPUTS)")
+                   help="with --qat-bits 4 or 8: train on the grid of a scale per this many "
+                        "inputs (models/blockwise.py; export with quantize --block-4bit "
+                        "INPUTS or --block-8bit INPUTS)")
     p.add_argument("--model-size", choices=["student", "teacher"], default="student",
                    help="teacher: the 5x larger model that labels speech for distillation "
                         "(models/distill.py)")
@@ -142,8 +143,9 @@ def main() -> None:
                 p.error(f"{flag} {name}: no {args.data / 'manifests' / name}.jsonl (the "
                         "recipe renders train_voices2 and dev_voices with --more-voices N; "
                         "python -m edge_asr.models.distill writes pseudo.jsonl)")
-    if args.qat_block and (args.qat_bits != 4 or not blockwise.valid_block(args.qat_block)):
-        p.error("--qat-block takes a power of two of at least 16, with --qat-bits 4")
+    if args.qat_block and (args.qat_bits not in blockwise.BITS
+                           or not blockwise.valid_block(args.qat_block)):
+        p.error("--qat-block takes a power of two of at least 16, with --qat-bits 4 or 8")
     if args.init_from and not (args.init_from / "encoder.onnx").exists():
         p.error(f"--init-from {args.init_from}: no encoder.onnx there (the fp32 export is "
                 f"needed, not a packed int8 folder)")

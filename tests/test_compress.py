@@ -161,7 +161,8 @@ def test_the_average_that_ships_after_qat_is_on_the_grid_and_keeps_the_zeros():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in last.items())
 
 
-def test_block_grid_qat_trains_at_the_block_grid_and_ships_on_it():
+@pytest.mark.parametrize("bits", [4, 8])
+def test_block_grid_qat_trains_at_the_block_grid_and_ships_on_it(bits):
     """--qat-block: the forward pass sees every matrix (the embedding too) on the block grid,
     the float weights come back after it, and the weights that ship lie on that grid."""
     from edge_asr.models.train import WeightAverage, choose_final
@@ -170,15 +171,15 @@ def test_block_grid_qat_trains_at_the_block_grid_and_ships_on_it():
     blocks = compress.block_weights(model)
     assert any("embedding" in n for n in blocks) and all(p.dim() == 2 for p in blocks.values())
     before = {n: p.detach().clone() for n, p in blocks.items()}
-    with compress.quantized_weights(model, 4, 16):
+    with compress.quantized_weights(model, bits, 16):
         for n, p in blocks.items():
-            assert torch.equal(p, compress.block_grid(before[n], 16)[0]), n
+            assert torch.equal(p, compress.block_grid(before[n], 16, bits)[0]), n
             assert not torch.equal(p, before[n]), n
     assert all(torch.equal(p, before[n]) for n, p in blocks.items())
-    assert compress.grid_penalty(model, 4, 16) > 0.01
-    chosen, _, _ = choose_final(model, 0.5, WeightAverage(), {}, 4, lambda m: 0.4, 16)
+    assert compress.grid_penalty(model, bits, 16) > 0.01
+    chosen, _, _ = choose_final(model, 0.5, WeightAverage(), {}, bits, lambda m: 0.4, 16)
     for n in blocks:
-        assert torch.equal(chosen[n], compress.block_grid(chosen[n], 16)[0]), n
-    assert compress.grid_penalty(model, 4, 16) < 1e-10
-    with pytest.raises(ValueError, match="4-bit"):
-        compress.snap_to_grid(model, 8, 16)
+        assert torch.equal(chosen[n], compress.block_grid(chosen[n], 16, bits)[0]), n
+    assert compress.grid_penalty(model, bits, 16) < 1e-10
+    with pytest.raises(ValueError, match="4- or 8-bit"):
+        compress.snap_to_grid(model, 2, 16)
