@@ -156,7 +156,8 @@ def weight_bits(onnx_paths: Sequence[Path]) -> float:
     and weighted by their size: log2 of the distinct values in each int8 one (8 after
     post-training quantisation; 4 after 4-bit QAT, whose 15 levels are stored as int8 codes;
     the small convolutions, which QAT leaves on another axis than onnxruntime's, count as
-    8), and the operators' own width for block-quantized codes (models/blockwise.py). 32 when none is quantised."""
+    8), and the operators' own width for block-quantized codes (models/blockwise.py). 32
+    when none is quantised."""
     import onnx
     from onnx import numpy_helper
 
