@@ -13,17 +13,17 @@ as packed 4-bit codes in memory too and multiply with int8 arithmetic
     python -m edge_asr.models.quantize models/rnnt-v1 OUT --block-4bit 64 --data D
 
 Symmetric: code 8 is zero, so a weight pruned to zero stays exactly zero, and there are no
-zero points to store.
+zero points to store. The scales are rounded to half precision (a relative change of at
+most 2^-11 against a 4-bit step of about 1/8 of the block's range) so that the packed file
+stores them in two bytes, not four (`models/packed.py`). The subsampling convolutions stay
+float: onnxruntime has no block-quantized convolution, and they are 1% of the weights.
 
 8 bits (`--block-8bit N`, code 128 is zero) are the fast int8 model here: one fused
 `MatMulNBits` per matrix, where onnxruntime's dynamic quantisation runs four operators
 (quantise the input, MatMulInteger, cast, rescale) for every one of the encoder's many small
 per-frame products (bench/rtf.py measures both). onnxruntime's quantizer does not take the
 embedding at 8 bits, so `embedding_to_block8` writes its `GatherBlockQuantized` itself, on
-the same grid. The scales are rounded to half precision (a relative change of at
-most 2^-11 against a 4-bit step of about 1/8 of the block's range) so that the packed file
-stores them in two bytes, not four (`models/packed.py`). The subsampling convolutions stay
-float: onnxruntime has no block-quantized convolution, and they are 1% of the weights.
+the same grid.
 """
 
 from __future__ import annotations
