@@ -81,7 +81,7 @@ def recompress(weights: dict[str, torch.Tensor], newest: dict, config: dict
     with torch.no_grad():
         for name, p in compress.compressible_weights(model).items():
             if config.get("sparsity"):
-                p.mul_(newest[name] != 0)
+                p.masked_fill_(newest[name] == 0, 0.0)  # +0.0: a product would leave -0.0
         if bits:
             compress.snap_to_grid(model, bits, config.get("qat_block") or 0)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -87,7 +87,7 @@ class MagnitudePruner:
                 self.masks[name] = mask.view_as(p)
             self.sparsity = wanted
         for name, p in self.weights.items():
-            p.mul_(self.masks[name])
+            p.masked_fill_(~self.masks[name], 0.0)  # +0.0: multiplying by 0 leaves -0.0
 
     def state_dict(self) -> dict:
         return {"masks": self.masks, "sparsity": self.sparsity}

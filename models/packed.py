@@ -53,10 +53,12 @@ def _encode(values: np.ndarray) -> bytes:
         if np.array_equal(half.astype(np.float32).view(np.uint32), values.view(np.uint32)):
             payload = half.tobytes()
             return struct.pack(_HEADER, _HALF, values.size, len(payload), dtype) + payload
-    nonzero = values != 0
+    # Zero by bit pattern: -0.0 (a pruned negative weight times a 0 mask) is kept as a value,
+    # so that it decodes to the same bytes.
+    nonzero = values.reshape(-1).view(f"u{values.dtype.itemsize}") != 0
     sparse_size = (values.size + 7) // 8 + int(nonzero.sum()) * values.dtype.itemsize
     if sparse_size < len(raw):  # worth it from about 1/8 zeros for int8
-        payload = np.packbits(nonzero).tobytes() + values[nonzero].tobytes()
+        payload = np.packbits(nonzero).tobytes() + values.reshape(-1)[nonzero].tobytes()
         return struct.pack(_HEADER, _SPARSE, values.size, len(payload), dtype) + payload
     return struct.pack(_HEADER, _DENSE, values.size, len(raw), dtype) + raw
 

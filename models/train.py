@@ -193,7 +193,7 @@ def choose_final(model: Transducer, last_wer: float, average: WeightAverage,
         return last, last_wer, False
     averaged = average.weights(last)
     for name, mask in masks.items():  # the masks are final by then
-        averaged[name] = averaged[name] * mask
+        averaged[name] = averaged[name].masked_fill(mask == 0, 0.0)  # +0.0, not -0.0
     model.load_state_dict(averaged)
     if qat_bits:
         compress.snap_to_grid(model, qat_bits, qat_block)

@@ -35,6 +35,16 @@ def test_round_trip_is_byte_exact(zero_share):
     assert unpack_bytes(pack_bytes(original)) == original
 
 
+def test_negative_zeros_keep_their_sign_through_the_zero_bitmask():
+    # A pruned negative weight multiplied by a 0 mask is -0.0: the bitmask must not turn it
+    # into +0.0, or the decoded file would not hash as the card says.
+    w = np.zeros((64, 32), np.float32)
+    w[::3] = -0.0
+    w[::7] = 0.5
+    original = _matmul_model(w)
+    assert unpack_bytes(pack_bytes(original)) == original
+
+
 def test_zeros_make_the_file_smaller_than_compression_alone():
     rng = np.random.default_rng(1)
     w = rng.integers(-127, 128, (256, 256)).astype(np.int8).astype(np.float32)
