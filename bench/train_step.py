@@ -23,15 +23,16 @@ from rtf import cpu_name  # bench/ is on the path when this file runs
 from edge_asr.models.distill import MODEL_SIZES
 from edge_asr.models.model import Transducer, count_parameters
 from edge_asr.models.rnnt_loss import rnnt_loss
+from edge_asr.models.train import TrainConfig, ctc_loss
 
 
 def step_seconds(model: Transducer, batch: tuple) -> float:
     feats, feat_lens, targets, target_lens = batch
     started = time.perf_counter()
     logits, enc_lens, ctc = model(feats, feat_lens, targets, target_lens)
-    loss = rnnt_loss(logits, targets, enc_lens, target_lens, blank=model.cfg.blank_id)
-    loss = loss + torch.nn.functional.ctc_loss(ctc.transpose(0, 1), targets, enc_lens,
-                                               target_lens, blank=model.cfg.blank_id)
+    blank = model.cfg.blank_id
+    loss = rnnt_loss(logits, targets, enc_lens, target_lens, blank=blank)  # as train.py
+    loss = loss + TrainConfig().ctc_weight * ctc_loss(ctc, targets, enc_lens, target_lens, blank)
     loss.backward()
     model.zero_grad(set_to_none=True)
     return time.perf_counter() - started
