@@ -31,6 +31,7 @@ from edge_asr.models.synth import (
     dev_voices,
     heldout_voices,
     more_training_voices,
+    random_timbre_voices,
     synthesize,
     training_voices,
 )
@@ -168,6 +169,8 @@ def load_split(corpus_dir: Path, split: str) -> list[dict]:
 
 # The sets prepare_more_voices renders (recipe --more-voices).
 MORE_VOICES_SETS = ("train_voices2", "dev_voices")
+# The set prepare_random_voices renders (recipe --random-voices).
+RANDOM_VOICES_SETS = ("train_voices3",)
 # The evaluation sets prepare_all renders besides train (what the recipe may report on).
 RENDERED_SETS = ("dev", "test_voices", "test_snr10", "test_band8k", "test_sentences",
                  "test_names", "dev_snr10", "dev_names")
@@ -245,6 +248,22 @@ def prepare_more_voices(data_dir: Path, n: int, n_train: int, workers: int = 2) 
         "dev_voices": render_set("dev_voices", dev, _cycle(held, len(dev)), data_dir, "clean",
                                  22, 0.3, workers),
     }
+
+
+def prepare_random_voices(data_dir: Path, n: int, workers: int = 2) -> dict:
+    """A third training rendering: `n` training sentences (drawn from the whole training
+    corpus, so mostly sentences heard before) spoken by `random_timbre_voices()`, made-up
+    espeak-ng speakers, for `--extra-train train_voices3`. New vocal tracts, not new words:
+    the test speakers the model hears worst are unlike any voice it trained on."""
+    check_engines(("espeak",))
+    pool = load_split(data_dir / "corpus", "train")
+    if len(pool) < n:
+        raise ValueError(f"the corpus has {len(pool)} training sentences, {n} asked for")
+    rng = np.random.default_rng(31)
+    sentences = [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
+    voices = [random_timbre_voices()[i] for i in rng.integers(0, len(random_timbre_voices()), n)]
+    return {"train_voices3": render_set("train_voices3", sentences, voices, data_dir, None, 31,
+                                        0.4, workers)}
 
 
 def bundle_test_clips(data_dir: Path, out_dir: Path, n: int = 24, seed: int = 0) -> Path:

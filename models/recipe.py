@@ -118,6 +118,9 @@ def main() -> None:
                    help="also render N more training utterances by more and other voices "
                         "(train_voices2, for --extra-train) and the held-out-voice tuning set "
                         "dev_voices (needs festival)")
+    p.add_argument("--random-voices", type=int, default=0, metavar="N",
+                   help="also render N training utterances by made-up espeak-ng speakers "
+                        "(train_voices3, for --extra-train)")
     p.add_argument("--dev-set", default="dev",
                    help="the set in DATA/manifests that is scored each epoch and picks the "
                         "final weights (dev_voices: speakers training never hears)")
@@ -135,13 +138,15 @@ def main() -> None:
                 f"{', '.join(prepare.RENDERED_SETS)} (give --eval-sets alone for none)")
     # Sets the audio stage renders itself are not missing; the rest must be there already.
     rendered_later = set(prepare.RENDERED_SETS) | (
-        set(prepare.MORE_VOICES_SETS) if args.more_voices else set())
+        set(prepare.MORE_VOICES_SETS) if args.more_voices else set()) | (
+        set(prepare.RANDOM_VOICES_SETS) if args.random_voices else set())
     for flag, names in (("--extra-train", args.extra_train), ("--dev-set", [args.dev_set])):
         for name in names:  # refused before the long stages
             if name not in rendered_later and not (args.data / "manifests" /
                                                    f"{name}.jsonl").is_file():
                 p.error(f"{flag} {name}: no {args.data / 'manifests' / name}.jsonl (the "
-                        "recipe renders train_voices2 and dev_voices with --more-voices N; "
+                        "recipe renders train_voices2 and dev_voices with --more-voices N, "
+                        "train_voices3 with --random-voices N; "
                         "python -m edge_asr.models.distill writes pseudo.jsonl)")
     if args.qat_block and (args.qat_bits not in blockwise.BITS
                            or not blockwise.valid_block(args.qat_block)):
@@ -166,6 +171,8 @@ def main() -> None:
         prepare.prepare_all(args.data, args.n_train, workers=args.workers)
         if args.more_voices:
             prepare.prepare_more_voices(args.data, args.more_voices, args.n_train, args.workers)
+        if args.random_voices:
+            prepare.prepare_random_voices(args.data, args.random_voices, args.workers)
     if step("cmvn"):
         stage_cmvn(args.data)
     if step("train"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -36,7 +38,10 @@ class Voice:
 
 # espeak-ng English accents x voice variants. Variants m4/f3 and the West Midlands accent are
 # never used in training, so the held-out voices differ in both accent and timbre.
-_ESPEAK_TRAIN_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
+# British English is the voice "en": espeak-ng 1.51 drops the variant of "en-gb+m3" (found in
+# the thirteenth session; "en-gb" is the language, not the voice's name), so every "en-gb+..."
+# of the renderings made before then is one speaker, espeak's default.
+_ESPEAK_TRAIN_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
                          "en-029", "en-us-nyc")
 _ESPEAK_TRAIN_VARIANTS = ("m1", "m2", "m3", "m5", "m7", "f1", "f2", "f4", "f5", "klatt",
                           "klatt2", "klatt4", "croak", "Andy", "Annie", "Alicia", "Lee",
@@ -110,6 +115,81 @@ def heldout_voices() -> list[Voice]:
     ]
 
 
+# The third training rendering (`random_timbre_voices`): espeak-ng speakers made up for it.
+# An espeak variant is a small text file of pitch range and formant scalings (see its
+# voices/!v folder); drawing those at random gives as many vocal tracts as wanted, where the
+# variants espeak ships are ninety. They speak the training accents only; the held-out
+# variants m4/f3 are files of their own that no draw reproduces, and the West Midlands
+# accent stays out. Kept apart from the shipped variants by their names: rv<seed>.
+_RANDOM_VARIANT = re.compile(r"\+rv(\d+)$")
+
+
+def random_variant(seed: int) -> str:
+    """The espeak-ng variant file of made-up speaker `seed`: same text for the same seed."""
+    rng = np.random.default_rng([seed, 7919])
+    female = bool(rng.random() < 0.5)
+    base = rng.uniform(135, 210) if female else rng.uniform(60, 115)
+    top = base + (rng.uniform(60, 130) if female else rng.uniform(30, 80))
+    tract = rng.uniform(1.04, 1.28) if female else rng.uniform(0.90, 1.10)  # formant scale
+    lines = ["language variant", f"name rv{seed}", f"gender {'female' if female else 'male'}",
+             f"pitch {base:.0f} {top:.0f}"]
+    for k in range(9):
+        freq = 100 * tract * rng.uniform(0.95, 1.05)
+        height = rng.uniform(70, 130) if k <= 3 else rng.uniform(60, 110)
+        lines.append(f"formant {k} {freq:.0f} {height:.0f} {rng.uniform(80, 160):.0f}")
+    if rng.random() < 0.3:  # a breathy voice
+        lines.append("breath " + " ".join(str(int(b)) for b in rng.integers(0, 4, 8)))
+    if rng.random() < 0.4:
+        lines.append(f"roughness {int(rng.integers(1, 5))}")
+    if rng.random() < 0.3:
+        lines.append(f"flutter {int(rng.integers(2, 20))}")
+    return "\n".join(lines) + "\n"
+
+
+def random_timbre_voices(n: int = 240) -> list[Voice]:
+    """`n` made-up espeak speakers, taking the training accents in turn."""
+    return [Voice("espeak", f"{_ESPEAK_TRAIN_ACCENTS[i % len(_ESPEAK_TRAIN_ACCENTS)]}+rv{i}")
+            for i in range(n)]
+
+
+@functools.lru_cache(maxsize=None)
+def _espeak_data_root(pid: int) -> Path:
+    """A private espeak-ng data folder (links to the installed one) with room for made-up
+    variants, one per process (`pid`: a forked worker makes its own); `espeak-ng --path`
+    reads it. A few kB of links in the temporary folder."""
+    found = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"Data at: (\S+)", found)
+    if not match:
+        raise RuntimeError(f"cannot find espeak-ng's data folder in {found!r}")
+    installed = Path(match.group(1))
+    root = Path(tempfile.mkdtemp(prefix=f"edge-asr-espeak-{pid}-"))
+    data = root / "espeak-ng-data"
+    (data / "voices" / "!v").mkdir(parents=True)
+    for entry in installed.iterdir():
+        if entry.name != "voices":
+            (data / entry.name).symlink_to(entry)
+    for entry in (installed / "voices").iterdir():
+        if entry.name != "!v":
+            (data / "voices" / entry.name).symlink_to(entry)
+    return root
+
+
+def _espeak_path_for(name: str) -> list[str]:
+    """`--path` arguments for a made-up variant (its file written on first use), else none."""
+    match = _RANDOM_VARIANT.search(name)
+    if not match:
+        return []
+    root = _espeak_data_root(os.getpid())
+    variants = root / "espeak-ng-data" / "voices" / "!v"
+    file = variants / f"rv{match.group(1)}"
+    if not file.exists():
+        # One at a time: espeak-ng lists at most 350 voices and refuses any beyond.
+        for old in variants.iterdir():
+            old.unlink()
+        file.write_text(random_variant(int(match.group(1))))
+    return [f"--path={root}"]
+
+
 _ENGINE_PACKAGES = {"espeak": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"),
                     "festival": ("text2wave",
                                  "festival festvox-us-slt-hts festvox-kdlpc16k")}
@@ -149,8 +229,8 @@ def _synth_piece(text: str, voice: Voice, rng: np.random.Generator) -> np.ndarra
     if voice.engine == "espeak":
         rate = int(rng.integers(130, 200))  # words per minute
         pitch = int(rng.integers(25, 75))
-        return _run_wav(["espeak-ng", "-v", voice.name, "-s", str(rate), "-p", str(pitch),
-                         "--stdout", text])
+        return _run_wav(["espeak-ng", *_espeak_path_for(voice.name), "-v", voice.name,
+                         "-s", str(rate), "-p", str(pitch), "--stdout", text])
     if voice.engine == "flite":
         # flite writes to a file only; stdout via "-o /dev/stdout" gives a valid RIFF stream.
         stretch = float(rng.uniform(0.85, 1.2))

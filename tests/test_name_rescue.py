@@ -248,6 +248,24 @@ def test_a_name_close_only_to_a_lower_hypothesis_of_the_nbest_is_found_too(heard
     assert recognizer.model.detokenize(list(found[0].tokens)) == f"get {NAME} on the phone"
 
 
+@needs_shipped
+def test_a_shorter_path_holding_a_name_the_best_already_says_is_not_taken(heard):
+    """Both sides are judged with the bonus of the phrases they say: a lower path of the
+    n-best that lost the last word must not win by a bonus the best holds too."""
+    recognizer, stream, sp, _ = heard
+    enc = stream.search.encoder_out
+    best = Hypothesis(tuple(sp.encode(f"get {NAME} on the phone")))
+    shorter = Hypothesis(tuple(sp.encode("get yasmin grigori on the")))
+    tokens = tuple(sp.encode(NAME))
+    deficit = align(recognizer.model, enc, best.tokens).log_prob - \
+        align(recognizer.model, enc, sp.encode(f"get {NAME} on the")).log_prob
+    assert deficit > 0
+    # A bonus larger than what dropping "phone" costs: given to the candidate alone, the
+    # candidate would win.
+    name = ContextPhrase(NAME, tokens, deficit / len(tokens) + 1.0)
+    assert rescue(recognizer.model, enc, best, [name], sp.encode, others=[shorter]) is None
+
+
 def test_the_slot_bonus_counts_only_right_after_a_carrier_word():
     slots = SlotBonus(frozenset({"call", "from"}), 3.0)
     name = ContextPhrase("taraneh", (5, 6), 1.5)

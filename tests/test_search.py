@@ -23,6 +23,22 @@ def test_best_hypothesis_is_chosen_by_log_prob_per_token(tiny_model_dir):
     assert raw.nbest[0] is short
 
 
+def test_paths_holding_the_same_bonus_are_ranked_by_the_audio_alone(tiny_model_dir):
+    """The bonus is not divided by each path's own length: "dial grandad on" must not beat
+    "dial grandad on their home phone" by holding the same bonus over fewer tokens."""
+    model = TransducerModel(tiny_model_dir)
+    short = Hypothesis(tokens=(5,), log_prob=-3.0, bias=6.0)  # -1.0 a token
+    long = Hypothesis(tokens=(5, 6, 7, 8, 9), log_prob=-3.5, bias=6.0)  # -0.5 a token
+    search = ModifiedBeamSearch(model, beam=4)
+    search.hyps = [short, long]
+    assert search.nbest[0] is long
+    # A bonus only one path holds still counts: the name the context asked for wins.
+    plain = Hypothesis(tokens=(5, 6, 7), log_prob=-2.0)
+    named = Hypothesis(tokens=(5, 6, 8), log_prob=-2.6, bias=3.0)
+    search.hyps = [plain, named]
+    assert search.nbest[0] is named
+
+
 class _ScriptedModel:
     """A stand-in transducer whose joiner reads the frame's script, whatever the context:
     frame kind 0 says token 1 clearly and tokens 2 and 7 weakly; kind 1 says blank."""

@@ -14,7 +14,10 @@ from edge_asr.models.synth import (
     Voice,
     dev_voices,
     heldout_voices,
+    _ESPEAK_TRAIN_ACCENTS,
     more_training_voices,
+    random_timbre_voices,
+    random_variant,
     synthesize,
     training_voices,
 )
@@ -36,13 +39,13 @@ def median_f0(audio: np.ndarray) -> float:
 
 
 def test_no_test_or_dev_speaker_is_ever_trained_on():
-    trained = {v.id for v in training_voices() + more_training_voices()}
+    trained = {v.id for v in training_voices() + more_training_voices() + random_timbre_voices()}
     tuning = {v.id for v in dev_voices()}
     testing = {v.id for v in heldout_voices()}
     assert not trained & tuning and not trained & testing and not tuning & testing
     # nor the held-out espeak variants and accent, with any other accent or variant
     held_parts = {"m4", "f3", "en-gb-x-gbcwmd"}
-    for v in training_voices() + more_training_voices() + dev_voices():
+    for v in training_voices() + more_training_voices() + random_timbre_voices() + dev_voices():
         if v.engine == "espeak":
             assert not set(v.name.split("+")) & held_parts, v.id
 
@@ -53,6 +56,49 @@ def test_more_training_voices_widen_every_engine():
         assert (len([v for v in more if v.engine == engine])
                 >= 3 * len([v for v in first if v.engine == engine]))
     assert any(v.engine == "festival" for v in more)
+
+
+@pytest.mark.parametrize("accent", _ESPEAK_TRAIN_ACCENTS)
+def test_every_training_accent_takes_its_voice_variant(accent):
+    """espeak-ng 1.51 ignores the variant of "en-gb+m3": each accent+variant must be a
+    speaker of its own, not the accent's default voice again."""
+    def say(name: str) -> np.ndarray:
+        return synthesize("turn on the lights", Voice("espeak", name), np.random.default_rng(0))
+
+    plain, m1, f2 = say(accent), say(f"{accent}+m1"), say(f"{accent}+f2")
+    for a, b in ((plain, m1), (plain, f2), (m1, f2)):
+        assert a.shape != b.shape or not np.allclose(a, b)
+
+
+def test_made_up_speakers_are_reproducible_and_differ():
+    assert random_variant(5) == random_variant(5) and random_variant(5) != random_variant(6)
+    voices = random_timbre_voices()
+    assert len({v.id for v in voices}) == len(voices) == 240
+    text = "set a timer for ten minutes"
+    audio = [synthesize(text, v, np.random.default_rng(0)) for v in (voices[0], voices[7])]
+    plain = synthesize(text, Voice("espeak", voices[0].name.split("+")[0]),
+                       np.random.default_rng(0))
+    assert voices[0].name.split("+")[0] == voices[7].name.split("+")[0]  # the same accent
+    for a, b in ((audio[0], audio[1]), (audio[0], plain)):
+        assert a.shape != b.shape or not np.allclose(a, b)
+    # A speaker's pitch lies in its variant's range (the per-utterance -p moves it within).
+    low, high = (float(x) for x in random_variant(0).split("pitch ")[1].split()[:2])
+    assert low * 0.8 < median_f0(audio[0]) < high * 1.25
+
+
+def test_made_up_speakers_render_a_training_set(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sentences = [f"call room {w}" for w in ("one", "two", "three", "four")]
+    (corpus / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n"
+                                                for t in sentences))
+    sets = prepare.prepare_random_voices(tmp_path, n=3, workers=1)
+    rows = [json.loads(line) for line in sets["train_voices3"].open()]
+    assert len(rows) == 3 and {r["text"] for r in rows} <= set(sentences)
+    assert all(r["voice"] in {v.id for v in random_timbre_voices()} for r in rows)
+    assert all(r["speech_start"] == 0.0 for r in rows)  # training clips: no padding
+    with pytest.raises(ValueError, match="4 training sentences"):
+        prepare.prepare_random_voices(tmp_path, n=5)
 
 
 @pytest.mark.parametrize("name", ["slt", "awb"])
