@@ -152,7 +152,7 @@ def random_timbre_voices(n: int = 240) -> list[Voice]:
             for i in range(n)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _espeak_data_root(pid: int) -> Path:
     """A private espeak-ng data folder (links to the installed one) with room for made-up
     variants, one per process (`pid`: a forked worker makes its own); `espeak-ng --path`

@@ -10,11 +10,11 @@ import pytest
 
 from edge_asr.models import prepare
 from edge_asr.models.synth import (
+    _ESPEAK_TRAIN_ACCENTS,
     SAMPLE_RATE,
     Voice,
     dev_voices,
     heldout_voices,
-    _ESPEAK_TRAIN_ACCENTS,
     more_training_voices,
     random_timbre_voices,
     random_variant,
