@@ -101,9 +101,10 @@ def evaluate_sets(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = EVAL
 
 
 def _context_jobs(model_dir: Path, data: Path, eval_sets: tuple[str, ...]) -> list[tuple]:
-    """Biasing with each utterance's context list (held-out names and devices)."""
+    """Biasing with each utterance's context list (held-out names and devices): how the
+    device runs once its user's contacts are set, and `edge-asr eval`'s default."""
     return [(str(model_dir), str(data), name, "modified_beam_search", True)
-            for name in ("test_names", "test_sentences") if name in eval_sets]
+            for name in eval_sets]
 
 
 def _run_jobs(jobs: list[tuple], workers: int) -> dict:
