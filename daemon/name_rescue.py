@@ -48,6 +48,12 @@ _CLASSES = {**dict.fromkeys("bpfv", "p"), **dict.fromkeys("cgjkq", "k"),
             **dict.fromkeys("mn", "n"), "r": "r", **dict.fromkeys("aeiouyhw", "a")}
 
 
+# Digits as spoken in a phone number: two of them in a span make it a number, not a name
+# ("so call one one eight seven" became "so call walid saleh": the slot bonus after "call"
+# outweighed the digits' likelihood).
+_DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
+
+
 def sound_key(text: str) -> str:
     """A rough key of how a spelling sounds: "camila aksoy" and "kamalaxi" both give
     "kanalaksa". Spaces and apostrophes are ignored; repeated classes collapse."""
@@ -127,6 +133,8 @@ def propose(words: Sequence[str], phrases: Sequence[str], max_distance: float,
         (i, j), (k, phrase_words) = spans[s], todo[p]
         if j - i > len(phrase_words) + 1 or said.intersection(range(i, j)):
             continue
+        if sum(w in _DIGIT_WORDS for w in words[i:j]) >= 2:
+            continue  # a phone number, which the grammar takes after "call" as well
         # Words the span and the phrase share at either end prove nothing ("bathroom
         # curtains" is not "blackout curtains"): the rest must be close on its own.
         heard, meant = _difference(words[i:j], phrase_words)

@@ -57,6 +57,15 @@ def test_names_already_heard_and_words_shared_with_a_phrase_propose_nothing():
                    10) == []
 
 
+def test_a_phone_number_is_never_replaced_by_a_name_however_alike_they_sound():
+    """ "call" takes a number as well as a name: two digit words make the span a number."""
+    words = "so call one one eight seven on speaker".split()
+    assert propose(words, ["won won ate"], 0.4, 10) == []
+    # One digit word alone may still be a misheard name.
+    found = propose("so call one mate on speaker".split(), ["won mate"], 0.4, 10)
+    assert found and found[0].words == tuple("so call won mate on speaker".split())
+
+
 def test_a_span_is_at_most_one_word_longer_than_the_phrase_and_the_limit_holds():
     words = "call ta ra neh now".split()
     assert all(len(c.words) >= len(words) - 1 for c in propose(words, ["taraneh"], 0.6, 50))
