@@ -50,8 +50,12 @@ _LETTER_DIGIT_RE = re.compile(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])")
 _INTEGER_RE = re.compile(r"\d+")
 _LOOSE_APOSTROPHE_RE = re.compile(r"(?<![a-z])'|'(?![a-z])")
 _NOT_WORD_RE = re.compile(r"[^a-z' ]+")
-_SPACES_RE = re.compile(r"\s+")
 _DIGIT_SEPARATORS = set(" \t-.()+")
+# One spelling for words written two ways and said one way, as numbers are spelled out as
+# spoken: "ok" and "okay" are the same word to a listener (espeak-ng and flite say them
+# alike), so a model cannot be right or wrong between them. Whisper's English normaliser
+# maps spelling variants the same way.
+_SPELLINGS = {"ok": "okay"}
 
 
 def number_to_words(n: int) -> str:
@@ -181,4 +185,4 @@ def normalize_text(text: str) -> str:
     text = _spell_numbers(text.replace("&", " and ").replace("@", " at "))
     text = _LOOSE_APOSTROPHE_RE.sub(" ", text)
     text = _NOT_WORD_RE.sub(" ", text)  # hyphens and all other punctuation become spaces
-    return _SPACES_RE.sub(" ", text).strip()
+    return " ".join(_SPELLINGS.get(w, w) for w in text.split())
