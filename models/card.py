@@ -174,16 +174,25 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
     return card
 
 
-def remeasure_context(model_dir: Path, data: Path, workers: int = 2) -> dict:
+def remeasure_context(model_dir: Path, data: Path, workers: int = 2,
+                      every_column: bool = False) -> dict:
     """Measure the card's context column again with the recognizer's current biasing
-    defaults (they are tuned more often than the model changes); the rest stays."""
+    defaults (they are tuned more often than the model changes); the rest stays. With
+    `every_column`, the greedy and beam columns too (after a change to the decoder or to
+    the scoring's normalisation)."""
     path = model_dir / "model_card.json"
     card = json.loads(path.read_text())
     sets = card["evaluation"]["sets"]
-    for name, by in _run_jobs(_context_jobs(model_dir, data, tuple(sets)), workers).items():
+    jobs = _context_jobs(model_dir, data, tuple(sets))
+    if every_column:
+        jobs += [(str(model_dir), str(data), name, method, False)
+                 for method in ("greedy_search", "modified_beam_search") for name in sets]
+    for name, by in _run_jobs(jobs, workers).items():
         sets[name].update(by)
     card["evaluation"]["context_beam"] = RecognizerConfig().beam_with_context
     card["evaluation"]["context_measured"] = time.strftime("%Y-%m-%d")
+    if every_column:
+        card["evaluation"]["measured"] = time.strftime("%Y-%m-%d")
     path.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
@@ -244,12 +253,17 @@ def main() -> None:
     p.add_argument("--context", type=Path, metavar="DATA", default=None,
                    help="first measure the card's context column again, with the biasing "
                         "defaults of now, on DATA/manifests (one card)")
+    p.add_argument("--every-column", action="store_true",
+                   help="with --context: the greedy and beam columns again too")
+    p.add_argument("--workers", type=int, default=2, help="evaluations run at once")
     args = p.parse_args()
     paths = [c / "model_card.json" if c.is_dir() else c for c in args.card]
+    if args.every_column and args.context is None:
+        p.error("--every-column goes with --context DATA")
     if args.context is not None:
         if len(paths) != 1:
             p.error("--context measures one card at a time")
-        remeasure_context(paths[0].parent, args.context)
+        remeasure_context(paths[0].parent, args.context, args.workers, args.every_column)
     cards = [json.loads(c.read_text()) for c in paths]
     if len(cards) > 1:
         print(comparison_table(cards))

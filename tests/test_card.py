@@ -41,6 +41,27 @@ def test_context_column_is_measured_again_and_the_rest_kept(tiny_model_dir, tmp_
         assert all(json.loads(line)["context_used"] for line in results.read_text().splitlines())
 
 
+def test_every_column_is_measured_again_on_request(tiny_model_dir, tmp_path):
+    row = json.loads((DATA / "manifest.jsonl").read_text().splitlines()[0])
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "test_voices.jsonl").write_text(
+        json.dumps({**row, "audio_filepath": str(DATA / row["audio_filepath"])}) + "\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    for path in tiny_model_dir.iterdir():
+        (model / path.name).write_bytes(path.read_bytes())
+    stale = {"wer": 0.5, "utterances": 7}
+    card = json.loads((model / "model_card.json").read_text())
+    card["evaluation"] = {"sets": {"test_voices": {"greedy_search": stale,
+                                                   "modified_beam_search": stale}}}
+    (model / "model_card.json").write_text(json.dumps(card))
+    evaluation = remeasure_context(model, tmp_path, workers=1, every_column=True)["evaluation"]
+    by = evaluation["sets"]["test_voices"]
+    assert set(by) == {"greedy_search", "modified_beam_search", "modified_beam_search+context"}
+    assert all(figures["utterances"] == 1 for figures in by.values())
+    assert evaluation["measured"] == evaluation["context_measured"]
+
+
 def test_training_data_counts_every_set_the_run_trained_on(tmp_path):
     manifests = tmp_path / "manifests"
     manifests.mkdir()
