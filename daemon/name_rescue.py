@@ -48,10 +48,27 @@ _CLASSES = {**dict.fromkeys("bpfv", "p"), **dict.fromkeys("cgjkq", "k"),
             **dict.fromkeys("mn", "n"), "r": "r", **dict.fromkeys("aeiouyhw", "a")}
 
 
-# Digits as spoken in a phone number: two of them in a span make it a number, not a name
-# ("so call one one eight seven" became "so call walid saleh": the slot bonus after "call"
-# outweighed the digits' likelihood).
-_DIGIT_WORDS = frozenset("zero oh one two three four five six seven eight nine".split())
+# Number words: a span that holds one, with another inside it or right beside it, is part
+# of a number, not a name ("so call one one eight seven" became "so call walid saleh", "to
+# ninety five percent" "to mohammed habib percent", "dial seven nine" "dial sven nine": the
+# slot bonus after a carrier word outweighed the digits' likelihood).
+_NUMBER_WORDS = frozenset(
+    "zero oh one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty "
+    "seventy eighty ninety hundred thousand".split())
+
+
+def _in_number(words: Sequence[str], i: int, j: int) -> bool:
+    """Whether words[i:j] is (part of) a number: a number word in it with another in it or
+    beside it, or right before two number words (the number's first word, misheard:
+    "phone yang four seven zero")."""
+    def number(k: int) -> bool:
+        return 0 <= k < len(words) and words[k] in _NUMBER_WORDS
+
+    inside = sum(number(k) for k in range(i, j))
+    if inside and inside + number(i - 1) + number(j) >= 2:
+        return True
+    return number(j) and number(j + 1)
 
 
 def sound_key(text: str) -> str:
@@ -133,8 +150,8 @@ def propose(words: Sequence[str], phrases: Sequence[str], max_distance: float,
         (i, j), (k, phrase_words) = spans[s], todo[p]
         if j - i > len(phrase_words) + 1 or said.intersection(range(i, j)):
             continue
-        if sum(w in _DIGIT_WORDS for w in words[i:j]) >= 2:
-            continue  # a phone number, which the grammar takes after "call" as well
+        if _in_number(words, i, j):
+            continue  # the grammar takes a number after "call", "dial", "to" as well
         # Words the span and the phrase share at either end prove nothing ("bathroom
         # curtains" is not "blackout curtains"): the rest must be close on its own.
         heard, meant = _difference(words[i:j], phrase_words)

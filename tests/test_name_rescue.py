@@ -57,11 +57,16 @@ def test_names_already_heard_and_words_shared_with_a_phrase_propose_nothing():
                    10) == []
 
 
-def test_a_phone_number_is_never_replaced_by_a_name_however_alike_they_sound():
-    """ "call" takes a number as well as a name: two digit words make the span a number."""
+def test_a_number_is_never_replaced_by_a_name_however_alike_they_sound():
+    """ "call" takes a number as well as a name: a number word with another in the span
+    or beside it is part of a number."""
     words = "so call one one eight seven on speaker".split()
     assert propose(words, ["won won ate"], 0.4, 10) == []
-    # One digit word alone may still be a misheard name.
+    assert propose("dial seven nine three".split(), ["sven"], 0.4, 10) == []
+    assert propose("set the volume to ninety five percent".split(), ["nina tyfive"], 0.4,
+                   10) == []
+    assert propose("phone yang four seven zero".split(), ["yan"], 0.4, 10) == []
+    # One number word alone may still be a misheard name.
     found = propose("so call one mate on speaker".split(), ["won mate"], 0.4, 10)
     assert found and found[0].words == tuple("so call won mate on speaker".split())
 
