@@ -237,8 +237,8 @@ class ModifiedBeamSearch(_Search):
         # token), the same bonus is worth more to a shorter path: "dial grandad on" (bonus
         # 18 over 10 tokens) beat "dial grandad on their home phone" (18 over 15) though
         # the audio says the rest. Over the longest, a bonus is never worth more than it
-        # was, so it puts in no name it did not. `edge-asr eval` with the context, own
-        # length -> longest (rnnt-v1 of 2026-11-29): dev WER 6.40 -> 6.09%, name-free 5.71%
+        # was. `edge-asr eval` with the context, own length -> longest (the tenth
+        # session's rnnt-v1): dev WER 6.40 -> 6.09%, name-free 5.71%
         # both; dev_names 10.84 -> 9.22%, name recall 84.2 -> 85.1%. (The beam's mean length
         # put a name into a test_sentences utterance without one.) Without a context every
         # bonus is 0.
