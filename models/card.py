@@ -94,10 +94,14 @@ def evaluate_sets(model_dir: Path, data: Path, eval_sets: tuple[str, ...] = EVAL
     Each evaluation decodes on one thread, as the device does, so the measured RTF is
     per-core; running two at once only shortens the wall time on this 2-core machine.
     """
-    jobs = [(str(model_dir), str(data), name, method, False)
-            for method in ("greedy_search", "modified_beam_search") for name in eval_sets]
-    jobs += _context_jobs(model_dir, data, eval_sets)
+    jobs = _plain_jobs(model_dir, data, eval_sets) + _context_jobs(model_dir, data, eval_sets)
     return _run_jobs(jobs, workers)
+
+
+def _plain_jobs(model_dir: Path, data: Path, eval_sets: tuple[str, ...]) -> list[tuple]:
+    """Greedy and beam search without a context list."""
+    return [(str(model_dir), str(data), name, method, False)
+            for method in ("greedy_search", "modified_beam_search") for name in eval_sets]
 
 
 def _context_jobs(model_dir: Path, data: Path, eval_sets: tuple[str, ...]) -> list[tuple]:
@@ -185,8 +189,7 @@ def remeasure_context(model_dir: Path, data: Path, workers: int = 2,
     sets = card["evaluation"]["sets"]
     jobs = _context_jobs(model_dir, data, tuple(sets))
     if every_column:
-        jobs += [(str(model_dir), str(data), name, method, False)
-                 for method in ("greedy_search", "modified_beam_search") for name in sets]
+        jobs += _plain_jobs(model_dir, data, tuple(sets))
     for name, by in _run_jobs(jobs, workers).items():
         sets[name].update(by)
     card["evaluation"]["context_beam"] = RecognizerConfig().beam_with_context

@@ -261,7 +261,8 @@ def prepare_random_voices(data_dir: Path, n: int, workers: int = 2) -> dict:
         raise ValueError(f"the corpus has {len(pool)} training sentences, {n} asked for")
     rng = np.random.default_rng(31)
     sentences = [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
-    voices = [random_timbre_voices()[i] for i in rng.integers(0, len(random_timbre_voices()), n)]
+    cast = random_timbre_voices()
+    voices = [cast[i] for i in rng.integers(0, len(cast), n)]
     return {"train_voices3": render_set("train_voices3", sentences, voices, data_dir, None, 31,
                                         0.4, workers)}
 
