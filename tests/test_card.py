@@ -1,9 +1,12 @@
 """The model card's context column, measured again when the biasing defaults change."""
 
 import json
+import sys
 from pathlib import Path
 
-from edge_asr.models.card import remeasure_context, training_data_summary
+import pytest
+
+from edge_asr.models.card import main, remeasure_context, training_data_summary
 
 DATA = Path(__file__).parent / "data"
 
@@ -81,3 +84,11 @@ def test_training_data_counts_every_set_the_run_trained_on(tmp_path):
     alone = training_data_summary(tmp_path, {})  # a run before --extra-train existed
     assert "train_voices2" not in alone and alone["training_voices"] == 2
     assert alone["dev_set"] == "dev"
+
+
+def test_every_column_without_data_is_refused(tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["card", str(tiny_model_dir), "--every-column"])
+    with pytest.raises(SystemExit) as refused:
+        main()
+    assert refused.value.code == 2
+    assert "--every-column goes with --context DATA" in capsys.readouterr().err
