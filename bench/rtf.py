@@ -1,6 +1,7 @@
 """Real-time factor of streaming recognition on one thread (printed, never asserted).
 
-Recognizer alone (greedy and modified beam search) and the daemon's whole pipeline, without
+Recognizer alone (greedy and modified beam search, the latter also without the device LM,
+to show what the LM costs) and the daemon's whole pipeline, without
 and with each clip's biasing context (the manifest's; the search then runs `context_beam`
 wide), and with the context but without the plain beam that runs beside the biased one
 (`context_fallback`), to show what that second beam costs.
@@ -68,7 +69,8 @@ def main() -> None:
         runs.append((time.process_time() - t) / audio_s)
     figures["rtf_features"] = round(statistics.median(runs), 5)
     models = args.model or [DEFAULT_MODEL_DIR]
-    methods = ["greedy_search", "modified_beam_search", "pipeline"]
+    methods = ["greedy_search", "modified_beam_search", "modified_beam_search_no_lm",
+               "pipeline"]
     if any(contexts):
         methods += ["pipeline_context", "pipeline_context_no_fallback"]
     for method in methods:
@@ -76,7 +78,8 @@ def main() -> None:
             model_dir=m, threads=1,
             decoding_method="greedy_search" if method == "greedy_search"
             else "modified_beam_search",
-            context_fallback=method != "pipeline_context_no_fallback"))
+            context_fallback=method != "pipeline_context_no_fallback",
+            lm_scale=0.0 if method.endswith("_no_lm") else RecognizerConfig.lm_scale))
             for m in models]
         runs: list[list[float]] = [[] for _ in models]
         for rec in recs:

@@ -34,7 +34,8 @@ DEFAULT_CLOUD_LM = Path(__file__).resolve().parent.parent / "models" / "cloud-lm
 # the setting each one sets; a flag left out keeps the table's value (or the default).
 RECOGNIZER_FLAGS = {"model": "model_dir", "decoding": "decoding_method", "beam": "beam",
                     "context_beam": "context_beam", "threads": "threads",
-                    "context_bonus": "context_bonus"}
+                    "context_bonus": "context_bonus", "lm_scale": "lm_scale",
+                    "token_bonus": "token_bonus"}
 
 
 def _recognizer(args: argparse.Namespace, config) -> Recognizer:
@@ -236,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--context-bonus", type=float,
                         help="log-prob bonus per token of a context phrase; default "
                              f"{defaults.context_bonus}")
+        sp.add_argument("--lm-scale", type=float,
+                        help="weight of the device LM (the model folder's lm.arpa.gz) in the "
+                             f"beam search, 0 for none; default {defaults.lm_scale}")
+        sp.add_argument("--token-bonus", type=float,
+                        help="beam search: reward per token emitted (keeps the LM from "
+                             f"dropping words); default {defaults.token_bonus}")
         sp.add_argument("--no-name-rescue", action="store_true",
                         help="skip the second pass that puts back context names the beam "
                              "lost (daemon/name_rescue.py)")

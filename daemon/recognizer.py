@@ -20,6 +20,7 @@ search); the recognizer owns the model and is shared by all streams.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections import OrderedDict
@@ -37,7 +38,9 @@ from edge_asr.daemon.context_graph import (
 )
 from edge_asr.daemon.features import FRAME_SHIFT_S, SAMPLE_RATE, StreamingFbank
 from edge_asr.daemon.name_rescue import CONTACT_CARRIERS, ContextPhrase, SlotBonus, rescue
+from edge_asr.daemon.ngram_lm import LmFormatError
 from edge_asr.daemon.search import GreedySearch, Hypothesis, ModifiedBeamSearch
+from edge_asr.daemon.token_lm import LM_FILE, TokenLM
 from edge_asr.daemon.transducer import PACKED_SUFFIX, ModelError, TransducerModel, read_model_file
 
 Context = Sequence[str] | Mapping[str, Sequence[str]]
@@ -115,6 +118,16 @@ class RecognizerConfig:
     # 12.30%, recall 80.2% both. A plain beam of `beam` (4) instead lost what the wider
     # beam finds: dev name-free 7.43%.
     context_fallback: bool = True
+    # Weight of the device LM (token_lm.py: the model folder's lm.arpa.gz, an n-gram over
+    # its pieces with people's names as a class) in the beam search; 0 decodes without it.
+    # Greedy search never uses it. With the LM alone the beam drops words (each costs LM
+    # log-prob), so a reward per token emitted goes with it (search.py). `edge-asr eval`
+    # with the context, rnnt-v1 of 2026-11-29, (scale, bonus) = (0, 0) -> (0.3, 1.0):
+    # dev_voices 10.05 -> 7.11%, dev 5.51 -> 2.98%, dev_snr10 9.34 -> 7.38%, dev with 400
+    # contacts 6.45 -> 3.78%; dev_names (held-out names) 7.61 -> 7.77%, name recall 89.1 ->
+    # 83.2%. The grid and what the name class changed are in daemon/TUNING.md.
+    lm_scale: float = 0.3
+    token_bonus: float = 1.0
 
     @property
     def beam_with_context(self) -> int:
@@ -179,6 +192,13 @@ class OnlineStream:
         return chunk
 
 
+@functools.lru_cache(maxsize=4)
+def _load_token_lm(folder: Path, mtime_ns: int, tokens: tuple[str, ...]) -> TokenLM:
+    """One TokenLM per LM file (and version of it) in the process: it takes a second to load
+    and is read-only but for its cache, which streams of several threads may share."""
+    return TokenLM.load(folder, tokens)
+
+
 def context_claims(said: str, plain: str, phrases: Sequence[ContextPhrase]) -> bool:
     """Whether the biased beam's best text `said` owes anything to the context: a phrase
     said as whole words, or half a name, a contact's word that the plain beam's best
@@ -214,8 +234,13 @@ class Recognizer:
             raise ValueError("beam must be >= 1, context_beam and context_own_slots >= 0, "
                              f"got {config.beam}, {config.context_beam} and "
                              f"{config.context_own_slots}")
+        if not (0.0 <= config.lm_scale < float("inf") and np.isfinite(config.token_bonus)):
+            raise ValueError("lm_scale must be >= 0 and token_bonus finite, got "
+                             f"{config.lm_scale} and {config.token_bonus}")
         self.config = config
         self.model = model or TransducerModel(config.model_dir, threads=config.threads)
+        self.lm = self._load_lm() if config.lm_scale > 0 and \
+            config.decoding_method == "modified_beam_search" else None
         self.slot_bonus = SlotBonus(
             frozenset(w.strip().lower() for w in config.slot_words),
             config.rescue_slot_bonus)
@@ -234,7 +259,8 @@ class Recognizer:
         biased = context_graph is not None and not context_graph.is_empty
         beam = self.config.beam_with_context if biased else self.config.beam
         return ModifiedBeamSearch(self.model, beam, context_graph, self.config.length_norm,
-                                  self.config.context_own_slots)
+                                  self.config.context_own_slots, self.lm, self.config.lm_scale,
+                                  self.config.token_bonus)
 
     def plain_search(self, context_graph: ContextGraph | None) -> ModifiedBeamSearch | None:
         """The unbiased beam run beside a biased one (`context_fallback`), else None."""
@@ -242,7 +268,21 @@ class Recognizer:
                 or context_graph.is_empty or self.config.decoding_method == "greedy_search"):
             return None
         return ModifiedBeamSearch(self.model, self.config.beam_with_context, None,
-                                  self.config.length_norm)
+                                  self.config.length_norm, lm=self.lm,
+                                  lm_scale=self.config.lm_scale,
+                                  token_bonus=self.config.token_bonus)
+
+    def _load_lm(self) -> TokenLM:
+        path = self.model.dir / LM_FILE  # its sha256 was checked with the model's files
+        if not path.is_file():
+            raise ModelError(f"{self.model.dir}: no {LM_FILE}, which lm_scale = "
+                             f"{self.config.lm_scale} needs (python -m edge_asr.models.device_lm "
+                             "makes it; lm_scale = 0 decodes without it)")
+        try:
+            return _load_token_lm(self.model.dir.resolve(), path.stat().st_mtime_ns,
+                                  tuple(self.model.tokens))
+        except LmFormatError as e:
+            raise ModelError(f"{path}: not a device LM for this model: {e}") from e
 
     def _builder(self) -> ContextBuilder:
         if self._context_builder is None:

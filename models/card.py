@@ -15,6 +15,7 @@ import torch
 
 from edge_asr.daemon.evaluate import evaluate
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.token_lm import LM_FILE, NAMES_FILE
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
 from edge_asr.models.compress import compressible_weights, zero_share
 from edge_asr.models.model import count_parameters
@@ -133,6 +134,8 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
     log = [json.loads(line) for line in (exp / "log.jsonl").open()]
     results = evaluate_sets(model_dir, data, eval_sets)
     files = {name: model_dir / name for name in (*MODEL_FILES, "bpe.model")}
+    # The device LM's files are checked like the model's; their bytes are the LM's, apart.
+    lm_files = {n: model_dir / n for n in (LM_FILE, NAMES_FILE) if (model_dir / n).is_file()}
     card = {
         "name": model_dir.name,
         "architecture": "RNN-T: conv subsampling x4, LSTM-with-projection encoder, stateless "
@@ -150,11 +153,13 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         "bytes_total": sum(p.stat().st_size for p in files.values()),
         "bytes_in_memory_weights": sum(p.numel() * p.element_size() for p in model.parameters()),
         "bytes_in_memory_loaded": loaded_model_bytes(model_dir),
-        "sha256": {n: sha256_of(p) for n, p in files.items()},
+        "sha256": {n: sha256_of(p) for n, p in {**files, **lm_files}.items()},
         "training_data": training_data_summary(data, saved["config"]),
         "training_log": log,
         # Set when training continued from an earlier export (recipe --init-from).
         "continued_from": _lineage(exp / "lineage.json"),
+        # The device LM the export stage trained (models/device_lm.py), if any.
+        "device_lm": _lineage(exp / "device_lm.json"),
         # Dev WER (greedy) of the weights that ship; the runs averaged into them, if any
         # (models/average.py).
         "dev_wer": saved.get("dev_wer"),
@@ -162,6 +167,8 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         "evaluation": {"command": "edge-asr eval DATA/manifests/<set>.jsonl [--no-context] "
                                   "--decoding <method>", "sets": results,
                        "beam": RecognizerConfig.beam,
+                       "lm_scale": RecognizerConfig.lm_scale,
+                       "token_bonus": RecognizerConfig.token_bonus,
                        "context_beam": RecognizerConfig().beam_with_context,
                        "sets_described": {
                            "test_voices": "held-out voices, held-out sentences, clean",
@@ -193,6 +200,8 @@ def remeasure_context(model_dir: Path, data: Path, workers: int = 2,
     for name, by in _run_jobs(jobs, workers).items():
         sets[name].update(by)
     card["evaluation"]["context_beam"] = RecognizerConfig().beam_with_context
+    card["evaluation"]["lm_scale"] = RecognizerConfig.lm_scale
+    card["evaluation"]["token_bonus"] = RecognizerConfig.token_bonus
     card["evaluation"]["context_measured"] = time.strftime("%Y-%m-%d")
     if every_column:
         card["evaluation"]["measured"] = time.strftime("%Y-%m-%d")

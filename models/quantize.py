@@ -23,6 +23,8 @@ import shutil
 import time
 from pathlib import Path
 
+from edge_asr.daemon.recognizer import RecognizerConfig
+from edge_asr.daemon.token_lm import LM_FILE, NAMES_FILE
 from edge_asr.daemon.transducer import sha256_of
 from edge_asr.models.blockwise import valid_block
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
@@ -30,6 +32,7 @@ from edge_asr.models.packed import SUFFIX, bytes_on_disk, pack_dir, sparsity, we
 
 ONNX_FILES = ("encoder.onnx", "decoder.onnx", "joiner.onnx")
 OTHER_FILES = ("tokens.txt", "bpe.model")
+LM_FILES = (LM_FILE, NAMES_FILE)
 
 
 def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None = None) -> None:
@@ -63,8 +66,7 @@ def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None
             quantize_static(src / name, out / name, Reader(calibration[name]),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    for name in OTHER_FILES:
-        shutil.copy2(src / name, out / name)
+    _copy_other_files(src, out)
 
 
 def quantize_dir_block(src: Path, out: Path, block_size: int, bits: int = 4) -> None:
@@ -75,8 +77,18 @@ def quantize_dir_block(src: Path, out: Path, block_size: int, bits: int = 4) -> 
     _clear(out)
     for name in ONNX_FILES:
         blockwise.quantize_file(src / name, out / name, block_size, bits)
+    _copy_other_files(src, out)
+
+
+def _copy_other_files(src: Path, out: Path) -> None:
+    """Tokens and tokenizer, and the device LM when `src` has one: the same pieces, so the
+    same LM serves every version of the model (the daemon decodes with it by default)."""
     for name in OTHER_FILES:
         shutil.copy2(src / name, out / name)
+    for name in LM_FILES:
+        (out / name).unlink(missing_ok=True)
+        if (src / name).is_file():
+            shutil.copy2(src / name, out / name)
 
 
 def _clear(out: Path) -> None:
@@ -158,7 +170,8 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
         z, t = sparsity(out / name)
         zeros, total = zeros + z, total + t
     measured_bits = weight_bits([out / name for name in ONNX_FILES])
-    sha = {n: sha256_of(out / n) for n in (*ONNX_FILES, *OTHER_FILES)}
+    sha = {n: sha256_of(out / n) for n in (*ONNX_FILES, *OTHER_FILES, *LM_FILES)
+           if (out / n).is_file()}
     decoded = {n: (out / n).stat().st_size for n in ONNX_FILES}
     loaded = loaded_model_bytes(out)
     results = evaluate_sets(out, data, eval_sets, workers) if data else {}
@@ -180,8 +193,11 @@ def write_card(src: Path, out: Path, data: Path | None, eval_sets: tuple[str, ..
         "bytes_decoded": decoded,
         "bytes_in_memory_loaded": loaded,
         "sha256": sha,
+        "device_lm": base.get("device_lm"),  # copied with the model, its bytes apart
         "evaluation": {"command": "edge-asr eval DATA/manifests/<set>.jsonl --model "
-                                  f"models/{out.name}", "sets": results},
+                                  f"models/{out.name}", "sets": results,
+                       "lm_scale": RecognizerConfig.lm_scale,
+                       "token_bonus": RecognizerConfig.token_bonus},
         "date": time.strftime("%Y-%m-%d"),
     }
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -8,7 +8,8 @@ Stages (each skipped when its output exists, so an interrupted run picks up wher
   3 audio       TTS + evaluation conditions          DATA/audio, DATA/manifests
   4 cmvn        global feature statistics           DATA/lang/cmvn.pt
   5 train       resumable training                  DATA/exp
-  6 export      ONNX in sherpa-onnx lstm layout      OUT/
+  6 export      ONNX in sherpa-onnx lstm layout,     OUT/
+                the device LM (models/device_lm.py)
   7 evaluate    edge-asr eval on every test set      OUT/model_card.json
   8 bundle      a few held-out clips for the tests   tests/data (skipped if present)
 """
@@ -197,6 +198,11 @@ def main() -> None:
         # A card left from an earlier model describes other files (the runtime would refuse
         # them); the evaluate stage writes the new one.
         (args.out / "model_card.json").unlink(missing_ok=True)
+        from edge_asr.models.device_lm import build_device_lm
+
+        # The evaluation decodes with the LM (the recognizer's default), so it comes first.
+        lm = build_device_lm(args.out, args.data)
+        (exp / "device_lm.json").write_text(json.dumps(lm, indent=2) + "\n")
     if step("evaluate"):
         from edge_asr.models.card import EVAL_SETS, write_model_card
 

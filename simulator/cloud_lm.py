@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from edge_asr.daemon.ngram_lm import LmFormatError, NgramLM
 from edge_asr.daemon.transducer import sha256_of
 from edge_asr.simulator.neural_lm import NeuralLM, NeuralLmError
-from edge_asr.simulator.ngram_lm import LmFormatError, NgramLM
 
 NGRAM_FILES = ("ngram.arpa.gz", "ngram.arpa")
 NEURAL_FILE = "neural.onnx"

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edge_asr.daemon.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
 from edge_asr.daemon.transducer import sha256_of
 from edge_asr.models import corpus
 from edge_asr.simulator.cloud_lm import (
@@ -45,7 +46,6 @@ from edge_asr.simulator.cloud_lm import (
     interpolate,
 )
 from edge_asr.simulator.neural_lm import NeuralLM, write_vocab
-from edge_asr.simulator.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
 
 NGRAM_FILE = "ngram.arpa.gz"
 FP32_FILE = "neural.fp32.onnx"  # in the data folder: the exported graph before quantising

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edge_asr.daemon.ngram_lm import BOS, EOS, UNK
 from edge_asr.simulator.neural_lm import INPUTS, OUTPUTS
-from edge_asr.simulator.ngram_lm import BOS, EOS, UNK
 
 OPSET = 17
 IGNORE = -100  # target id of padding positions

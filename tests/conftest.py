@@ -14,6 +14,7 @@ import torch
 
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
+from edge_asr.models.device_lm import build_device_lm
 from edge_asr.models.export import export_onnx
 from edge_asr.models.model import ModelConfig, Transducer
 from edge_asr.models.tokenizer import train_tokenizer
@@ -36,7 +37,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     export_onnx(Transducer(cfg).eval(), bpe.parent / "tokens.txt", out)
     card = {"name": "tiny-random", "sha256": {n: sha256_of(out / n) for n in MODEL_FILES}}
     (out / "model_card.json").write_text(json.dumps(card))
+    build_device_lm(out, tiny_corpus(tmp_path_factory.mktemp("corpus")))  # as the recipe does
     return out
+
+
+def tiny_corpus(data: Path) -> Path:
+    """A corpus folder (corpus/train.jsonl, dev.jsonl, names_train.txt) of TINY_SENTENCES."""
+    (data / "corpus").mkdir(parents=True, exist_ok=True)
+    rows = [{"text": t, "entities": ["Zoe O'Brien"] if "zoe" in t else []}
+            for t in TINY_SENTENCES]
+    for split in ("train", "dev"):
+        (data / "corpus" / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+    (data / "corpus" / "names_train.txt").write_text("Zoe O'Brien\nAnn Lee\n")
+    return data
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +70,8 @@ CLOUD_SENTENCES = [s.split() for s in [
 
 @pytest.fixture(scope="session")
 def tiny_cloud_lm():
+    from edge_asr.daemon.ngram_lm import NgramOptions, train_ngram
     from edge_asr.simulator.cloud_lm import CloudLM, RescoreWeights
-    from edge_asr.simulator.ngram_lm import NgramOptions, train_ngram
 
     return CloudLM(train_ngram(CLOUD_SENTENCES, NgramOptions(order=3)), None,
                    RescoreWeights(lm_weight=1.0, length_bonus=0.0, ngram_lambda=1.0), "tiny")

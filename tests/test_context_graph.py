@@ -43,6 +43,12 @@ def walk(graph: ContextGraph, tokens: list[int]) -> tuple[list[float], list, obj
     return deltas, matches, state
 
 
+def no_lm(**settings) -> RecognizerConfig:
+    """The random model's recognizers decode without the device LM: over random acoustics
+    the LM alone would say what is heard, and these tests are about the context."""
+    return RecognizerConfig(lm_scale=0.0, **settings)
+
+
 def total(graph: ContextGraph, tokens: list[int]) -> float:
     deltas, _, state = walk(graph, tokens)
     return sum(deltas) + graph.finalize(state)
@@ -378,7 +384,7 @@ def occurrences(tokens: list[int], phrase: list[int]) -> int:
 
 def test_context_boosts_a_phrase_the_model_scores_low(model_dir, audio, sp):
     # beam 4 with and without the context, so that the two searches compare like for like
-    rec = Recognizer(RecognizerConfig(model_dir=model_dir, context_bonus=1.5, context_beam=0))
+    rec = Recognizer(no_lm(model_dir=model_dir, context_bonus=1.5, context_beam=0))
     phrase = sp.encode(PHRASE)
     plain = decode(rec, audio)
     assert plain.nbest_bias == [0.0] * len(plain.nbest)
@@ -395,7 +401,7 @@ def test_context_boosts_a_phrase_the_model_scores_low(model_dir, audio, sp):
 
 
 def test_empty_context_decodes_exactly_as_none(model_dir, audio):
-    rec = Recognizer(RecognizerConfig(model_dir=model_dir))
+    rec = Recognizer(no_lm(model_dir=model_dir))
     plain = decode(rec, audio)
     for context in ([], {"contacts": [], "devices": []}):
         same = decode(rec, audio, context=context)
@@ -404,29 +410,29 @@ def test_empty_context_decodes_exactly_as_none(model_dir, audio):
 
 
 def test_a_context_widens_the_beam_to_context_beam(model_dir, sp):
-    rec = Recognizer(RecognizerConfig(model_dir=model_dir, beam=4, context_beam=8))
+    rec = Recognizer(no_lm(model_dir=model_dir, beam=4, context_beam=8))
     graph = rec.context_graph([PHRASE])
     assert rec.new_search(graph).beam == 8
     assert rec.new_search(None).beam == 4
     assert rec.new_search(rec.context_graph([])).beam == 4  # an empty context is none
     # context_beam is a floor, never a cap; 0 turns it off
-    assert Recognizer(RecognizerConfig(model_dir=model_dir, beam=12, context_beam=8),
+    assert Recognizer(no_lm(model_dir=model_dir, beam=12, context_beam=8),
                       model=rec.model).new_search(graph).beam == 12
-    assert Recognizer(RecognizerConfig(model_dir=model_dir, context_beam=0),
+    assert Recognizer(no_lm(model_dir=model_dir, context_beam=0),
                       model=rec.model).new_search(graph).beam == 4
     with pytest.raises(ValueError, match="context_beam"):
-        Recognizer(RecognizerConfig(model_dir=model_dir, context_beam=-1), model=rec.model)
+        Recognizer(no_lm(model_dir=model_dir, context_beam=-1), model=rec.model)
 
 
 def test_greedy_search_ignores_the_context(model_dir, audio):
-    rec = Recognizer(RecognizerConfig(model_dir=model_dir, decoding_method="greedy_search"))
+    rec = Recognizer(no_lm(model_dir=model_dir, decoding_method="greedy_search"))
     assert decode(rec, audio, context=[PHRASE]).tokens == decode(rec, audio).tokens
     with pytest.raises(ContextError):  # its shape is still checked
         rec.create_stream(context=[3])
 
 
 def test_graphs_are_cached_by_content(model_dir):
-    rec = Recognizer(RecognizerConfig(model_dir=model_dir))
+    rec = Recognizer(no_lm(model_dir=model_dir))
     first = rec.context_graph(["Ziggy", PHRASE])
     assert rec.context_graph(["Ziggy", PHRASE]) is first
     assert rec.context_graph([PHRASE, "Ziggy"]) is not first
@@ -438,7 +444,7 @@ def test_missing_bpe_model_is_a_model_error(model_dir, tmp_path):
     for path in model_dir.iterdir():
         if path.name != "bpe.model":
             shutil.copy(path, tmp_path / path.name)
-    rec = Recognizer(RecognizerConfig(model_dir=tmp_path))
+    rec = Recognizer(no_lm(model_dir=tmp_path))
     rec.create_stream()  # without a context it is not needed
     with pytest.raises(ModelError, match="no bpe.model"):
         rec.create_stream(context=["Ziggy"])
@@ -453,7 +459,7 @@ def test_eval_uses_the_manifest_context_unless_told_not_to(model_dir, audio, tmp
         {"audio_filepath": "a.wav", "text": PHRASE, "context": {"contacts": [PHRASE]}},
     ])
     # An untrained model: only a strong bonus makes the context audible in its output.
-    rec = Recognizer(RecognizerConfig(model_dir=model_dir, context_bonus=1.5))
+    rec = Recognizer(no_lm(model_dir=model_dir, context_bonus=1.5))
     for use_context in (True, False):
         out = tmp_path / f"out-{use_context}.jsonl"
         summary = evaluate(rec, tmp_path / "m.jsonl", out, use_context=use_context)

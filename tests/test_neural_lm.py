@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edge_asr.daemon.ngram_lm import build_vocab  # noqa: E402
 from edge_asr.simulator.neural_lm import NeuralLM, NeuralLmError, write_vocab  # noqa: E402
 from edge_asr.simulator.neural_lm_train import (  # noqa: E402
     NeuralOptions,
@@ -17,7 +18,6 @@ from edge_asr.simulator.neural_lm_train import (  # noqa: E402
     quantize_onnx,
     train_lstm_lm,
 )
-from edge_asr.simulator.ngram_lm import build_vocab  # noqa: E402
 
 SENTENCES = [s.split() for s in [
     "turn on the kitchen lights", "turn off the kitchen lights", "call mom on her mobile",

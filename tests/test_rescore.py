@@ -10,6 +10,7 @@ from pathlib import Path as FsPath
 import pytest
 
 from edge_asr.daemon.lattice import Path, WordArc, build_lattice, serialize
+from edge_asr.daemon.ngram_lm import NgramOptions, train_ngram
 from edge_asr.daemon.transducer import sha256_of
 from edge_asr.simulator.cloud_lm import (
     CloudLM,
@@ -17,7 +18,6 @@ from edge_asr.simulator.cloud_lm import (
     RescoreWeights,
     interpolate,
 )
-from edge_asr.simulator.ngram_lm import NgramOptions, train_ngram
 from edge_asr.simulator.rescore import (
     DevSetError,
     DevUtterance,

@@ -1,0 +1,125 @@
+"""Trains the device LM (daemon/token_lm.py) for a model folder and records it in the card.
+
+    python -m edge_asr.models.device_lm --data ~/.cache/edge-asr --model models/rnnt-v1
+
+The training sentences of the corpus (data/corpus/train.jsonl; the held-out sentences and
+names are never in it) are spelled with the model's own bpe.model and counted into an
+interpolated modified Kneser-Ney n-gram over those pieces (daemon/ngram_lm.py).
+
+People's names are a class: each contact in a sentence is one word, `<contact>`, that no
+model token spells. Trained on the names themselves, the LM learnt the 2,000 training names
+and pulled held-out ones towards them ("tell ixchel tecpa" -> "tell deepika dubey"); as a
+class it learns where a name goes, and the pieces of any name, seen in training or not,
+cost the same back-off after "call". (The beam search lets a name of the user's context
+pay for its first piece only: search.py.) Higher
+orders drop the n-grams seen once (count cutoffs), which halves the file for a small loss
+in perplexity. The file goes beside tokens.txt as lm.arpa.gz; the model card gets its
+bytes, its sha256 (checked when the daemon loads the folder) and its perplexity per piece
+on the corpus's dev sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+
+from edge_asr.daemon.ngram_lm import NgramOptions, perplexity, train_ngram
+from edge_asr.daemon.text import normalize_text
+from edge_asr.daemon.token_lm import CONTACT, LM_FILE, NAMES_FILE
+from edge_asr.daemon.transducer import read_model_file, sha256_of
+
+DEFAULT_ORDER = 5
+DEFAULT_CUTOFFS = (2,)  # orders 3 and up: n-grams seen once are not stored
+NAME_ORDER = 2  # the name model: a bigram over the pieces of the training names
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise SystemExit(f"{path}: no corpus there (the recipe's corpus stage writes it)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def spell_with_classes(sp: spm.SentencePieceProcessor, text: str, names: set[str]
+                       ) -> list[str]:
+    """The pieces of `text` with every name of `names` (normalised) as one CONTACT word."""
+    words, pieces, i = text.split(), [], 0
+    longest = max((len(n.split()) for n in names), default=0)
+    start = 0
+    while i < len(words):
+        # The longest name that starts here ("ana maria lopez" before "ana").
+        n = next((n for n in range(min(longest, len(words) - i), 0, -1)
+                  if " ".join(words[i:i + n]) in names), 0)
+        if n:
+            pieces += sp.encode(" ".join(words[start:i]), out_type=str) + [CONTACT]
+            i += n
+            start = i
+        else:
+            i += 1
+    return pieces + sp.encode(" ".join(words[start:]), out_type=str)
+
+
+def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
+                    cutoffs: tuple[int, ...] = DEFAULT_CUTOFFS) -> dict:
+    """Writes model_dir/lm.arpa.gz and its entries in model_card.json; returns the summary."""
+    sp = spm.SentencePieceProcessor(model_proto=read_model_file(model_dir, "bpe.model"))
+
+    def spell(rows: list[dict]) -> list[list[str]]:
+        # The contacts each sentence says (family words such as "mom" are words, not names).
+        return [spell_with_classes(sp, r["text"], {normalize_text(e) for e in r["entities"]}
+                                   & names) for r in rows]
+
+    names = {normalize_text(n) for n in (data / "corpus" / "names_train.txt").read_text(
+        encoding="utf-8").splitlines() if n.strip()}
+    train = spell(_rows(data / "corpus" / "train.jsonl"))
+    dev = spell(_rows(data / "corpus" / "dev.jsonl"))
+    start = time.perf_counter()
+    lm = train_ngram(train, NgramOptions(order=order, cutoffs=cutoffs))
+    lm.save_arpa(model_dir / LM_FILE)
+    spelled_names = [sp.encode(n, out_type=str) for n in sorted(names)]
+    name_lm = train_ngram(spelled_names, NgramOptions(order=NAME_ORDER))
+    name_lm.save_arpa(model_dir / NAMES_FILE)
+    summary = {
+        "files": [LM_FILE, NAMES_FILE], "order": order, "cutoffs": list(cutoffs),
+        "name_class": CONTACT, "ngrams": lm.num_ngrams(), "train_sentences": len(train),
+        "train_pieces": sum(map(len, train)),
+        "dev_perplexity_per_piece": round(perplexity(lm, dev), 3),
+        "name_model": {"order": NAME_ORDER, "names": len(spelled_names),
+                       "ngrams": name_lm.num_ngrams()},
+        "seconds": round(time.perf_counter() - start, 1),
+        # Apart from the card's "bytes" (the acoustic model's files, which compression
+        # shrinks); the LM is the same file beside every version of the model.
+        "bytes": {n: (model_dir / n).stat().st_size for n in (LM_FILE, NAMES_FILE)},
+    }
+    card_path = model_dir / "model_card.json"
+    if card_path.is_file():
+        card = json.loads(card_path.read_text())
+        for name in (LM_FILE, NAMES_FILE):  # checked when the daemon loads the folder
+            card.setdefault("sha256", {})[name] = sha256_of(model_dir / name)
+        card["device_lm"] = summary
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "edge-asr",
+                   help="the recipe's data folder (its corpus/train.jsonl and dev.jsonl)")
+    p.add_argument("--model", type=Path, required=True, help="model folder (its bpe.model)")
+    p.add_argument("--order", type=int, default=DEFAULT_ORDER)
+    p.add_argument("--cutoffs", type=int, nargs="*", default=list(DEFAULT_CUTOFFS),
+                   help="fewest counts to store an n-gram of order 3, 4, ... (the last "
+                        "value holds for the orders above)")
+    args = p.parse_args(argv)
+    summary = build_device_lm(args.model, args.data, args.order, tuple(args.cutoffs))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""The recipe's device LM: names as a class, files beside the model, the card's record."""
+
+import json
+import shutil
+
+import sentencepiece as spm
+from conftest import tiny_corpus
+
+from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.token_lm import CONTACT, LM_FILE, NAMES_FILE
+from edge_asr.daemon.transducer import sha256_of
+from edge_asr.models.device_lm import build_device_lm, spell_with_classes
+
+
+def test_contacts_become_one_class_word_and_the_rest_is_spelled_as_in_the_sentence(
+        tiny_model_dir):
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_model_dir / "bpe.model"))
+    names = {"zoe o'brien", "zoe"}
+    pieces = spell_with_classes(sp, "call zoe o'brien now", names)
+    assert pieces == sp.encode("call", out_type=str) + [CONTACT] + sp.encode("now", out_type=str)
+    # The longest name wins; a sentence without one is spelled as the model spells it.
+    assert spell_with_classes(sp, "zoe now", names).count(CONTACT) == 1
+    assert spell_with_classes(sp, "turn on the lava lamp", names) == \
+        sp.encode("turn on the lava lamp", out_type=str)
+
+
+def test_the_lm_goes_beside_the_model_and_into_its_card(tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    for name in (LM_FILE, NAMES_FILE):
+        (folder / name).unlink()
+    summary = build_device_lm(folder, tiny_corpus(tmp_path / "data"))
+    card = json.loads((folder / "model_card.json").read_text())
+    for name in (LM_FILE, NAMES_FILE):
+        assert card["sha256"][name] == sha256_of(folder / name)
+        assert card["device_lm"]["bytes"][name] == (folder / name).stat().st_size
+    assert summary["name_model"]["names"] == 2 and summary["ngrams"][0] > 3
+    assert "bytes_total" not in card  # the model's bytes stay the model's
+    Recognizer(RecognizerConfig(model_dir=folder, lm_scale=0.3))  # loads, checked
