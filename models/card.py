@@ -122,7 +122,7 @@ def _run_jobs(jobs: list[tuple], workers: int) -> dict:
     return results
 
 
-def _lineage(path: Path) -> dict | None:
+def _json_if_present(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -157,9 +157,9 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
         "training_data": training_data_summary(data, saved["config"]),
         "training_log": log,
         # Set when training continued from an earlier export (recipe --init-from).
-        "continued_from": _lineage(exp / "lineage.json"),
+        "continued_from": _json_if_present(exp / "lineage.json"),
         # The device LM the export stage trained (models/device_lm.py), if any.
-        "device_lm": _lineage(exp / "device_lm.json"),
+        "device_lm": _json_if_present(exp / "device_lm.json"),
         # Dev WER (greedy) of the weights that ship; the runs averaged into them, if any
         # (models/average.py).
         "dev_wer": saved.get("dev_wer"),
