@@ -10,7 +10,8 @@ import onnx
 from edge_asr.daemon.audio import read_audio
 from edge_asr.daemon.evaluate import recognize_samples
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.transducer import TransducerModel
+from edge_asr.daemon.token_lm import LM_FILE, NAMES_FILE
+from edge_asr.daemon.transducer import TransducerModel, sha256_of
 from edge_asr.models.quantize import ONNX_FILES, calibration_inputs, quantize_dir
 
 DATA = Path(__file__).parent / "data"
@@ -76,6 +77,9 @@ def test_quantizing_again_into_a_shipped_folder_replaces_its_card_and_packs(tiny
     card = write_card(base, out, None, (), workers=1)
     assert card["weight_bits"] == 8 and card["bytes_in_memory_loaded"] > 0
     TransducerModel(out)  # loads the packed files against the new card
+    for name in (LM_FILE, NAMES_FILE):  # the device LM comes along, checked like the rest
+        assert card["sha256"][name] == sha256_of(out / name)
+    Recognizer(RecognizerConfig(model_dir=out))  # decodes with it, as by default
 
 
 def test_comparison_table_gives_size_ratio_and_relative_wer():
