@@ -88,9 +88,9 @@ def test_sherpa_onnx_gives_the_same_greedy_transcripts(shipped_model_dir):
 # rnnt-v1-int8 (post-training, 8-bit codes with a scale per 128 inputs, from the shipped
 # fp32) 15.38% greedy, 10.26% beam 4 with the device LM; rnnt-v1-int4-b128 (4-bit
 # quantisation-aware training on blocks of 128 inputs, models/blockwise.py, one epoch from
-# the shipped fp32) 16.41% and 8.21%; rnnt-v1-int8-s70 (70% sparse, int8 QAT, trained from an earlier rnnt-v1) 42.05%
-# and 32.82%. Each must also be smaller than fp32 by at least a factor, and say how many
-# bits its weights use.
+# the shipped fp32) 16.41% and 8.21%; rnnt-v1-int8-s70 (70% sparse, int8 QAT, trained
+# from an earlier rnnt-v1) 42.05% and 32.82% (without the LM). Each must also be smaller
+# than fp32 by at least a factor, and say how many bits its weights use.
 MODELS = Path(__file__).resolve().parent.parent / "models"
 INT8 = {
     "rnnt-v1-int8": ({"greedy_search": 0.20, "modified_beam_search": 0.16}, 4.0, 8),
