@@ -32,6 +32,7 @@ from edge_asr.daemon.ngram_lm import LmFormatError, NgramLM
 
 LM_FILE = "lm.arpa.gz"  # in the model folder, beside tokens.txt
 NAMES_FILE = "lm_names.arpa.gz"
+LM_FILES = (LM_FILE, NAMES_FILE)  # what a model folder holds of the LM
 CONTACT = "<contact>"  # the word model's word for a person's name
 CACHE_SIZE = 8192  # contexts whose vectors are kept (a few hundred per utterance)
 
@@ -112,6 +113,9 @@ class TokenLM:
             raise LmFormatError(f"a word model with {CONTACT} needs a name model, and a name "
                                 "model a word model with it")
         self.names = _Vectors(names, tokens) if names is not None else None
+        # A hypothesis keeps its state through every blank frame, and `advance` asks again
+        # for the state `token_logprobs` was just asked for: the vectors are kept per state.
+        self._by_state: dict[TokenLmState, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def load(cls, folder: Path, tokens: Sequence[str]) -> TokenLM:
@@ -123,29 +127,38 @@ class TokenLM:
     def start(self) -> TokenLmState:
         return (self.words.start(), None)
 
-    def _branches(self, state: TokenLmState) -> tuple[np.ndarray, np.ndarray]:
+    def _branches(self, state: TokenLmState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """ln p of every token as (a word's piece or the end of a name then a word's piece,
-        a name's piece): the two ways on from `state`."""
+        a name's piece, either): the two ways on from `state`, and their sum."""
+        cached = self._by_state.get(state)
+        if cached is not None:
+            return cached
         context, name = state
         if name is None:
             word = self.words.tokens(context)
             if self.names is None:
-                return word, np.full_like(word, -np.inf)
-            enter = self.words.word(context, self.contact)
-            return word, enter + self.names.tokens(self.names.start())
-        after = self.words.advance(context, self.contact)
-        leave = self.names.word(name, self.names.ngram.eos)
-        return leave + self.words.tokens(after), self.names.tokens(name)
+                in_name = np.full_like(word, -np.inf)
+            else:
+                enter = self.words.word(context, self.contact)
+                in_name = enter + self.names.tokens(self.names.start())
+        else:
+            after = self.words.advance(context, self.contact)
+            leave = self.names.word(name, self.names.ngram.eos)
+            word, in_name = leave + self.words.tokens(after), self.names.tokens(name)
+        branches = (word, in_name, np.logaddexp(word, in_name))
+        if len(self._by_state) >= CACHE_SIZE:
+            self._by_state.clear()  # plain dict operations, as in _Vectors
+        self._by_state[state] = branches
+        return branches
 
     def token_logprobs(self, state: TokenLmState) -> np.ndarray:
         """ln p of every model token after `state`: shape (vocab_size,), float32."""
-        word, name = self._branches(state)
-        return np.logaddexp(word, name)
+        return self._branches(state)[2]
 
     def advance(self, state: TokenLmState, token: int) -> TokenLmState:
         """The state after the model's token `token`, along the likelier of its two ways."""
         context, name = state
-        word, in_name = self._branches(state)
+        word, in_name, _ = self._branches(state)
         if in_name[token] > word[token]:
             start = name if name is not None else self.names.start()
             return (context, self.names.advance(start, int(self.names.lm_id[token])))

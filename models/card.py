@@ -15,7 +15,7 @@ import torch
 
 from edge_asr.daemon.evaluate import evaluate
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.token_lm import LM_FILE, NAMES_FILE
+from edge_asr.daemon.token_lm import LM_FILES
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
 from edge_asr.models.compress import compressible_weights, zero_share
 from edge_asr.models.model import count_parameters
@@ -135,7 +135,7 @@ def write_model_card(model_dir: Path, data: Path, exp: Path | None = None,
     results = evaluate_sets(model_dir, data, eval_sets)
     files = {name: model_dir / name for name in (*MODEL_FILES, "bpe.model")}
     # The device LM's files are checked like the model's; their bytes are the LM's, apart.
-    lm_files = {n: model_dir / n for n in (LM_FILE, NAMES_FILE) if (model_dir / n).is_file()}
+    lm_files = {n: model_dir / n for n in LM_FILES if (model_dir / n).is_file()}
     card = {
         "name": model_dir.name,
         "architecture": "RNN-T: conv subsampling x4, LSTM-with-projection encoder, stateless "

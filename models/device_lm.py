@@ -30,7 +30,7 @@ import sentencepiece as spm
 
 from edge_asr.daemon.ngram_lm import NgramOptions, perplexity, train_ngram
 from edge_asr.daemon.text import normalize_text
-from edge_asr.daemon.token_lm import CONTACT, LM_FILE, NAMES_FILE
+from edge_asr.daemon.token_lm import CONTACT, LM_FILE, LM_FILES, NAMES_FILE
 from edge_asr.daemon.transducer import read_model_file, sha256_of
 
 DEFAULT_ORDER = 5
@@ -66,16 +66,17 @@ def spell_with_classes(sp: spm.SentencePieceProcessor, text: str, names: set[str
 
 def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
                     cutoffs: tuple[int, ...] = DEFAULT_CUTOFFS) -> dict:
-    """Writes model_dir/lm.arpa.gz and its entries in model_card.json; returns the summary."""
+    """Writes the LM files (LM_FILES) into model_dir and their entries into its
+    model_card.json; returns the summary."""
     sp = spm.SentencePieceProcessor(model_proto=read_model_file(model_dir, "bpe.model"))
+    names = {normalize_text(n) for n in (data / "corpus" / "names_train.txt").read_text(
+        encoding="utf-8").splitlines() if n.strip()}
 
     def spell(rows: list[dict]) -> list[list[str]]:
         # The contacts each sentence says (family words such as "mom" are words, not names).
         return [spell_with_classes(sp, r["text"], {normalize_text(e) for e in r["entities"]}
                                    & names) for r in rows]
 
-    names = {normalize_text(n) for n in (data / "corpus" / "names_train.txt").read_text(
-        encoding="utf-8").splitlines() if n.strip()}
     train = spell(_rows(data / "corpus" / "train.jsonl"))
     dev = spell(_rows(data / "corpus" / "dev.jsonl"))
     start = time.perf_counter()
@@ -85,7 +86,7 @@ def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
     name_lm = train_ngram(spelled_names, NgramOptions(order=NAME_ORDER))
     name_lm.save_arpa(model_dir / NAMES_FILE)
     summary = {
-        "files": [LM_FILE, NAMES_FILE], "order": order, "cutoffs": list(cutoffs),
+        "files": list(LM_FILES), "order": order, "cutoffs": list(cutoffs),
         "name_class": CONTACT, "ngrams": lm.num_ngrams(), "train_sentences": len(train),
         "train_pieces": sum(map(len, train)),
         "dev_perplexity_per_piece": round(perplexity(lm, dev), 3),
@@ -94,12 +95,12 @@ def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
         "seconds": round(time.perf_counter() - start, 1),
         # Apart from the card's "bytes" (the acoustic model's files, which compression
         # shrinks); the LM is the same file beside every version of the model.
-        "bytes": {n: (model_dir / n).stat().st_size for n in (LM_FILE, NAMES_FILE)},
+        "bytes": {n: (model_dir / n).stat().st_size for n in LM_FILES},
     }
     card_path = model_dir / "model_card.json"
     if card_path.is_file():
         card = json.loads(card_path.read_text())
-        for name in (LM_FILE, NAMES_FILE):  # checked when the daemon loads the folder
+        for name in LM_FILES:  # checked when the daemon loads the folder
             card.setdefault("sha256", {})[name] = sha256_of(model_dir / name)
         card["device_lm"] = summary
         card_path.write_text(json.dumps(card, indent=2) + "\n")

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from edge_asr.daemon.recognizer import RecognizerConfig
-from edge_asr.daemon.token_lm import LM_FILE, NAMES_FILE
+from edge_asr.daemon.token_lm import LM_FILES
 from edge_asr.daemon.transducer import sha256_of
 from edge_asr.models.blockwise import valid_block
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
@@ -32,7 +32,6 @@ from edge_asr.models.packed import SUFFIX, bytes_on_disk, pack_dir, sparsity, we
 
 ONNX_FILES = ("encoder.onnx", "decoder.onnx", "joiner.onnx")
 OTHER_FILES = ("tokens.txt", "bpe.model")
-LM_FILES = (LM_FILE, NAMES_FILE)
 
 
 def quantize_dir(src: Path, out: Path, calibration: dict[str, list[dict]] | None = None) -> None:
