@@ -14,7 +14,8 @@ def hypothesis_path(hyp: Hypothesis, pieces: list[str], frame_s: float) -> Path:
     A word's acoustic score is the growth of the hypothesis' log-prob from the previous
     word's last token to its own last token; what follows the last token (trailing blanks,
     probability added by merged paths) goes to the last word, so the path's scores add up
-    to the hypothesis' score. The context bonus is split the same way.
+    to the hypothesis' score. The context bonus and the device LM's score are split the same
+    way.
     """
     groups: list[list[int]] = []  # token positions of each word
     for i, token in enumerate(hyp.tokens):
@@ -26,20 +27,21 @@ def hypothesis_path(hyp: Hypothesis, pieces: list[str], frame_s: float) -> Path:
         else:
             groups[-1].append(i)
     words: list[WordArc] = []
-    prev_lp, prev_bias = 0.0, 0.0
+    prev_lp, prev_bias, prev_lm = 0.0, 0.0, 0.0
     for k, group in enumerate(groups):
         text = "".join(pieces[hyp.tokens[i]] for i in group).replace(WORD_START, "")
         last = group[-1]
         # Both searches record a trace entry per token; the last word takes the full score.
-        lp, bias = (hyp.log_prob, hyp.bias) if k == len(groups) - 1 else hyp.trace[last]
+        lp, bias, lm = (hyp.log_prob, hyp.bias, hyp.lm_score) if k == len(groups) - 1 \
+            else hyp.trace[last]
         start = hyp.timestamps[group[0]] * frame_s
         if k + 1 < len(groups):
             end = hyp.timestamps[groups[k + 1][0]] * frame_s
         else:
             end = (hyp.timestamps[last] + 1) * frame_s
         if text:
-            words.append(WordArc(text, start, end, lp - prev_lp, bias - prev_bias))
-            prev_lp, prev_bias = lp, bias
+            words.append(WordArc(text, start, end, lp - prev_lp, bias - prev_bias, lm - prev_lm))
+            prev_lp, prev_bias, prev_lm = lp, bias, lm
     return Path(words)
 
 

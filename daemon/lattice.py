@@ -7,7 +7,7 @@ milliseconds, scores as float32, nothing that could carry audio.
 
 Merge rule (correctness over compactness): two arcs are merged only when everything the
 wire carries about them is equal: the word, start and end in whole milliseconds, and the
-acoustic and bias scores as float32. Paths that share a word but not its timing or scores
+acoustic, bias and device-LM scores as float32. Paths that share a word but not its timing or scores
 keep separate arcs, so every input path comes back from `paths()` with its own words,
 times and scores, and no path that was not in the n-best is ever created.
 
@@ -50,6 +50,9 @@ class WordArc:
     end: float
     acoustic: float
     bias: float = 0.0
+    # What the device LM added for the word: its scaled log-prob plus the per-token reward
+    # (search.py's lm_score; 0 without a device LM).
+    lm: float = 0.0
 
 
 @dataclass
@@ -67,9 +70,14 @@ class Path:
         return sum(w.bias for w in self.words)
 
     @property
+    def lm(self) -> float:
+        return sum(w.lm for w in self.words)
+
+    @property
     def score(self) -> float:
-        """What paths() ranks by: acoustic log-probability plus biasing bonus."""
-        return self.acoustic + self.bias
+        """What paths() ranks by: the device's score (acoustic log-probability, biasing
+        bonus and device LM), without its division by the path's length."""
+        return self.acoustic + self.bias + self.lm
 
     @property
     def text(self) -> str:
@@ -87,10 +95,11 @@ class Arc:
     bias: float
     start_ms: int
     end_ms: int
+    lm: float = 0.0
 
     @property
     def score(self) -> float:
-        return self.acoustic + self.bias
+        return self.acoustic + self.bias + self.lm
 
 
 @dataclass
@@ -116,8 +125,8 @@ class Lattice:
 
 # --- building -------------------------------------------------------------------------
 
-# An arc's identity for merging: (word, start_ms, end_ms, acoustic f32, bias f32).
-_Label = tuple[str, int, int, float, float]
+# An arc's identity for merging: (word, start_ms, end_ms, acoustic, bias, lm as float32).
+_Label = tuple[str, int, int, float, float, float]
 # A trie symbol: the label plus whether it ends its path. Keeping the flag apart stops a
 # path that is a prefix of another from ending on a node that still has arcs out.
 _Symbol = tuple[_Label, bool]
@@ -157,7 +166,7 @@ def _labels(path: Path, index: int) -> tuple[_Label, ...]:
             raise LatticeError(f"{where}: times go backwards ({start} ms .. {end} ms after "
                                f"a word ending at {previous_end} ms)")
         labels.append((arc.word, start, end, _float32(arc.acoustic, f"{where} acoustic"),
-                       _float32(arc.bias, f"{where} bias")))
+                       _float32(arc.bias, f"{where} bias"), _float32(arc.lm, f"{where} lm")))
         previous_end = end
     return tuple(labels)
 
@@ -212,7 +221,7 @@ def _topological_numbers(root: int, out: dict[int, _Signature]) -> dict[int, int
 
 def _arc_order(item: tuple[_Symbol, int]) -> tuple:
     (label, is_last), dst = item
-    return (label[1], label[0], label[2], -label[3] - label[4], is_last, dst)
+    return (label[1], label[0], label[2], -label[3] - label[4] - label[5], is_last, dst)
 
 
 def build_lattice(paths: Sequence[Path], utterance_id: str, revision: int, speculative: bool,
@@ -228,9 +237,10 @@ def build_lattice(paths: Sequence[Path], utterance_id: str, revision: int, specu
     words: dict[str, int] = {}
     arcs: list[Arc] = []
     for state in sorted(numbers, key=numbers.__getitem__):
-        for ((word, start, end, acoustic, bias), _), dst in sorted(out[state], key=_arc_order):
+        for ((word, start, end, acoustic, bias, lm), _), dst in sorted(out[state],
+                                                                       key=_arc_order):
             arcs.append(Arc(numbers[state], numbers[dst], words.setdefault(word, len(words)),
-                            acoustic, bias, start, end))
+                            acoustic, bias, start, end, lm))
     lattice = Lattice(utterance_id, revision, speculative, list(words), arcs, len(numbers),
                       model_version)
     validate(lattice)
@@ -265,7 +275,7 @@ def _check_arc(index: int, arc: Arc, num_words: int, num_nodes: int) -> None:
     if not 0 <= arc.start_ms <= arc.end_ms <= MAX_UINT32:
         raise LatticeError(f"arc {index}: times go backwards or out of range "
                            f"({arc.start_ms} ms .. {arc.end_ms} ms)")
-    for name, value in (("acoustic", arc.acoustic), ("bias", arc.bias)):
+    for name, value in (("acoustic", arc.acoustic), ("bias", arc.bias), ("lm", arc.lm)):
         if not math.isfinite(value):
             raise LatticeError(f"arc {index}: {name} score is {value}; scores must be finite")
 
@@ -319,7 +329,7 @@ def to_proto(lattice: Lattice) -> lattice_pb2.Lattice:
         model_version=lattice.model_version)
     for arc in lattice.arcs:
         message.arcs.add(src=arc.src, dst=arc.dst, word=arc.word, acoustic=arc.acoustic,
-                         bias=arc.bias, start_ms=arc.start_ms, end_ms=arc.end_ms)
+                         bias=arc.bias, start_ms=arc.start_ms, end_ms=arc.end_ms, lm=arc.lm)
     return message
 
 
@@ -330,7 +340,7 @@ def from_proto(message: lattice_pb2.Lattice) -> Lattice:
     if message.final_node != max(message.num_nodes, 1) - 1:
         raise LatticeError(f"final_node is {message.final_node}; it must be num_nodes-1 "
                            f"({message.num_nodes - 1})")
-    arcs = [Arc(a.src, a.dst, a.word, a.acoustic, a.bias, a.start_ms, a.end_ms)
+    arcs = [Arc(a.src, a.dst, a.word, a.acoustic, a.bias, a.start_ms, a.end_ms, a.lm)
             for a in message.arcs]
     return Lattice(message.utterance_id, message.revision, message.speculative,
                    list(message.words), arcs, message.num_nodes, message.model_version)
@@ -373,11 +383,11 @@ def _to_path(lattice: Lattice, chain: tuple | None) -> Path:
         arc, chain = chain
         arcs.append(arc)
     return Path([WordArc(lattice.words[a.word], a.start_ms / 1000, a.end_ms / 1000,
-                         a.acoustic, a.bias) for a in reversed(arcs)])
+                         a.acoustic, a.bias, a.lm) for a in reversed(arcs)])
 
 
 def paths(lattice: Lattice, limit: int = 100) -> list[Path]:
-    """Up to `limit` start -> final paths, best first by acoustic + bias.
+    """Up to `limit` start -> final paths, best first by the device's score (`Path.score`).
 
     A* over the DAG with the exact best completion as heuristic: each pop either extends a
     prefix that can still reach the next-best path or finishes it, so the n-best comes out

@@ -392,7 +392,8 @@ def rescue(model: TransducerModel, encoder_out: np.ndarray, hyp: Hypothesis,
     _, tokens, found, phrase, bonus = best
     # The bonus is booked where shallow fusion would have completed the phrase.
     done = _last_token_of(phrase.tokens, tokens)
-    trace = tuple((lp, bonus if i >= done else 0.0) for i, lp in enumerate(found.cumulative))
-    trace = trace[:-1] + ((found.log_prob, bonus),)
+    # The LM's part (0 here) is filled in by the search that leads with it (lead_with).
+    trace = tuple((lp, bonus if i >= done else 0.0, 0.0) for i, lp in enumerate(found.cumulative))
+    trace = trace[:-1] + ((found.log_prob, bonus, 0.0),)
     return Hypothesis(tuple(tokens), found.log_prob, tuple(found.frames), None, ROOT, bonus,
                       trace), phrase

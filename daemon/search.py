@@ -11,13 +11,14 @@ in `bias`, and hypotheses are ranked by `log_prob + bias` (`Hypothesis.score`). 
 search ignores any context: it has no alternatives for a bonus to choose between.
 
 The device LM (`TokenLM`, shallow fusion) works the same way: `lm_score` holds the scaled
-LM log-prob of the tokens so far, and is part of the ranking but not of `log_prob`, so that
-the lattice sent to the cloud carries acoustic scores only (the cloud has its own LM).
+LM log-prob of the tokens so far, and is part of the ranking but not of `log_prob`; the
+lattice sent to the cloud carries the two apart (`WordArc.acoustic`, `WordArc.lm`), so the
+cloud can weigh the device LM against its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -35,9 +36,9 @@ class Hypothesis:
     decoder_out: np.ndarray | None = field(default=None, repr=False, compare=False)
     context_state: ContextState = ROOT  # where the tokens stand in the context graph
     bias: float = 0.0  # context bonus currently included in the ranking score
-    # (log_prob, bias) just after each token was emitted: splits the score over the words
-    # of a lattice path. Merged paths add their probability to `log_prob` only.
-    trace: tuple[tuple[float, float], ...] = ()
+    # (log_prob, bias, lm_score) just after each token was emitted: splits the score over
+    # the words of a lattice path. Merged paths add their probability to `log_prob` only.
+    trace: tuple[tuple[float, float, float], ...] = ()
     lm_state: TokenLmState = ()  # where the tokens leave the device LM
     lm_score: float = 0.0  # the device LM's log-prob of the tokens times its scale, plus
     # the search's token bonus per token
@@ -95,7 +96,7 @@ class GreedySearch(_Search):
                 log_prob = self.hyp.log_prob + lp
                 self.hyp = Hypothesis(self.hyp.tokens + (token,), log_prob,
                                       self.hyp.timestamps + (self.frame_offset,),
-                                      trace=self.hyp.trace + ((log_prob, 0.0),))
+                                      trace=self.hyp.trace + ((log_prob, 0.0, 0.0),))
             self.frame_offset += 1
 
     @property
@@ -159,7 +160,7 @@ class ModifiedBeamSearch(_Search):
 
     def lead_with(self, hyp: Hypothesis | None) -> None:
         """Put `hyp` first in the n-best for the frames decoded so far (None: nothing)."""
-        self._leaders = [hyp] if hyp else []
+        self._leaders = [self._scored_by_lm(hyp)] if hyp else []
         self._leader_at, self._stand_in = self.frame_offset, False
 
     def stand_in(self, hyps: list[Hypothesis]) -> None:
@@ -184,11 +185,7 @@ class ModifiedBeamSearch(_Search):
         own_score = acoustic  # what the model (and the device LM) score, bonus aside
         lm_logp = None
         if self.lm is not None or self.token_bonus:
-            lm_logp = np.full_like(logp, self.token_bonus)
-            if self.lm is not None:
-                lm_logp += self.lm_scale * np.stack([self.lm.token_logprobs(h.lm_state)
-                                                     for h in hyps])
-            lm_logp[:, self.blank] = 0.0  # a blank says no word
+            lm_logp = np.stack([self._lm_row(h.lm_state) for h in hyps])
             own_score = acoustic + lm_logp + np.array([h.lm_score for h in hyps])[:, None]
         ranking = own_score
         if self.context is not None:
@@ -222,28 +219,8 @@ class ModifiedBeamSearch(_Search):
                                  src.context_state, src.bias, src.trace, src.lm_state,
                                  src.lm_score, src.lm_costs)
             else:
-                state, bias = src.context_state, src.bias
-                lm_state, lm_score = src.lm_state, src.lm_score
-                lm_costs = src.lm_costs
-                if lm_logp is not None:
-                    lm_score += float(lm_logp[h, token])
-                if self.lm is not None:
-                    lm_state = self.lm.advance(lm_state, token)
-                    lm_costs += (float(lm_logp[h, token]) - self.token_bonus,)
-                if self.context is not None:
-                    delta, state, matched = self.context.forward_one_step(state, token)
-                    bias += delta
-                    if matched is not None and self.lm is not None:
-                        # A completed phrase of the user's pays the LM for its first token
-                        # only: the LM spells names from the training names' pieces, and a
-                        # name the user lists is no less likely for being spelled oddly.
-                        # On dev_names (held-out names) 8.58 -> 7.77% WER (TUNING.md).
-                        n = len(matched.tokens) - 1
-                        lm_score -= sum(lm_costs[len(lm_costs) - n:])
-                        lm_costs = lm_costs[:len(lm_costs) - n] + (0.0,) * n
-                new = Hypothesis(src.tokens + (token,), log_prob,
-                                 src.timestamps + (self.frame_offset,), None, state, bias,
-                                 src.trace + ((log_prob, bias),), lm_state, lm_score, lm_costs)
+                new = self._emit(src, token, log_prob,
+                                 0.0 if lm_logp is None else float(lm_logp[h, token]))
             old = merged.get(new.tokens)
             if old is None:
                 merged[new.tokens] = new
@@ -251,6 +228,57 @@ class ModifiedBeamSearch(_Search):
                 # (the context state is a function of the tokens: the better one's is kept)
                 old.log_prob = float(np.logaddexp(old.log_prob, new.log_prob))
         return sorted(merged.values(), key=lambda h: -h.score)
+
+    def _lm_row(self, lm_state: TokenLmState) -> np.ndarray:
+        """What the LM side of the score gains with each token from `lm_state`: the scaled
+        LM log-prob plus the token bonus (0 for a blank, which says no word)."""
+        row = np.full(self.model.info.vocab_size, self.token_bonus, np.float64)
+        if self.lm is not None:
+            row += self.lm_scale * self.lm.token_logprobs(lm_state)
+        row[self.blank] = 0.0
+        return row
+
+    def _emit(self, src: Hypothesis, token: int, log_prob: float, lm_logp: float) -> Hypothesis:
+        """`src` followed by the non-blank `token`: context, LM and trace moved on."""
+        state, bias = src.context_state, src.bias
+        lm_state, lm_score, lm_costs = src.lm_state, src.lm_score + lm_logp, src.lm_costs
+        if self.lm is not None:
+            lm_state = self.lm.advance(lm_state, token)
+            lm_costs += (lm_logp - self.token_bonus,)
+        if self.context is not None:
+            delta, state, matched = self.context.forward_one_step(state, token)
+            bias += delta
+            if matched is not None and self.lm is not None:
+                # A completed phrase of the user's pays the LM for its first token only:
+                # the LM spells names from the training names' pieces, and a name the user
+                # lists is no less likely for being spelled oddly. On dev_names (held-out
+                # names) 8.58 -> 7.77% WER (TUNING.md).
+                n = len(matched.tokens) - 1
+                lm_score -= sum(lm_costs[len(lm_costs) - n:])
+                lm_costs = lm_costs[:len(lm_costs) - n] + (0.0,) * n
+        return Hypothesis(src.tokens + (token,), log_prob, src.timestamps + (self.frame_offset,),
+                          None, state, bias, src.trace + ((log_prob, bias, lm_score),),
+                          lm_state, lm_score, lm_costs)
+
+    def _scored_by_lm(self, hyp: Hypothesis) -> Hypothesis:
+        """`hyp`, found outside this search (the name rescue's), with the LM side of the
+        score this search would have given its tokens, so that its lattice path carries
+        the device LM's score as the beam's own paths do. Acoustic scores, bias and times
+        stay as they were."""
+        if self.lm is None and not self.token_bonus:
+            return hyp
+        walk = Hypothesis(lm_state=self.lm.start() if self.lm else ())
+        lm_trace = []
+        for token in hyp.tokens:
+            walk = self._emit(walk, token, 0.0, float(self._lm_row(walk.lm_state)[token]))
+            lm_trace.append(walk.lm_score)
+        lm_score = walk.lm_score
+        if self.finalized and self.lm is not None:
+            lm_score += self.lm_scale * self.lm.end_logprob(walk.lm_state)
+        trace = tuple((lp, bias, lm) for (lp, bias, *_), lm in zip(hyp.trace, lm_trace,
+                                                                   strict=True))
+        return replace(hyp, trace=trace, lm_state=walk.lm_state, lm_score=lm_score,
+                       lm_costs=walk.lm_costs)
 
     def finalize(self) -> None:
         """End of input: unfinished context matches give their bonus back, the device LM

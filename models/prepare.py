@@ -29,6 +29,7 @@ from edge_asr.models.synth import (
     Voice,
     check_engines,
     dev_voices,
+    espeak_scratch,
     heldout_voices,
     more_training_voices,
     random_timbre_voices,
@@ -120,7 +121,7 @@ def render_set(name: str, utts: list[dict], voices: list[Voice], data_dir: Path,
                         bool(pause_after) and rng.random() < pause_prob, condition,
                         str(audio_dir / f"{i:06d}.wav")))
     rows = []
-    with mp.get_context("fork").Pool(workers) as pool:
+    with espeak_scratch(), mp.get_context("fork").Pool(workers) as pool:
         for job, row in zip(jobs, tqdm(pool.imap(_render, jobs, chunksize=16), total=len(jobs),
                                        desc=f"synth {name}", mininterval=5), strict=True):
             if row is None:

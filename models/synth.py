@@ -7,6 +7,8 @@ evaluation sets, so that "held-out voices" means a speaker the model has never h
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import io
 import os
@@ -152,17 +154,44 @@ def random_timbre_voices(n: int = 240) -> list[Voice]:
             for i in range(n)]
 
 
+# Where processes put their espeak data folders while `espeak_scratch` is open; None: each
+# goes to the temporary folder and is removed when its process exits.
+_scratch: Path | None = None
+
+
+@contextlib.contextmanager
+def espeak_scratch():
+    """Hold the espeak data folders of this process and of the workers it forks in one
+    temporary folder, removed on leaving. (A pool's workers are terminated, so they never
+    run exit handlers of their own: without this, each left a folder in /tmp.)"""
+    global _scratch
+    previous = _scratch
+    with tempfile.TemporaryDirectory(prefix="edge-asr-espeak-") as folder:
+        _scratch = Path(folder)
+        _espeak_data_root.cache_clear()
+        try:
+            yield _scratch
+        finally:
+            _scratch = previous
+            _espeak_data_root.cache_clear()
+
+
 @functools.cache
 def _espeak_data_root(pid: int) -> Path:
     """A private espeak-ng data folder (links to the installed one) with room for made-up
     variants, one per process (`pid`: a forked worker makes its own); `espeak-ng --path`
-    reads it. A few kB of links in the temporary folder."""
+    reads it. A few kB of links, in `espeak_scratch`'s folder when one is open, else in
+    the temporary folder until the process exits."""
     found = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
     match = re.search(r"Data at: (\S+)", found)
     if not match:
         raise RuntimeError(f"cannot find espeak-ng's data folder in {found!r}")
     installed = Path(match.group(1))
-    root = Path(tempfile.mkdtemp(prefix=f"edge-asr-espeak-{pid}-"))
+    if _scratch is not None:
+        root = Path(tempfile.mkdtemp(prefix=f"{pid}-", dir=_scratch))
+    else:
+        root = Path(tempfile.mkdtemp(prefix=f"edge-asr-espeak-{pid}-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
     data = root / "espeak-ng-data"
     (data / "voices" / "!v").mkdir(parents=True)
     for entry in installed.iterdir():

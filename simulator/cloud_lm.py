@@ -41,11 +41,15 @@ class CloudLmError(ValueError):
 
 @dataclass(frozen=True)
 class RescoreWeights:
-    """total = acoustic + bias + lm_weight * lm + length_bonus * words (natural logs)."""
+    """total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
+    + length_bonus * words (natural logs; simulator/rescore.py)."""
 
     lm_weight: float = 0.5
     length_bonus: float = 0.0
     ngram_lambda: float = 0.5  # share of the n-gram model in the interpolation
+    # The device LM's score in the lattice; 0 (weights files from before the lattice
+    # carried it) ignores it.
+    device_lm_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

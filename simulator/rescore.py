@@ -2,19 +2,21 @@
 
 A path's score is
 
-    total = acoustic + bias + lm_weight * lm + length_bonus * words
+    total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
+            + length_bonus * words
 
 where acoustic and bias are the device's (the bias keeps what the user's own context list
-made likely), lm is the interpolated cloud LM's ln p of the words and </s>, and the length
-bonus offsets the LM's preference for short hypotheses. Rescoring enumerates the lattice's
-best `max_paths` paths by device score (A* in `daemon.lattice.paths`), merges paths with the
-same words (they score the same under the LM, so the best device score stands for them) and
-ranks them by total.
+made likely), device_lm is what the device's own LM added (`Arc.lm`: the device ranked its
+n-best by acoustic + bias + device_lm), lm is the interpolated cloud LM's ln p of the words
+and </s>, and the length bonus offsets the LM's preference for short hypotheses.
+Rescoring enumerates the lattice's best `max_paths` paths by device score (A* in
+`daemon.lattice.paths`), merges paths with the same words (they score the same under the
+LM, so the best device score stands for them) and ranks them by total.
 
-Tuning grid-searches (lm_weight, length_bonus, ngram_lambda) on dev lattices with reference
-texts for the lowest WER, and stores the result next to the LM (weights.json). The dev set
-is JSON Lines, one utterance a line: {"lattice": base64 of the serialized Lattice,
-"text": the normalised reference}.
+Tuning grid-searches (lm_weight, length_bonus, ngram_lambda, device_lm_weight) on dev
+lattices with reference texts for the lowest WER, and stores the result next to the LM
+(weights.json). The dev set is JSON Lines, one utterance a line: {"lattice": base64 of the
+serialized Lattice, "text": the normalised reference}.
 
     python -m edge_asr.simulator.rescore tune --lm models/cloud-lm --dev dev.jsonl --write
 """
@@ -46,6 +48,7 @@ DEFAULT_NBEST = 10
 LM_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0)
 LENGTH_BONUS_GRID = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0)
 LAMBDA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEVICE_LM_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,9 @@ class ScoredPath:
     words: tuple[str, ...]
     acoustic: float
     bias: float
-    lm: float
+    lm: float  # the cloud LM's
     total: float
+    device_lm: float = 0.0
 
     @property
     def text(self) -> str:
@@ -79,16 +83,17 @@ class _Candidate:
     words: tuple[str, ...]
     acoustic: float
     bias: float
+    device_lm: float
     ngram: list[float]
     neural: list[float] | None
 
 
 def _candidates(lattice: Lattice, lm: CloudLM, max_paths: int) -> list[_Candidate]:
-    best: dict[tuple[str, ...], tuple[float, float]] = {}
+    best: dict[tuple[str, ...], tuple[float, float, float]] = {}
     for path in paths(lattice, limit=max_paths):
         words = tuple(w.word for w in path.words)
         if words not in best or path.score > sum(best[words]):
-            best[words] = (path.acoustic, path.bias)
+            best[words] = (path.acoustic, path.bias, path.lm)
     sequences = list(best)
     parts = lm.component_logprobs(sequences)
     return [_Candidate(words, *best[words], ngram, neural)
@@ -99,11 +104,11 @@ def _rank(candidates: Iterable[_Candidate], weights: RescoreWeights) -> list[Sco
     scored = []
     for c in candidates:
         lm_score = interpolate(c.ngram, c.neural, weights.ngram_lambda)
-        total = (c.acoustic + c.bias + weights.lm_weight * lm_score
-                 + weights.length_bonus * len(c.words))
-        scored.append(ScoredPath(c.words, c.acoustic, c.bias, lm_score, total))
+        total = (c.acoustic + c.bias + weights.device_lm_weight * c.device_lm
+                 + weights.lm_weight * lm_score + weights.length_bonus * len(c.words))
+        scored.append(ScoredPath(c.words, c.acoustic, c.bias, lm_score, total, c.device_lm))
     # Ties go to the better device score, then to the words, so the order is deterministic.
-    scored.sort(key=lambda p: (-p.total, -(p.acoustic + p.bias), p.words))
+    scored.sort(key=lambda p: (-p.total, -(p.acoustic + p.bias + p.device_lm), p.words))
     return scored
 
 
@@ -186,7 +191,8 @@ def _errors_of_best(prepared: list[tuple[list[_Candidate], tuple[str, ...]]],
 def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_PATHS,
          lm_weights: Sequence[float] = LM_WEIGHT_GRID,
          length_bonuses: Sequence[float] = LENGTH_BONUS_GRID,
-         lambdas: Sequence[float] = LAMBDA_GRID) -> TuningResult:
+         lambdas: Sequence[float] = LAMBDA_GRID,
+         device_lm_weights: Sequence[float] = DEVICE_LM_WEIGHT_GRID) -> TuningResult:
     """The grid point with the fewest word errors; ties keep the earlier point of the grid
     (the grids start from the weakest LM influence, so a tie never adds LM weight)."""
     if not dev:
@@ -201,8 +207,9 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
         lambdas = (1.0,)
     best: tuple[int, RescoreWeights] | None = None
     points = 0
-    for share, weight, bonus in itertools.product(lambdas, lm_weights, length_bonuses):
-        weights = RescoreWeights(weight, bonus, share)
+    for share, device, weight, bonus in itertools.product(lambdas, device_lm_weights,
+                                                          lm_weights, length_bonuses):
+        weights = RescoreWeights(weight, bonus, share, device)
         errors = _errors_of_best(prepared, weights)
         points += 1
         if best is None or errors < best[0]:
@@ -233,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--lm-weights", type=_floats, default=LM_WEIGHT_GRID)
     t.add_argument("--length-bonuses", type=_floats, default=LENGTH_BONUS_GRID)
     t.add_argument("--lambdas", type=_floats, default=LAMBDA_GRID)
+    t.add_argument("--device-lm-weights", type=_floats, default=DEVICE_LM_WEIGHT_GRID,
+                   help="weights of the device LM's score the lattice carries (Arc.lm)")
     t.add_argument("--write", action="store_true",
                    help=f"store the best weights in the LM folder ({WEIGHTS_FILE})")
     args = parser.parse_args(argv)
@@ -241,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dev = load_dev_set(args.dev)
         start = time.perf_counter()
         result = tune(dev, lm, args.max_paths, args.lm_weights, args.length_bonuses,
-                      args.lambdas)
+                      args.lambdas, args.device_lm_weights)
     except (CloudLmError, DevSetError, OSError, ValueError) as exc:
         print(f"rescore: error: {exc}", file=sys.stderr)
         return 2

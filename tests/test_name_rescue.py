@@ -207,7 +207,7 @@ def test_the_events_carry_the_rescued_text_and_the_beam_still_confirms(monkeypat
     def rescue_for_test(model, encoder_out, hyp, phrases, encode, *args):
         calls.append(hyp.tokens)
         return Hypothesis(target, hyp.log_prob, tuple(range(len(target))),
-                          trace=tuple((hyp.log_prob, 0.0) for _ in target)), phrases[0]
+                          trace=tuple((hyp.log_prob, 0.0, 0.0) for _ in target)), phrases[0]
 
     monkeypatch.setattr("edge_asr.daemon.recognizer.rescue", rescue_for_test)
     pipeline = Pipeline(recognizer)

@@ -19,6 +19,7 @@ from edge_asr.simulator.cloud_lm import (
     interpolate,
 )
 from edge_asr.simulator.rescore import (
+    DEVICE_LM_WEIGHT_GRID,
     DevSetError,
     DevUtterance,
     RescoreOptions,
@@ -46,11 +47,11 @@ CONFUSIONS = [
 ]
 
 
-def make_path(text: str, acoustic: float, bias: float = 0.0) -> Path:
+def make_path(text: str, acoustic: float, bias: float = 0.0, device_lm: float = 0.0) -> Path:
     words = text.split()
     share = acoustic / max(len(words), 1)
-    return Path([WordArc(w, 0.3 * i, 0.3 * i + 0.25, share, bias / len(words))
-                 for i, w in enumerate(words)])
+    return Path([WordArc(w, 0.3 * i, 0.3 * i + 0.25, share, bias / len(words),
+                         device_lm / len(words)) for i, w in enumerate(words)])
 
 
 def make_lattice(texts_and_scores: list[tuple[str, float]], utterance_id: str = "u1",
@@ -83,6 +84,39 @@ def test_total_is_acoustic_plus_bias_plus_weighted_lm_plus_length_bonus(lm):
                                         + 0.4 * len(p.words))
     best = rescore(lattice, lm, weights=weights)[0]
     assert best.bias == pytest.approx(1.5) and best.acoustic == pytest.approx(-4.0)
+
+
+def test_the_device_lms_score_counts_with_its_weight(lm):
+    # The audio prefers "next son"; the device's own LM preferred "next song" (it ranked
+    # its n-best by acoustic + bias + lm) and the lattice says so (Arc.lm).
+    lattice = build_lattice([make_path("next son", -2.0, device_lm=-6.0),
+                             make_path("next song", -3.0, device_lm=-1.0)], "u", 1, True)
+    acoustic_only = RescoreWeights(lm_weight=0.0, device_lm_weight=0.0)
+    assert rescore(lattice, lm, weights=acoustic_only)[0].text == "next son"
+    with_device = RescoreWeights(lm_weight=0.0, device_lm_weight=0.5)
+    best = rescore(lattice, lm, weights=with_device)[0]
+    assert best.text == "next song"
+    assert best.device_lm == pytest.approx(-1.0)
+    assert best.total == pytest.approx(-3.0 + 0.5 * -1.0)
+
+
+def test_tuning_weighs_the_device_lm_when_only_it_knows(lm):
+    # Sentences the cloud LM never saw, so only the device LM's score can set them right.
+    pairs = [("dim the porch lamp", "dim the porch lamb"), ("open the garage", "open the garbage"),
+             ("start the kettle", "start the cattle")]
+    dev = [DevUtterance(build_lattice([make_path(wrong, -5.0, device_lm=-8.0),
+                                       make_path(right, -6.0, device_lm=-2.0)], f"u{i}", 1, True),
+                        tuple(right.split())) for i, (right, wrong) in enumerate(pairs)]
+    without = tune(dev, lm, device_lm_weights=(0.0,))
+    assert without.wer > 0.2
+    result = tune(dev, lm)
+    assert result.wer == 0.0 and result.weights.device_lm_weight > 0.0
+
+
+def test_weights_files_from_before_the_device_lm_ignore_it(tmp_path):
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps({"lm_weight": 0.5, "length_bonus": 3.0, "ngram_lambda": 0.0}))
+    assert RescoreWeights.load(path).device_lm_weight == 0.0
 
 
 def test_paths_with_the_same_words_are_merged_and_nbest_is_capped(lm):
@@ -152,7 +186,7 @@ def test_tuning_searches_the_interpolation_weight_with_a_neural_lm(lm, tmp_path)
     both = CloudLM(lm.ngram, NeuralLM(tmp_path / "neural.onnx", tmp_path / "vocab.txt"))
     result = tune(_dev_set(), both, lm_weights=(0.0, 0.5, 1.0), length_bonuses=(0.0,),
                   lambdas=(0.0, 0.5, 1.0))
-    assert result.grid_points == 9 and result.wer == 0.0
+    assert result.grid_points == 9 * len(DEVICE_LM_WEIGHT_GRID) and result.wer == 0.0
     scored = rescore(_dev_set()[0].lattice, both, weights=RescoreWeights(1.0, 0.0, 0.5))
     assert scored[0].text == CONFUSIONS[0][0]
 

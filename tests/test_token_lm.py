@@ -109,7 +109,7 @@ def _frames(tokens: list[int]) -> np.ndarray:
     return np.array([[v, 0.0] for v in seq + [0, 0]], np.float32)
 
 
-def test_the_lm_turns_the_beam_to_what_the_domain_says_and_the_lattice_stays_acoustic():
+def test_the_lm_turns_the_beam_to_what_the_domain_says_and_log_prob_stays_acoustic():
     """The audio leans to "▁lamp" (0.9 against 0.05), the LM knows only "turn on the
     lamp"... with "▁call" said: at scale 0 the audio wins, at a large scale the LM; the
     log-prob kept for the lattice is the acoustic one either way."""
@@ -178,6 +178,52 @@ def _copy(model_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
     return folder
+
+
+def test_the_lattice_carries_the_device_lms_score_beside_the_acoustic_one():
+    from edge_asr.daemon.hypotheses import hypothesis_path
+    from edge_asr.daemon.lattice import build_lattice, parse, paths, serialize
+
+    model = _SayingModel(PIECES)
+    lm = TokenLM(_words_lm(), PIECES, _names_lm())
+    said = [PIECES.index(p) for p in ["▁turn", "▁on", "▁the", "▁lamp"]]
+    search = ModifiedBeamSearch(model, beam=4, lm=lm, lm_scale=0.5, token_bonus=1.0)
+    search.step(_frames(said))
+    search.finalize()
+    best = search.nbest[0]
+    path = hypothesis_path(best, PIECES, 0.04)
+    assert [w.word for w in path.words] == ["turn", "on", "the", "lamp"]
+    assert path.lm == pytest.approx(best.lm_score, abs=1e-4)  # </s> included
+    assert path.acoustic == pytest.approx(best.log_prob, abs=1e-4)
+    assert len({round(w.lm, 3) for w in path.words}) > 1  # split per word, not lumped
+    [back] = paths(parse(serialize(build_lattice([path], "u", 1, True))), limit=1)
+    assert [w.lm for w in back.words] == pytest.approx([w.lm for w in path.words], abs=1e-5)
+
+
+def test_a_rescued_hypothesis_gets_the_lm_score_the_beam_would_have_given_it():
+    from dataclasses import replace
+
+    from edge_asr.daemon.context_graph import ContextGraph
+
+    model = _SayingModel(PIECES)
+    lm = TokenLM(_words_lm(), PIECES, _names_lm())
+    name = [PIECES.index(p) for p in ["▁b", "o"]]
+    said = [PIECES.index("▁call"), *name]
+    graph = ContextGraph([name], bonus=1.0, vocab_size=len(PIECES))
+    search = ModifiedBeamSearch(model, beam=4, context_graph=graph, lm=lm, lm_scale=1.0,
+                                token_bonus=0.5)
+    search.step(_frames(said))
+    search.finalize()
+    own = next(h for h in search.hyps if h.tokens == tuple(said))
+    # As the name rescue hands it over: acoustic and bias traced, no LM score.
+    found = replace(own, trace=tuple((lp, bias, 0.0) for lp, bias, _ in own.trace),
+                    lm_score=0.0, lm_costs=(), lm_state=lm.start())
+    search.lead_with(found)
+    led = search.nbest[0]
+    assert led.tokens == tuple(said)
+    assert led.lm_score == pytest.approx(own.lm_score, abs=1e-6)  # refund and </s> too
+    assert [t[2] for t in led.trace] == pytest.approx([t[2] for t in own.trace], abs=1e-6)
+    assert [t[:2] for t in led.trace] == [t[:2] for t in own.trace]
 
 
 def test_a_model_folder_without_its_lm_is_refused_by_name_unless_the_lm_is_off(

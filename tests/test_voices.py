@@ -143,3 +143,29 @@ def test_more_voices_render_a_training_set_and_a_held_out_voice_dev_set(tmp_path
     assert "clean" in dev[0]["tags"] and dev[0]["speech_start"] > 0  # padded like dev
     with pytest.raises(ValueError, match="larger --n-corpus"):
         prepare.prepare_more_voices(tmp_path, n=3, n_train=5)
+
+
+def _espeak_folders() -> set[str]:
+    import tempfile
+    from pathlib import Path
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("edge-asr-espeak-*")}
+
+
+def test_made_up_speakers_leave_no_espeak_folders_behind(tmp_path):
+    # A process that spoke with a made-up speaker removes its espeak data folder at exit.
+    import subprocess
+    import sys
+
+    before = _espeak_folders()
+    code = ("import numpy as np; from edge_asr.models.synth import Voice, synthesize; "
+            "synthesize('next song', Voice('espeak', 'en-us+rv3'), np.random.default_rng(0))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert _espeak_folders() <= before
+    # A rendering's pool workers are terminated, not exited: their folders go with the set.
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.jsonl").write_text("".join(json.dumps({"text": f"call room {w}"}) + "\n"
+                                                for w in ("one", "two")))
+    prepare.prepare_random_voices(tmp_path, n=2, workers=2)
+    assert _espeak_folders() <= before
