@@ -40,7 +40,7 @@ from edge_asr.daemon.features import FRAME_SHIFT_S, SAMPLE_RATE, StreamingFbank
 from edge_asr.daemon.name_rescue import CONTACT_CARRIERS, ContextPhrase, SlotBonus, rescue
 from edge_asr.daemon.ngram_lm import LmFormatError
 from edge_asr.daemon.search import GreedySearch, Hypothesis, ModifiedBeamSearch
-from edge_asr.daemon.token_lm import LM_FILE, TokenLM
+from edge_asr.daemon.token_lm import LM_FILE, LM_FILES, TokenLM
 from edge_asr.daemon.transducer import PACKED_SUFFIX, ModelError, TransducerModel, read_model_file
 
 Context = Sequence[str] | Mapping[str, Sequence[str]]
@@ -193,10 +193,24 @@ class OnlineStream:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_token_lm(folder: Path, mtime_ns: int, tokens: tuple[str, ...]) -> TokenLM:
-    """One TokenLM per LM file (and version of it) in the process: it takes a second to load
-    and is read-only but for its cache, which streams of several threads may share."""
+def _load_token_lm(folder: Path, versions: tuple, tokens: tuple[str, ...]) -> TokenLM:
+    """One TokenLM per LM folder (and version of its files, `_lm_versions`) in the process:
+    it takes a second to load and is read-only but for its cache, which streams of several
+    threads may share."""
     return TokenLM.load(folder, tokens)
+
+
+def _lm_versions(folder: Path) -> tuple:
+    """What tells one version of a folder's LM files from another: each file's modification
+    time and size (None for a file that is not there)."""
+    out = []
+    for name in LM_FILES:
+        try:
+            stat = (folder / name).stat()
+            out.append((name, stat.st_mtime_ns, stat.st_size))
+        except FileNotFoundError:
+            out.append((name, None))
+    return tuple(out)
 
 
 def context_claims(said: str, plain: str, phrases: Sequence[ContextPhrase]) -> bool:
@@ -279,8 +293,8 @@ class Recognizer:
                              f"{self.config.lm_scale} needs (python -m edge_asr.models.device_lm "
                              "makes it; lm_scale = 0 decodes without it)")
         try:
-            return _load_token_lm(self.model.dir.resolve(), path.stat().st_mtime_ns,
-                                  tuple(self.model.tokens))
+            folder = self.model.dir.resolve()
+            return _load_token_lm(folder, _lm_versions(folder), tuple(self.model.tokens))
         except LmFormatError as e:
             raise ModelError(f"{path}: not a device LM for this model: {e}") from e
 

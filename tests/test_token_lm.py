@@ -241,6 +241,24 @@ def test_a_model_folder_without_its_lm_is_refused_by_name_unless_the_lm_is_off(
     Recognizer(RecognizerConfig(model_dir=folder, decoding_method="greedy_search"))
 
 
+def test_an_lm_folder_changed_in_any_of_its_files_is_loaded_again(tiny_model_dir, tmp_path):
+    # Loaded LMs are shared within a process; one whose name model went away (the word
+    # model untouched) must not be served from that cache.
+    folder = _copy(tiny_model_dir, tmp_path)
+    recognizer = Recognizer(RecognizerConfig(model_dir=folder))
+    first = recognizer.lm
+    pieces = [t for t in recognizer.model.tokens if t.startswith("▁") and len(t) > 1][:2]
+    train_ngram([pieces] * 3, NgramOptions(order=2)).save_arpa(folder / NAMES_FILE)
+    card = json.loads((folder / "model_card.json").read_text())
+    card["sha256"].pop(NAMES_FILE)
+    (folder / "model_card.json").write_text(json.dumps(card))
+    again = Recognizer(RecognizerConfig(model_dir=folder)).lm
+    assert again is not first
+    assert len(again.names.ngram.vocab) < len(first.names.ngram.vocab)
+    assert Recognizer(RecognizerConfig(model_dir=tiny_model_dir)).lm is \
+        Recognizer(RecognizerConfig(model_dir=tiny_model_dir)).lm  # unchanged: shared
+
+
 def test_a_corrupt_or_foreign_lm_is_refused_by_name(tiny_model_dir, tmp_path):
     folder = _copy(tiny_model_dir, tmp_path)
     (folder / LM_FILE).write_bytes(b"not an arpa file")
