@@ -284,7 +284,7 @@ def main() -> None:
     print(markdown_table(card))
     print(f"\nparameters {card['parameters']:,}; bytes on disk {card['bytes_total']:,}; "
           f"loaded in memory {card['bytes_in_memory_loaded'] / 2**20:.1f} MiB; "
-          f"measured on {card['measured_on']}")
+          f"measured on {card.get('measured_on', 'an unnamed machine')}")
 
 
 if __name__ == "__main__":

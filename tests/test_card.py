@@ -92,3 +92,14 @@ def test_every_column_without_data_is_refused(tiny_model_dir, monkeypatch, capsy
         main()
     assert refused.value.code == 2
     assert "--every-column goes with --context DATA" in capsys.readouterr().err
+
+
+def test_a_compressed_models_card_prints(tmp_path, monkeypatch, capsys):
+    # Cards written by models/quantize.py name no machine; printing one must not fail.
+    card = {"parameters": 10, "bytes_total": 20, "bytes_in_memory_loaded": 2**20,
+            "evaluation": {"sets": {"test_voices": {"greedy_search": {"wer": 0.25}}}}}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    monkeypatch.setattr(sys, "argv", ["card", str(tmp_path)])
+    main()
+    out = capsys.readouterr().out
+    assert "| 25.00% |" in out and "bytes on disk 20" in out
