@@ -20,7 +20,7 @@ import gzip
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +117,7 @@ class NgramLM:
                 break
             if not context:
                 raise LmFormatError(f"word id {word} ({self.vocab[word]!r}) has no unigram")
-            penalty += self._backoffs[len(context)].get(self._key(context), 0.0)
+            penalty += self.backoff(context)
             context = context[1:]
         # Every suffix of a stored n-gram is stored, so the found n-gram's tail is the
         # longest history that can still matter.
@@ -147,6 +147,16 @@ class NgramLM:
         out.append(self.end_score(state))
         return out
 
+    def backoff(self, context: Sequence[int]) -> float:
+        """ln back-off weight of `context` (word ids): 0 for a context that stores none."""
+        return self._backoffs[len(context)].get(self._key(context), 0.0)
+
+    def ngrams(self) -> Iterator[tuple[tuple[int, ...], float]]:
+        """Every stored n-gram (word ids) with its ln p, order by order."""
+        for n in range(1, self.order + 1):
+            for key, logprob in self._logprobs[n].items():
+                yield tuple(self._ids_of_key(key, n)), logprob
+
     def predictable_ids(self) -> list[int]:
         """The ids every distribution covers: the vocabulary without <s>."""
         return [i for i in range(len(self.vocab)) if i != self.bos]
@@ -174,7 +184,7 @@ class NgramLM:
             for n in range(1, self.order + 1):
                 f.write(f"\n\\{n}-grams:\n")
                 if n == 1:
-                    bow = self._backoffs[1].get(self._key((self.bos,)), 0.0)
+                    bow = self.backoff((self.bos,))
                     f.write(f"{ARPA_NO_PROB:.1f}\t{BOS}\t{bow / LN10:.7g}\n")
                 backoffs = self._backoffs[n] if n < self.order else {}
                 table = self._logprobs[n]

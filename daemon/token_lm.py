@@ -58,12 +58,10 @@ class _Vectors:
     def _index_followers(self) -> dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
         """Context (LM ids) -> (next LM ids, ln p): the n-grams stored, grouped by context."""
         grouped: dict[tuple[int, ...], tuple[list[int], list[float]]] = {}
-        for n in range(1, self.ngram.order + 1):
-            for key, logprob in self.ngram._logprobs[n].items():
-                ids = self.ngram._ids_of_key(key, n)
-                words, probs = grouped.setdefault(tuple(ids[:-1]), ([], []))
-                words.append(ids[-1])
-                probs.append(logprob)
+        for ids, logprob in self.ngram.ngrams():
+            words, probs = grouped.setdefault(ids[:-1], ([], []))
+            words.append(ids[-1])
+            probs.append(logprob)
         return {c: (np.array(w, np.int64), np.array(p, np.float32))
                 for c, (w, p) in grouped.items()}
 
@@ -82,7 +80,7 @@ class _Vectors:
         followers = self._followers.get(context)
         if context:
             vector = self.lm_vector(context[1:])
-            backoff = self.ngram._backoffs[len(context)].get(self.ngram._key(context), 0.0)
+            backoff = self.ngram.backoff(context)
             if backoff or followers is not None:  # else it is the suffix's, shared
                 vector = vector + np.float32(backoff)
         else:  # unigrams: every word has one, except <s>

@@ -82,8 +82,7 @@ def test_every_long_context_of_a_pruned_model_is_a_distribution(pruned, context)
 
 
 def _stored_ngrams(lm: NgramLM) -> list[tuple[int, ...]]:
-    return [tuple(lm._ids_of_key(key, n)) for n in range(1, lm.order + 1)
-            for key in lm._logprobs[n]]
+    return [ids for ids, _ in lm.ngrams()]
 
 
 def test_cutoffs_drop_rarely_seen_ngrams_and_keep_the_model_closed(pruned):

@@ -155,16 +155,22 @@ def test_the_token_bonus_keeps_the_lm_from_deleting_words():
     assert results[3.0] == tuple(said)
 
 
-def test_a_context_phrase_pays_the_lm_for_its_first_piece_only():
+def _call_a_listed_name(token_bonus: float = 0.0):
+    """"call b o" said, with "b o" the user's context phrase; (search, said, lm)."""
     from edge_asr.daemon.context_graph import ContextGraph
 
-    model = _SayingModel(PIECES)
     lm = TokenLM(_words_lm(), PIECES, _names_lm())
     name = [PIECES.index(p) for p in ["▁b", "o"]]
     said = [PIECES.index("▁call"), *name]
     graph = ContextGraph([name], bonus=1.0, vocab_size=len(PIECES))
-    search = ModifiedBeamSearch(model, beam=4, context_graph=graph, lm=lm, lm_scale=1.0)
+    search = ModifiedBeamSearch(_SayingModel(PIECES), beam=4, context_graph=graph, lm=lm,
+                                lm_scale=1.0, token_bonus=token_bonus)
     search.step(_frames(said))
+    return search, said, lm
+
+
+def test_a_context_phrase_pays_the_lm_for_its_first_piece_only():
+    search, said, lm = _call_a_listed_name()
     best = next(h for h in search.hyps if h.tokens == tuple(said))
     state, first = lm.start(), 0.0
     for t in said[:2]:
@@ -203,16 +209,7 @@ def test_the_lattice_carries_the_device_lms_score_beside_the_acoustic_one():
 def test_a_rescued_hypothesis_gets_the_lm_score_the_beam_would_have_given_it():
     from dataclasses import replace
 
-    from edge_asr.daemon.context_graph import ContextGraph
-
-    model = _SayingModel(PIECES)
-    lm = TokenLM(_words_lm(), PIECES, _names_lm())
-    name = [PIECES.index(p) for p in ["▁b", "o"]]
-    said = [PIECES.index("▁call"), *name]
-    graph = ContextGraph([name], bonus=1.0, vocab_size=len(PIECES))
-    search = ModifiedBeamSearch(model, beam=4, context_graph=graph, lm=lm, lm_scale=1.0,
-                                token_bonus=0.5)
-    search.step(_frames(said))
+    search, said, lm = _call_a_listed_name(token_bonus=0.5)
     search.finalize()
     own = next(h for h in search.hyps if h.tokens == tuple(said))
     # As the name rescue hands it over: acoustic and bias traced, no LM score.
