@@ -93,7 +93,9 @@ class MagnitudePruner:
         return {"masks": self.masks, "sparsity": self.sparsity}
 
     def load_state_dict(self, state: dict) -> None:
-        self.masks = {n: m.to(torch.bool) for n, m in state["masks"].items()}
+        # On the device of the weights they mask (a checkpoint is read onto the CPU).
+        self.masks = {n: m.to(torch.bool).to(self.weights[n].device)
+                      for n, m in state["masks"].items()}
         self.sparsity = state["sparsity"]
 
     def measured(self) -> float:

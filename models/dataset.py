@@ -39,9 +39,20 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self.config = config or AugmentConfig()
         self._tok: Tokenizer | None = None
         self._aug: Augmenter | None = None
+        self.config = config or AugmentConfig()
+
+    @property
+    def config(self) -> AugmentConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: AugmentConfig) -> None:
+        # A new chain for a new config (the trainer sets one per epoch); a loader's worker
+        # process builds its own either way, but a loader without workers reuses this one.
+        self._config = config
+        self._aug = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -52,10 +63,11 @@ class SpeechDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._tok is None:  # created lazily: once per worker process
             self._tok = Tokenizer(self.tokenizer_path)
-            self._aug = Augmenter(self.config, seed=self.seed)
         entry = self.entries[i]
         audio = load_audio(entry.audio_filepath)
         if self.augment:
+            if self._aug is None:  # its pools take seconds to build: only when needed
+                self._aug = Augmenter(self.config, seed=self.seed)
             rng = np.random.default_rng([self.seed, self.epoch, i])
             self._aug.add_to_babble_pool(audio)
             audio = self._aug(audio, rng)

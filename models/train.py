@@ -248,16 +248,23 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     pruner = compress.MagnitudePruner(model, cfg.sparsity, int(total_steps * cfg.prune_from),
                                       int(total_steps * cfg.prune_until)) \
         if cfg.sparsity else None
+    # SpecAugment's masks come from their own stream, dropout from torch's global one.
+    gen = torch.Generator().manual_seed(cfg.seed)
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
+        opt.load_state_dict(saved["optimizer"])  # its state follows the parameters' device
         state = saved["state"]
-        if saved.get("average"):
-            average.count, average.state = saved["average"]
+        if saved.get("average"):  # added to the model's tensors: onto their device
+            average.count = saved["average"][0]
+            average.state = {k: v.to(device) for k, v in saved["average"][1].items()}
         if pruner is not None and saved.get("pruner"):
             pruner.load_state_dict(saved["pruner"])
-        model.to(device)
+        if saved.get("rng"):  # both streams go on where they were, as if never interrupted
+            gen.set_state(saved["rng"]["spec_augment"])
+            torch.set_rng_state(saved["rng"]["torch"])
+            if device.type == "cuda" and saved["rng"]["cuda"] is not None:
+                torch.cuda.set_rng_state(saved["rng"]["cuda"])
         print(f"resuming at epoch {state['epoch']} batch {state['batch']} step {state['step']}")
     print(f"model: {count_parameters(model):,} parameters on {device}; {len(train_set)} training "
           f"utterances, {batches_per_epoch} batches an epoch, {cfg.epochs} epochs")
@@ -268,10 +275,12 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "state": state, "config": asdict(cfg),
                     "average": (average.count, average.state),
-                    "pruner": pruner.state_dict() if pruner is not None else None}, tmp)
+                    "pruner": pruner.state_dict() if pruner is not None else None,
+                    "rng": {"spec_augment": gen.get_state(), "torch": torch.get_rng_state(),
+                            "cuda": torch.cuda.get_rng_state() if device.type == "cuda"
+                            else None}}, tmp)
         tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
 
-    gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
 
     def as_deployed():
@@ -321,6 +330,15 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
             average.update(model)
         return loss.item()
 
+    def loader(batches: list[list[int]]) -> torch.utils.data.DataLoader:
+        # A generator of its own: a loader draws its workers' seed when it starts, and from
+        # torch's global stream that would shift dropout's on every resume. (The dataset
+        # seeds its augmentation itself.)
+        return torch.utils.data.DataLoader(
+            train_set, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers,
+            prefetch_factor=4 if cfg.num_workers else None,
+            generator=torch.Generator().manual_seed(cfg.seed))
+
     last_save = time.monotonic()
 
     def maybe_save() -> None:
@@ -333,11 +351,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         train_set.augment = False
         batches = duration_batches([d + 1.0 for d in train_set.durations()], cfg.batch_seconds,
                                    cfg.seed + 1000)[state["step"]:cfg.ctc_only_steps]
-        loader = torch.utils.data.DataLoader(
-            train_set, batch_sampler=batches, collate_fn=collate, num_workers=cfg.num_workers,
-            prefetch_factor=4 if cfg.num_workers else None)
-        bar = tqdm(loader, total=cfg.ctc_only_steps, initial=state["step"], desc="ctc warm-up",
-                   mininterval=10)
+        bar = tqdm(loader(batches), total=cfg.ctc_only_steps, initial=state["step"],
+                   desc="ctc warm-up", mininterval=10)
         running = 0.0
         for x, xl, y, yl in bar:
             loss = step(x, xl, y, yl, ctc_only=True)
@@ -354,11 +369,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
             else AugmentConfig()
         batches = duration_batches([d + 1.0 for d in train_set.durations()], cfg.batch_seconds,
                                    cfg.seed + epoch)
-        loader = torch.utils.data.DataLoader(
-            train_set, batch_sampler=batches[state["batch"]:], collate_fn=collate,
-            num_workers=cfg.num_workers, prefetch_factor=4 if cfg.num_workers else None)
-        bar = tqdm(loader, total=len(batches), initial=state["batch"], desc=f"epoch {epoch}",
-                   mininterval=10)
+        bar = tqdm(loader(batches[state["batch"]:]), total=len(batches),
+                   initial=state["batch"], desc=f"epoch {epoch}", mininterval=10)
         running = 0.0
         for x, xl, y, yl in bar:
             loss = step(x, xl, y, yl, ctc_only=False)
