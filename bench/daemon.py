@@ -33,9 +33,10 @@ from edge_asr.simulator.process_stats import process_cpu_seconds
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory now (VmRSS), or the most it has been (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -76,7 +77,7 @@ def main() -> None:
     args = p.parse_args()
     clips = [read_audio(f) for f in sorted((ROOT / "tests" / "data").glob("*.flac"))]
     audio_s = sum(len(c) for c in clips) / 16000
-    starts, rss, rtfs = [], [], []
+    starts, rss, peaks, rtfs = [], [], [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             socket = os.path.join(tmp, "d.sock")
@@ -95,12 +96,14 @@ def main() -> None:
                         push(stub, clip)
                     rtfs.append((process_cpu_seconds(proc.pid) - cpu0) / audio_s)
                 rss.append(rss_bytes(proc.pid))
+                peaks.append(rss_bytes(proc.pid, "VmHWM"))
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
     print(json.dumps({
         "start_to_serving_s_median": round(statistics.median(starts), 3),
         "rss_mb_median": round(statistics.median(rss) / 2**20, 1),
+        "peak_rss_mb_median": round(statistics.median(peaks) / 2**20, 1),
         "daemon_cpu_rtf_median": round(statistics.median(rtfs), 4),
         "audio_seconds_per_run": round(audio_s, 1), "runs": args.repeats,
         "note": "RTF = daemon process CPU seconds (all threads) per audio second",

@@ -216,14 +216,34 @@ _COUNT = re.compile(r"^ngram (\d+)=(\d+)$")
 
 
 def _read_arpa(lines: Iterable[str], name: str) -> NgramLM:
-    """Parses ARPA text; n-grams may only use words of the unigram section."""
+    """Parses ARPA text; n-grams may only use words of the unigram section.
+
+    One pass, each n-gram put in its table as it is read: the daemon loads a megabyte of
+    ARPA text at start, and a list of every parsed line first cost 70 MB at its peak."""
     declared: dict[int, int] = {}
-    entries: list[list[tuple[list[str], float, float | None]]] = [[]]
+    unigrams: list[tuple[str, float, float | None]] = []
+    lm: NgramLM | None = None
+    read = [0]  # n-grams read per order
     section = None  # "data", or the order being read
     ended = False
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
+            continue
+        if isinstance(section, int) and line[0] != "\\":  # most lines: an n-gram
+            words, log10p, log10bow = _arpa_entry(line, section, name, number)
+            read[section] += 1
+            if section == 1:
+                unigrams.append((words[0], log10p, log10bow))
+                continue
+            try:
+                key = lm._key([lm.index[w] for w in words])
+            except KeyError as exc:
+                raise LmFormatError(f"{name}: {section}-gram {' '.join(words)!r} uses "
+                                    f"{exc.args[0]!r}, which is not a unigram") from None
+            lm._logprobs[section][key] = log10p * LN10
+            if log10bow is not None and log10bow != 0.0:
+                lm._backoffs[section][key] = log10bow * LN10
             continue
         where = f"{name}:{number}"
         if line == "\\data\\":
@@ -233,49 +253,59 @@ def _read_arpa(lines: Iterable[str], name: str) -> NgramLM:
             break
         elif match := _SECTION.match(line):
             section = int(match.group(1))
-            if section != len(entries):
+            if section != len(read):
                 raise LmFormatError(f"{where}: \\{section}-grams: out of order")
-            entries.append([])
+            if section not in declared:
+                raise LmFormatError(f"{where}: the header declares no {section}-grams")
+            read.append(0)
+            if section == 2:
+                lm = _with_unigrams(unigrams, declared, name)
         elif section == "data":
             if not (match := _COUNT.match(line)):
                 raise LmFormatError(f"{where}: expected 'ngram N=COUNT', got {line!r}")
             declared[int(match.group(1))] = int(match.group(2))
-        elif isinstance(section, int):
-            fields = line.split("\t") if "\t" in line else line.split()
-            entries[section].append(_arpa_entry(fields, section, where))
-        else:
+        elif section is None:
             raise LmFormatError(f"{where}: text before \\data\\: {line!r}")
+        else:
+            raise LmFormatError(f"{where}: not an ARPA line: {line!r}")
     if not ended:
         raise LmFormatError(f"{name}: no \\end\\ line (truncated file?)")
-    order = len(entries) - 1
+    order = len(read) - 1
     if order < 1 or sorted(declared) != list(range(1, order + 1)):
         raise LmFormatError(f"{name}: the header declares orders {sorted(declared)} but the "
                             f"file has sections 1..{order}")
     for n in range(1, order + 1):
-        if declared[n] != len(entries[n]):
+        if declared[n] != read[n]:
             raise LmFormatError(f"{name}: header says {declared[n]} {n}-grams, "
-                                f"the file has {len(entries[n])}")
-    vocab = [words[0] for words, _, _ in entries[1]]
-    if len(set(vocab)) != len(vocab):
-        raise LmFormatError(f"{name}: a word is listed twice among the unigrams")
-    lm = NgramLM(vocab, order, [{} for _ in range(order + 1)], [{} for _ in range(order + 1)])
-    for n in range(1, order + 1):
-        for words, log10p, log10bow in entries[n]:
-            try:
-                ids = [lm.index[w] for w in words]
-            except KeyError as exc:
-                raise LmFormatError(f"{name}: {n}-gram {' '.join(words)!r} uses "
-                                    f"{exc.args[0]!r}, which is not a unigram") from None
-            key = lm._key(ids)
-            if not (n == 1 and words[0] == BOS):
-                lm._logprobs[n][key] = log10p * LN10
-            if log10bow is not None and log10bow != 0.0:
-                lm._backoffs[n][key] = log10bow * LN10
+                                f"the file has {read[n]}")
+    if lm is None:  # a unigram model
+        lm = _with_unigrams(unigrams, declared, name)
     return lm
 
 
-def _arpa_entry(fields: list[str], n: int, where: str) -> tuple[list[str], float, float | None]:
+def _with_unigrams(unigrams: list[tuple[str, float, float | None]], declared: dict[int, int],
+                   name: str) -> NgramLM:
+    """The model with its vocabulary and unigram tables; the higher orders are filled in
+    by the caller, up to the order the header declares."""
+    vocab = [word for word, _, _ in unigrams]
+    if len(set(vocab)) != len(vocab):
+        raise LmFormatError(f"{name}: a word is listed twice among the unigrams")
+    order = max(declared, default=1)
+    lm = NgramLM(vocab, order, [{} for _ in range(order + 1)], [{} for _ in range(order + 1)])
+    for i, (word, log10p, log10bow) in enumerate(unigrams):
+        key = lm._key([i])
+        if word != BOS:
+            lm._logprobs[1][key] = log10p * LN10
+        if log10bow is not None and log10bow != 0.0:
+            lm._backoffs[1][key] = log10bow * LN10
+    return lm
+
+
+def _arpa_entry(line: str, n: int, name: str, number: int
+                ) -> tuple[list[str], float, float | None]:
     """One n-gram line: log10 p, n words (tab- or space-separated), optional log10 bow."""
+    fields = line.split("\t") if "\t" in line else line.split()
+    where = f"{name}:{number}"
     if "\t" in fields[0] or len(fields) not in (2, 3, n + 1, n + 2):
         raise LmFormatError(f"{where}: not an ARPA {n}-gram line")
     if len(fields) in (2, 3) and len(fields[1].split()) == n:

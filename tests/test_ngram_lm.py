@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -192,6 +193,8 @@ def _add_bigram(text: str) -> str:
     (lambda t: t.replace("ngram 2=", "ngram 2=1"), "header says"),
     (lambda t: t.replace("\tkitchen\t", "\tkitchen\tx\t", 1), "not an ARPA"),
     (_add_bigram, "not a unigram"),
+    (lambda t: re.sub(r"ngram 3=\d+\n", "", t), "declares no 3-grams"),
+    (lambda t: t.replace("\\2-grams:\n", "\\2-grams:\n\\oops\n"), "not an ARPA line"),
 ])
 def test_malformed_arpa_is_refused_with_a_reason(lm, tmp_path, damage, message):
     lm.save_arpa(tmp_path / "good.arpa")
