@@ -1,7 +1,8 @@
-"""Training is resumable: a run stopped mid-epoch and started again with the same command
-ends with the weights an uninterrupted run ends with, step for step (same data, same
-augmentation, same dropout and SpecAugment masks, the running average and the pruner's
-masks carried over), and it does not train the finished batches again."""
+"""The training loop. It is resumable: a run stopped mid-epoch and started again with the
+same command ends with the weights an uninterrupted run ends with, step for step (same
+data, same augmentation, same dropout and SpecAugment masks, the running average and the
+pruner's masks carried over), and it does not train the finished batches again. On a GPU
+its data comes from enough loader processes."""
 
 import json
 import shutil
@@ -107,3 +108,11 @@ def test_a_run_stopped_in_the_ctc_warm_up_resumes_there(data, tmp_path, capsys):
     assert "resuming at epoch 0 batch 0 step 1" in out
     saved = torch.load(tmp_path / "exp" / "checkpoint.pt", weights_only=False)
     assert saved["state"]["step"] == 8  # 2 CTC steps and 2 epochs of 3, none twice
+
+
+def test_a_gpu_gets_loader_processes_enough_to_feed_it():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert train_mod.data_workers(1, cpu, 16) == 1  # the CPU's cores train
+    assert train_mod.data_workers(1, gpu, 16) == 8
+    assert train_mod.data_workers(1, gpu, 2) == 1
+    assert train_mod.data_workers(12, gpu, 16) == 12  # a configured number is kept
