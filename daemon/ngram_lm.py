@@ -305,24 +305,20 @@ def _arpa_entry(line: str, n: int, name: str, number: int
                 ) -> tuple[list[str], float, float | None]:
     """One n-gram line: log10 p, n words (tab- or space-separated), optional log10 bow."""
     fields = line.split("\t") if "\t" in line else line.split()
-    where = f"{name}:{number}"
-    if "\t" in fields[0] or len(fields) not in (2, 3, n + 1, n + 2):
-        raise LmFormatError(f"{where}: not an ARPA {n}-gram line")
-    if len(fields) in (2, 3) and len(fields[1].split()) == n:
-        words = fields[1].split()
-        rest = fields[2:]
-    else:
+    if len(fields) in (2, 3) and len(words := fields[1].split()) == n:
+        rest = fields[2:]  # as written here: log10 p, the words, the back-off, by tabs
+    elif len(fields) in (n + 1, n + 2):
         words, rest = fields[1:n + 1], fields[n + 1:]
-    if len(words) != n:
-        raise LmFormatError(f"{where}: expected {n} words, got {len(words)}")
+    else:
+        raise LmFormatError(f"{name}:{number}: not an ARPA {n}-gram line")
     try:
         log10p = float(fields[0])
         log10bow = float(rest[0]) if rest else None
     except ValueError as exc:
-        raise LmFormatError(f"{where}: bad number: {exc}") from None
+        raise LmFormatError(f"{name}:{number}: bad number: {exc}") from None
     if not math.isfinite(log10p) or log10p > 0 or (log10bow is not None
                                                     and not math.isfinite(log10bow)):
-        raise LmFormatError(f"{where}: probability or back-off out of range")
+        raise LmFormatError(f"{name}:{number}: probability or back-off out of range")
     return words, log10p, log10bow
 
 
