@@ -157,6 +157,24 @@ class NgramLM:
             for key, logprob in self._logprobs[n].items():
                 yield tuple(self._ids_of_key(key, n)), logprob
 
+    def followers(self) -> dict[tuple[int, ...], tuple[list[int], list[float]]]:
+        """Every context that stores n-grams (word ids) -> the words stored after it and
+        their ln p. Grouped on the packed keys (a key's context is key // base), so that
+        only the contexts are spelled out, not every n-gram: this runs at daemon start."""
+        grouped: dict[tuple[int, ...], tuple[list[int], list[float]]] = {}
+        for n in range(1, self.order + 1):
+            by_context: dict[int, tuple[list[int], list[float]]] = {}
+            for key, logprob in self._logprobs[n].items():
+                context, word = divmod(key, self._base)
+                entry = by_context.get(context)
+                if entry is None:
+                    entry = by_context[context] = ([], [])
+                entry[0].append(word - 1)
+                entry[1].append(logprob)
+            for context, entry in by_context.items():
+                grouped[tuple(self._ids_of_key(context, n - 1))] = entry
+        return grouped
+
     def predictable_ids(self) -> list[int]:
         """The ids every distribution covers: the vocabulary without <s>."""
         return [i for i in range(len(self.vocab)) if i != self.bos]

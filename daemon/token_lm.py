@@ -57,13 +57,8 @@ class _Vectors:
 
     def _index_followers(self) -> dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
         """Context (LM ids) -> (next LM ids, ln p): the n-grams stored, grouped by context."""
-        grouped: dict[tuple[int, ...], tuple[list[int], list[float]]] = {}
-        for ids, logprob in self.ngram.ngrams():
-            words, probs = grouped.setdefault(ids[:-1], ([], []))
-            words.append(ids[-1])
-            probs.append(logprob)
         return {c: (np.array(w, np.int64), np.array(p, np.float32))
-                for c, (w, p) in grouped.items()}
+                for c, (w, p) in self.ngram.followers().items()}
 
     def start(self) -> tuple[int, ...]:
         return (self.ngram.bos,) if self.ngram.order > 1 else ()

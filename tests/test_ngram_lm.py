@@ -222,3 +222,13 @@ def test_training_input_errors():
     with pytest.raises(LmFormatError, match="order"):
         train_ngram(SENTENCES, NgramOptions(order=0))
     assert build_vocab([["a", "b", "a"]], min_count=2) == [BOS, EOS, UNK, "a"]
+
+
+def test_followers_group_every_stored_ngram_by_its_context(any_lm):
+    grouped = {}
+    for ids, logprob in any_lm.ngrams():
+        grouped.setdefault(ids[:-1], {})[ids[-1]] = logprob
+    followers = any_lm.followers()
+    assert set(followers) == set(grouped)
+    for context, (words, logprobs) in followers.items():
+        assert dict(zip(words, logprobs, strict=True)) == grouped[context]
