@@ -20,7 +20,7 @@ import gzip
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,12 +150,6 @@ class NgramLM:
     def backoff(self, context: Sequence[int]) -> float:
         """ln back-off weight of `context` (word ids): 0 for a context that stores none."""
         return self._backoffs[len(context)].get(self._key(context), 0.0)
-
-    def ngrams(self) -> Iterator[tuple[tuple[int, ...], float]]:
-        """Every stored n-gram (word ids) with its ln p, order by order."""
-        for n in range(1, self.order + 1):
-            for key, logprob in self._logprobs[n].items():
-                yield tuple(self._ids_of_key(key, n)), logprob
 
     def followers(self) -> dict[tuple[int, ...], tuple[list[int], list[float]]]:
         """Every context that stores n-grams (word ids) -> the words stored after it and

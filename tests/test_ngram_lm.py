@@ -83,7 +83,8 @@ def test_every_long_context_of_a_pruned_model_is_a_distribution(pruned, context)
 
 
 def _stored_ngrams(lm: NgramLM) -> list[tuple[int, ...]]:
-    return [ids for ids, _ in lm.ngrams()]
+    return [(*context, word) for context, (words, _) in lm.followers().items()
+            for word in words]
 
 
 def test_cutoffs_drop_rarely_seen_ngrams_and_keep_the_model_closed(pruned):
@@ -225,10 +226,11 @@ def test_training_input_errors():
 
 
 def test_followers_group_every_stored_ngram_by_its_context(any_lm):
-    grouped = {}
-    for ids, logprob in any_lm.ngrams():
-        grouped.setdefault(ids[:-1], {})[ids[-1]] = logprob
+    # Each (context, word) is a stored n-gram: scored without backing off, at the ln p
+    # the follower list gives; and every stored n-gram is in a list, once.
     followers = any_lm.followers()
-    assert set(followers) == set(grouped)
     for context, (words, logprobs) in followers.items():
-        assert dict(zip(words, logprobs, strict=True)) == grouped[context]
+        for word, logprob in zip(words, logprobs, strict=True):
+            assert any_lm.score_id(context, word)[0] == logprob
+    listed = [(*c, w) for c, (words, _) in followers.items() for w in words]
+    assert len(set(listed)) == len(listed) == sum(any_lm.num_ngrams())
