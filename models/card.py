@@ -31,18 +31,26 @@ _ENGINE_NAMES = {"espeak": "espeak-ng", "flite": "flite", "festival": "festival"
 
 def training_data_summary(data: Path, config: dict) -> dict:
     """What a run trained on, read from its manifests: train.jsonl and any --extra-train
-    sets, their size, and the voices and engines that speak them."""
+    sets (a set named n times is heard n times an epoch), their size, the voices and engines
+    that speak the synthetic ones, and hours of recorded against synthetic speech."""
     names = ["train", *config.get("extra_train", [])]
-    summary, voices = {}, set()
-    for name in names:
+    summary, voices, hours = {}, set(), {"recorded": 0.0, "synthetic": 0.0}
+    for name in dict.fromkeys(names):
         rows = [json.loads(line) for line in
                 (data / "manifests" / f"{name}.jsonl").open(encoding="utf-8")]
-        summary[name] = {"utterances": len(rows),
-                         "hours": round(sum(r["duration"] for r in rows) / 3600, 2)}
+        recorded = any(r.get("corpus") for r in rows)  # real_speech.py names the corpus
+        set_hours = sum(r["duration"] for r in rows) / 3600
+        summary[name] = {"utterances": len(rows), "hours": round(set_hours, 2),
+                         "kind": "recorded" if recorded else "synthetic",
+                         "repeats_per_epoch": names.count(name)}
+        if recorded:
+            summary[name]["speakers"] = len({r.get("speaker") for r in rows})
+        hours["recorded" if recorded else "synthetic"] += set_hours
         voices |= {r["voice"] for r in rows if r.get("voice")}
     engines = sorted({v.split("-")[0] for v in voices})
     return {
         **summary,
+        "hours": {kind: round(h, 2) for kind, h in hours.items()},
         "engines": ", ".join(_ENGINE_NAMES.get(e, e) for e in engines)
                    + ", with on-the-fly augmentation (speed, noise, babble, music, reverb, "
                      "level, clipping, 8 kHz band-limiting, DC, silence)",

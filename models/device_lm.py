@@ -64,10 +64,26 @@ def spell_with_classes(sp: spm.SentencePieceProcessor, text: str, names: set[str
     return pieces + sp.encode(" ".join(words[start:]), out_type=str)
 
 
+def manifest_sentences(paths: Sequence[Path]) -> list[dict]:
+    """The transcripts of training manifests (recorded speech) as corpus rows: what people
+    were recorded saying is text the LM should know too. No entities: their names are
+    words of the sentence."""
+    rows = []
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                text = normalize_text(json.loads(line).get("text", ""))
+                if text:
+                    rows.append({"text": text, "entities": []})
+    return rows
+
+
 def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
-                    cutoffs: tuple[int, ...] = DEFAULT_CUTOFFS) -> dict:
+                    cutoffs: tuple[int, ...] = DEFAULT_CUTOFFS,
+                    transcripts: Sequence[Path] = ()) -> dict:
     """Writes the LM files (LM_FILES) into model_dir and their entries into its
-    model_card.json; returns the summary."""
+    model_card.json; returns the summary. `transcripts`: training manifests whose texts
+    join the corpus's training sentences (each distinct sentence once)."""
     sp = spm.SentencePieceProcessor(model_proto=read_model_file(model_dir, "bpe.model"))
     names = {normalize_text(n) for n in (data / "corpus" / "names_train.txt").read_text(
         encoding="utf-8").splitlines() if n.strip()}
@@ -77,7 +93,8 @@ def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
         return [spell_with_classes(sp, r["text"], {normalize_text(e) for e in r["entities"]}
                                    & names) for r in rows]
 
-    train = spell(_rows(data / "corpus" / "train.jsonl"))
+    recorded = list({r["text"]: r for r in manifest_sentences(transcripts)}.values())
+    train = spell(_rows(data / "corpus" / "train.jsonl") + recorded)
     dev = spell(_rows(data / "corpus" / "dev.jsonl"))
     start = time.perf_counter()
     lm = train_ngram(train, NgramOptions(order=order, cutoffs=cutoffs))
@@ -88,6 +105,8 @@ def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
     summary = {
         "files": list(LM_FILES), "order": order, "cutoffs": list(cutoffs),
         "name_class": CONTACT, "ngrams": lm.num_ngrams(), "train_sentences": len(train),
+        "transcript_sentences": len(recorded),
+        "transcripts": [p.name for p in transcripts],
         "train_pieces": sum(map(len, train)),
         "dev_perplexity_per_piece": round(perplexity(lm, dev), 3),
         "name_model": {"order": NAME_ORDER, "names": len(spelled_names),
@@ -116,8 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cutoffs", type=int, nargs="*", default=list(DEFAULT_CUTOFFS),
                    help="fewest counts to store an n-gram of order 3, 4, ... (the last "
                         "value holds for the orders above)")
+    p.add_argument("--transcripts", type=Path, nargs="*", default=[],
+                   help="training manifests whose transcripts join the LM's text (the real "
+                        "speech the model trained on)")
     args = p.parse_args(argv)
-    summary = build_device_lm(args.model, args.data, args.order, tuple(args.cutoffs))
+    summary = build_device_lm(args.model, args.data, args.order, tuple(args.cutoffs),
+                              args.transcripts)
     print(json.dumps(summary, indent=2))
     return 0
 

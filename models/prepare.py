@@ -32,6 +32,7 @@ from edge_asr.models.synth import (
     espeak_scratch,
     heldout_voices,
     more_training_voices,
+    other_engine_voices,
     random_timbre_voices,
     synthesize,
     training_voices,
@@ -172,6 +173,7 @@ def load_split(corpus_dir: Path, split: str) -> list[dict]:
 MORE_VOICES_SETS = ("train_voices2", "dev_voices")
 # The set prepare_random_voices renders (recipe --random-voices).
 RANDOM_VOICES_SETS = ("train_voices3",)
+OTHER_ENGINES_SETS = ("train_voices4",)
 # The evaluation sets prepare_all renders besides train (what the recipe may report on).
 RENDERED_SETS = ("dev", "test_voices", "test_snr10", "test_band8k", "test_sentences",
                  "test_names", "dev_snr10", "dev_names")
@@ -265,6 +267,26 @@ def prepare_random_voices(data_dir: Path, n: int, workers: int = 2) -> dict:
     cast = random_timbre_voices()
     voices = [cast[i] for i in rng.integers(0, len(cast), n)]
     return {"train_voices3": render_set("train_voices3", sentences, voices, data_dir, None, 31,
+                                        0.4, workers)}
+
+
+# The fourth rendering's engines by share: RHVoice has the most voices, Pico two.
+OTHER_ENGINE_SHARE = {"espeak": 0.35, "rhvoice": 0.4, "pico": 0.25}
+
+
+def prepare_other_engines(data_dir: Path, n: int, workers: int = 2) -> dict:
+    """A fourth training rendering: `n` training sentences (drawn from the whole training
+    corpus) spoken by `other_engine_voices()`, MBROLA, RHVoice and Pico, for `--extra-train
+    train_voices4`. More ways of making speech, so that what the model learns is less any
+    one engine's."""
+    check_engines(("espeak", "mbrola", "rhvoice", "pico"))
+    pool = load_split(data_dir / "corpus", "train")
+    if len(pool) < n:
+        raise ValueError(f"the corpus has {len(pool)} training sentences, {n} asked for")
+    rng = np.random.default_rng(41)
+    sentences = [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
+    voices = pick_voices(n, rng, other_engine_voices(), OTHER_ENGINE_SHARE)
+    return {"train_voices4": render_set("train_voices4", sentences, voices, data_dir, None, 41,
                                         0.4, workers)}
 
 

@@ -5,7 +5,8 @@
 Stages (each skipped when its output exists, so an interrupted run picks up where it was):
   1 corpus      sentences and name lists            DATA/corpus
   2 tokenizer   sentencepiece units                  DATA/lang
-  3 audio       TTS + evaluation conditions          DATA/audio, DATA/manifests
+  3 audio       TTS + evaluation conditions          DATA/audio, DATA/manifests;
+                recorded speech (--real PATH ...)    split by whole speakers (real_speech.py)
   4 cmvn        global feature statistics           DATA/lang/cmvn.pt
   5 train       resumable training                  DATA/exp
   6 export      ONNX in sherpa-onnx lstm layout,     OUT/
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from edge_asr.daemon.features import compute_fbank
-from edge_asr.models import blockwise, prepare
+from edge_asr.models import blockwise, prepare, real_speech
 from edge_asr.models.augment import Augmenter
 from edge_asr.models.dataset import load_audio
 from edge_asr.models.distill import MODEL_SIZES
@@ -78,6 +79,33 @@ def stage_cmvn(data: Path, n: int = 400) -> None:
                path)
 
 
+def real_training_sets(data: Path, names: list[str], repeat: int) -> list[str]:
+    """The recorded training sets, each named `repeat` times (heard that often an epoch) if
+    it has many speakers; one of a few speakers is named once, lest the model learn them."""
+    out = []
+    for name in names:
+        rows = (data / "manifests" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+        speakers = {json.loads(row).get("speaker") for row in rows if row.strip()}
+        out += [name] * (repeat if len(speakers) >= real_speech.MIN_SPEAKERS_TO_SPLIT else 1)
+    return out
+
+
+def write_mixed_dev(data: Path, real_devs: list[str], n_synthetic: int = 150) -> Path:
+    """dev_mixed: the recorded corpora's dev speakers and `n_synthetic` utterances of
+    dev_voices (dev without --more-voices), so that choosing weights for people does not
+    quietly give up the synthetic domain (names, requests)."""
+    manifests = data / "manifests"
+    synthetic = "dev_voices" if (manifests / "dev_voices.jsonl").exists() else "dev"
+    rows = []
+    for name, limit in [*((n, None) for n in real_devs), (synthetic, n_synthetic)]:
+        lines = [line for line in (manifests / f"{name}.jsonl").read_text(
+            encoding="utf-8").splitlines() if line.strip()]
+        rows += lines[:limit]
+    out = manifests / "dev_mixed.jsonl"
+    out.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="cache folder (outside git)")
@@ -122,9 +150,24 @@ def main() -> None:
     p.add_argument("--random-voices", type=int, default=0, metavar="N",
                    help="also render N training utterances by made-up espeak-ng speakers "
                         "(train_voices3, for --extra-train)")
+    p.add_argument("--other-engines", type=int, default=0, metavar="N",
+                   help="also render N training utterances by MBROLA, RHVoice and Pico voices "
+                        "(train_voices4, for --extra-train; Debian contrib and non-free "
+                        "packages, `make voices`)")
     p.add_argument("--dev-set", default="dev",
                    help="the set in DATA/manifests that is scored each epoch and picks the "
-                        "final weights (dev_voices: speakers training never hears)")
+                        "final weights (dev_voices: speakers training never hears; "
+                        "dev_mixed: with --real, each corpus's dev speakers and dev_voices)")
+    p.add_argument("--real", type=Path, nargs="*", default=[], metavar="PATH",
+                   help="recorded speech corpora in their published layouts (Kaldi data "
+                        "directories, speechocean762, LibriSpeech, Common Voice, NeMo or "
+                        "Lhotse manifests): each is split by whole speakers into NAME_train, "
+                        "NAME_dev, test_NAME and test_NAME_babble10, and NAME_train joins "
+                        "the training sets")
+    p.add_argument("--real-repeat", type=int, default=3,
+                   help="times each recorded corpus of many speakers is heard per epoch (a "
+                        "few hours of people against many hours of synthesis); a corpus of "
+                        "one or a few speakers is heard once")
     p.add_argument("--eval-sets", nargs="*", default=None,
                    help="evaluation sets for the model card (default: the five test sets; "
                         "the flag alone: none, e.g. for a model that only feeds "
@@ -140,7 +183,10 @@ def main() -> None:
     # Sets the audio stage renders itself are not missing; the rest must be there already.
     rendered_later = set(prepare.RENDERED_SETS) | (
         set(prepare.MORE_VOICES_SETS) if args.more_voices else set()) | (
-        set(prepare.RANDOM_VOICES_SETS) if args.random_voices else set())
+        set(prepare.RANDOM_VOICES_SETS) if args.random_voices else set()) | (
+        set(prepare.OTHER_ENGINES_SETS) if args.other_engines else set())
+    real_sets = [f"{real_speech.corpus_name(path)}_train" for path in args.real]
+    rendered_later |= set(real_sets) | ({"dev_mixed"} if args.real else set())
     for flag, names in (("--extra-train", args.extra_train), ("--dev-set", [args.dev_set])):
         for name in names:  # refused before the long stages
             if name not in rendered_later and not (args.data / "manifests" /
@@ -174,12 +220,22 @@ def main() -> None:
             prepare.prepare_more_voices(args.data, args.more_voices, args.n_train, args.workers)
         if args.random_voices:
             prepare.prepare_random_voices(args.data, args.random_voices, args.workers)
+        if args.other_engines:
+            prepare.prepare_other_engines(args.data, args.other_engines, args.workers)
+        for path in args.real:
+            real_speech.prepare_corpus(path, args.data)
+        if args.real:
+            write_mixed_dev(args.data, [f"{real_speech.corpus_name(p)}_dev" for p in args.real
+                                        if (args.data / "manifests" /
+                                            f"{real_speech.corpus_name(p)}_dev.jsonl").exists()])
     if step("cmvn"):
         stage_cmvn(args.data)
     if step("train"):
         stats = torch.load(args.data / "lang" / "cmvn.pt")
         cfg = TrainConfig(epochs=args.epochs, threads=args.threads, seed=args.seed,
-                          extra_train=list(args.extra_train), dev_set=args.dev_set,
+                          extra_train=list(args.extra_train)
+                          + real_training_sets(args.data, real_sets, args.real_repeat),
+                          dev_set=args.dev_set,
                           model=dataclasses.replace(MODEL_SIZES[args.model_size]))
         if args.init_from:
             cfg.init_from = str(args.init_from)
@@ -201,7 +257,8 @@ def main() -> None:
         from edge_asr.models.device_lm import build_device_lm
 
         # The evaluation decodes with the LM (the recognizer's default), so it comes first.
-        lm = build_device_lm(args.out, args.data)
+        lm = build_device_lm(args.out, args.data, transcripts=[
+            args.data / "manifests" / f"{name}.jsonl" for name in real_sets])
         (exp / "device_lm.json").write_text(json.dumps(lm, indent=2) + "\n")
     if step("evaluate"):
         from edge_asr.models.card import EVAL_SETS, write_model_card

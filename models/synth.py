@@ -28,7 +28,7 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak", "flite", "festival" or "piper"
+    engine: str  # "espeak", "flite", "festival", "piper", "rhvoice" or "pico"
     name: str  # engine voice (espeak "en-us+m3", flite "slt", festival "ked_diphone", piper id)
     settings: tuple[tuple[str, float], ...] = field(default=())
 
@@ -49,7 +49,9 @@ _ESPEAK_TRAIN_VARIANTS = ("m1", "m2", "m3", "m5", "m7", "f1", "f2", "f4", "f5", 
                           "klatt2", "klatt4", "croak", "Andy", "Annie", "Alicia", "Lee",
                           "michel", "norbert", "linda", "max", "paul", "edward", "grandma",
                           "john", "belinda", "benjamin", "caleb", "david", "anika")
-_FLITE_TRAIN = ("kal16", "awb", "slt", "kal")
+# flite's kal and kal16 are the recordings behind festival's kal_diphone, which is reserved for
+# evaluation (a voice no training set may hear), so flite trains on awb and slt alone.
+_FLITE_TRAIN = ("awb", "slt")
 _PIPER_TRAIN = (("length_scale", 0.85), ("length_scale", 1.0), ("length_scale", 1.2))
 
 
@@ -96,6 +98,24 @@ def more_training_voices() -> list[Voice]:
     voices += [Voice("festival", name) for name in _FESTIVAL_TRAIN]
     voices += [Voice("piper", "en_US-joe-medium", (s,)) for s in _PIPER_TRAIN]
     return voices
+
+
+# The fourth training rendering (`other_engine_voices`): engines of their own, each with a
+# different way of making speech, from Debian's contrib and non-free components: MBROLA's
+# diphone voices (driven by espeak-ng), RHVoice's English HMM voices (its Russian-accented
+# evgeniy-eng among them) and SVOX Pico. None of them speaks any test set.
+_MBROLA_TRAIN = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")
+_RHVOICE_TRAIN = ("alan", "bdl", "clb", "slt", "evgeniy-eng")
+_PICO_TRAIN = ("en-US", "en-GB")
+OTHER_ENGINE_PACKAGES = ("mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 rhvoice "
+                         "rhvoice-english libttspico-utils")
+
+
+def other_engine_voices() -> list[Voice]:
+    """MBROLA, RHVoice and Pico voices (train_voices4)."""
+    return ([Voice("espeak", name) for name in _MBROLA_TRAIN]
+            + [Voice("rhvoice", name) for name in _RHVOICE_TRAIN]
+            + [Voice("pico", name) for name in _PICO_TRAIN])
 
 
 def dev_voices() -> list[Voice]:
@@ -221,7 +241,11 @@ def _espeak_path_for(name: str) -> list[str]:
 
 _ENGINE_PACKAGES = {"espeak": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"),
                     "festival": ("text2wave",
-                                 "festival festvox-us-slt-hts festvox-kdlpc16k")}
+                                 "festival festvox-us-slt-hts festvox-kdlpc16k"),
+                    # Debian contrib / non-free (the Makefile's voices target adds them)
+                    "mbrola": ("mbrola", "mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1"),
+                    "rhvoice": ("RHVoice-test", "rhvoice rhvoice-english"),
+                    "pico": ("pico2wave", "libttspico-utils")}
 
 
 def check_engines(engines: tuple[str, ...] = ("espeak", "flite")) -> None:
@@ -239,8 +263,9 @@ def _resample(audio: np.ndarray, rate: int) -> np.ndarray:
     return audio
 
 
-def _run_wav(cmd: list[str]) -> np.ndarray:
-    out = subprocess.run(cmd, check=True, capture_output=True).stdout
+def _run_wav(cmd: list[str], stdin: str | None = None) -> np.ndarray:
+    out = subprocess.run(cmd, check=True, capture_output=True,
+                         input=None if stdin is None else stdin.encode()).stdout
     audio, rate = sf.read(io.BytesIO(out), dtype="float32")
     return _resample(audio, rate)
 
@@ -279,6 +304,19 @@ def _synth_piece(text: str, voice: Voice, rng: np.random.Generator) -> np.ndarra
             if not Path(out).is_file():  # an unknown voice is an error text2wave exits 0 on
                 raise RuntimeError(f"festival wrote no audio for voice {voice.name!r}: "
                                    f"{run.stderr.decode(errors='replace').strip()[:200]}")
+            audio, rate = sf.read(out, dtype="float32")
+        return _resample(audio, rate)
+    if voice.engine == "rhvoice":
+        # Rate and pitch in percent of the voice's own; it reads the text from stdin.
+        rate, pitch = int(rng.integers(80, 125)), int(rng.integers(85, 116))
+        return _run_wav(["RHVoice-test", "-p", voice.name, "-r", str(rate), "-t", str(pitch),
+                         "-o", "/dev/stdout"], text)
+    if voice.engine == "pico":
+        # pico2wave has no rate or pitch control and writes only to a named .wav file.
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/speech.wav"
+            subprocess.run(["pico2wave", "-l", voice.name, "-w", out, text], check=True,
+                           capture_output=True)
             audio, rate = sf.read(out, dtype="float32")
         return _resample(audio, rate)
     if voice.engine == "piper":

@@ -77,13 +77,32 @@ def test_training_data_counts_every_set_the_run_trained_on(tmp_path):
     write("train_voices2", ["festival-cmu_us_slt_arctic_hts", "espeak-en-us+m1"])
     both = training_data_summary(tmp_path, {"extra_train": ["train_voices2"],
                                             "dev_set": "dev_voices"})
-    assert both["train"] == {"utterances": 2, "hours": 1.0}
-    assert both["train_voices2"] == {"utterances": 2, "hours": 1.0}
+    synthetic = {"utterances": 2, "hours": 1.0, "kind": "synthetic", "repeats_per_epoch": 1}
+    assert both["train"] == synthetic
+    assert both["train_voices2"] == synthetic
     assert both["training_voices"] == 3 and both["dev_set"] == "dev_voices"
     assert both["engines"].startswith("espeak-ng, festival, flite,")
+    assert both["hours"] == {"recorded": 0.0, "synthetic": 2.0}
     alone = training_data_summary(tmp_path, {})  # a run before --extra-train existed
     assert "train_voices2" not in alone and alone["training_voices"] == 2
     assert alone["dev_set"] == "dev"
+
+
+def test_training_data_tells_recorded_from_synthetic_hours(tmp_path):
+    """A model card must say how much of its training was people: recorded sets (written by
+    real_speech.py, which names the corpus) are counted apart, once however often heard."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    manifests.joinpath("train.jsonl").write_text(
+        json.dumps({"text": "hi", "voice": "flite-slt", "duration": 3600.0}) + "\n")
+    manifests.joinpath("so_train.jsonl").write_text("".join(
+        json.dumps({"text": "hi", "corpus": "so", "speaker": s, "duration": 900.0}) + "\n"
+        for s in ("a", "b", "b")))
+    summary = training_data_summary(tmp_path, {"extra_train": ["so_train"] * 3})
+    assert summary["so_train"] == {"utterances": 3, "hours": 0.75, "kind": "recorded",
+                                   "repeats_per_epoch": 3, "speakers": 2}
+    assert summary["hours"] == {"recorded": 0.75, "synthetic": 1.0}
+    assert summary["training_voices"] == 1
 
 
 def test_every_column_without_data_is_refused(tiny_model_dir, monkeypatch, capsys):

@@ -37,3 +37,26 @@ def test_the_lm_goes_beside_the_model_and_into_its_card(tiny_model_dir, tmp_path
     assert summary["name_model"]["names"] == 2 and summary["ngrams"][0] > 3
     assert "bytes_total" not in card  # the model's bytes stay the model's
     Recognizer(RecognizerConfig(model_dir=folder, lm_scale=0.3))  # loads, checked
+
+
+def test_recorded_speech_transcripts_join_the_lm_text(tiny_model_dir, tmp_path):
+    """What people were recorded saying (real training corpora) is text the LM learns: a
+    transcript sentence becomes far more likely, and each distinct sentence counts once."""
+    from edge_asr.daemon.ngram_lm import NgramLM, perplexity
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    data = tiny_corpus(tmp_path / "data")
+    sentence = "kate loves china"
+    manifest = tmp_path / "people_train.jsonl"
+    manifest.write_text("".join(json.dumps({"audio_filepath": f"{k}.wav", "text": text}) + "\n"
+                                for k, text in enumerate([sentence, "Kate loves China!", ""])))
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "bpe.model"))
+    pieces = [sp.encode(sentence, out_type=str)]
+    build_device_lm(folder, data)
+    before = perplexity(NgramLM.load_arpa(folder / LM_FILE), pieces)
+    summary = build_device_lm(folder, data, transcripts=[manifest])
+    after = perplexity(NgramLM.load_arpa(folder / LM_FILE), pieces)
+    assert summary["transcript_sentences"] == 1  # normalised, deduplicated, empty dropped
+    assert summary["transcripts"] == ["people_train.jsonl"]
+    assert after < 0.5 * before

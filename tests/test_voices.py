@@ -169,3 +169,37 @@ def test_made_up_speakers_leave_no_espeak_folders_behind(tmp_path):
                                                 for w in ("one", "two")))
     prepare.prepare_random_voices(tmp_path, n=2, workers=2)
     assert _espeak_folders() <= before
+
+
+def test_voices_reserved_for_evaluation_are_never_trained_on():
+    """festival's kal_diphone and flite's kal / kal16 (the same recordings) and every hibari
+    voice are evaluation-only: no training rendering may speak with them."""
+    from edge_asr.models.synth import other_engine_voices
+
+    trained = (training_voices() + more_training_voices() + random_timbre_voices()
+               + other_engine_voices() + dev_voices())
+    for v in trained:
+        assert "kal" not in v.name and v.engine != "hibari", v.id
+    assert not {v.id for v in other_engine_voices()} & {v.id for v in heldout_voices()}
+
+
+@pytest.mark.parametrize("voice", [Voice("espeak", "mb-us1"), Voice("rhvoice", "bdl"),
+                                   Voice("rhvoice", "evgeniy-eng"), Voice("pico", "en-GB")])
+def test_other_engines_speak_at_16k(voice):
+    audio = synthesize("set a timer for ten minutes", voice, np.random.default_rng(0))
+    assert audio.dtype == np.float32
+    assert 1.0 < audio.size / SAMPLE_RATE < 4.0
+    assert np.abs(audio[:160]).max() > 1e-3  # trimmed to the speech
+
+
+def test_other_engines_render_a_training_set(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sentences = [f"dim the {w} lamp" for w in ("hall", "desk", "floor", "porch", "den", "attic")]
+    (corpus / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n"
+                                                for t in sentences))
+    rows = [json.loads(line) for line in
+            prepare.prepare_other_engines(tmp_path, n=6, workers=1)["train_voices4"].open()]
+    assert len(rows) == 6 and {r["text"] for r in rows} == set(sentences)
+    engines = {r["voice"].split("-")[0] for r in rows}
+    assert engines <= {"espeak", "rhvoice", "pico"} and len(engines) >= 2

@@ -1,0 +1,57 @@
+"""The scoreboard: models side by side per held-out set, people first, missing sets said."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from edge_asr.models import scoreboard
+
+CLIPS = Path(__file__).parent / "data"
+
+
+def _data(tmp_path: Path) -> Path:
+    """DATA/manifests/test_fsdd.jsonl of two bundled clips, each tagged with a speaker."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir(parents=True)
+    rows = [json.loads(line) for line in (CLIPS / "manifest.jsonl").open()][:2]
+    for k, row in enumerate(rows):
+        shutil.copy(CLIPS / row["audio_filepath"], manifests / row["audio_filepath"])
+        row["tags"] = [f"speaker:s{k}"]
+    (manifests / "test_fsdd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def test_scoreboard_prints_each_model_per_set_and_says_what_is_missing(
+        tiny_model_dir, tmp_path, monkeypatch, capsys):
+    data = _data(tmp_path)
+    out = tmp_path / "board.json"
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")  # --card writes into it
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other")
+    monkeypatch.setattr(sys, "argv", [
+        "scoreboard", "--data", str(data), "--model", str(model), "--model",
+        str(other), "--sets", "test_fsdd", "test_hibari", "--speakers",
+        "--output", str(out), "--card"])
+    scoreboard.main()
+    printed = capsys.readouterr().out
+    fsdd = next(line for line in printed.splitlines() if line.startswith("| test_fsdd |"))
+    hibari = next(line for line in printed.splitlines() if line.startswith("| test_hibari |"))
+    assert fsdd.count("%") == 2 and "6 real speakers" in fsdd
+    assert hibari.count("missing") == 2 and "<= 12%" in hibari
+    assert "test_fsdd: WER per speaker" in printed and "\ns0 " in printed
+    saved = json.loads(out.read_text())
+    got = saved["sets"]["test_fsdd"][str(model)]
+    assert got["utterances"] == 2 and 0.0 <= got["wer"]
+    assert saved["sets"]["test_hibari"][str(model)] is None
+    card = json.loads((model / "model_card.json").read_text())["heldout_evaluation"]
+    assert set(card["sets"]) == {"test_fsdd"}  # a missing set is not recorded as measured
+    assert card["sets"]["test_fsdd"]["wer"] == round(got["wer"], 4)
+    assert set(card["sets"]["test_fsdd"]["wer_by_speaker"]) == {"s0", "s1"}
+
+
+def test_people_come_first_in_the_report():
+    kinds = [s.recorded for s in scoreboard.SETS]
+    assert kinds == sorted(kinds, reverse=True)  # every recorded set before any synthetic
+    assert scoreboard.SETS[0].target == 0.15 and scoreboard.SETS[1].target == 0.30
