@@ -5,8 +5,20 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 DATA    ?= $(HOME)/.cache/edge-asr
-MODEL   ?= models/rnnt-v1
-APT_PKGS := espeak-ng flite festival festvox-us-slt-hts festvox-kdlpc16k libsndfile1 libportaudio2 sox pulseaudio pulseaudio-utils libasound2-plugins
+# What run, eval and bench load: the 4-bit model. SOURCE: the fp32 that train-v2 writes.
+MODEL   ?= models/rnnt-v1-int4-b128
+SOURCE  ?= models/rnnt-v2
+# Recorded speech for training, each a corpus in its published layout (speechocean762,
+# LibriSpeech, Common Voice, VCTK, Speech Commands, Kaldi, NeMo or Lhotse manifests); by
+# default every folder or link in DATA/corpora. FSDD: the Free Spoken Digit Dataset's
+# recordings folder, for evaluation only.
+REAL    ?= $(wildcard $(DATA)/corpora/*)
+FSDD    ?= $(DATA)/eval-corpora/free-spoken-digit-dataset/recordings
+APT_PKGS := espeak-ng flite festival festvox-us-slt-hts festvox-kdlpc16k festvox-kallpc16k libsndfile1 libportaudio2 sox pulseaudio pulseaudio-utils libasound2-plugins
+# More TTS engines for the recipe's fourth rendering (models/synth.py other_engine_voices):
+# Debian's contrib and non-free components, which the system-deps step adds to apt's sources.
+APT_CONTRIB_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 rhvoice rhvoice-english libttspico-utils
+APT_CONTRIB_LIST := /etc/apt/sources.list.d/edge-asr-contrib.sources
 
 .PHONY: run test train eval bench lint proto system-deps clean-venv
 
@@ -14,10 +26,14 @@ APT_PKGS := espeak-ng flite festival festvox-us-slt-hts festvox-kdlpc16k libsndf
 # PortAudio for microphones, and PulseAudio with the ALSA pulse plugin for the virtual
 # microphone in tests/test_microphone.py.
 $(VENV)/.system-deps: Makefile
-	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PKGS) $(APT_CONTRIB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if ! grep -rqs "non-free" /etc/apt/sources.list /etc/apt/sources.list.d/; then \
+	    . /etc/os-release; printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	      "$$VERSION_CODENAME" | $$SUDO tee $(APT_CONTRIB_LIST) >/dev/null; \
+	  fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@mkdir -p $(VENV) && touch $@
@@ -50,9 +66,9 @@ proto: $(VENV)/.installed
 # The recipe from nothing: corpus, TTS, training (3 epochs, about 2 hours on 2 cores),
 # export, model card. The shipped rnnt-v1 is this followed by continuations (train-more).
 train: $(VENV)/.installed
-	$(PY) -m edge_asr.models.recipe --data $(DATA) --out $(MODEL)
+	$(PY) -m edge_asr.models.recipe --data $(DATA) --out $(SOURCE)
 
-# Continues training the model in $(MODEL) for $(EPOCHS) more epochs on one thread (the
+# Continues training the fp32 model in $(SOURCE) for $(EPOCHS) more epochs on one thread (the
 # learning-rate schedule restarts), then exports over it and rewrites its card. How the
 # shipped rnnt-v1 got its later epochs; about 35 minutes an epoch here. The training folder
 # is named after the starting model's card, so an interrupted run resumes where it was and
@@ -60,12 +76,42 @@ train: $(VENV)/.installed
 EPOCHS ?= 3
 .PHONY: train-more
 train-more: $(VENV)/.installed
-	@test -f $(MODEL)/model_card.json || { echo "$(MODEL) has no model card (a run stopped \
+	@test -f $(SOURCE)/model_card.json || { echo "$(SOURCE) has no model card (a run stopped \
 	between export and evaluate?): python -m edge_asr.models.recipe --data $(DATA) --out \
-	$(MODEL) --exp <its training folder> --until evaluate"; exit 1; }
-	$(PY) -m edge_asr.models.recipe --data $(DATA) --out $(MODEL) --init-from $(MODEL) \
+	$(SOURCE) --exp <its training folder> --until evaluate"; exit 1; }
+	$(PY) -m edge_asr.models.recipe --data $(DATA) --out $(SOURCE) --init-from $(SOURCE) \
 	    --epochs $(EPOCHS) --threads 1 --until evaluate \
-	    --exp $(DATA)/exp-more-$$(sha256sum $(MODEL)/model_card.json | cut -c1-12)
+	    --exp $(DATA)/exp-more-$$(sha256sum $(SOURCE)/model_card.json | cut -c1-12)
+
+# Model v2: rnnt-v1 continued for 2 epochs on recorded speech ($(REAL), each heard three
+# times an epoch when it has many speakers) and four synthetic renderings (the recipe's
+# train, train_voices2, and MBROLA / RHVoice / Pico in train_voices4), on the 4-bit grid
+# of blocks of 128 inputs, weights chosen on dev_mixed (dev speakers of each corpus and
+# dev_voices). Then the fp32 export and its card, the int4 model made from it, the
+# held-out sets and the scoreboard. The shipped v2 trained on four corpora linked into
+# DATA/corpora under these names: speechocean762, speech_commands_test_v002, vctk_p239,
+# rhasspy_cathy (the model card says where each comes from).
+.PHONY: train-v2 heldout scoreboard
+train-v2: $(VENV)/.installed
+	@test -n "$(REAL)" || { echo "no recorded corpora: link them into $(DATA)/corpora or set REAL"; exit 1; }
+	$(PY) -m edge_asr.models.recipe --data $(DATA) --out models/rnnt-v2 --init-from models/rnnt-v1 \
+	    --epochs 2 --threads 1 --n-train 5000 --more-voices 5000 --other-engines 5000 \
+	    --extra-train train_voices2 train_voices4 --real $(REAL) --dev-set dev_mixed \
+	    --qat-bits 4 --qat-block 128 --exp $(DATA)/exp-v2 --until evaluate
+	$(PY) -m edge_asr.models.quantize models/rnnt-v2 models/rnnt-v2-int4 --block-4bit 128 --sets
+	$(MAKE) scoreboard
+
+# The evaluation-only sets: FSDD digit strings (real speakers), hibari-tts (an engine no
+# training set uses), festival's kal_diphone (a reserved voice).
+heldout: $(VENV)/.installed
+	$(PY) -m edge_asr.models.heldout_sets fsdd $(FSDD) --data $(DATA)
+	$(PY) -m edge_asr.models.heldout_sets hibari --data $(DATA)
+	$(PY) -m edge_asr.models.heldout_sets kal --data $(DATA)
+
+# Every held-out set, people first, v2 beside v1 (4-bit both), figures into both cards.
+scoreboard: heldout
+	$(PY) -m edge_asr.models.scoreboard --data $(DATA) --model models/rnnt-v2-int4 \
+	    --model models/rnnt-v1-int4-b128 --speakers --card --output $(DATA)/scoreboard.json
 
 # The cloud's language models (n-gram + LSTM, issue 4): corpus text in $(DATA)/cloud_lm,
 # models and their card in models/cloud-lm, which is committed (pruned 4-gram, int8 LSTM:
@@ -105,9 +151,9 @@ sim: $(VENV)/.installed
 # The cloud bench first: it needs only the committed cloud LM, not an acoustic model.
 bench: $(VENV)/.installed
 	$(PY) bench/cloud.py --lm models/cloud-lm
-	$(PY) bench/rtf.py --model $(MODEL) $(foreach m,$(wildcard $(MODEL)-int*/model_card.json),--model $(dir $(m)))
+	$(PY) bench/rtf.py --model $(SOURCE) --model $(MODEL)
 	$(PY) bench/daemon.py --model $(MODEL)
-	$(PY) bench/peers.py --model $(MODEL)
+	$(PY) bench/peers.py --model $(SOURCE)
 
 clean-venv:
 	rm -rf $(VENV)

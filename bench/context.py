@@ -2,7 +2,7 @@
 
     python bench/context.py [--model DIR] [--repeats N]
 
-The largest context DOMAIN.md allows (1,000 contacts, 200 devices; the other phrases are
+The largest context a user may have (1,000 contacts, 200 devices; the other phrases are
 the lexicon's playlist and timer names, fewer than 200), made from the recipe's lexicon
 and built with the model's own sentencepiece model, with and without the slot paths of
 `context_slot_bonus`. The daemon builds a graph once per distinct context (then it is

@@ -10,7 +10,8 @@ import soxr
 
 from edge_asr.daemon.features import SAMPLE_RATE
 
-# DOMAIN.md: the rates the daemon accepts; anything else is refused, never guessed at.
+# The rates the daemon accepts (ARCHITECTURE.md, "The audio path"); anything else is
+# refused, never guessed at.
 SUPPORTED_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 

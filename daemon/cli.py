@@ -4,7 +4,7 @@
     edge-asr listen [--socket PATH | --tcp ADDR]    print a running daemon's events
     edge-asr devices                                list audio input devices
     edge-asr transcribe FILE...                     the daemon's events for audio files
-    edge-asr eval MANIFEST --output RESULTS.jsonl   score a DOMAIN.md manifest
+    edge-asr eval MANIFEST --output RESULTS.jsonl   score a JSON Lines manifest
     edge-asr demo                                   daemon + simulated microphone + listener
     edge-asr cloud [--port N] [--lm DIR]            the cloud-rescoring service
     edge-asr sim run SCENARIO                       play a scenario, write its report

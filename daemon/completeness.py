@@ -1,11 +1,12 @@
 """Does a hypothesis look like a finished request? A rule-based score for the end-pointer.
 
-`looks_complete(text)` reads a normalised hypothesis (DOMAIN.md: lower case, numbers
-spelled out) and returns a score in [0, 1]: about 0.1 when the words clearly stop
-mid-request ("call", "dial five five five", "add milk to my"), about 0.9 when they
-clearly end one ("turn the lights off", "set a timer for ten minutes"), 0.5 when
-unsure. The final end-pointer waits longer on low scores, so that the pauses people
-make before a name or between digit groups are not cut (DOMAIN.md allows 700 ms).
+`looks_complete(text)` reads a normalised hypothesis (lower case, numbers spelled out:
+ARCHITECTURE.md, "Text normalisation") and returns a score in [0, 1]: about 0.1 when the
+words clearly stop mid-request ("call", "dial five five five", "add milk to my"), about
+0.9 when they clearly end one ("turn the lights off", "set a timer for ten minutes"), 0.5
+when unsure. The final end-pointer waits longer on low scores, so that the pauses people
+make before a name or between digit groups are not cut (up to 700 ms: ARCHITECTURE.md,
+"The speech domain").
 
 The rules follow the domain's phrasings: what may follow a verb, a preposition, a
 particle ("turn on" vs "turn the fan on"), and how long digit strings are grouped.

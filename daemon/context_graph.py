@@ -41,7 +41,7 @@ from edge_asr.daemon.text import normalize_text
 # bonus and the name rescue puts back names the beam lost, so this plain bonus only has to
 # tip close calls; larger, a long list's devices take the place of similar words (RecognizerConfig).
 DEFAULT_BONUS = 0.75
-# DOMAIN.md "Entities the device learns at run time": per-user limits, per kind.
+# Per-user limits, per kind (ARCHITECTURE.md, "The speech domain").
 KIND_LIMITS = {"contacts": 1000, "devices": 200, "phrases": 200}
 MAX_ENTRIES = sum(KIND_LIMITS.values())
 MAX_CHARS = 100
@@ -277,7 +277,7 @@ class ContextGraph:
                     row[token] = self.forward_one_step(state, token)[0]
             node = self._fail[node]
         row.flags.writeable = False
-        if len(self._rows) >= 256:  # bounded: a long session visits many states
+        if len(self._rows) >= 256:  # bounded: a long-running daemon visits many states
             self._rows.clear()
         self._rows[state] = row
         return row
@@ -294,7 +294,7 @@ def context_entries(context: Sequence[str] | Mapping[str, Sequence[str]]
     """Checks shape, types and counts; returns (where, entry) pairs, `where` for messages.
 
     Accepts a flat list (up to 1,400 entries) or {"contacts": [...], "devices": [...],
-    "phrases": [...]} with DOMAIN.md's per-kind limits. Limits count the entries as given,
+    "phrases": [...]} with the per-kind limits of `KIND_LIMITS`. Limits count the entries as given,
     duplicates included, so they bound the work before any of it is done.
     """
     if isinstance(context, Mapping):

@@ -7,7 +7,8 @@ frame by frame from the VAD flags, so their times are exact to one VAD frame; en
 decisions are taken once per call, at `now`, because blanks and text only change when
 a chunk is decoded.
 
-Per utterance the events come in DESIGN.md's order:
+Per utterance the events come in this order (ARCHITECTURE.md, "Events and the two
+end-pointers"):
 
     SPEECH_STARTED, SPECULATIVE_ENDPOINT (revision 1), then exactly one of
     CONFIRMED (revision 1 stands)  or  RESET ... FINAL_ENDPOINT (revision 2)
@@ -113,7 +114,7 @@ class EndpointConfig:
     # the last word's tail), so a 700 ms pause before a digit group or a name measures
     # longer. Words that look finished are not held (final_silence_noisy_extra holds all).
     # On dev_snr10 0 -> 0.3 s: premature cuts 1.3 -> 1.0%, resets 9.7 -> 8.7%, final EP90
-    # 0.588 -> 0.603 s (README, "Unfinished words in noise wait longer").
+    # 0.588 -> 0.603 s (RESULTS.md, "VAD and end-pointers").
     final_silence_max_noisy_extra: float = 0.3
     final_blank: float = 0.16
     silence_timeout: float = 1.5  # final after this much silence even if the decoder

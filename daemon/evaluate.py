@@ -2,7 +2,7 @@
 
 Audio is fed in 20 ms pieces through the same `Pipeline` (VAD, recognizer, the two
 end-pointers, lattices) that the daemon runs on its microphone, so what eval measures is
-what the device does. Writes one JSON line per utterance (DESIGN.md "Evaluation output")
+what the device does. Writes one JSON line per utterance (ARCHITECTURE.md, "Evaluation output")
 and returns a summary: WER per tag, end-point latency (EP50/EP90 after the manifest's
 speech_end), premature cuts, resets, lattice bytes, real-time factor.
 
@@ -201,7 +201,7 @@ def names_in(text: str, names: list[str]) -> list[str]:
 def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
                    config: PipelineConfig | None = None, link: CloudLink | None = None,
                    answer_deadline_s: float = 0.5) -> tuple[dict, bytes | None]:
-    """One utterance through the pipeline: its results row (DESIGN.md "Evaluation
+    """One utterance through the pipeline: its results row (ARCHITECTURE.md, "Evaluation
     output") and its standing lattice, serialized (None when no end-point produced one)."""
     samples = read_audio(entry.audio_filepath)
     context = entry.context if use_context and entry.context else None

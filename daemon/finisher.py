@@ -1,4 +1,5 @@
-"""Closes every utterance with exactly one RESCORED or ON_DEVICE_FINAL (DESIGN.md, step 5).
+"""Closes every utterance with exactly one RESCORED or ON_DEVICE_FINAL (ARCHITECTURE.md,
+"Events and the two end-pointers").
 
 Sits between a pipeline and whoever receives its events (the bus, a Recognize call, eval):
 

@@ -1,4 +1,4 @@
-"""Word lattices for the device -> cloud link (DESIGN.md, "Lattices on the wire").
+"""Word lattices for the device -> cloud link (ARCHITECTURE.md, "Lattices on the wire").
 
 The beam search's n-best is merged into a compact DAG: a trie from the start shares word
 prefixes, and merging equivalent states from the end (minimising the acyclic automaton)

@@ -1,4 +1,4 @@
-"""JSON Lines manifests in the DOMAIN.md format (NeMo / Lhotse keys)."""
+"""JSON Lines manifests (ARCHITECTURE.md, "Manifests"; NeMo / Lhotse keys)."""
 
 from __future__ import annotations
 

@@ -266,7 +266,7 @@ class ContextPhrase:
     slot: bool = True
 
 
-# The words that introduce a contact in DOMAIN.md's call and message intents ("call _",
+# The words that introduce a contact in the domain's call and message intents ("call _",
 # "text _", "messages from _", "did _ call"): where the assistant's grammar puts a name.
 CONTACT_CARRIERS = ("back", "call", "dial", "did", "from", "get", "give", "let", "message",
                     "phone", "ring", "send", "tell", "text", "to", "with")

@@ -1,8 +1,9 @@
 """The recognition pipeline of one audio stream: VAD, recognizer, end-pointers, lattices.
 
 It is driven by pushing 16 kHz audio (`accept`) and returns the events that audio caused,
-in DESIGN.md's order. It has no threads and no I/O, so the daemon's worker thread, a gRPC
-`Recognize` call and `edge-asr eval` all run exactly this code.
+in the order of ARCHITECTURE.md, "Events and the two end-pointers". It has no threads and
+no I/O, so the daemon's worker thread, a gRPC `Recognize` call and `edge-asr eval` all run
+exactly this code.
 
 While nobody speaks, only the VAD runs. When the end-pointer hears speech start, a fresh
 recognizer stream is opened and fed from a little before the onset (kept in a short
@@ -46,7 +47,8 @@ class EventType(Enum):
 
     @property
     def closes_utterance(self) -> bool:
-        """The last event of every utterance (DESIGN.md, step 5)."""
+        """The last event of every utterance (ARCHITECTURE.md, "Events and the two
+        end-pointers")."""
         return self in (EventType.RESCORED, EventType.ON_DEVICE_FINAL)
 
 

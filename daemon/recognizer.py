@@ -71,17 +71,17 @@ class RecognizerConfig:
     # 12.09 -> 11.21% (11.40%); recall dev_names 86.1 -> 88.1%, long 60.2 -> 64.4%; dev
     # recall 91.7% both, long 83.8% both. 1.0 and 1.25 raised long dev_snr10's name-free
     # WER above no context ("the playroom lights" -> "the playroom blinds"); 0.5 lost
-    # device recall. The table is in the README.
+    # device recall. The table is in RESULTS.md ("Biasing").
     context_bonus: float = DEFAULT_BONUS
     # ... and per token of a contact said right after a carrier word (`slot_words`), when
     # larger: shallow fusion gated by the grammar's name slots (context_graph.py). Contacts
-    # only, so only a context given by kind has any. `edge-asr eval`, sixth session's model,
+    # only, so only a context given by kind has any. `edge-asr eval`, rnnt-v1@f39b01c,
     # off -> 2.0: dev_names (held-out names) recall 77.2 -> 80.2%, WER 11.17 -> 10.36%; dev
     # WER 7.74 -> 7.87%, dev_snr10 12.85 -> 12.98%; WER without names unchanged on both.
     # 2.5 and 3.0 put a name-free dev utterance wrong ("put lettuce" -> "put let song":
     # boosted partial matches after "let", "phone", ... crowd the beam) until
     # `context_fallback` undid such garbling; with it, this and rescue_slot_bonus were
-    # tuned together (the table in the README): 3.0 and 4.0 took dev_names recall from
+    # tuned together (RESULTS.md, "Biasing"): 3.0 and 4.0 took dev_names recall from
     # 80.2 to 86.1% and left the name-free WER of dev and dev_snr10 as it was; 3.5 or a
     # rescue bonus of 5.0 raised it. That is for lists of up to 25 contacts (the sets'):
     context_slot_bonus: float = 3.0
@@ -94,7 +94,7 @@ class RecognizerConfig:
     # beam lost, put back when the transducer confirms them. Candidates are spans within
     # this normalised edit distance (spelling or sound key) of a name, at most this many.
     # 0.5 since the device LM (0.4 before): its n-best is more fluent and so further from
-    # a name the beam lost (dev_names 7.77 -> 7.12% WER, recall 83.2 -> 86.1%; TUNING.md).
+    # a name the beam lost (dev_names 7.77 -> 7.12% WER, recall 83.2 -> 86.1%; RESULTS.md).
     name_rescue: bool = True
     rescue_distance: float = 0.5
     rescue_candidates: int = 24
@@ -127,7 +127,7 @@ class RecognizerConfig:
     # with the context, rnnt-v1 of 2026-11-29, (scale, bonus) = (0, 0) -> (0.3, 1.0):
     # dev_voices 10.05 -> 7.11%, dev 5.51 -> 2.98%, dev_snr10 9.34 -> 7.38%, dev with 400
     # contacts 6.45 -> 3.78%; dev_names (held-out names) 7.61 -> 7.77%, name recall 89.1 ->
-    # 83.2%. The grid and what the name class changed are in daemon/TUNING.md.
+    # 83.2%. The grid and what the name class changed are in RESULTS.md.
     lm_scale: float = 0.3
     token_bonus: float = 1.0
 

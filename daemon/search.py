@@ -252,7 +252,7 @@ class ModifiedBeamSearch(_Search):
                 # A completed phrase of the user's pays the LM for its first token only:
                 # the LM spells names from the training names' pieces, and a name the user
                 # lists is no less likely for being spelled oddly. On dev_names (held-out
-                # names) 8.58 -> 7.77% WER (TUNING.md).
+                # names) 8.58 -> 7.77% WER (RESULTS.md, "The device LM").
                 n = len(matched.tokens) - 1
                 lm_score -= sum(lm_costs[len(lm_costs) - n:])
                 lm_costs = lm_costs[:len(lm_costs) - n] + (0.0,) * n
@@ -309,8 +309,8 @@ class ModifiedBeamSearch(_Search):
         # token), the same bonus is worth more to a shorter path: "dial grandad on" (bonus
         # 18 over 10 tokens) beat "dial grandad on their home phone" (18 over 15) though
         # the audio says the rest. Over the longest, a bonus is never worth more than it
-        # was. `edge-asr eval` with the context, own length -> longest (the tenth
-        # session's rnnt-v1): dev WER 6.40 -> 6.09%, name-free 5.71%
+        # was. `edge-asr eval` with the context, own length -> longest (rnnt-v1 as
+        # shipped in 834976a): dev WER 6.40 -> 6.09%, name-free 5.71%
         # both; dev_names 10.84 -> 9.22%, name recall 84.2 -> 85.1%. (The beam's mean length
         # put a name into a test_sentences utterance without one.) Without a context every
         # bonus is 0.

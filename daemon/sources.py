@@ -1,7 +1,7 @@
 """Where the daemon's audio comes from: a microphone, a file, or a client pushing it.
 
 Every source delivers the model's format, 16 kHz mono float32, as an iterator of equal
-pieces of 10, 20 or 30 ms (webrtcvad's frame sizes, DOMAIN.md), and counts what it lost.
+pieces of 10, 20 or 30 ms (webrtcvad's frame sizes), and counts what it lost.
 """
 
 from __future__ import annotations

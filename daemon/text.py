@@ -1,4 +1,5 @@
-"""The one text normalisation of DOMAIN.md, shared by the daemon, the evaluation and the recipe.
+"""The one text normalisation (ARCHITECTURE.md, "Text normalisation"), shared by the daemon,
+the evaluation and the recipe.
 
 References and hypotheses are compared only after `normalize_text`: lower case ASCII words,
 no punctuation except an apostrophe inside a word, numbers and digits spelled out as spoken,
@@ -178,7 +179,7 @@ def _spell_numbers(text: str) -> str:
 
 
 def normalize_text(text: str) -> str:
-    """DOMAIN.md's normalisation: "Dim the lamp to 30%!" -> "dim the lamp to thirty percent"."""
+    """The normalisation: "Dim the lamp to 30%!" -> "dim the lamp to thirty percent"."""
     text = _DEGREES_RE.sub(_degrees, text)
     text = _CURRENCY_RE.sub(_currency, text)
     text = _fold_to_ascii(text).lower()

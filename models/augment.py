@@ -5,7 +5,7 @@ runs inside a data loader on a small CPU, so the expensive parts (room impulse r
 noise beds) are generated into pools once and refreshed a little at a time; a call only
 slices, convolves (FFT) and resamples (soxr).
 
-The conditions follow DOMAIN.md ("Audio: the conditions the model must survive"): speaking
+The conditions follow ARCHITECTURE.md ("The speech domain"): speaking
 rate 0.8x-1.3x, additive noise at 5-30 dB SNR (fan, babble, music, kitchen), RT60 0.2-0.8 s,
 level -35 to -6 dBFS, clipping, 8 kHz band-limited sources and DC offset.
 """
@@ -673,7 +673,8 @@ def _check_range(name: str, r: tuple[float, float]) -> None:
 
 @dataclass
 class AugmentConfig:
-    """Probabilities and ranges of the training chain; defaults follow DOMAIN.md."""
+    """Probabilities and ranges of the training chain; defaults follow ARCHITECTURE.md,
+    "The speech domain"."""
 
     p_speed: float = 0.6
     speed: tuple[float, float] = (0.8, 1.3)

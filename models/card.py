@@ -218,7 +218,7 @@ def remeasure_context(model_dir: Path, data: Path, workers: int = 2,
 
 
 def markdown_table(card: dict) -> str:
-    """The card's WER table as Markdown (what the README shows)."""
+    """The card's WER table as Markdown (what RESULTS.md shows)."""
     sets = card["evaluation"]["sets"]
     described = card["evaluation"].get("sets_described", {})
     # Cards written before context_beam existed searched with beam 4 with the context too.
@@ -243,7 +243,7 @@ def markdown_table(card: dict) -> str:
 
 def comparison_table(cards: list[dict], method: str = "modified_beam_search") -> str:
     """Compressed models against the first card (their fp32): bytes on disk, WER per set and
-    its change relative to the first card's (the README's compression table)."""
+    its change relative to the first card's (RESULTS.md's compression table)."""
     base = cards[0]
     sets = [s for s in EVAL_SETS if s in base["evaluation"]["sets"]]
     lines = [f"| model | bytes on disk | weights in memory | WER ({method}): "

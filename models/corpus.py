@@ -1,4 +1,4 @@
-"""Sentence corpus for the household assistant domain of DOMAIN.md.
+"""Sentence corpus for the household assistant domain (ARCHITECTURE.md, "The speech domain").
 
 Sentences come from the phrasings in `lexicon/templates.txt` filled with slot values from the
 other word lists in `lexicon/`. The splits are built so that evaluation measures what matters:
@@ -623,7 +623,7 @@ def write_corpus(splits: CorpusSplits, out_dir: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the sentence corpus (DOMAIN.md).")
+    parser = argparse.ArgumentParser(description="Build the sentence corpus of the domain.")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=40000)

@@ -2,7 +2,7 @@
 
     read_corpus("librispeech", "LibriSpeech/train-clean-100")
 
-Every reader normalises the transcript with `normalize_text` (DOMAIN.md's one normalisation)
+Every reader normalises the transcript with `normalize_text` (ARCHITECTURE.md's one)
 and skips utterances whose normalised text is empty, since there is nothing to learn from or
 score. Malformed lines raise ValueError naming the file and line; a listed audio file that is
 missing raises FileNotFoundError naming the path, so a half-copied corpus fails at once rather

@@ -3,7 +3,7 @@ devices and gets others drawn from the whole manifest's lists, up to a size.
 
 The evaluation sets give each utterance 20-25 contacts and 10 devices; a user's phone book
 holds hundreds, and biasing behaves differently with that many partial matches about
-(README, "Long contact lists").
+(RESULTS.md, "Biasing").
 
     python -m edge_asr.models.long_context D/manifests/dev.jsonl dev_long.jsonl \\
         --contacts 400 --devices 150

@@ -3,7 +3,7 @@
 Everything lands in a cache folder outside git (`make train` uses ~/.cache/edge-asr):
   corpus/      sentences per split (corpus.py)
   audio/<set>/ 16 kHz int16 WAV files
-  manifests/   one DOMAIN.md manifest per set
+  manifests/   one manifest per set (ARCHITECTURE.md)
 Training clips are stored without surrounding silence (the augmenter adds it); evaluation
 clips carry leading and trailing silence and exact speech_start / speech_end.
 """

@@ -1,4 +1,4 @@
-"""Recorded human speech into the recipe: corpus folders -> 16 kHz WAV + DOMAIN.md manifests.
+"""Recorded human speech into the recipe: corpus folders -> 16 kHz WAV + manifests.
 
     python -m edge_asr.models.real_speech PATH [PATH ...] --data DATA
 
@@ -44,7 +44,7 @@ class Utterance:
 
     id: str
     audio: Path
-    text: str  # normalised as DOMAIN.md says
+    text: str  # normalised (ARCHITECTURE.md, "Text normalisation")
     speaker: str
     corpus: str
     offset: float = 0.0  # seconds into the file (segmented corpora)

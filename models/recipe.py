@@ -153,7 +153,7 @@ def main() -> None:
     p.add_argument("--other-engines", type=int, default=0, metavar="N",
                    help="also render N training utterances by MBROLA, RHVoice and Pico voices "
                         "(train_voices4, for --extra-train; Debian contrib and non-free "
-                        "packages, `make voices`)")
+                        "packages, which `make` installs)")
     p.add_argument("--dev-set", default="dev",
                    help="the set in DATA/manifests that is scored each epoch and picks the "
                         "final weights (dev_voices: speakers training never hears; "

@@ -41,7 +41,7 @@ class Voice:
 # espeak-ng English accents x voice variants. Variants m4/f3 and the West Midlands accent are
 # never used in training, so the held-out voices differ in both accent and timbre.
 # British English is the voice "en": espeak-ng 1.51 drops the variant of "en-gb+m3" (found in
-# the thirteenth session; "en-gb" is the language, not the voice's name), so every "en-gb+..."
+# 2026-11-29; "en-gb" is the language, not the voice's name), so every "en-gb+..."
 # of the renderings made before then is one speaker, espeak's default.
 _ESPEAK_TRAIN_ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
                          "en-029", "en-us-nyc")

@@ -8,7 +8,7 @@
    occur (only the training contact pool is used), so the device's evaluation stays fair
    for the cloud too. A share of the person names is replaced by <unk>, so that both LMs
    learn where an unknown name goes ("call <unk> <unk> on her mobile"): most names in real
-   use were never in any corpus (DOMAIN.md).
+   use were never in any corpus (ARCHITECTURE.md, "The speech domain").
 2. The n-gram LM (interpolated modified Kneser-Ney; 3- and 4-grams seen once are cut,
    which halves the file for +0.1% dev perplexity) -> ngram.arpa.gz.
 3. The LSTM LM (PyTorch, one thread, a CPU-time budget) -> fp32 ONNX in the data folder,

@@ -1,4 +1,4 @@
-"""A rule-based NLU: the best path's words -> an intent of DOMAIN.md and its slots.
+"""A rule-based NLU: the best path's words -> an intent of the domain and its slots.
 
 It stands for the downstream work a real assistant starts on a speculative result: the
 cloud runs it on the best rescored path of the speculative lattice, cancels it when the

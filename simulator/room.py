@@ -59,7 +59,7 @@ class RoomConfig:
 
 @dataclass(frozen=True)
 class UtteranceSource:
-    """Where the requests come from: a DOMAIN.md manifest, sentences to synthesise, or both."""
+    """Where the requests come from: a manifest, sentences to synthesise, or both."""
 
     manifest: str = ""  # relative to the scenario file
     tags: list[str] = field(default_factory=list)  # keep manifest entries with all these tags

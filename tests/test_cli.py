@@ -1,4 +1,4 @@
-"""The `edge-asr` command: clear errors for bad input, every DESIGN.md key in eval output."""
+"""The `edge-asr` command: clear errors for bad input, every documented key in eval output."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Word lattices: n-best -> DAG -> wire -> n-best (DESIGN.md, "Lattices on the wire")."""
+"""Word lattices: n-best -> DAG -> wire -> n-best (ARCHITECTURE.md, "Lattices on the wire")."""
 
 import math
 import os

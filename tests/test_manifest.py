@@ -1,4 +1,4 @@
-"""The manifest reader: DOMAIN.md's keys, contexts as a list or by kind, clear errors."""
+"""The manifest reader: the documented keys, contexts as a list or by kind, clear errors."""
 
 import pytest
 

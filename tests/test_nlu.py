@@ -1,4 +1,4 @@
-"""The rule-based NLU: DOMAIN.md's intents and slots, its cost and its cancellation."""
+"""The rule-based NLU: the domain's intents and slots, its cost and its cancellation."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from edge_asr.simulator.nlu import (
     understand,
 )
 
-# DOMAIN.md's own examples, one or more per intent, with the slots they must yield.
+# The domain's examples (ARCHITECTURE.md, "The speech domain"), one or more per intent,
+# with the slots they must yield.
 DOMAIN_EXAMPLES = [
     ("turn on the kitchen lights", "smart_home_onoff", {"room": "kitchen"}),
     ("switch the fan off", "smart_home_onoff", {"device": "the fan"}),

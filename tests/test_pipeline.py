@@ -1,4 +1,4 @@
-"""The per-stream pipeline on the bundled speech clips: DESIGN.md's event order, lattices
+"""The per-stream pipeline on the bundled speech clips: the documented event order, lattices
 that carry the best path, and resumed speech after a speculative end-point ends in RESET.
 
 The end-pointers are driven by the VAD and by the decoder's blanks, so the order of events

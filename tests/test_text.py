@@ -1,4 +1,4 @@
-"""The shared text normalisation (DOMAIN.md, "Text")."""
+"""The shared text normalisation (ARCHITECTURE.md, "Text normalisation")."""
 
 import pytest
 from hypothesis import given, settings
@@ -8,7 +8,7 @@ from edge_asr.daemon.text import digits_to_words, normalize_text, number_to_word
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    # DOMAIN.md's own examples
+    # the domain's example requests (ARCHITECTURE.md, "The speech domain")
     ("Turn on the kitchen lights.", "turn on the kitchen lights"),
     ("Dim the hallway lamp to 30%.", "dim the hallway lamp to thirty percent"),
     ("Set the thermostat to 72 degrees", "set the thermostat to seventy two degrees"),
