@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edge_asr.daemon.evaluate import Summary, evaluate
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 
@@ -81,8 +83,14 @@ def speaker_table(s: HeldOutSet, models: list[Path],
     per_model = {str(m): speakers_of(scores[s.name][str(m)]) for m in models
                  if scores[s.name].get(str(m)) is not None}
     speakers = sorted({spk for by in per_model.values() for spk in by})
-    lines = [f"{s.name}: WER per speaker", "speaker  " + "  ".join(
-        f"{m.name:>18}" for m in models)]
+    lines = [f"{s.name}: WER per speaker"]
+    for m in models:
+        wers = sorted(per_model.get(str(m), {}).values())
+        if wers:
+            lines.append(f"  {m.name}: {len(wers)} speakers, best {100 * wers[0]:.1f}%, "
+                         f"median {100 * float(np.median(wers)):.1f}%, worst "
+                         f"{100 * wers[-1]:.1f}%")
+    lines.append("speaker  " + "  ".join(f"{m.name:>18}" for m in models))
     for spk in speakers:
         lines.append(f"{spk:<8} " + "  ".join(
             f"{100 * per_model[str(m)][spk]:>17.1f}%" if spk in per_model.get(str(m), {})

@@ -41,6 +41,7 @@ def test_scoreboard_prints_each_model_per_set_and_says_what_is_missing(
     assert fsdd.count("%") == 2 and "6 real speakers" in fsdd
     assert hibari.count("missing") == 2 and "<= 12%" in hibari
     assert "test_fsdd: WER per speaker" in printed and "\ns0 " in printed
+    assert "model: 2 speakers, best " in printed
     saved = json.loads(out.read_text())
     got = saved["sets"]["test_fsdd"][str(model)]
     assert got["utterances"] == 2 and 0.0 <= got["wer"]
