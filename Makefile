@@ -6,7 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 DATA    ?= $(HOME)/.cache/edge-asr
 # What run, eval and bench load: the 4-bit model. SOURCE: the fp32 that train-v2 writes.
-MODEL   ?= models/rnnt-v1-int4-b128
+MODEL   ?= models/rnnt-v2-int4
 SOURCE  ?= models/rnnt-v2
 # Recorded speech for training, each a corpus in its published layout (speechocean762,
 # LibriSpeech, Common Voice, VCTK, Speech Commands, Kaldi, NeMo or Lhotse manifests); by

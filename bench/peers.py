@@ -41,6 +41,7 @@ import numpy as np
 import sentencepiece as spm
 
 from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.evaluate import (
     PIECE_SECONDS,
     Summary,
@@ -48,7 +49,6 @@ from edge_asr.daemon.evaluate import (
     names_in,
     summarize,
 )
-from edge_asr.daemon.features import SAMPLE_RATE
 from edge_asr.daemon.manifest import Entry, read_manifest
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.text import normalize_text

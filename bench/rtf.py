@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.evaluate import recognize_samples, run_pipeline
-from edge_asr.daemon.features import SAMPLE_RATE, compute_fbank
+from edge_asr.daemon.features import compute_fbank
 from edge_asr.daemon.pipeline import Pipeline
 from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 

@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from edge_asr.daemon.features import SAMPLE_RATE
+from edge_asr.daemon.constants import SAMPLE_RATE
 
 # The rates the daemon accepts (ARCHITECTURE.md, "The audio path"); anything else is
 # refused, never guessed at.

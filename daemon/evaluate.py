@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_asr.daemon.audio import read_audio
 from edge_asr.daemon.cloud_link import CloudLink
-from edge_asr.daemon.features import SAMPLE_RATE
+from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import serialize
 from edge_asr.daemon.manifest import Entry, read_manifest
@@ -46,7 +46,7 @@ def recognize_samples(recognizer: Recognizer, samples: np.ndarray,
     stream = recognizer.create_stream(context=context)
     piece = int(PIECE_SECONDS * SAMPLE_RATE)
     for start in range(0, len(samples), piece):
-        stream.accept_waveform(samples[start : start + piece])
+        stream.accept_waveform(SAMPLE_RATE, samples[start : start + piece])
         if recognizer.decode(stream) and on_partial is not None:
             on_partial(recognizer.result(stream), (start + piece) / SAMPLE_RATE)
     stream.input_finished()

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import kaldi_native_fbank as knf
 import numpy as np
 
-SAMPLE_RATE = 16000
-FRAME_SHIFT_S = 0.010
+from edge_asr.daemon.constants import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from enum import Enum
 
 import numpy as np
 
+from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.endpoint import EndpointConfig, Endpointer, EndpointEvent, EventKind
-from edge_asr.daemon.features import SAMPLE_RATE
 from edge_asr.daemon.hypotheses import hypothesis_path, stable_prefix
 from edge_asr.daemon.lattice import Lattice, build_lattice
 from edge_asr.daemon.name_rescue import whole_word_bias
@@ -126,7 +126,7 @@ class Pipeline:
         events: list[Event] = []
         flags = self.vad.process(samples)
         if self._stream is not None:
-            self._stream.accept_waveform(samples)
+            self._stream.accept_waveform(SAMPLE_RATE, samples)
             decoded = self.recognizer.decode(self._stream)
         else:
             decoded = 0
@@ -166,7 +166,7 @@ class Pipeline:
         history_start = self.now - history.size / SAMPLE_RATE
         skip = max(0, int(round((start - history_start) * SAMPLE_RATE)))
         self._stream_start = history_start + skip / SAMPLE_RATE
-        self._stream.accept_waveform(history[skip:].astype(np.float32))
+        self._stream.accept_waveform(SAMPLE_RATE, history[skip:].astype(np.float32))
         self.recognizer.decode(self._stream)
         self._utterance_id = f"{self.source}-{next(_ids)}"
         self._last_partial = ""
@@ -175,10 +175,8 @@ class Pipeline:
     def _best(self) -> tuple[str, int | None]:
         if self._stream is None:
             return "", None
-        search = self._stream.search
-        best = search.ranked[0]  # the beam's own: the end-pointer follows what the beam hears
-        last = best.timestamps[-1] + 1 if best.timestamps else 0
-        return self.recognizer.model.detokenize(list(best.tokens)), search.frame_offset - last
+        # The beam's own best: the end-pointer follows what the beam hears.
+        return self._stream.best_text, self._stream.trailing_blank_frames
 
     def _nbest(self) -> list[tuple[str, float]]:
         result = self.recognizer.result(self._stream)
@@ -188,7 +186,7 @@ class Pipeline:
     def _lattice(self, revision: int, speculative: bool) -> Lattice:
         frame_s = 0.01 * self.recognizer.model.info.frames_per_output
         pieces = self.recognizer.model.tokens
-        paths = [hypothesis_path(h, pieces, frame_s) for h in self._stream.search.nbest]
+        paths = [hypothesis_path(h, pieces, frame_s) for h in self._stream.hypotheses]
         phrases = self.recognizer.context_phrases(self._stream)
         if phrases:  # a path keeps the bonus of the phrases it says as whole words only
             paths = whole_word_bias(paths, phrases, self.recognizer.slot_bonus)

@@ -1,11 +1,13 @@
 """Recognizer and stream, one object per concept (as sherpa-onnx's Python API has them).
 
-    recognizer = Recognizer(RecognizerConfig(model_dir="models/rnnt-v1"))
+    recognizer = Recognizer.from_model_dir("models/rnnt-v2-int4")
     stream = recognizer.create_stream()
-    stream.accept_waveform(samples_16k)      # any piece size, float32 in [-1, 1]
+    stream.accept_waveform(16000, samples)   # any rate, any piece size, float32 in [-1, 1]
     recognizer.decode(stream)                # runs every chunk that is ready
+    if recognizer.is_endpoint(stream):       # the decoder has heard a pause
+        print(recognizer.result(stream).text)
+        recognizer.reset(stream)             # next utterance, same stream and audio clock
     stream.input_finished(); recognizer.decode(stream)
-    recognizer.result(stream).text
 
     stream = recognizer.create_stream(context=["Ananya Krishnamurthy", "the lava lamp"])
 
@@ -14,8 +16,10 @@ biases the beam search towards those phrases; it is spelled with the model folde
 and its graph is cached on the recognizer, since the same user's context comes back every
 utterance. Greedy search ignores the context (it only checks its shape).
 
-The stream owns everything per utterance (feature extractor, frame buffer, encoder state,
-search); the recognizer owns the model and is shared by all streams.
+The stream owns everything per utterance (resampler, feature extractor, frame buffer, encoder
+state, search); the recognizer owns the model and is shared by all streams. `is_endpoint` is
+the decoder-only rule a program without a VAD can use; the daemon's pipeline end-points with
+the VAD and two end-pointers instead (endpoint.py).
 """
 
 from __future__ import annotations
@@ -29,14 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soxr
 
+from edge_asr.daemon.audio import check_finite, check_sample_rate
+from edge_asr.daemon.constants import FRAME_SHIFT_S, SAMPLE_RATE
 from edge_asr.daemon.context_graph import (
     DEFAULT_BONUS,
     ContextBuilder,
     ContextGraph,
     context_entries,
 )
-from edge_asr.daemon.features import FRAME_SHIFT_S, SAMPLE_RATE, StreamingFbank
+from edge_asr.daemon.features import StreamingFbank
 from edge_asr.daemon.name_rescue import CONTACT_CARRIERS, ContextPhrase, SlotBonus, rescue
 from edge_asr.daemon.ngram_lm import LmFormatError
 from edge_asr.daemon.search import GreedySearch, Hypothesis, ModifiedBeamSearch
@@ -46,7 +53,11 @@ from edge_asr.daemon.transducer import PACKED_SUFFIX, ModelError, TransducerMode
 Context = Sequence[str] | Mapping[str, Sequence[str]]
 CONTEXT_CACHE_SIZE = 8  # graphs kept per recognizer; a device has one user, eval a few lists
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "rnnt-v1"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# What the daemon, transcribe, eval and `make run` load: model v2 with 4-bit weights. Its
+# fp32 source (SOURCE_MODEL_DIR) is what training, export checks and sherpa-onnx read.
+DEFAULT_MODEL_DIR = MODELS_DIR / "rnnt-v2-int4"
+SOURCE_MODEL_DIR = MODELS_DIR / "rnnt-v2"
 
 
 @dataclass
@@ -137,6 +148,30 @@ class RecognizerConfig:
         return max(self.beam, self.context_beam)
 
 
+@dataclass(frozen=True)
+class EndpointRule:
+    """An end-point once the best hypothesis has ended in `min_trailing_silence` seconds
+    of blanks (`must_contain_nonsilence`: and has said something), or the utterance has
+    lasted `min_utterance_length` seconds (0: no such limit)."""
+
+    must_contain_nonsilence: bool
+    min_trailing_silence: float
+    min_utterance_length: float = 0.0
+
+    def fires(self, said_something: bool, trailing_s: float, utterance_s: float) -> bool:
+        if self.must_contain_nonsilence and not said_something:
+            return False
+        if self.min_utterance_length > 0 and utterance_s >= self.min_utterance_length:
+            return True
+        return self.min_trailing_silence > 0 and trailing_s >= self.min_trailing_silence
+
+
+# sherpa-onnx's defaults (its OnlineRecognizer's rule1/2/3): 2.4 s of nothing, 1.2 s after
+# speech, or 20 s of utterance.
+DEFAULT_ENDPOINT_RULES = (EndpointRule(False, 2.4), EndpointRule(True, 1.2),
+                          EndpointRule(False, 0.0, 20.0))
+
+
 @dataclass
 class Result:
     text: str
@@ -160,12 +195,34 @@ class OnlineStream:
         # The name rescue's last question and answer: (best tokens, phrase put in or None).
         self.rescue_memo: tuple[tuple[int, ...], ContextPhrase | None] | None = None
         self.frames_decoded = 0  # feature frames whose encoder output is in the search
+        self.context_graph = context_graph
+        self.utterance_start = 0  # encoder frame at which the current utterance began
+        self._model = model
         self._chunk = model.info.chunk_frames
         self._shift = model.info.chunk_shift
+        self._rate: int | None = None  # the caller's sample rate, fixed by its first piece
+        self._resampler: soxr.ResampleStream | None = None
 
-    def accept_waveform(self, samples: np.ndarray) -> None:
+    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
+        """Audio at `sample_rate` (one of audio.SUPPORTED_RATES; the same for the whole
+        stream), mono float32 in [-1, 1], any piece size. Other rates are resampled with a
+        streaming resampler, so pieces join without clicks. AudioFormatError for an
+        unsupported rate, NaN or infinite samples; ValueError for a change of rate."""
         if self.finished:
             raise RuntimeError("accept_waveform after input_finished")
+        if self._rate is None:
+            check_sample_rate(sample_rate)
+            self._rate = sample_rate
+            if sample_rate != SAMPLE_RATE:
+                self._resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1,
+                                                      dtype="float32", quality="HQ")
+        elif sample_rate != self._rate:
+            raise ValueError(f"this stream's audio is at {self._rate} Hz, not {sample_rate} Hz: "
+                             "use a new stream for another rate")
+        samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+        check_finite(samples)
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples)
         self.fbank.accept(samples)
         self._pull()
 
@@ -173,6 +230,8 @@ class OnlineStream:
         """Flush: pad with silence so that every real frame reaches the encoder."""
         if self.finished:
             return
+        if self._resampler is not None:
+            self.fbank.accept(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         tail = np.zeros(int((self._chunk + self._shift) * FRAME_SHIFT_S * SAMPLE_RATE), np.float32)
         self.fbank.accept(tail)
         self.fbank.finish()
@@ -192,6 +251,29 @@ class OnlineStream:
         self._frames = self._frames[self._shift :]  # keep the overlap the subsampling needs
         self.frames_decoded += self._shift
         return chunk
+
+    # What an end-pointer reads, from the beam's own ranking (not the name rescue's).
+    @property
+    def best_text(self) -> str:
+        return self._model.detokenize(list(self.search.ranked[0].tokens))
+
+    @property
+    def trailing_blank_frames(self) -> int:
+        """Encoder frames since the best hypothesis last emitted a token (all of the
+        utterance's, if none)."""
+        best = self.search.ranked[0]
+        last = best.timestamps[-1] + 1 if best.timestamps else self.utterance_start
+        return self.search.frame_offset - last
+
+    @property
+    def hypotheses(self) -> list[Hypothesis]:
+        """The n-best as the search holds it (tokens, scores, frame timestamps)."""
+        return self.search.nbest
+
+    @property
+    def utterance_frames(self) -> int:
+        """Encoder frames decoded since the stream began or was last reset."""
+        return self.search.frame_offset - self.utterance_start
 
 
 @functools.lru_cache(maxsize=4)
@@ -267,6 +349,13 @@ class Recognizer:
         # graph lives: a user's context comes back every utterance.
         self._phrases: weakref.WeakKeyDictionary[ContextGraph, list[ContextPhrase]] = \
             weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, **options: object
+                       ) -> Recognizer:
+        """A recognizer of the model in `model_dir`; `options` are RecognizerConfig's fields
+        (decoding_method="greedy_search", beam=8, lm_scale=0, ...)."""
+        return cls(RecognizerConfig(model_dir=model_dir, **options))
 
     def new_search(self, context_graph: ContextGraph | None = None
                    ) -> GreedySearch | ModifiedBeamSearch:
@@ -359,6 +448,29 @@ class Recognizer:
         if stream.finished and not stream.finalized:
             self.end_utterance(stream)
         return n
+
+    def is_endpoint(self, stream: OnlineStream,
+                    rules: Sequence[EndpointRule] = DEFAULT_ENDPOINT_RULES) -> bool:
+        """Whether the decoder has heard the utterance end: any of `rules` fires on the
+        best hypothesis's trailing blanks and the frames decoded since the last reset."""
+        frame_s = FRAME_SHIFT_S * self.model.info.frames_per_output
+        said = bool(stream.search.ranked[0].tokens)
+        trailing = stream.trailing_blank_frames * frame_s
+        length = stream.utterance_frames * frame_s
+        return any(rule.fires(said, trailing, length) for rule in rules)
+
+    def reset(self, stream: OnlineStream) -> None:
+        """Start the stream's next utterance: a fresh search (same context) from here on,
+        while the encoder state, the buffered audio and the clock of timestamps go on."""
+        offset = stream.search.frame_offset
+        stream.search = self.new_search(stream.context_graph)
+        stream.search.frame_offset = offset
+        stream.plain = self.plain_search(stream.context_graph)
+        if stream.plain is not None:
+            stream.plain.frame_offset = offset
+        stream.utterance_start = offset
+        stream.rescue_memo = None
+        stream.finalized = False
 
     def end_utterance(self, stream: OnlineStream) -> None:
         """The utterance is over (end of input or a final end-point): unfinished context

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from edge_asr.daemon.features import SAMPLE_RATE
+from edge_asr.daemon.constants import SAMPLE_RATE
 
 
 class RingBuffer:

@@ -24,7 +24,7 @@ from edge_asr.daemon.audio import (
     check_sample_rate,
     read_audio,
 )
-from edge_asr.daemon.features import SAMPLE_RATE
+from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.ring_buffer import RingBuffer
 
 PIECE_MS = (10, 20, 30)

@@ -34,11 +34,12 @@ from collections.abc import Iterable
 import numpy as np
 import webrtcvad
 
+from edge_asr.daemon.constants import SAMPLE_RATE
+
 _LEVEL_SMOOTH_FRAMES = 3  # the level gate compares energy averaged over 90 ms: one loud
 # noise frame is not speech
 _LEVEL_ALPHA = 0.05  # the speech level's moving average: about 20 passing frames
 
-SAMPLE_RATE = 16000
 FRAME_MS_CHOICES = (10, 20, 30)  # the only frame sizes webrtcvad accepts
 MODES = (0, 1, 2, 3)  # 0 least aggressive about filtering non-speech, 3 most
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
+from edge_asr.daemon.constants import SAMPLE_RATE
+
 __all__ = [
     "CONDITIONS",
     "NOISE_KINDS",
@@ -39,7 +41,6 @@ __all__ = [
     "speed_perturb",
 ]
 
-SAMPLE_RATE = 16000
 NOISE_KINDS = ("white", "pink", "brown", "fan", "kitchen", "music")
 CONDITIONS = ("clean", "snr10", "snr5", "band8k", "reverb", "far_noisy")
 

@@ -38,8 +38,9 @@ import torch
 
 from edge_asr.models import compress
 from edge_asr.models.dataset import SpeechDataset
+from edge_asr.models.model import load_model, model_from_saved
 from edge_asr.models.tokenizer import Tokenizer
-from edge_asr.models.train import dev_wer, load_model, model_from_saved
+from edge_asr.models.train import dev_wer
 from edge_asr.models.warm_start import load_from_onnx
 
 RUN_FILES = ("config.json", "log.jsonl", "lineage.json")

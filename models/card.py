@@ -18,9 +18,9 @@ from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.token_lm import LM_FILES
 from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
 from edge_asr.models.compress import compressible_weights, zero_share
-from edge_asr.models.model import count_parameters
+from edge_asr.models.model import count_parameters, model_from_saved
+from edge_asr.models.real_speech import provenance
 from edge_asr.models.synth import heldout_voices
-from edge_asr.models.train import model_from_saved
 
 EVAL_SETS = ("test_voices", "test_sentences", "test_names", "test_snr10", "test_band8k")
 
@@ -45,6 +45,8 @@ def training_data_summary(data: Path, config: dict) -> dict:
                          "repeats_per_epoch": names.count(name)}
         if recorded:
             summary[name]["speakers"] = len({r.get("speaker") for r in rows})
+            origin = provenance(name)
+            summary[name]["source"], summary[name]["licence"] = origin.source, origin.licence
         hours["recorded" if recorded else "synthetic"] += set_hours
         voices |= {r["voice"] for r in rows if r.get("voice")}
     engines = sorted({v.split("-")[0] for v in voices})

@@ -148,7 +148,7 @@ def export_onnx(model: Transducer, tokens: Path, out_dir: Path) -> dict[str, Pat
 
 
 def main() -> None:
-    from edge_asr.models.train import load_model
+    from edge_asr.models.model import load_model
 
     p = argparse.ArgumentParser(description="export a checkpoint to sherpa-onnx lstm layout")
     p.add_argument("checkpoint", type=Path)

@@ -6,6 +6,7 @@ joiner. Shapes and state layout follow what sherpa-onnx expects of an `lstm` tra
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -152,3 +153,15 @@ class Transducer(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Parameters of what ships: the training-only CTC head is not counted."""
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("ctc_head"))
+
+
+def load_model(path: Path) -> Transducer:
+    """The model saved in a final.pt or checkpoint, in eval mode."""
+    return model_from_saved(torch.load(path, map_location="cpu", weights_only=False))
+
+
+def model_from_saved(saved: dict) -> Transducer:
+    """The model of a loaded final.pt / checkpoint (its config and weights)."""
+    model = Transducer(ModelConfig(**saved["config"]["model"]))
+    model.load_state_dict(saved["model"])
+    return model.eval()

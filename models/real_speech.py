@@ -26,10 +26,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.augment import add_noise, make_babble
 
-SAMPLE_RATE = 16000
 MIC_NOISE_DBFS = -70.0  # a quiet microphone's self-noise: "silence" is never all zeros
 EVAL_LEAD_S = (0.3, 0.6)
 EVAL_TRAIL_S = 1.2
@@ -260,6 +260,40 @@ def detect_layout(path: Path) -> str:
                      "or one with train/ and test/, LibriSpeech, Common Voice, a NeMo or "
                      "Lhotse manifest, Speech Commands, VCTK, or .wav files with .txt "
                      "transcripts beside them)")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    source: str
+    licence: str
+
+
+# Where the recorded corpora the shipped models trained on come from, by corpus name, so that
+# a model card can say it. A corpus not listed here is reported as the user's own.
+KNOWN_CORPORA = {
+    "speechocean762": Provenance(
+        "speechocean762 (OpenSLR 101, github.com/jimbozhang/speechocean762): English read by "
+        "Mandarin speakers aged 6 to 43", "free for commercial and non-commercial use "
+        "(its README); cite arXiv:2104.01378"),
+    "speech_commands_test_v002": Provenance(
+        "Google Speech Commands v0.02, test split (as in github.com/thegtagamer/"
+        "PICO-tinyML-benchmark): one command word per clip", "CC BY 4.0"),
+    "vctk_p239": Provenance(
+        "CSTR VCTK, speaker p239 (as in github.com/avgaydashenko/speech-recognition-hw)",
+        "ODC-By 1.0"),
+    "rhasspy_cathy": Provenance(
+        "github.com/rhasspy/dataset-voice-cathy: one speaker reading CMU ARCTIC prompts",
+        "CC0 1.0"),
+}
+
+
+def provenance(set_name: str) -> Provenance:
+    """Where a recorded set's corpus comes from, by its set name (NAME_train, test_NAME)."""
+    name = set_name.removeprefix("test_").removesuffix("_babble10")
+    for suffix in ("_train", "_dev"):
+        name = name.removesuffix(suffix)
+    return KNOWN_CORPORA.get(name, Provenance(f"{name}: a corpus given with --real",
+                                              "as its owner states"))
 
 
 def corpus_name(path: Path) -> str:

@@ -31,8 +31,9 @@ from edge_asr.models import blockwise, prepare, real_speech
 from edge_asr.models.augment import Augmenter
 from edge_asr.models.dataset import load_audio
 from edge_asr.models.distill import MODEL_SIZES
+from edge_asr.models.model import load_model
 from edge_asr.models.tokenizer import train_tokenizer
-from edge_asr.models.train import TrainConfig, load_model, train
+from edge_asr.models.train import TrainConfig, train
 
 # A restart of the cosine schedule from a trained model: lower than from scratch, so the
 # first steps do not undo what the model knows.

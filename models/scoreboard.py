@@ -9,7 +9,8 @@ model after the other, and the table prints WER per set with each model in a col
 recorded-speech sets first: people the model never heard, then an engine no training used,
 then the synthetic sets of earlier models for regressions. A set missing from DATA/manifests
 is reported as missing, not skipped in silence. With --speakers, WER per speaker of each
-recorded set follows.
+recorded set follows. With --reuse, a set whose per-utterance results in --results are
+complete and newer than the model's files is read back instead of decoded again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.evaluate import Summary, evaluate
+from edge_asr.daemon.evaluate import Summary, evaluate, summarize
+from edge_asr.daemon.manifest import read_manifest
 from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
 
 
@@ -57,6 +59,24 @@ SETS = (
 def score(model: Path, manifest: Path, results: Path | None, threads: int) -> Summary:
     recognizer = Recognizer(RecognizerConfig(model_dir=model, threads=threads))
     return evaluate(recognizer, manifest, results)
+
+
+def read_back(results: Path, model: Path, manifest: Path) -> Summary | None:
+    """The summary of `results` when they score all of `manifest` with `model` as it is now
+    (written after its files last changed; its card changes with every scoreboard --card)
+    or None when they must be decoded again."""
+    if not results.is_file():
+        return None
+    newest_model_file = max(f.stat().st_mtime for f in model.iterdir()
+                            if f.is_file() and f.name != "model_card.json")
+    if results.stat().st_mtime < newest_model_file:
+        return None
+    with results.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    wanted = [str(e.audio_filepath) for e in read_manifest(manifest)]
+    if sorted(r["audio_filepath"] for r in rows) != sorted(wanted):
+        return None
+    return summarize(rows)
 
 
 def speakers_of(summary: Summary) -> dict[str, float]:
@@ -130,6 +150,9 @@ def main() -> None:
                    help="set names (default: all, people first)")
     p.add_argument("--results", type=Path, default=None,
                    help="folder for each model's per-utterance results (SET.MODEL.jsonl)")
+    p.add_argument("--reuse", action="store_true",
+                   help="read back complete results in --results that are newer than the "
+                        "model instead of decoding the set again")
     p.add_argument("--output", type=Path, default=None, help="also write the figures as JSON")
     p.add_argument("--speakers", action="store_true", help="WER per speaker of recorded sets")
     p.add_argument("--card", action="store_true",
@@ -152,11 +175,14 @@ def main() -> None:
             if args.results:
                 args.results.mkdir(parents=True, exist_ok=True)
                 results = args.results / f"{s.name}.{model.name}.jsonl"
-            got = score(model, manifest, results, args.threads)
+            got = read_back(results, model, manifest) if args.reuse and results else None
+            how = "read back"
+            if got is None:
+                got = score(model, manifest, results, args.threads)
+                how = f"{time.monotonic() - started:.0f} s"
             scores[s.name][str(model)] = got
             print(f"{s.name:<34} {model.name:<22} WER {100 * got.wer:6.2f}%  "
-                  f"({got.utterances} utterances, {time.monotonic() - started:.0f} s)",
-                  flush=True)
+                  f"({got.utterances} utterances, {how})", flush=True)
     print()
     print(table(sets, args.model, scores))
     if args.speakers:

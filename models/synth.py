@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-SAMPLE_RATE = 16000
+from edge_asr.daemon.constants import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,12 @@ from tqdm import tqdm
 from edge_asr.models import compress
 from edge_asr.models.augment import AugmentConfig
 from edge_asr.models.dataset import SpeechDataset, collate, duration_batches
-from edge_asr.models.model import ModelConfig, Transducer, count_parameters, subsampled_length
+from edge_asr.models.model import (
+    ModelConfig,
+    Transducer,
+    count_parameters,
+    subsampled_length,
+)
 from edge_asr.models.rnnt_loss import rnnt_loss
 from edge_asr.models.tokenizer import Tokenizer
 from edge_asr.models.warm_start import load_from_onnx
@@ -426,17 +431,6 @@ def warm_start(model_dir: Path, exp: Path) -> Transducer:
     (exp / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
     print(f"continuing from {model_dir} ({count_parameters(model):,} parameters)")
     return model
-
-
-def load_model(path: Path) -> Transducer:
-    return model_from_saved(torch.load(path, map_location="cpu", weights_only=False))
-
-
-def model_from_saved(saved: dict) -> Transducer:
-    """The model of a loaded final.pt / checkpoint (its config and weights)."""
-    model = Transducer(ModelConfig(**saved["config"]["model"]))
-    model.load_state_dict(saved["model"])
-    return model.eval()
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ import soundfile as sf
 from edge_asr.daemon.client import start_cloud, wait_for_socket
 from edge_asr.daemon.evaluate import names_in, summarize, word_error_rate
 from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
+from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.augment import SAMPLE_RATE
 from edge_asr.simulator.netem import NetworkEmulator
@@ -140,7 +141,7 @@ def _context(requests: list[Request], extra: list[str]) -> edge_asr_pb2.ContextL
 def _daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
                  speculative: bool) -> str:
     dev = scenario.device
-    model = dev.model or str(REPO_ROOT / "models" / "rnnt-v1")
+    model = dev.model or str(DEFAULT_MODEL_DIR)
     endpoint = dataclasses.replace(scenario.endpoint, speculative=speculative)
     link = dataclasses.replace(scenario.link, address=cloud)
 

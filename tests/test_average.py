@@ -78,7 +78,7 @@ def test_an_exported_model_folder_stands_for_its_run(tmp_path):
     import json
 
     from edge_asr.models.export import export_onnx
-    from edge_asr.models.train import model_from_saved
+    from edge_asr.models.model import model_from_saved
 
     torch.manual_seed(5)
     config = _tiny_config()

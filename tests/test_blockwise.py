@@ -84,7 +84,7 @@ def test_sherpa_onnx_decodes_the_unpacked_block_model_like_we_do(block_model, tm
                             np.zeros(int(0.66 * 16000), np.float32)])
     ours = Recognizer(RecognizerConfig(model_dir=out, decoding_method="greedy_search"))
     stream = ours.create_stream()
-    stream.accept_waveform(audio)
+    stream.accept_waveform(16000, audio)
     ours.decode(stream)
     theirs = sherpa_onnx.OnlineRecognizer.from_transducer(
         tokens=str(plain / "tokens.txt"), encoder=str(plain / "encoder.onnx"),

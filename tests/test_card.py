@@ -98,10 +98,18 @@ def test_training_data_tells_recorded_from_synthetic_hours(tmp_path):
     manifests.joinpath("so_train.jsonl").write_text("".join(
         json.dumps({"text": "hi", "corpus": "so", "speaker": s, "duration": 900.0}) + "\n"
         for s in ("a", "b", "b")))
-    summary = training_data_summary(tmp_path, {"extra_train": ["so_train"] * 3})
+    manifests.joinpath("speechocean762_train.jsonl").write_text(json.dumps(
+        {"text": "hi", "corpus": "speechocean762", "speaker": "0001", "duration": 36.0}) + "\n")
+    summary = training_data_summary(tmp_path, {"extra_train": ["so_train"] * 3
+                                               + ["speechocean762_train"]})
     assert summary["so_train"] == {"utterances": 3, "hours": 0.75, "kind": "recorded",
-                                   "repeats_per_epoch": 3, "speakers": 2}
-    assert summary["hours"] == {"recorded": 0.75, "synthetic": 1.0}
+                                   "repeats_per_epoch": 3, "speakers": 2,
+                                   "source": "so: a corpus given with --real",
+                                   "licence": "as its owner states"}
+    # A corpus the project knows is named with where it comes from and its licence.
+    known = summary["speechocean762_train"]
+    assert "OpenSLR 101" in known["source"] and "commercial" in known["licence"]
+    assert summary["hours"] == {"recorded": 0.76, "synthetic": 1.0}
     assert summary["training_voices"] == 1
 
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model_card.json").is_f
 
 def decode(recognizer: Recognizer, row: dict, context=None):
     stream = recognizer.create_stream(context=context)
-    stream.accept_waveform(read_audio(DATA / row["audio_filepath"]))
+    stream.accept_waveform(16000, read_audio(DATA / row["audio_filepath"]))
     stream.input_finished()
     recognizer.decode(stream)
     return recognizer.result(stream)

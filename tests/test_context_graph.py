@@ -369,9 +369,9 @@ def audio() -> np.ndarray:
 
 def decode(recognizer: Recognizer, audio: np.ndarray, context=None):
     stream = recognizer.create_stream(context=context)
-    stream.accept_waveform(audio[:16000])
+    stream.accept_waveform(16000, audio[:16000])
     recognizer.decode(stream)
-    stream.accept_waveform(audio[16000:])
+    stream.accept_waveform(16000, audio[16000:])
     stream.input_finished()
     recognizer.decode(stream)
     recognizer.decode(stream)  # a second call finalizes nothing twice

@@ -66,7 +66,7 @@ def test_sherpa_onnx_decodes_our_files_like_we_do(random_model, method):
     # The contract is the ONNX files: sherpa-onnx knows nothing of our device LM.
     ours = Recognizer(RecognizerConfig(model_dir=out, decoding_method=method, lm_scale=0.0))
     stream = ours.create_stream()
-    stream.accept_waveform(np.concatenate([audio, tail]))
+    stream.accept_waveform(16000, np.concatenate([audio, tail]))
     ours.decode(stream)
 
     theirs = sherpa_onnx.OnlineRecognizer.from_transducer(

@@ -134,7 +134,7 @@ def heard():
     """The shipped model on the clip, with a context: its encoder frames and spelling."""
     recognizer = Recognizer(RecognizerConfig(name_rescue=False))
     stream = recognizer.create_stream(context=["Yasaman Grigoriev", "the mudroom door"])
-    stream.accept_waveform(read_audio(CLIP))
+    stream.accept_waveform(16000, read_audio(CLIP))
     stream.input_finished()
     recognizer.decode(stream)
     sp = recognizer._builder().sp

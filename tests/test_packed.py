@@ -96,7 +96,7 @@ def test_runtime_loads_a_packed_model_and_checks_its_card(tiny_model_dir, tmp_pa
     results, graphs = [], []
     for rec in (plain, packed):
         stream = rec.create_stream(context)
-        stream.accept_waveform(audio)
+        stream.accept_waveform(16000, audio)
         stream.input_finished()
         rec.decode(stream)
         results.append(rec.result(stream).tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -56,3 +57,30 @@ def test_people_come_first_in_the_report():
     kinds = [s.recorded for s in scoreboard.SETS]
     assert kinds == sorted(kinds, reverse=True)  # every recorded set before any synthetic
     assert scoreboard.SETS[0].target == 0.15 and scoreboard.SETS[1].target == 0.30
+
+
+def test_reuse_reads_back_only_complete_results_of_the_model_as_it_is(
+        tiny_model_dir, tmp_path, monkeypatch, capsys):
+    data = _data(tmp_path)
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    results = tmp_path / "results"
+    argv = ["scoreboard", "--data", str(data), "--model", str(model), "--sets", "test_fsdd",
+            "--results", str(results), "--reuse"]
+    monkeypatch.setattr(sys, "argv", argv)
+    scoreboard.main()
+    assert "read back" not in capsys.readouterr().out  # nothing to read back yet
+    saved = results / "test_fsdd.model.jsonl"
+    manifest = data / "manifests" / "test_fsdd.jsonl"
+    first = scoreboard.read_back(saved, model, manifest)
+    assert first is not None and first.utterances == 2
+    (model / "model_card.json").touch()  # --card rewrites the card: the weights are the same
+    scoreboard.main()
+    assert "WER" in (printed := capsys.readouterr().out) and "read back" in printed
+
+    rows = saved.read_text().splitlines()
+    saved.write_text(rows[0] + "\n")  # one utterance lost: decode again
+    assert scoreboard.read_back(saved, model, manifest) is None
+    saved.write_text("\n".join(rows) + "\n")
+    os.utime(model / "encoder.onnx")  # the model changed after: its old results are stale
+    os.utime(saved, (0, 0))
+    assert scoreboard.read_back(saved, model, manifest) is None

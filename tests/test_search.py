@@ -111,7 +111,7 @@ def test_with_every_slot_kept_for_the_model_a_context_only_reranks_the_beam():
     def beam(config: RecognizerConfig, ctx) -> set[tuple[int, ...]]:
         recognizer = Recognizer(config)
         stream = recognizer.create_stream(context=ctx)
-        stream.accept_waveform(audio)
+        stream.accept_waveform(16000, audio)
         stream.input_finished()
         recognizer.decode(stream)
         return {h.tokens for h in stream.search.hyps}
