@@ -7,8 +7,8 @@ and returns a summary: WER per tag, end-point latency (EP50/EP90 after the manif
 speech_end), premature cuts, resets, lattice bytes, real-time factor.
 
 With a cloud link (`--cloud ADDR`) every utterance's lattices go to `edge-asr cloud`
-through the daemon's `Finisher`, and `rescored` holds the cloud's best for the standing
-revision (null when it did not answer in time); the summary then also gives the WER of
+through the daemon's own loop (driver.py), and `rescored` holds the cloud's best for the
+standing revision (null when it did not answer in time); the summary then also gives the WER of
 what a user receives (rescored where the cloud answered, the device's best elsewhere).
 """
 
@@ -18,6 +18,7 @@ import base64
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 from edge_asr.daemon.audio import read_audio
 from edge_asr.daemon.cloud_link import CloudLink
 from edge_asr.daemon.constants import SAMPLE_RATE
+from edge_asr.daemon.driver import StreamDriver
 from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import serialize
 from edge_asr.daemon.manifest import Entry, read_manifest
@@ -54,12 +56,19 @@ def recognize_samples(recognizer: Recognizer, samples: np.ndarray,
     return recognizer.result(stream)
 
 
-def run_pipeline(pipeline: Pipeline, samples: np.ndarray) -> list[Event]:
-    """Feed samples in 20 ms pieces as a microphone would, then end the input."""
+def microphone_pieces(samples: np.ndarray) -> Iterator[np.ndarray]:
+    """The samples in 20 ms pieces, as a microphone gives them."""
     piece = int(PIECE_SECONDS * SAMPLE_RATE)
-    events: list[Event] = []
     for start in range(0, len(samples), piece):
-        events += pipeline.accept(samples[start : start + piece])
+        yield samples[start : start + piece]
+
+
+def run_pipeline(pipeline: Pipeline, samples: np.ndarray) -> list[Event]:
+    """Feed samples in 20 ms pieces as a microphone would, then end the input (the
+    pipeline's own events, without the finisher's closing ones)."""
+    events: list[Event] = []
+    for piece in microphone_pieces(samples):
+        events += pipeline.accept(piece)
     return events + pipeline.finish()
 
 
@@ -205,18 +214,16 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     output") and its standing lattice, serialized (None when no end-point produced one)."""
     samples = read_audio(entry.audio_filepath)
     context = entry.context if use_context and entry.context else None
+    closing: list[Event] = []  # everything the finisher emits, RESCORED included
     cpu = time.process_time()  # building a context graph is part of the device's work
     pipeline = Pipeline(recognizer, config)
     pipeline.set_context(context)
-    events = run_pipeline(pipeline, samples)
-    cpu = time.process_time() - cpu
+    driver = StreamDriver(pipeline, Finisher(closing.append, link, answer_deadline_s))
+    events = driver.feed_all(microphone_pieces(samples))
+    events += driver.finish(answer_deadline_s + 1.0)
+    cpu = time.process_time() - cpu  # waiting for the cloud costs no CPU
     rescored = None
     if link is not None:
-        closing: list[Event] = []
-        finisher = Finisher(closing.append, link, answer_deadline_s)
-        finisher.process(events)
-        finisher.wait_idle(answer_deadline_s + 1.0)
-        finisher.close()
         answers = [e for e in closing if e.type is EventType.RESCORED]
         rescored = normalize_text(" ".join(e.text for e in answers)) if answers else None
     finals = [e for e in events if e.type in _FINALS]

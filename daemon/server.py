@@ -43,6 +43,7 @@ from grpc_health.v1 import health
 from edge_asr.daemon.audio import AudioFormatError, check_sample_rate
 from edge_asr.daemon.bus import EventBus, Subscription, SubscriptionClosed
 from edge_asr.daemon.context_graph import ContextError
+from edge_asr.daemon.driver import StreamDriver
 from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import to_proto as lattice_to_proto
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline
@@ -319,7 +320,7 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
         pipeline, rate, encoding = self._open(first.config)
         source = PushSource(piece_ms=PUSH_PIECE_MS, max_piece_s=self.max_piece_s)
         closed: queue.SimpleQueue[Event] = queue.SimpleQueue()  # the finisher's output
-        finisher = self.core.new_finisher(closed.put)
+        driver = StreamDriver(pipeline, self.core.new_finisher(closed.put))
         for request in requests:
             kind = request.WhichOneof("request")
             if kind != "audio":
@@ -328,14 +329,12 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
                                if kind == "config" else
                                "a RecognizeRequest must carry config or audio; got neither")
             source.push(request.audio, rate, encoding)
-            yield from self._run(pipeline, source, finisher, closed)
+            yield from self._run(driver, source, closed)
         source.end()  # the client half-closed: flush the resampler, then the utterance
-        yield from self._run(pipeline, source, finisher, closed)
-        finisher.process(pipeline.finish())
+        yield from self._run(driver, source, closed)
         # The call ends once every utterance is closed (the cloud answered, or its
         # deadline passed): the client gets RESCORED or ON_DEVICE_FINAL for each.
-        finisher.wait_idle(timeout=30.0)
-        finisher.close()
+        driver.finish(wait_s=30.0)
         yield from _drain(closed)
 
     def _open(self, config: edge_asr_pb2.RecognizeConfig) -> tuple[Pipeline, int, str]:
@@ -351,10 +350,10 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
         return pipeline, config.sample_rate, encoding
 
     @staticmethod
-    def _run(pipeline: Pipeline, source: PushSource, finisher: Finisher,
+    def _run(driver: StreamDriver, source: PushSource,
              closed: queue.SimpleQueue) -> Iterator[edge_asr_pb2.Event]:
         for piece in source.pieces(timeout=0):  # only what is ready; never waits
-            finisher.process(pipeline.accept(piece))
+            driver.feed(piece)
             yield from _drain(closed)
         yield from _drain(closed)  # answers the cloud sent meanwhile
 

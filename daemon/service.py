@@ -29,6 +29,8 @@ from typing import Any
 
 from edge_asr.daemon.bus import EventBus
 from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig
+from edge_asr.daemon.constants import SAMPLE_RATE
+from edge_asr.daemon.driver import StreamDriver
 from edge_asr.daemon.endpoint import EndpointConfig, Phase
 from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.lattice import serialize
@@ -136,8 +138,7 @@ class Daemon:
         self.source: AudioSource | None = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._cpu_s = 0.0
-        self._audio_s = 0.0
+        self.driver = StreamDriver(self.pipeline, self.finisher)
         self._context_entries = 0
 
     # -- the Core protocol the gRPC servicer uses -------------------------------------
@@ -183,10 +184,11 @@ class Daemon:
             "dropped_partials": self.bus.dropped,
             "overruns": getattr(self.source, "overruns", 0),
             "context_entries": self._context_entries,
-            "rtf": self._cpu_s / self._audio_s if self._audio_s else 0.0,
+            "rtf": self.driver.cpu_seconds / self.driver.audio_seconds
+            if self.driver.audio_seconds else 0.0,
             "source": source.kind if source.kind != "microphone" else
             f"microphone {source.device or '(default)'}",
-            "audio_seconds": self._audio_s,
+            "audio_seconds": self.driver.audio_seconds,
             "rescored": self.finisher.counters.rescored,
             "on_device_finals": self.finisher.counters.on_device,
             "cloud_timeouts": self.finisher.counters.timeouts,
@@ -241,12 +243,8 @@ class Daemon:
         stop_at: float | None = None
         try:
             for piece in self.source.pieces():
-                t0 = time.thread_time()
-                events = self.pipeline.accept(piece)
-                self._cpu_s += time.thread_time() - t0
-                self._audio_s += len(piece) / 16000
-                self.metrics.audio_seconds.inc(len(piece) / 16000)
-                self.finisher.process(events)
+                self.driver.feed(piece)
+                self.metrics.audio_seconds.inc(len(piece) / SAMPLE_RATE)
                 self._update_gauges()
                 if self._stop.is_set():
                     # Shutting down: let the open utterance reach its end-point first.
@@ -255,15 +253,13 @@ class Daemon:
                             time.monotonic() > stop_at:
                         break
         finally:
-            self.finisher.process(self.pipeline.finish())
-            self.finisher.wait_idle(self.config.cloud.answer_deadline_s + 0.5)
-            self.finisher.close()
+            self.driver.finish(self.config.cloud.answer_deadline_s + 0.5)
             self.bus.close()
 
     def _update_gauges(self) -> None:
         m = self.metrics
-        if self._audio_s:
-            m.rtf.set(self._cpu_s / self._audio_s)
+        if self.driver.audio_seconds:
+            m.rtf.set(self.driver.cpu_seconds / self.driver.audio_seconds)
         m.subscribers.set(self.bus.subscribers)
         m.dropped_partials.set(self.bus.dropped)
         m.overruns.set(getattr(self.source, "overruns", 0))

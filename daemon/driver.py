@@ -1,0 +1,57 @@
+"""The one loop every audio stream runs: pieces -> pipeline -> finisher.
+
+The daemon's own source (service.py), each Recognize call (server.py) and `edge-asr eval`
+(evaluate.py) drive a pipeline the same way: each piece's events go through a Finisher,
+which closes every utterance with RESCORED or ON_DEVICE_FINAL; at the end of the audio
+the pipeline is flushed, the finisher waits a while for the cloud's last answers and then
+gives whatever still waits its on-device final, so no utterance is left open.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_asr.daemon.constants import SAMPLE_RATE
+from edge_asr.daemon.finisher import Finisher
+from edge_asr.daemon.pipeline import Event, Pipeline
+
+
+@dataclass
+class StreamDriver:
+    pipeline: Pipeline
+    finisher: Finisher
+    cpu_seconds: float = 0.0  # this thread's CPU in the pipeline (recognition), for RTF
+    audio_seconds: float = 0.0
+    finished: bool = False
+
+    def feed(self, piece: np.ndarray) -> list[Event]:
+        """One piece of 16 kHz audio through the pipeline; its events, also passed to the
+        finisher (which emits them, then the closing events as they are decided)."""
+        if self.finished:
+            raise RuntimeError("feed after finish")
+        started = time.thread_time()
+        events = self.pipeline.accept(piece)
+        self.cpu_seconds += time.thread_time() - started
+        self.audio_seconds += len(piece) / SAMPLE_RATE
+        self.finisher.process(events)
+        return events
+
+    def feed_all(self, pieces: Iterable[np.ndarray]) -> list[Event]:
+        return [event for piece in pieces for event in self.feed(piece)]
+
+    def finish(self, wait_s: float) -> list[Event]:
+        """End of the audio: the open utterance is closed, the cloud gets up to `wait_s`
+        seconds to answer the utterances waiting for it, the rest close on the device.
+        Returns the pipeline's last events. A second call does nothing."""
+        if self.finished:
+            return []
+        self.finished = True
+        events = self.pipeline.finish()
+        self.finisher.process(events)
+        self.finisher.wait_idle(wait_s)
+        self.finisher.close()
+        return events

@@ -1,0 +1,35 @@
+"""The one loop of daemon, server and eval: every utterance a stream hears is closed."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.driver import StreamDriver
+from edge_asr.daemon.evaluate import microphone_pieces
+from edge_asr.daemon.finisher import Finisher
+from edge_asr.daemon.pipeline import EventType, Pipeline
+from edge_asr.daemon.recognizer import Recognizer
+
+DATA = Path(__file__).parent / "data"
+ROWS = [json.loads(line) for line in (DATA / "manifest.jsonl").open()]
+
+
+def test_each_utterance_closes_once_and_the_audio_is_accounted(tiny_model_dir):
+    recognizer = Recognizer.from_model_dir(tiny_model_dir)
+    emitted = []
+    driver = StreamDriver(Pipeline(recognizer), Finisher(emitted.append))  # local-only
+    audio = np.concatenate([read_audio(DATA / r["audio_filepath"]) for r in ROWS[:2]])
+    events = driver.feed_all(microphone_pieces(audio))
+    events += driver.finish(wait_s=1.0)
+    started = [e.utterance_id for e in events if e.type is EventType.SPEECH_STARTED]
+    closed = [e.utterance_id for e in emitted if e.type is EventType.ON_DEVICE_FINAL]
+    assert len(started) >= 2 and closed == started  # one final each, in order
+    assert [e for e in emitted if e.type is not EventType.ON_DEVICE_FINAL] == events
+    assert driver.audio_seconds == pytest.approx(len(audio) / 16000)
+    assert driver.cpu_seconds > 0
+    assert driver.finish(wait_s=1.0) == []  # a second end changes nothing
+    with pytest.raises(RuntimeError, match="after finish"):
+        driver.feed(np.zeros(320, np.float32))
