@@ -58,10 +58,10 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# Python modules from protos/*.proto into daemon/_generated/ (gitignored). The daemon also
+# Python modules from protos/*.proto into daemon/api/_generated/ (gitignored). The daemon also
 # does this on first import; packagers run it before building a wheel.
 proto: $(VENV)/.installed
-	$(PY) -m edge_asr.daemon.proto --force
+	$(PY) -m edge_asr.daemon.api.proto --force
 
 # The recipe from nothing: corpus, TTS, training (3 epochs, about 2 hours on 2 cores),
 # export, model card. The shipped rnnt-v1 is this followed by continuations (train-more).

@@ -35,10 +35,17 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edge_asr.daemon.lattice import Lattice, WordArc, build_lattice, paths, serialize, to_proto
-from edge_asr.daemon.lattice import Path as LatticePath
-from edge_asr.daemon.ngram_lm import BOS, EOS, UNK
-from edge_asr.daemon.proto import cloud_pb2, cloud_pb2_grpc
+from edge_asr.daemon.api.proto import cloud_pb2, cloud_pb2_grpc
+from edge_asr.daemon.recognition.ngram_lm import BOS, EOS, UNK
+from edge_asr.daemon.uplink.lattice import (
+    Lattice,
+    WordArc,
+    build_lattice,
+    paths,
+    serialize,
+    to_proto,
+)
+from edge_asr.daemon.uplink.lattice import Path as LatticePath
 from edge_asr.models import corpus
 from edge_asr.simulator.cloud_lm import CloudLM
 from edge_asr.simulator.lm_recipe import CorpusOptions

@@ -19,8 +19,8 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
-from edge_asr.daemon.context_graph import ContextBuilder
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, RecognizerConfig
+from edge_asr.daemon.recognition.context_graph import ContextBuilder
+from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, RecognizerConfig
 from edge_asr.models.corpus import load_lexicon
 
 

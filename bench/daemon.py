@@ -25,9 +25,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edge_asr.daemon.audio import read_audio
-from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
+from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
+from edge_asr.daemon.capture.audio import read_audio
+from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR
 from edge_asr.simulator.process_stats import process_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.evaluate import (
     PIECE_SECONDS,
@@ -50,7 +50,7 @@ from edge_asr.daemon.evaluate import (
     summarize,
 )
 from edge_asr.daemon.manifest import Entry, read_manifest
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.text import normalize_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ class EndpointRules:
     name: str = "default"
 
 
-# Close to ours (daemon/endpoint.py EndpointConfig): rule2 = final_silence 0.45 s (the
+# Close to ours (daemon/endpointing/endpoint.py EndpointConfig): rule2 = final_silence 0.45 s (the
 # final end-point when the text is unsure), rule1 = silence_timeout 1.5 s (give up on a
 # silence whatever was decoded), rule3 = max_utterance 12 s.
 TUNED_RULES = EndpointRules(rule1=1.5, rule2=0.45, rule3=12.0, name="tuned")

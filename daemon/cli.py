@@ -18,12 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-from edge_asr.daemon.audio import AudioFormatError, read_audio
-from edge_asr.daemon.context_graph import ContextError
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
-from edge_asr.daemon.server import ServeError
-from edge_asr.daemon.sources import AudioSourceError
-from edge_asr.daemon.transducer import ModelError
+from edge_asr.daemon.api.server import ServeError
+from edge_asr.daemon.capture.audio import AudioFormatError, read_audio
+from edge_asr.daemon.capture.sources import AudioSourceError
+from edge_asr.daemon.recognition.context_graph import ContextError
+from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.transducer import ModelError
 from edge_asr.simulator import sim
 
 BUNDLED_CLIPS = Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -56,9 +56,9 @@ def _pipeline_config(recognizer: Recognizer, config, partials: bool = True):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    from edge_asr.daemon.api.service import format_event, load_config
     from edge_asr.daemon.evaluate import run_pipeline
     from edge_asr.daemon.pipeline import Pipeline
-    from edge_asr.daemon.service import format_event, load_config
 
     daemon_config = load_config(args.config)
     recognizer = _recognizer(args, daemon_config)
@@ -79,9 +79,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.cloud_link import CloudLink
+    from edge_asr.daemon.api.service import load_config
     from edge_asr.daemon.evaluate import evaluate
-    from edge_asr.daemon.service import load_config
+    from edge_asr.daemon.uplink.cloud_link import CloudLink
 
     daemon_config = load_config(args.config)
     recognizer, link = _recognizer(args, daemon_config), None
@@ -110,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.service import load_config, run_daemon
+    from edge_asr.daemon.api.service import load_config, run_daemon
 
     config = load_config(args.config)
     if args.model:
@@ -144,7 +144,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.sources import AudioSourceError, list_input_devices
+    from edge_asr.daemon.capture.sources import AudioSourceError, list_input_devices
 
     try:
         devices = list_input_devices()
@@ -160,7 +160,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.client import listen
+    from edge_asr.daemon.api.client import listen
 
     return listen(args.socket, args.tcp, partials=not args.no_partials, timeout=args.timeout)
 
@@ -168,8 +168,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The daemon in its own process, playing the bundled clips as a microphone would, and
     this process subscribed to its events over gRPC, printing them."""
-    from edge_asr.daemon.client import run_demo
-    from edge_asr.daemon.transducer import verify_model_dir
+    from edge_asr.daemon.api.client import run_demo
+    from edge_asr.daemon.recognition.transducer import verify_model_dir
 
     if not any((Path(args.model) / n).exists() for n in ("encoder.onnx", "encoder.onnx.pack")):
         raise ModelError(f"no model in {args.model}: `make train` builds one "
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"dropping words); default {defaults.token_bonus}")
         sp.add_argument("--no-name-rescue", action="store_true",
                         help="skip the second pass that puts back context names the beam "
-                             "lost (daemon/name_rescue.py)")
+                             "lost (daemon/recognition/name_rescue.py)")
         sp.add_argument("--threads", type=int,
                         help=f"onnxruntime threads; default {defaults.threads}")
         sp.add_argument("--config", type=Path,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_asr.daemon.constants import SAMPLE_RATE
-from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.pipeline import Event, Pipeline
+from edge_asr.daemon.uplink.finisher import Finisher
 
 
 @dataclass

@@ -25,16 +25,16 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from edge_asr.daemon.audio import read_audio
-from edge_asr.daemon.cloud_link import CloudLink
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.driver import StreamDriver
-from edge_asr.daemon.finisher import Finisher
-from edge_asr.daemon.lattice import serialize
 from edge_asr.daemon.manifest import Entry, read_manifest
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline, PipelineConfig
-from edge_asr.daemon.recognizer import Context, Recognizer, Result
+from edge_asr.daemon.recognition.recognizer import Context, Recognizer, Result
 from edge_asr.daemon.text import normalize_text
+from edge_asr.daemon.uplink.cloud_link import CloudLink
+from edge_asr.daemon.uplink.finisher import Finisher
+from edge_asr.daemon.uplink.lattice import serialize
 
 PIECE_SECONDS = 0.02
 

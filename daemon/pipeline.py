@@ -22,12 +22,17 @@ from enum import Enum
 import numpy as np
 
 from edge_asr.daemon.constants import SAMPLE_RATE
-from edge_asr.daemon.endpoint import EndpointConfig, Endpointer, EndpointEvent, EventKind
-from edge_asr.daemon.hypotheses import hypothesis_path, stable_prefix
-from edge_asr.daemon.lattice import Lattice, build_lattice
-from edge_asr.daemon.name_rescue import whole_word_bias
-from edge_asr.daemon.recognizer import Context, OnlineStream, Recognizer
-from edge_asr.daemon.vad import Vad
+from edge_asr.daemon.endpointing.endpoint import (
+    EndpointConfig,
+    Endpointer,
+    EndpointEvent,
+    EventKind,
+)
+from edge_asr.daemon.frontend.vad import Vad
+from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefix
+from edge_asr.daemon.recognition.name_rescue import whole_word_bias
+from edge_asr.daemon.recognition.recognizer import Context, OnlineStream, Recognizer
+from edge_asr.daemon.uplink.lattice import Lattice, build_lattice
 
 
 class EventType(Enum):
@@ -74,8 +79,8 @@ class PipelineConfig:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     vad_mode: int = 2
     vad_frame_ms: int = 30
-    vad_noise_gate_db: float = 3.0  # see daemon/vad.py
-    vad_level_gate: float = 0.4  # see daemon/vad.py (level_gate)
+    vad_noise_gate_db: float = 3.0  # see daemon/frontend/vad.py
+    vad_level_gate: float = 0.4  # see daemon/frontend/vad.py (level_gate)
     preroll_s: float = 0.3  # audio before the detected onset fed to the new stream
     partials: bool = True
     model_version: str = ""

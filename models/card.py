@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from edge_asr.daemon.evaluate import evaluate
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.token_lm import LM_FILES
-from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.token_lm import LM_FILES
+from edge_asr.daemon.recognition.transducer import MODEL_FILES, sha256_of
 from edge_asr.models.compress import compressible_weights, zero_share
 from edge_asr.models.model import count_parameters, model_from_saved
 from edge_asr.models.real_speech import provenance
@@ -72,7 +72,7 @@ def loaded_model_bytes(model_dir: Path) -> int:
     import onnx
     from onnx import numpy_helper
 
-    from edge_asr.daemon.transducer import read_model_file
+    from edge_asr.daemon.recognition.transducer import read_model_file
 
     total = 0
     for name in (n for n in MODEL_FILES if n.endswith(".onnx")):

@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from edge_asr.daemon.features import compute_fbank
+from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.daemon.manifest import Entry, read_manifest
 from edge_asr.models.augment import AugmentConfig, Augmenter
 from edge_asr.models.tokenizer import Tokenizer

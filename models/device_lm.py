@@ -1,10 +1,11 @@
-"""Trains the device LM (daemon/token_lm.py) for a model folder and records it in the card.
+"""Trains the device LM (daemon/recognition/token_lm.py) for a model folder and records it
+in the card.
 
     python -m edge_asr.models.device_lm --data ~/.cache/edge-asr --model models/rnnt-v1
 
 The training sentences of the corpus (data/corpus/train.jsonl; the held-out sentences and
 names are never in it) are spelled with the model's own bpe.model and counted into an
-interpolated modified Kneser-Ney n-gram over those pieces (daemon/ngram_lm.py).
+interpolated modified Kneser-Ney n-gram over those pieces (daemon/recognition/ngram_lm.py).
 
 People's names are a class: each contact in a sentence is one word, `<contact>`, that no
 model token spells. Trained on the names themselves, the LM learnt the 2,000 training names
@@ -28,10 +29,10 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from edge_asr.daemon.ngram_lm import NgramOptions, perplexity, train_ngram
+from edge_asr.daemon.recognition.ngram_lm import NgramOptions, perplexity, train_ngram
+from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, LM_FILES, NAMES_FILE
+from edge_asr.daemon.recognition.transducer import read_model_file, sha256_of
 from edge_asr.daemon.text import normalize_text
-from edge_asr.daemon.token_lm import CONTACT, LM_FILE, LM_FILES, NAMES_FILE
-from edge_asr.daemon.transducer import read_model_file, sha256_of
 
 DEFAULT_ORDER = 5
 DEFAULT_CUTOFFS = (2,)  # orders 3 and up: n-grams seen once are not stored

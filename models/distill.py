@@ -31,7 +31,7 @@ import jiwer
 import numpy as np
 import torch
 
-from edge_asr.daemon.features import compute_fbank
+from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.models import prepare
 from edge_asr.models.dataset import collate, duration_batches, load_audio

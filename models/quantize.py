@@ -23,9 +23,9 @@ import shutil
 import time
 from pathlib import Path
 
-from edge_asr.daemon.recognizer import RecognizerConfig
-from edge_asr.daemon.token_lm import LM_FILES
-from edge_asr.daemon.transducer import sha256_of
+from edge_asr.daemon.recognition.recognizer import RecognizerConfig
+from edge_asr.daemon.recognition.token_lm import LM_FILES
+from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models.blockwise import valid_block
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
 from edge_asr.models.packed import SUFFIX, bytes_on_disk, pack_dir, sparsity, weight_bits
@@ -107,7 +107,7 @@ def calibration_inputs(src: Path, manifest: Path, utterances: int = 40,
 
     from edge_asr.daemon.evaluate import recognize_samples
     from edge_asr.daemon.manifest import read_manifest
-    from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+    from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
     from edge_asr.models.dataset import load_audio
 
     rec = Recognizer(RecognizerConfig(model_dir=src))

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_asr.daemon.features import compute_fbank
+from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.models import blockwise, prepare, real_speech
 from edge_asr.models.augment import Augmenter
 from edge_asr.models.dataset import load_audio

@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_asr.daemon.evaluate import Summary, evaluate, summarize
 from edge_asr.daemon.manifest import read_manifest
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 
 
 @dataclass(frozen=True)

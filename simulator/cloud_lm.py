@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from edge_asr.daemon.ngram_lm import LmFormatError, NgramLM
-from edge_asr.daemon.transducer import sha256_of
+from edge_asr.daemon.recognition.ngram_lm import LmFormatError, NgramLM
+from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.simulator.neural_lm import NeuralLM, NeuralLmError
 
 NGRAM_FILES = ("ngram.arpa.gz", "ngram.arpa")

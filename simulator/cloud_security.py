@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from edge_asr.daemon.proto import cloud_pb2
+from edge_asr.daemon.api.proto import cloud_pb2
 
 _SERVICE = cloud_pb2.DESCRIPTOR.services_by_name["Cloud"]
 

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge_asr.daemon.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
-from edge_asr.daemon.transducer import sha256_of
+from edge_asr.daemon.recognition.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
+from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models import corpus
 from edge_asr.simulator.cloud_lm import (
     CARD_FILE,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_asr.daemon.ngram_lm import BOS, EOS, UNK
+from edge_asr.daemon.recognition.ngram_lm import BOS, EOS, UNK
 
 INPUTS = ("tokens", "h0", "c0")
 OUTPUTS = ("log_probs", "hn", "cn")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge_asr.daemon.ngram_lm import BOS, EOS, UNK
+from edge_asr.daemon.recognition.ngram_lm import BOS, EOS, UNK
 from edge_asr.simulator.neural_lm import INPUTS, OUTPUTS
 
 OPSET = 17

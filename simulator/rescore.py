@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_asr.daemon.lattice import Lattice, LatticeError, parse, paths
+from edge_asr.daemon.uplink.lattice import Lattice, LatticeError, parse, paths
 from edge_asr.simulator.cloud_lm import (
     WEIGHTS_FILE,
     CloudLM,

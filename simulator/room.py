@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.audio import read_audio
-from edge_asr.daemon.context_graph import ContextError, context_entries
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.manifest import read_manifest
+from edge_asr.daemon.recognition.context_graph import ContextError, context_entries
 from edge_asr.models.augment import (
     NOISE_KINDS,
     SAMPLE_RATE,

@@ -33,10 +33,10 @@ import grpc
 import numpy as np
 import soundfile as sf
 
-from edge_asr.daemon.client import start_cloud, wait_for_socket
+from edge_asr.daemon.api.client import start_cloud, wait_for_socket
+from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
 from edge_asr.daemon.evaluate import names_in, summarize, word_error_rate
-from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
+from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.augment import SAMPLE_RATE
 from edge_asr.simulator.netem import NetworkEmulator

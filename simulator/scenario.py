@@ -27,10 +27,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_asr.daemon.cloud_link import CloudLinkConfig
-from edge_asr.daemon.endpoint import EndpointConfig
-from edge_asr.daemon.recognizer import RecognizerConfig
-from edge_asr.daemon.service import DaemonConfig, config_from_dict
+from edge_asr.daemon.api.service import DaemonConfig, config_from_dict
+from edge_asr.daemon.endpointing.endpoint import EndpointConfig
+from edge_asr.daemon.recognition.recognizer import RecognizerConfig
+from edge_asr.daemon.uplink.cloud_link import CloudLinkConfig
 from edge_asr.simulator.netem import NetworkConfig
 from edge_asr.simulator.room import NoiseBed, RoomConfig, UtteranceSource
 
@@ -51,7 +51,7 @@ class DeviceProfile:
     decoding: str = "modified_beam_search"
     beam: int = 4
     context_beam: int = RecognizerConfig.context_beam  # beam while the context is set
-    vad_level_gate: float = DaemonConfig.vad_level_gate  # daemon/vad.py; 0 turns it off
+    vad_level_gate: float = DaemonConfig.vad_level_gate  # daemon/frontend/vad.py; 0 turns it off
     threads: int = 1  # onnxruntime intra-op threads
     cores: list[int] = field(default_factory=list)  # pin the daemon here; [] = any core
     music_load: float = 0.0  # share of the daemon's first core a music player takes

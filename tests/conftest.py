@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edge_asr.daemon.recognizer import SOURCE_MODEL_DIR
-from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
+from edge_asr.daemon.recognition.recognizer import SOURCE_MODEL_DIR
+from edge_asr.daemon.recognition.transducer import MODEL_FILES, sha256_of
 from edge_asr.models.device_lm import build_device_lm
 from edge_asr.models.export import export_onnx
 from edge_asr.models.model import ModelConfig, Transducer
@@ -71,7 +71,7 @@ CLOUD_SENTENCES = [s.split() for s in [
 
 @pytest.fixture(scope="session")
 def tiny_cloud_lm():
-    from edge_asr.daemon.ngram_lm import NgramOptions, train_ngram
+    from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
     from edge_asr.simulator.cloud_lm import CloudLM, RescoreWeights
 
     return CloudLM(train_ngram(CLOUD_SENTENCES, NgramOptions(order=3)), None,
@@ -101,7 +101,7 @@ def cloud(tiny_cloud_lm):
 def cloud_link():
     """Starts device links with test-sized backoff: cloud_link(address, **config); every one
     is closed after the test."""
-    from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig
+    from edge_asr.daemon.uplink.cloud_link import CloudLink, CloudLinkConfig
 
     made = []
 

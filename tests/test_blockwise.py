@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.evaluate import recognize_samples
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.transducer import TransducerModel
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.transducer import TransducerModel
 from edge_asr.models import packed
 from edge_asr.models.blockwise import attributes, block_codes, gemm_to_matmul
 from edge_asr.models.card import loaded_model_bytes

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_asr.daemon.audio import AudioFormatError, read_audio, to_model_rate
+from edge_asr.daemon.capture.audio import AudioFormatError, read_audio, to_model_rate
 from edge_asr.daemon.cli import main
 
 EVAL_KEYS = {"audio_filepath", "text", "hypothesis", "nbest", "rescored", "speculative_endpoint",
@@ -121,8 +121,8 @@ def test_eval_refuses_a_bad_config_clearly(tmp_path, capsys, tiny_model_dir):
 
 
 def test_decoding_flags_reach_the_recognizer(tiny_model_dir, tmp_path):
+    from edge_asr.daemon.api.service import load_config
     from edge_asr.daemon.cli import _recognizer, build_parser
-    from edge_asr.daemon.service import load_config
 
     args = build_parser().parse_args(["eval", "m.jsonl", "--output", "r.jsonl", "--model",
                                       str(tiny_model_dir), "--context-bonus", "0.75",
@@ -150,8 +150,8 @@ def test_the_readme_daemon_configuration_loads_and_states_the_defaults(tmp_path)
     import re
     import tomllib
 
-    from edge_asr.daemon.recognizer import RecognizerConfig
-    from edge_asr.daemon.service import load_config
+    from edge_asr.daemon.api.service import load_config
+    from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S)

@@ -14,11 +14,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_asr.daemon.audio import read_audio
-from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig, CloudResult, backoff_delays
-from edge_asr.daemon.finisher import Finisher
-from edge_asr.daemon.lattice import Path, WordArc, build_lattice
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.pipeline import Event, EventType
+from edge_asr.daemon.uplink.cloud_link import (
+    CloudLink,
+    CloudLinkConfig,
+    CloudResult,
+    backoff_delays,
+)
+from edge_asr.daemon.uplink.finisher import Finisher
+from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice
 from edge_asr.simulator.rescore import load_dev_set
 
 # The device's acoustics prefer a homophone the LM knows to be wrong.
@@ -228,8 +233,8 @@ def test_the_link_reconnects_and_resends_what_still_waits(cloud, link_to):
 
 
 def test_local_only_daemon_opens_no_link(tiny_model_dir):
-    from edge_asr.daemon.recognizer import RecognizerConfig
-    from edge_asr.daemon.service import Daemon, DaemonConfig, SourceConfig
+    from edge_asr.daemon.api.service import Daemon, DaemonConfig, SourceConfig
+    from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 
     config = DaemonConfig(recognizer=RecognizerConfig(model_dir=tiny_model_dir),
                           source=SourceConfig(kind="none"), local_only=True)
@@ -286,7 +291,7 @@ def test_a_hung_cloud_session_is_dropped_and_opened_anew(cloud, link_to):
 def test_an_answer_for_the_withdrawn_revision_does_not_swallow_the_revised_one():
     """Revision 1 was answered before the cloud heard the reset; that answer reaches the
     device after revision 2 went up. Revision 2's answer must still be delivered."""
-    from edge_asr.daemon.proto import cloud_pb2
+    from edge_asr.daemon.api.proto import cloud_pb2
 
     def answer(revision: int, words: str) -> cloud_pb2.ServerMessage:
         return cloud_pb2.ServerMessage(rescored=cloud_pb2.Rescored(

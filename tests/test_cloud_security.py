@@ -12,10 +12,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from test_cloud_link import SPECULATIVE, confirmed, spec
 
-from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig
-from edge_asr.daemon.finisher import Finisher
+from edge_asr.daemon.api.proto import cloud_pb2, cloud_pb2_grpc
 from edge_asr.daemon.pipeline import Event, EventType
-from edge_asr.daemon.proto import cloud_pb2, cloud_pb2_grpc
+from edge_asr.daemon.uplink.cloud_link import CloudLink, CloudLinkConfig
+from edge_asr.daemon.uplink.finisher import Finisher
 from edge_asr.simulator.cloud_security import CloudSecurity
 
 TOKEN = "s3cret-device-token"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_asr.daemon.audio import read_audio
-from edge_asr.daemon.name_rescue import ContextPhrase
-from edge_asr.daemon.recognizer import (
+from edge_asr.daemon.capture.audio import read_audio
+from edge_asr.daemon.recognition.name_rescue import ContextPhrase
+from edge_asr.daemon.recognition.recognizer import (
     DEFAULT_MODEL_DIR,
     Recognizer,
     RecognizerConfig,

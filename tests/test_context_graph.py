@@ -13,7 +13,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_asr.daemon.context_graph import (
+from edge_asr.daemon.evaluate import evaluate
+from edge_asr.daemon.manifest import write_manifest
+from edge_asr.daemon.recognition.context_graph import (
     ROOT,
     ContextBuilder,
     ContextError,
@@ -21,10 +23,8 @@ from edge_asr.daemon.context_graph import (
     Phrase,
     build_context_graph,
 )
-from edge_asr.daemon.evaluate import evaluate
-from edge_asr.daemon.manifest import write_manifest
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.transducer import ModelError
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.transducer import ModelError
 from edge_asr.models.export import export_onnx
 from edge_asr.models.model import ModelConfig, Transducer
 from edge_asr.models.tokenizer import train_tokenizer
@@ -194,7 +194,7 @@ def test_only_slot_phrases_get_slot_paths():
 
 
 def test_the_slot_bonus_falls_with_the_log_of_the_contact_count():
-    from edge_asr.daemon.context_graph import LARGE_LIST, SHORT_LIST, slot_bonus_for
+    from edge_asr.daemon.recognition.context_graph import LARGE_LIST, SHORT_LIST, slot_bonus_for
 
     assert slot_bonus_for(1, 3.0, 2.0, 1.5) == slot_bonus_for(SHORT_LIST, 3.0, 2.0, 1.5) == 3.0
     assert slot_bonus_for(LARGE_LIST, 3.0, 2.0, 1.5) == pytest.approx(2.0)
@@ -359,7 +359,7 @@ def model_dir(bpe, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def audio() -> np.ndarray:
-    # Noise with a syllable-rate envelope: the VAD's noise gate (daemon/vad.py) would
+    # Noise with a syllable-rate envelope: the VAD's noise gate (daemon/frontend/vad.py) would
     # rightly call steady noise silence, and the pipeline would then decode nothing.
     rng = np.random.default_rng(1)
     t = np.arange(16000 * 2) / 16000

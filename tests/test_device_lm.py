@@ -6,9 +6,9 @@ import shutil
 import sentencepiece as spm
 from conftest import tiny_corpus
 
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.token_lm import CONTACT, LM_FILE, NAMES_FILE
-from edge_asr.daemon.transducer import sha256_of
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, NAMES_FILE
+from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models.device_lm import build_device_lm, spell_with_classes
 
 
@@ -42,7 +42,7 @@ def test_the_lm_goes_beside_the_model_and_into_its_card(tiny_model_dir, tmp_path
 def test_recorded_speech_transcripts_join_the_lm_text(tiny_model_dir, tmp_path):
     """What people were recorded saying (real training corpora) is text the LM learns: a
     transcript sentence becomes far more likely, and each distinct sentence counts once."""
-    from edge_asr.daemon.ngram_lm import NgramLM, perplexity
+    from edge_asr.daemon.recognition.ngram_lm import NgramLM, perplexity
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)

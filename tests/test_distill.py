@@ -11,7 +11,7 @@ import jiwer
 import pytest
 import torch
 
-from edge_asr.daemon.features import compute_fbank
+from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.models.dataset import SpeechDataset, load_audio
 from edge_asr.models.distill import MODEL_SIZES, PSEUDO_TAG, TEACHER, pseudo_label

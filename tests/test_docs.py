@@ -3,7 +3,7 @@
 - Every relative link (and image) in every Markdown file of the repository points at a
   file or folder that exists in it; a link to a heading (`FILE.md#heading`, `#heading`)
   names a heading that the target has. Web links are not followed.
-- An inline code span that is a repository path (`daemon/vad.py`, `models/rnnt-v1`) names
+- An inline code span that is a repository path (`daemon/frontend/vad.py`, `models/rnnt-v1`) names
   one that exists, so a moved or deleted file cannot stay quoted.
 - Every ```python block of README.md runs, from the repository root with the project's
   Python, as a user would paste it. A daemon with no audio source of its own serves on
@@ -185,13 +185,13 @@ def test_the_link_checks_catch_what_they_are_for(tmp_path, monkeypatch):
     links, anchors of existing headings and links inside code are not."""
     tmp_path = tmp_path.resolve()
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
-    (tmp_path / "daemon").mkdir()
-    (tmp_path / "daemon" / "vad.py").write_text("")
+    (tmp_path / "daemon" / "frontend").mkdir(parents=True)
+    (tmp_path / "daemon" / "frontend" / "vad.py").write_text("")
     (tmp_path / "B.md").write_text("# Title\n\n## The two end-pointers\n")
     doc = tmp_path / "A.md"
     doc.write_text(
         "See [b](B.md), [b's section](B.md#the-two-end-pointers), [web](https://x.org/y.md),\n"
-        "[here](#top), ![img](daemon/vad.py) and `daemon/vad.py`.\n"
+        "[here](#top), ![img](daemon/frontend/vad.py) and `daemon/frontend/vad.py`.\n"
         "Broken: [gone](models/EXPERIMENTS.md), [section](B.md#no-such-heading),\n"
         "[ref]: daemon/TUNING.md\n"
         "`daemon/gone.py` and `[not a link](nowhere.md)`\n"
@@ -217,7 +217,7 @@ def test_readme_has_python_examples():
 def example_env():
     """Environment for the README's examples: a daemon serving on the default socket of a
     fresh $XDG_RUNTIME_DIR (kept short: a Unix socket path has a length limit)."""
-    from edge_asr.daemon.client import wait_for_socket
+    from edge_asr.daemon.api.client import wait_for_socket
 
     runtime = tempfile.mkdtemp(prefix="edge-asr-docs-")
     env = {**os.environ, "XDG_RUNTIME_DIR": runtime}

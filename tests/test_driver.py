@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.driver import StreamDriver
 from edge_asr.daemon.evaluate import microphone_pieces
-from edge_asr.daemon.finisher import Finisher
 from edge_asr.daemon.pipeline import EventType, Pipeline
-from edge_asr.daemon.recognizer import Recognizer
+from edge_asr.daemon.recognition.recognizer import Recognizer
+from edge_asr.daemon.uplink.finisher import Finisher
 
 DATA = Path(__file__).parent / "data"
 ROWS = [json.loads(line) for line in (DATA / "manifest.jsonl").open()]

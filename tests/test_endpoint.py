@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_asr.daemon.completeness import looks_complete
-from edge_asr.daemon.endpoint import (
+from edge_asr.daemon.endpointing.completeness import looks_complete
+from edge_asr.daemon.endpointing.endpoint import (
     EndpointConfig,
     Endpointer,
     EndpointEvent,
@@ -23,7 +23,7 @@ from edge_asr.daemon.endpoint import (
     EventKind,
     Phase,
 )
-from edge_asr.daemon.vad import SpeechSmoother, Vad
+from edge_asr.daemon.frontend.vad import SpeechSmoother, Vad
 
 FRAME_S = 0.01
 CONFIG = EndpointConfig(vad_frame_s=FRAME_S)

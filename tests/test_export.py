@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.models.export import export_onnx
 from edge_asr.models.model import ModelConfig, Transducer
 

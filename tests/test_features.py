@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge_asr.daemon.features import StreamingFbank, compute_fbank
+from edge_asr.daemon.frontend.features import StreamingFbank, compute_fbank
 from edge_asr.models.dataset import SpeechDataset
 
 
@@ -35,7 +35,7 @@ def test_streaming_pieces_equal_whole_utterance(piece_ms):
 def test_training_dataset_uses_runtime_features(tmp_path):
     import soundfile as sf
 
-    from edge_asr.daemon.audio import read_audio
+    from edge_asr.daemon.capture.audio import read_audio
     from edge_asr.daemon.manifest import write_manifest
     from edge_asr.models.tokenizer import train_tokenizer
 

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_asr.daemon import proto
-from edge_asr.daemon.lattice import (
+from edge_asr.daemon.api import proto
+from edge_asr.daemon.api.proto import lattice_pb2
+from edge_asr.daemon.uplink.lattice import (
     Arc,
     Lattice,
     LatticeError,
@@ -22,7 +23,6 @@ from edge_asr.daemon.lattice import (
     serialize,
     validate,
 )
-from edge_asr.daemon.proto import lattice_pb2
 
 VOCAB = ["turn", "on", "off", "the", "kitchen", "lights", "lamp"]
 

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_asr.daemon import sources
-from edge_asr.daemon.audio import SUPPORTED_RATES
-from edge_asr.daemon.sources import AudioSourceError, MicrophoneSource
+from edge_asr.daemon.capture import sources
+from edge_asr.daemon.capture.audio import SUPPORTED_RATES
+from edge_asr.daemon.capture.sources import AudioSourceError, MicrophoneSource
 
 SINK = "edge_asr_test"
 TONE_HZ = 440.0

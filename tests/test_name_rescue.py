@@ -1,5 +1,5 @@
-"""The second pass of contextual biasing (daemon/name_rescue.py): which spans it proposes
-to replace, that its score is the transducer's likelihood, and that it puts back a name the
+"""The second pass of contextual biasing (daemon/recognition/name_rescue.py): which spans it
+proposes to replace, that its score is the transducer's likelihood, and that it puts back a name the
 audio supports, and only such a name, through to the pipeline's events."""
 
 import itertools
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.evaluate import run_pipeline
-from edge_asr.daemon.lattice import paths
-from edge_asr.daemon.name_rescue import (
+from edge_asr.daemon.pipeline import EventType, Pipeline
+from edge_asr.daemon.recognition.name_rescue import (
     ContextPhrase,
     SlotBonus,
     align,
@@ -20,10 +20,10 @@ from edge_asr.daemon.name_rescue import (
     rescue,
     sound_key,
 )
-from edge_asr.daemon.pipeline import EventType, Pipeline
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
-from edge_asr.daemon.search import Hypothesis, log_softmax
-from edge_asr.daemon.transducer import TransducerModel
+from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.search import Hypothesis, log_softmax
+from edge_asr.daemon.recognition.transducer import TransducerModel
+from edge_asr.daemon.uplink.lattice import paths
 
 DATA = Path(__file__).parent / "data"
 CLIP = DATA / "clip07.flac"  # "get yasaman grigoriev on the phone"
@@ -209,7 +209,7 @@ def test_the_events_carry_the_rescued_text_and_the_beam_still_confirms(monkeypat
         return Hypothesis(target, hyp.log_prob, tuple(range(len(target))),
                           trace=tuple((hyp.log_prob, 0.0, 0.0) for _ in target)), phrases[0]
 
-    monkeypatch.setattr("edge_asr.daemon.recognizer.rescue", rescue_for_test)
+    monkeypatch.setattr("edge_asr.daemon.recognition.recognizer.rescue", rescue_for_test)
     pipeline = Pipeline(recognizer)
     pipeline.set_context(row["context"])
     events = run_pipeline(pipeline, read_audio(CLIP))
@@ -229,9 +229,9 @@ def test_the_events_carry_the_rescued_text_and_the_beam_still_confirms(monkeypat
 
 
 def test_a_lattice_path_keeps_the_bonus_only_of_phrases_it_says_as_whole_words():
-    from edge_asr.daemon.lattice import Path as LatticePath
-    from edge_asr.daemon.lattice import WordArc
-    from edge_asr.daemon.name_rescue import whole_word_bias
+    from edge_asr.daemon.recognition.name_rescue import whole_word_bias
+    from edge_asr.daemon.uplink.lattice import Path as LatticePath
+    from edge_asr.daemon.uplink.lattice import WordArc
 
     def path(text: str) -> LatticePath:  # as the beam left it: the bonus on every word
         return LatticePath([WordArc(w, i, i + 1, -1.0, 2.0)
@@ -329,9 +329,9 @@ def test_a_name_after_a_carrier_word_is_judged_with_the_slot_bonus(heard):
 
 
 def test_a_lattice_path_books_the_slot_bonus_after_a_carrier_word():
-    from edge_asr.daemon.lattice import Path as LatticePath
-    from edge_asr.daemon.lattice import WordArc
-    from edge_asr.daemon.name_rescue import whole_word_bias
+    from edge_asr.daemon.recognition.name_rescue import whole_word_bias
+    from edge_asr.daemon.uplink.lattice import Path as LatticePath
+    from edge_asr.daemon.uplink.lattice import WordArc
 
     def path(text: str) -> LatticePath:
         return LatticePath([WordArc(w, i, i + 1, -1.0, 0.0) for i, w in enumerate(text.split())])

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_asr.daemon.ngram_lm import build_vocab  # noqa: E402
+from edge_asr.daemon.recognition.ngram_lm import build_vocab  # noqa: E402
 from edge_asr.simulator.neural_lm import NeuralLM, NeuralLmError, write_vocab  # noqa: E402
 from edge_asr.simulator.neural_lm_train import (  # noqa: E402
     NeuralOptions,

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from edge_asr.daemon.ngram_lm import (
+from edge_asr.daemon.recognition.ngram_lm import (
     BOS,
     EOS,
     FALLBACK_DISCOUNTS,

@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.transducer import ModelError, TransducerModel, sha256_of
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.transducer import ModelError, TransducerModel, sha256_of
 from edge_asr.models.packed import pack_bytes, pack_dir, sparsity, unpack_bytes, weight_bits
 
 

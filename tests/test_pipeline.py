@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_asr.daemon.audio import read_audio
-from edge_asr.daemon.endpoint import EndpointConfig
+from edge_asr.daemon.capture.audio import read_audio
+from edge_asr.daemon.endpointing.endpoint import EndpointConfig
 from edge_asr.daemon.evaluate import run_pipeline
-from edge_asr.daemon.lattice import paths
 from edge_asr.daemon.pipeline import EventType, Pipeline, PipelineConfig
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
+from edge_asr.daemon.uplink.lattice import paths
 
 DATA = Path(__file__).parent / "data"
 ROWS = [json.loads(line) for line in (DATA / "manifest.jsonl").open()]

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.evaluate import recognize_samples
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.token_lm import LM_FILE, NAMES_FILE
-from edge_asr.daemon.transducer import TransducerModel, sha256_of
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.token_lm import LM_FILE, NAMES_FILE
+from edge_asr.daemon.recognition.transducer import TransducerModel, sha256_of
 from edge_asr.models.quantize import ONNX_FILES, calibration_inputs, quantize_dir
 
 DATA = Path(__file__).parent / "data"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soxr
 
-from edge_asr.daemon.audio import AudioFormatError, read_audio
-from edge_asr.daemon.recognizer import (
+from edge_asr.daemon.capture.audio import AudioFormatError, read_audio
+from edge_asr.daemon.recognition.recognizer import (
     EndpointRule,
     Recognizer,
     RecognizerConfig,

@@ -9,9 +9,9 @@ from pathlib import Path as FsPath
 
 import pytest
 
-from edge_asr.daemon.lattice import Path, WordArc, build_lattice, serialize
-from edge_asr.daemon.ngram_lm import NgramOptions, train_ngram
-from edge_asr.daemon.transducer import sha256_of
+from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
+from edge_asr.daemon.recognition.transducer import sha256_of
+from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice, serialize
 from edge_asr.simulator.cloud_lm import (
     CloudLM,
     CloudLmError,

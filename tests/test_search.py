@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
-from edge_asr.daemon.search import Hypothesis, ModifiedBeamSearch
-from edge_asr.daemon.transducer import TransducerModel
+from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR
+from edge_asr.daemon.recognition.search import Hypothesis, ModifiedBeamSearch
+from edge_asr.daemon.recognition.transducer import TransducerModel
 
 
 def test_best_hypothesis_is_chosen_by_log_prob_per_token(tiny_model_dir):
@@ -44,7 +44,7 @@ class _ScriptedModel:
     frame kind 0 says token 1 clearly and tokens 2 and 7 weakly; kind 1 says blank."""
 
     def __init__(self) -> None:
-        from edge_asr.daemon.transducer import ModelInfo
+        from edge_asr.daemon.recognition.transducer import ModelInfo
 
         self.info = ModelInfo(num_encoder_layers=1, chunk_frames=23, chunk_shift=16,
                               rnn_hidden_size=4, d_model=4, vocab_size=8, context_size=2)
@@ -66,7 +66,7 @@ def test_boosted_partial_matches_cannot_push_the_models_own_best_path_out_of_the
     """Two phrases' first tokens, boosted, outrank what the audio says; neither phrase is
     completed. The beam keeps the model's own best path, which wins once the bonuses of
     the unfinished matches are given back (without it, "b" or "g" would be the result)."""
-    from edge_asr.daemon.context_graph import ContextGraph
+    from edge_asr.daemon.recognition.context_graph import ContextGraph
 
     frames = np.array([[1.0, 0.0]] + [[0.0, 1.0]] * 5, np.float32)
     graph = ContextGraph([[2, 3], [7, 3]], bonus=3.0, vocab_size=8)
@@ -102,8 +102,8 @@ def test_stand_ins_replace_the_nbest_until_the_next_frame():
 def test_with_every_slot_kept_for_the_model_a_context_only_reranks_the_beam():
     """context_own_slots = beam: the beam holds what the model alone would hold (the same
     hypotheses as a search without the context); the context only orders them."""
-    from edge_asr.daemon.audio import read_audio
-    from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+    from edge_asr.daemon.capture.audio import read_audio
+    from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 
     audio = read_audio(Path(__file__).parent / "data" / "clip07.flac")
     context = ["Yasaman Grigoriev", "Yasmin Gray", "the mudroom door", "the yard lights"]
@@ -123,7 +123,7 @@ def test_with_every_slot_kept_for_the_model_a_context_only_reranks_the_beam():
 
 @pytest.mark.parametrize("bad", [{"beam": 0}, {"context_beam": -1}, {"context_own_slots": -1}])
 def test_beam_settings_out_of_range_are_refused_by_name(bad):
-    from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
+    from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 
     with pytest.raises(ValueError, match=next(iter(bad))):
         Recognizer(RecognizerConfig(**bad))

@@ -27,17 +27,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from edge_asr.daemon.bus import EventBus, SubscriptionClosed
-from edge_asr.daemon.context_graph import context_entries
-from edge_asr.daemon.finisher import Finisher
-from edge_asr.daemon.lattice import Path as LatticePath
-from edge_asr.daemon.lattice import WordArc, build_lattice, from_proto
+from edge_asr.daemon.api.bus import EventBus, SubscriptionClosed
+from edge_asr.daemon.api.proto import edge_asr_pb2 as pb
+from edge_asr.daemon.api.proto import edge_asr_pb2_grpc as pb_grpc
+from edge_asr.daemon.api.server import SERVICE_NAME, Served, ServeError, event_to_proto, serve
+from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline, PipelineConfig
-from edge_asr.daemon.proto import edge_asr_pb2 as pb
-from edge_asr.daemon.proto import edge_asr_pb2_grpc as pb_grpc
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.server import SERVICE_NAME, Served, ServeError, event_to_proto, serve
-from edge_asr.daemon.vad import Vad
+from edge_asr.daemon.recognition.context_graph import context_entries
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.uplink.finisher import Finisher
+from edge_asr.daemon.uplink.lattice import Path as LatticePath
+from edge_asr.daemon.uplink.lattice import WordArc, build_lattice, from_proto
 
 SR = 16000
 LEAD_S, BURST_S, GAP_S = 0.5, 0.8, 1.8  # GAP_S outlasts every end-pointer threshold

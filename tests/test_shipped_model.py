@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_asr.daemon.audio import read_audio
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.evaluate import evaluate, recognize_samples
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.transducer import MODEL_FILES, sha256_of
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.transducer import MODEL_FILES, sha256_of
 
 DATA = Path(__file__).parent / "data"
 # rnnt-v2 (the fp32 source of the default model) measured 20.51% (greedy) and 13.85%
@@ -53,7 +53,7 @@ def test_model_card_matches_files(shipped_model_dir):
 def test_the_default_model_is_4_bit_and_scored_on_people():
     """What the daemon, transcribe, eval and `make run` load: the 4-bit model, whose card
     holds WER on recorded speakers that training never heard, set by set."""
-    from edge_asr.daemon.recognizer import DEFAULT_MODEL_DIR
+    from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR
 
     card = json.loads((DEFAULT_MODEL_DIR / "model_card.json").read_text())
     assert round(card["weight_bits"]) == 4
@@ -130,7 +130,7 @@ def int8_model_dir(request) -> Path:
 
 
 def test_int8_card_matches_the_decoded_files(int8_model_dir):
-    from edge_asr.daemon.transducer import read_model_file
+    from edge_asr.daemon.recognition.transducer import read_model_file
 
     card = json.loads((int8_model_dir / "model_card.json").read_text())
     assert round(card["weight_bits"]) == INT8[int8_model_dir.name][2]

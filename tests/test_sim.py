@@ -49,7 +49,7 @@ def test_a_manifest_context_of_an_unknown_kind_is_an_error_that_names_it(tmp_pat
 
 
 def test_device_settings_of_a_scenario_reach_the_daemons_configuration(tmp_path):
-    from edge_asr.daemon.service import load_config
+    from edge_asr.daemon.api.service import load_config
     from edge_asr.simulator.runner import _daemon_toml
 
     scenario = load_scenario(_scenario(tmp_path, "[device]\nvad_level_gate = 0.0\n"
@@ -172,7 +172,7 @@ def test_matching_counts_merged_split_and_spurious_utterances():
 def test_a_cloud_that_cannot_start_is_a_clear_error_not_a_hang(tmp_path):
     import time
 
-    from edge_asr.daemon.client import start_cloud
+    from edge_asr.daemon.api.client import start_cloud
 
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="did not start"):
@@ -196,7 +196,7 @@ def test_a_started_child_never_blocks_on_its_unread_output():
     import subprocess
     import sys
 
-    from edge_asr.daemon.client import wait_for_line
+    from edge_asr.daemon.api.client import wait_for_line
 
     child = subprocess.Popen(
         [sys.executable, "-c", "print('x: serving on 127.0.0.1:1', flush=True); "

@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 import soxr
 
-from edge_asr.daemon import sources
-from edge_asr.daemon.audio import AudioFormatError
-from edge_asr.daemon.ring_buffer import RingBuffer
-from edge_asr.daemon.sources import (
+from edge_asr.daemon.capture import sources
+from edge_asr.daemon.capture.audio import AudioFormatError
+from edge_asr.daemon.capture.ring_buffer import RingBuffer
+from edge_asr.daemon.capture.sources import (
     AudioSourceError,
     FileSource,
     PieceMaker,

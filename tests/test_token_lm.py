@@ -6,11 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_asr.daemon.ngram_lm import NgramOptions, train_ngram
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.search import ModifiedBeamSearch
-from edge_asr.daemon.token_lm import CONTACT, LM_FILE, NAMES_FILE, TokenLM
-from edge_asr.daemon.transducer import ModelError
+from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.recognition.search import ModifiedBeamSearch
+from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, NAMES_FILE, TokenLM
+from edge_asr.daemon.recognition.transducer import ModelError
 
 PIECES = ["<blk>", "<unk>", "▁call", "▁now", "▁turn", "▁on", "▁the", "▁lamp",
           "▁a", "n", "▁b", "o"]
@@ -84,7 +84,7 @@ class _SayingModel:
     an alternative (0.05) and blank (0.01); frame value 0 says blank."""
 
     def __init__(self, tokens: list[str]) -> None:
-        from edge_asr.daemon.transducer import ModelInfo
+        from edge_asr.daemon.recognition.transducer import ModelInfo
 
         self.tokens = tokens
         self.info = ModelInfo(num_encoder_layers=1, chunk_frames=23, chunk_shift=16,
@@ -157,7 +157,7 @@ def test_the_token_bonus_keeps_the_lm_from_deleting_words():
 
 def _call_a_listed_name(token_bonus: float = 0.0):
     """"call b o" said, with "b o" the user's context phrase; (search, said, lm)."""
-    from edge_asr.daemon.context_graph import ContextGraph
+    from edge_asr.daemon.recognition.context_graph import ContextGraph
 
     lm = TokenLM(_words_lm(), PIECES, _names_lm())
     name = [PIECES.index(p) for p in ["▁b", "o"]]
@@ -187,8 +187,8 @@ def _copy(model_dir, tmp_path):
 
 
 def test_the_lattice_carries_the_device_lms_score_beside_the_acoustic_one():
-    from edge_asr.daemon.hypotheses import hypothesis_path
-    from edge_asr.daemon.lattice import build_lattice, parse, paths, serialize
+    from edge_asr.daemon.recognition.hypotheses import hypothesis_path
+    from edge_asr.daemon.uplink.lattice import build_lattice, parse, paths, serialize
 
     model = _SayingModel(PIECES)
     lm = TokenLM(_words_lm(), PIECES, _names_lm())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import grpc
 
-from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
-from edge_asr.daemon.service import default_socket
+from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
+from edge_asr.daemon.api.service import default_socket
 
 
 def channel_for(socket: str | None, tcp: str | None) -> grpc.Channel:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge_asr.daemon.context_graph import ROOT, ContextGraph, ContextState
-from edge_asr.daemon.token_lm import TokenLM, TokenLmState
-from edge_asr.daemon.transducer import TransducerModel
+from edge_asr.daemon.recognition.context_graph import ROOT, ContextGraph, ContextState
+from edge_asr.daemon.recognition.token_lm import TokenLM, TokenLmState
+from edge_asr.daemon.recognition.transducer import TransducerModel
 
 
 @dataclass

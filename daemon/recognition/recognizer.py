@@ -35,25 +35,35 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from edge_asr.daemon.audio import check_finite, check_sample_rate
+from edge_asr.daemon.capture.audio import check_finite, check_sample_rate
 from edge_asr.daemon.constants import FRAME_SHIFT_S, SAMPLE_RATE
-from edge_asr.daemon.context_graph import (
+from edge_asr.daemon.frontend.features import StreamingFbank
+from edge_asr.daemon.recognition.context_graph import (
     DEFAULT_BONUS,
     ContextBuilder,
     ContextGraph,
     context_entries,
 )
-from edge_asr.daemon.features import StreamingFbank
-from edge_asr.daemon.name_rescue import CONTACT_CARRIERS, ContextPhrase, SlotBonus, rescue
-from edge_asr.daemon.ngram_lm import LmFormatError
-from edge_asr.daemon.search import GreedySearch, Hypothesis, ModifiedBeamSearch
-from edge_asr.daemon.token_lm import LM_FILE, LM_FILES, TokenLM
-from edge_asr.daemon.transducer import PACKED_SUFFIX, ModelError, TransducerModel, read_model_file
+from edge_asr.daemon.recognition.name_rescue import (
+    CONTACT_CARRIERS,
+    ContextPhrase,
+    SlotBonus,
+    rescue,
+)
+from edge_asr.daemon.recognition.ngram_lm import LmFormatError
+from edge_asr.daemon.recognition.search import GreedySearch, Hypothesis, ModifiedBeamSearch
+from edge_asr.daemon.recognition.token_lm import LM_FILE, LM_FILES, TokenLM
+from edge_asr.daemon.recognition.transducer import (
+    PACKED_SUFFIX,
+    ModelError,
+    TransducerModel,
+    read_model_file,
+)
 
 Context = Sequence[str] | Mapping[str, Sequence[str]]
 CONTEXT_CACHE_SIZE = 8  # graphs kept per recognizer; a device has one user, eval a few lists
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 # What the daemon, transcribe, eval and `make run` load: model v2 with 4-bit weights. Its
 # fp32 source (SOURCE_MODEL_DIR) is what training, export checks and sherpa-onnx read.
 DEFAULT_MODEL_DIR = MODELS_DIR / "rnnt-v2-int4"

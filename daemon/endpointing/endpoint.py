@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from edge_asr.daemon.completeness import looks_complete
+from edge_asr.daemon.endpointing.completeness import looks_complete
 
 _EPS = 1e-9  # frame times are sums of floats; thresholds compare with this slack
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.ngram_lm import LmFormatError, NgramLM
+from edge_asr.daemon.recognition.ngram_lm import LmFormatError, NgramLM
 
 LM_FILE = "lm.arpa.gz"  # in the model folder, beside tokens.txt
 NAMES_FILE = "lm_names.arpa.gz"

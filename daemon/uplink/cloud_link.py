@@ -31,8 +31,8 @@ from pathlib import Path
 
 import grpc
 
-from edge_asr.daemon.lattice import Lattice, to_proto
-from edge_asr.daemon.proto import cloud_pb2, cloud_pb2_grpc
+from edge_asr.daemon.api.proto import cloud_pb2, cloud_pb2_grpc
+from edge_asr.daemon.uplink.lattice import Lattice, to_proto
 
 log = logging.getLogger(__name__)
 

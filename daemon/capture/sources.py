@@ -17,15 +17,15 @@ from typing import Any, Protocol, Self
 import numpy as np
 import soxr
 
-from edge_asr.daemon.audio import (
+from edge_asr.daemon.capture.audio import (
     SUPPORTED_RATES,
     AudioFormatError,
     check_finite,
     check_sample_rate,
     read_audio,
 )
+from edge_asr.daemon.capture.ring_buffer import RingBuffer
 from edge_asr.daemon.constants import SAMPLE_RATE
-from edge_asr.daemon.ring_buffer import RingBuffer
 
 PIECE_MS = (10, 20, 30)
 ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}

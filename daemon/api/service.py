@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_asr.daemon.bus import EventBus
-from edge_asr.daemon.cloud_link import CloudLink, CloudLinkConfig
+from edge_asr.daemon.api.bus import EventBus
+from edge_asr.daemon.api.metrics import Metrics
+from edge_asr.daemon.capture.sources import AudioSource, MicrophoneSource, PlaylistSource
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.driver import StreamDriver
-from edge_asr.daemon.endpoint import EndpointConfig, Phase
-from edge_asr.daemon.finisher import Finisher
-from edge_asr.daemon.lattice import serialize
-from edge_asr.daemon.metrics import Metrics
+from edge_asr.daemon.endpointing.endpoint import EndpointConfig, Phase
 from edge_asr.daemon.pipeline import Event, Pipeline, PipelineConfig
-from edge_asr.daemon.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.sources import AudioSource, MicrophoneSource, PlaylistSource
+from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.daemon.uplink.cloud_link import CloudLink, CloudLinkConfig
+from edge_asr.daemon.uplink.finisher import Finisher
+from edge_asr.daemon.uplink.lattice import serialize
 
 
 def default_socket() -> str:
@@ -166,7 +166,7 @@ class Daemon:
 
     def set_context(self, context: dict[str, list[str]]) -> int:
         """Validates (ContextError names a bad entry) and applies from the next utterance."""
-        from edge_asr.daemon.context_graph import context_entries
+        from edge_asr.daemon.recognition.context_graph import context_entries
 
         entries = context_entries(context)
         self.pipeline.set_context(context if entries else None)
@@ -294,7 +294,7 @@ def format_event(event: Event) -> str:
 
 def run_daemon(config: DaemonConfig) -> int:
     """Start everything, serve until SIGTERM/SIGINT (or the end of a non-looping playlist)."""
-    from edge_asr.daemon.server import serve
+    from edge_asr.daemon.api.server import serve
 
     t0 = time.monotonic()
     daemon = Daemon(config)

@@ -40,17 +40,17 @@ from typing import Any, NamedTuple, Protocol
 import grpc
 from grpc_health.v1 import health
 
-from edge_asr.daemon.audio import AudioFormatError, check_sample_rate
-from edge_asr.daemon.bus import EventBus, Subscription, SubscriptionClosed
-from edge_asr.daemon.context_graph import ContextError
+from edge_asr.daemon.api.bus import EventBus, Subscription, SubscriptionClosed
+from edge_asr.daemon.api.probes import add_health_and_reflection
+from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
+from edge_asr.daemon.capture.audio import AudioFormatError, check_sample_rate
+from edge_asr.daemon.capture.sources import PushSource
 from edge_asr.daemon.driver import StreamDriver
-from edge_asr.daemon.finisher import Finisher
-from edge_asr.daemon.lattice import to_proto as lattice_to_proto
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline
-from edge_asr.daemon.probes import add_health_and_reflection
-from edge_asr.daemon.proto import edge_asr_pb2, edge_asr_pb2_grpc
-from edge_asr.daemon.sources import PushSource
-from edge_asr.daemon.transducer import ModelError
+from edge_asr.daemon.recognition.context_graph import ContextError
+from edge_asr.daemon.recognition.transducer import ModelError
+from edge_asr.daemon.uplink.finisher import Finisher
+from edge_asr.daemon.uplink.lattice import to_proto as lattice_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ _CONTEXT_KINDS = ("contacts", "devices", "phrases")
 
 
 class Core(Protocol):
-    """What the servicer needs of the daemon (edge_asr.daemon.service.Daemon has it)."""
+    """What the servicer needs of the daemon (edge_asr.daemon.api.service.Daemon has it)."""
 
     bus: EventBus
 

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from edge_asr.daemon.cloud_link import CloudLink, CloudResult
 from edge_asr.daemon.pipeline import Event, EventType
+from edge_asr.daemon.uplink.cloud_link import CloudLink, CloudResult
 
 _FINAL_DECISIONS = (EventType.CONFIRMED, EventType.FINAL_ENDPOINT)
 

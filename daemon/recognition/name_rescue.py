@@ -36,10 +36,10 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
-from edge_asr.daemon.context_graph import ROOT
-from edge_asr.daemon.lattice import Path
-from edge_asr.daemon.search import Hypothesis
-from edge_asr.daemon.transducer import TransducerModel
+from edge_asr.daemon.recognition.context_graph import ROOT
+from edge_asr.daemon.recognition.search import Hypothesis
+from edge_asr.daemon.recognition.transducer import TransducerModel
+from edge_asr.daemon.uplink.lattice import Path
 
 # Consonants that sound alike under the TTS voices' letter-to-sound rules, one class each
 # (Soundex's grouping, with s/x/z apart from k/g); vowels, h, w and y are one class "a".

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
-from edge_asr.daemon.proto import lattice_pb2
+from edge_asr.daemon.api.proto import lattice_pb2
 
 MAX_UINT32 = 2**32 - 1
 DEFAULT_MAX_BYTES = 256 * 1024

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge_asr.daemon.lattice import Path, WordArc
-from edge_asr.daemon.search import Hypothesis
+from edge_asr.daemon.recognition.search import Hypothesis
+from edge_asr.daemon.uplink.lattice import Path, WordArc
 
 WORD_START = "\u2581"  # sentencepiece's word-boundary marker
 

@@ -1,0 +1,1 @@
+"""End-pointing: the speculative and final end-pointers and the completeness rules they consult."""

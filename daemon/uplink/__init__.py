@@ -1,0 +1,1 @@
+"""Lattices and the cloud link: what leaves the device, and how each utterance is closed."""
