@@ -118,7 +118,7 @@ scoreboard: heldout
 # about 3 MB), so `make run` needs no build. About 6 minutes on one core.
 .PHONY: cloud-lm
 cloud-lm: $(VENV)/.installed
-	OMP_NUM_THREADS=1 $(PY) -m edge_asr.simulator.lm_recipe --data $(DATA)/cloud_lm --out models/cloud-lm
+	OMP_NUM_THREADS=1 $(PY) -m edge_asr.models.cloud_lm_recipe --data $(DATA)/cloud_lm --out models/cloud-lm
 
 # Scores the shipped model on every evaluation set the recipe rendered.
 eval: $(VENV)/.installed

@@ -47,10 +47,10 @@ from edge_asr.daemon.uplink.lattice import (
 )
 from edge_asr.daemon.uplink.lattice import Path as LatticePath
 from edge_asr.models import corpus
-from edge_asr.simulator.cloud_lm import CloudLM
-from edge_asr.simulator.lm_recipe import CorpusOptions
+from edge_asr.models.cloud_lm_recipe import CorpusOptions
+from edge_asr.simulator.cloud.lm import CloudLM
+from edge_asr.simulator.cloud.rescore import rescore
 from edge_asr.simulator.process_stats import process_cpu_seconds
-from edge_asr.simulator.rescore import rescore
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_S = 1.0

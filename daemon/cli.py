@@ -187,9 +187,9 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from edge_asr.simulator.cloud import CloudOptions, CloudServeError, serve_cloud
-    from edge_asr.simulator.cloud_lm import CloudLM, CloudLmError
-    from edge_asr.simulator.cloud_security import CloudSecurity
+    from edge_asr.simulator.cloud.lm import CloudLM, CloudLmError
+    from edge_asr.simulator.cloud.security import CloudSecurity
+    from edge_asr.simulator.cloud.server import CloudOptions, CloudServeError, serve_cloud
 
     try:
         lm = CloudLM.load(args.lm)

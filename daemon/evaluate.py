@@ -339,7 +339,7 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
              lattices: Path | None = None) -> Summary:
     """Scores every entry of `manifest`; `lattices` also gets, per clip heard as one
     utterance, its standing lattice and reference (the cloud's weight-tuning input,
-    simulator/rescore.py)."""
+    simulator/cloud/rescore.py)."""
     entries = read_manifest(manifest)[:limit]
     rows, errors, split = [], 0, 0
     out = output.open("w", encoding="utf-8") if output else None

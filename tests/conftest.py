@@ -72,7 +72,7 @@ CLOUD_SENTENCES = [s.split() for s in [
 @pytest.fixture(scope="session")
 def tiny_cloud_lm():
     from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
-    from edge_asr.simulator.cloud_lm import CloudLM, RescoreWeights
+    from edge_asr.simulator.cloud.lm import CloudLM, RescoreWeights
 
     return CloudLM(train_ngram(CLOUD_SENTENCES, NgramOptions(order=3)), None,
                    RescoreWeights(lm_weight=1.0, length_bonus=0.0, ngram_lambda=1.0), "tiny")
@@ -82,7 +82,7 @@ def tiny_cloud_lm():
 def cloud(tiny_cloud_lm):
     """Starts `edge-asr cloud` servers on loopback: cloud(port=0, security=None, **options);
     every one is stopped after the test."""
-    from edge_asr.simulator.cloud import CloudOptions, serve_cloud
+    from edge_asr.simulator.cloud.server import CloudOptions, serve_cloud
 
     started = []
 

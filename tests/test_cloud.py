@@ -18,8 +18,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from edge_asr.daemon.api.proto import cloud_pb2, cloud_pb2_grpc, lattice_pb2
 from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
 from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice, to_proto
-from edge_asr.simulator.cloud import CloudOptions, serve_cloud
-from edge_asr.simulator.cloud_lm import CloudLM, RescoreWeights
+from edge_asr.simulator.cloud.lm import CloudLM, RescoreWeights
+from edge_asr.simulator.cloud.server import CloudOptions, serve_cloud
 
 REPO = FsPath(__file__).resolve().parent.parent
 TRAIN = [s.split() for s in [

@@ -16,7 +16,7 @@ from edge_asr.daemon.api.proto import cloud_pb2, cloud_pb2_grpc
 from edge_asr.daemon.pipeline import Event, EventType
 from edge_asr.daemon.uplink.cloud_link import CloudLink, CloudLinkConfig
 from edge_asr.daemon.uplink.finisher import Finisher
-from edge_asr.simulator.cloud_security import CloudSecurity
+from edge_asr.simulator.cloud.security import CloudSecurity
 
 TOKEN = "s3cret-device-token"
 

@@ -11,13 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_asr.daemon.recognition.ngram_lm import build_vocab  # noqa: E402
-from edge_asr.simulator.neural_lm import NeuralLM, NeuralLmError, write_vocab  # noqa: E402
-from edge_asr.simulator.neural_lm_train import (  # noqa: E402
+from edge_asr.models.neural_lm_train import (  # noqa: E402
     NeuralOptions,
     export_onnx,
     quantize_onnx,
     train_lstm_lm,
 )
+from edge_asr.simulator.cloud.neural_lm import NeuralLM, NeuralLmError, write_vocab  # noqa: E402
 
 SENTENCES = [s.split() for s in [
     "turn on the kitchen lights", "turn off the kitchen lights", "call mom on her mobile",
@@ -123,9 +123,9 @@ def test_learned_the_domain(trained):
 def test_serving_path_never_imports_torch(trained, quantized):
     _, _, _, folder = trained
     code = ("import sys\n"
-            "from edge_asr.simulator.cloud_lm import CloudLM\n"
-            "from edge_asr.simulator.cloud import serve_cloud\n"
-            "from edge_asr.simulator.neural_lm import NeuralLM\n"
+            "from edge_asr.simulator.cloud.lm import CloudLM\n"
+            "from edge_asr.simulator.cloud.server import serve_cloud\n"
+            "from edge_asr.simulator.cloud.neural_lm import NeuralLM\n"
             f"NeuralLM({str(folder / 'neural.int8.onnx')!r}, {str(folder / 'vocab.txt')!r})\n"
             "assert 'onnx' not in sys.modules, 'onnx was imported'\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")

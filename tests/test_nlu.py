@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from edge_asr.models import corpus
-from edge_asr.simulator.nlu import (
+from edge_asr.simulator.cloud.nlu import (
     UNKNOWN,
     NluCancelled,
     NluOptions,

@@ -12,13 +12,13 @@ import pytest
 from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice, serialize
-from edge_asr.simulator.cloud_lm import (
+from edge_asr.simulator.cloud.lm import (
     CloudLM,
     CloudLmError,
     RescoreWeights,
     interpolate,
 )
-from edge_asr.simulator.rescore import (
+from edge_asr.simulator.cloud.rescore import (
     DEVICE_LM_WEIGHT_GRID,
     DevSetError,
     DevUtterance,
@@ -174,8 +174,8 @@ def test_tuning_finds_weights_that_let_the_lm_fix_the_errors(lm):
 
 def test_tuning_searches_the_interpolation_weight_with_a_neural_lm(lm, tmp_path):
     torch = pytest.importorskip("torch")
-    from edge_asr.simulator.neural_lm import NeuralLM, write_vocab
-    from edge_asr.simulator.neural_lm_train import NeuralOptions, export_onnx, train_lstm_lm
+    from edge_asr.models.neural_lm_train import NeuralOptions, export_onnx, train_lstm_lm
+    from edge_asr.simulator.cloud.neural_lm import NeuralLM, write_vocab
 
     torch.set_num_threads(1)
     model = train_lstm_lm(TRAIN, lm.ngram.vocab, options=NeuralOptions(

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from edge_asr.daemon.recognition.ngram_lm import BOS, EOS, UNK
-from edge_asr.simulator.neural_lm import INPUTS, OUTPUTS
+from edge_asr.simulator.cloud.neural_lm import INPUTS, OUTPUTS
 
 OPSET = 17
 IGNORE = -100  # target id of padding positions

@@ -45,10 +45,10 @@ from grpc_health.v1 import health
 from edge_asr.daemon.api.probes import add_health_and_reflection
 from edge_asr.daemon.api.proto import cloud_pb2, lattice_pb2
 from edge_asr.daemon.uplink.lattice import Lattice, LatticeError, from_proto, validate
-from edge_asr.simulator.cloud_lm import CloudLM
-from edge_asr.simulator.cloud_security import CloudSecurity
-from edge_asr.simulator.nlu import NluCancelled, NluOptions, NluResult, run_nlu, understand
-from edge_asr.simulator.rescore import RescoreOptions, ScoredPath, rescore
+from edge_asr.simulator.cloud.lm import CloudLM
+from edge_asr.simulator.cloud.nlu import NluCancelled, NluOptions, NluResult, run_nlu, understand
+from edge_asr.simulator.cloud.rescore import RescoreOptions, ScoredPath, rescore
+from edge_asr.simulator.cloud.security import CloudSecurity
 
 log = logging.getLogger(__name__)
 

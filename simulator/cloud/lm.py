@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edge_asr.daemon.recognition.ngram_lm import LmFormatError, NgramLM
 from edge_asr.daemon.recognition.transducer import sha256_of
-from edge_asr.simulator.neural_lm import NeuralLM, NeuralLmError
+from edge_asr.simulator.cloud.neural_lm import NeuralLM, NeuralLmError
 
 NGRAM_FILES = ("ngram.arpa.gz", "ngram.arpa")
 NEURAL_FILE = "neural.onnx"
@@ -42,7 +42,7 @@ class CloudLmError(ValueError):
 @dataclass(frozen=True)
 class RescoreWeights:
     """total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
-    + length_bonus * words (natural logs; simulator/rescore.py)."""
+    + length_bonus * words (natural logs; simulator/cloud/rescore.py)."""
 
     lm_weight: float = 0.5
     length_bonus: float = 0.0

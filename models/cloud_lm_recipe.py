@@ -1,6 +1,7 @@
 """Builds the cloud LM: a larger text corpus, the n-gram and the neural LM, a model card.
 
-    python -m edge_asr.simulator.lm_recipe --data ~/.cache/edge-asr/cloud_lm --out models/cloud-lm
+    python -m edge_asr.models.cloud_lm_recipe --data ~/.cache/edge-asr/cloud_lm \
+        --out models/cloud-lm
 
 1. Corpus: the device's corpus generator (`edge_asr.models.corpus`) with the device's own
    name split, drawing several times as many training sentences from another random
@@ -37,7 +38,7 @@ from pathlib import Path
 from edge_asr.daemon.recognition.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models import corpus
-from edge_asr.simulator.cloud_lm import (
+from edge_asr.simulator.cloud.lm import (
     CARD_FILE,
     NEURAL_FILE,
     VOCAB_FILE,
@@ -45,7 +46,7 @@ from edge_asr.simulator.cloud_lm import (
     RescoreWeights,
     interpolate,
 )
-from edge_asr.simulator.neural_lm import NeuralLM, write_vocab
+from edge_asr.simulator.cloud.neural_lm import NeuralLM, write_vocab
 
 NGRAM_FILE = "ngram.arpa.gz"
 FP32_FILE = "neural.fp32.onnx"  # in the data folder: the exported graph before quantising
@@ -167,7 +168,7 @@ def _file_entry(path: Path) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_asr.simulator.lm_recipe",
+    parser = argparse.ArgumentParser(prog="python -m edge_asr.models.cloud_lm_recipe",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path.home() / ".cache/edge-asr/cloud_lm",
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch  # training only; serving never imports it
 
-    from edge_asr.simulator.neural_lm_train import (
+    from edge_asr.models.neural_lm_train import (
         NeuralOptions,
         export_onnx,
         quantize_onnx,
@@ -277,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "initial_weights": asdict(RescoreWeights(ngram_lambda=best_lambda)),
         "weights_note": f"{WEIGHTS_FILE} holds the weights in use; `python -m "
-                        "edge_asr.simulator.rescore tune` replaces them from dev lattices",
+                        "edge_asr.simulator.cloud.rescore tune` replaces them from dev lattices",
         "timings_s": timings,
     }
     (args.out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

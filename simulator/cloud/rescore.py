@@ -18,7 +18,7 @@ lattices with reference texts for the lowest WER, and stores the result next to 
 (weights.json). The dev set is JSON Lines, one utterance a line: {"lattice": base64 of the
 serialized Lattice, "text": the normalised reference}.
 
-    python -m edge_asr.simulator.rescore tune --lm models/cloud-lm --dev dev.jsonl --write
+    python -m edge_asr.simulator.cloud.rescore tune --lm models/cloud-lm --dev dev.jsonl --write
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_asr.daemon.uplink.lattice import Lattice, LatticeError, parse, paths
-from edge_asr.simulator.cloud_lm import (
+from edge_asr.simulator.cloud.lm import (
     WEIGHTS_FILE,
     CloudLM,
     CloudLmError,
@@ -229,7 +229,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge_asr.simulator.rescore",
+    parser = argparse.ArgumentParser(prog="python -m edge_asr.simulator.cloud.rescore",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
