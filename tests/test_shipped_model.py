@@ -18,10 +18,10 @@ from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.transducer import MODEL_FILES, sha256_of
 
 DATA = Path(__file__).parent / "data"
-# rnnt-v2 (the fp32 source of the default model) measured 20.51% (greedy) and 13.85%
+# rnnt-v2 (the fp32 source of the default model) measured 22.56% (greedy) and 8.21%
 # (beam 4, with the device LM) on these 24 clips (`edge-asr eval tests/data/manifest.jsonl
 # --no-context --model models/rnnt-v2 --decoding ...`); bound = measurement + 5 points.
-WER_BOUND = {"greedy_search": 0.26, "modified_beam_search": 0.19}
+WER_BOUND = {"greedy_search": 0.28, "modified_beam_search": 0.14}
 
 
 def test_bundled_clips_are_small_and_from_heldout_voices():
@@ -109,10 +109,10 @@ def test_sherpa_onnx_gives_the_same_greedy_transcripts(shipped_model_dir):
 # say how many bits its weights use.
 MODELS = Path(__file__).resolve().parent.parent / "models"
 # rnnt-v2-int4 (the default: rnnt-v2's weights on the 4-bit grid they trained on)
-# 20.00% and 13.85%.
+# 19.49% and 8.21%.
 INT8 = {
     "rnnt-v2-int4": ({"greedy_search": 0.25, "modified_beam_search":
-                      0.19}, 7.5, 4, "rnnt-v2"),
+                      0.14}, 7.5, 4, "rnnt-v2"),
     "rnnt-v1-int8": ({"greedy_search": 0.15, "modified_beam_search": 0.13}, 4.0, 8, "rnnt-v1"),
     "rnnt-v1-int4-b128": ({"greedy_search": 0.15, "modified_beam_search": 0.13}, 8.0, 4,
                           "rnnt-v1"),
