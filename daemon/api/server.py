@@ -24,33 +24,35 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import ipaddress
 import logging
 import os
 import queue
-import socket
-import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import grpc
 from grpc_health.v1 import health
 
+from edge_asr.daemon.api.addresses import (
+    SOCKET_MODE,
+    ServeError,
+    bind,
+    check_tcp,
+    check_unix_path,
+)
 from edge_asr.daemon.api.bus import EventBus, Subscription, SubscriptionClosed
+from edge_asr.daemon.api.messages import context_from_proto, event_to_proto, status_to_proto
 from edge_asr.daemon.api.probes import add_health_and_reflection
 from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
 from edge_asr.daemon.capture.audio import AudioFormatError, check_sample_rate
 from edge_asr.daemon.capture.sources import PushSource
 from edge_asr.daemon.driver import StreamDriver
-from edge_asr.daemon.pipeline import Event, EventType, Pipeline
+from edge_asr.daemon.pipeline import Event, Pipeline
 from edge_asr.daemon.recognition.context_graph import ContextError
 from edge_asr.daemon.recognition.transducer import ModelError
 from edge_asr.daemon.uplink.finisher import Finisher
-from edge_asr.daemon.uplink.lattice import to_proto as lattice_to_proto
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +65,8 @@ DEFAULT_MAX_RECOGNIZE = 4
 PUSH_PIECE_MS = 20  # pushed audio reaches the pipeline in pieces as a microphone's would
 MAX_PUSH_PIECE_S = 1.0  # longest audio one Recognize message may carry
 _POLL_S = 1.0  # a blocked Subscribe re-checks that its client is still there this often
-UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
-SOCKET_MODE = 0o660
 
-_EVENT_TYPES = {t: edge_asr_pb2.EventType.Value(t.name) for t in EventType}
 _ENCODINGS = {edge_asr_pb2.PCM_S16LE: "pcm_s16le", edge_asr_pb2.F32LE: "f32le"}
-_CONTEXT_KINDS = ("contacts", "devices", "phrases")
 
 
 class Core(Protocol):
@@ -94,10 +92,6 @@ class Core(Protocol):
         ...
 
 
-class ServeError(RuntimeError):
-    """The server cannot listen where it was asked to, in words."""
-
-
 class _Refused(Exception):
     """A call the servicer ends with `code` and a message for the client."""
 
@@ -115,46 +109,6 @@ def _drain(events: queue.SimpleQueue) -> Iterator[edge_asr_pb2.Event]:
             yield event_to_proto(events.get_nowait())
         except queue.Empty:
             return
-
-
-def event_to_proto(event: Event, dropped_before: int = 0) -> edge_asr_pb2.Event:
-    message = edge_asr_pb2.Event(
-        type=_EVENT_TYPES[event.type], utterance_id=event.utterance_id,
-        revision=event.revision, text=event.text, stable_prefix=event.stable_prefix,
-        audio_time=event.audio_time, wall_time=event.wall_time, reason=event.reason,
-        dropped_partials_before=dropped_before)
-    message.nbest.extend(edge_asr_pb2.NbestEntry(text=text, score=score)
-                         for text, score in event.nbest)
-    if event.speech_start is not None:
-        message.speech_start = event.speech_start
-    if event.lattice is not None:
-        message.lattice.CopyFrom(lattice_to_proto(event.lattice))
-    if event.intent:
-        message.intent.name = event.intent
-        message.intent.slots.update(event.slots)
-    return message
-
-
-def context_from_proto(lists: edge_asr_pb2.ContextLists) -> dict[str, list[str]]:
-    return {kind: list(getattr(lists, kind)) for kind in _CONTEXT_KINDS}
-
-
-_STATUS_FIELDS = {f.name for f in edge_asr_pb2.Status.DESCRIPTOR.fields} - {"counters"}
-
-
-def status_to_proto(values: Mapping[str, Any]) -> edge_asr_pb2.Status:
-    """Known keys fill their fields; any other number goes into `counters`."""
-    message = edge_asr_pb2.Status()
-    for key, value in values.items():
-        if value is None:
-            continue
-        if key in _STATUS_FIELDS:
-            field = edge_asr_pb2.Status.DESCRIPTOR.fields_by_name[key]
-            is_text = field.type == field.TYPE_STRING
-            setattr(message, key, str(value) if is_text else type(getattr(message, key))(value))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            message.counters[key] = float(value)
-    return message
 
 
 def _encoding_name(encoding: int) -> str:
@@ -445,8 +399,8 @@ def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
         raise ServeError("nowhere to listen: give a Unix socket path, a TCP address or both")
     if max_workers <= RESERVED_WORKERS:
         raise ValueError(f"max_workers must be more than {RESERVED_WORKERS}, got {max_workers}")
-    unix_path = _check_unix_path(unix_socket) if unix_socket else None
-    tcp_address = _check_tcp(tcp, allow_remote) if tcp else None
+    unix_path = check_unix_path(unix_socket) if unix_socket else None
+    tcp_address = check_tcp(tcp, allow_remote) if tcp else None
     servicer = EdgeAsrServicer(core, max_streams=max_workers - RESERVED_WORKERS,
                                max_recognize=max_recognize)
     server = grpc.server(
@@ -460,9 +414,9 @@ def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
     port = None
     try:
         if tcp_address is not None:  # first: a port in use is the likelier failure
-            port = _bind(server, tcp_address)
+            port = bind(server, tcp_address)
         if unix_path is not None:
-            _bind(server, f"unix:{unix_path}")
+            bind(server, f"unix:{unix_path}")
             os.chmod(unix_path, SOCKET_MODE)  # before start(): nobody else can connect yet
     except BaseException:
         # gRPC releases bound listeners (and removes the socket file) only when a started
@@ -474,64 +428,3 @@ def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
     if start:
         api.start()
     return Served(api, port)
-
-
-def _bind(server: grpc.Server, address: str) -> int:
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as e:
-        raise ServeError(f"cannot listen on {address}: {e}") from e
-    if port == 0 and not address.startswith("unix:"):
-        raise ServeError(f"cannot listen on {address} (is the port in use?)")
-    return port
-
-
-def _check_unix_path(spec: str) -> str:
-    path = spec.removeprefix("unix:")
-    if len(os.fsencode(path)) > UNIX_PATH_MAX:
-        raise ServeError(f"Unix socket path {path!r} is longer than {UNIX_PATH_MAX} bytes; "
-                         "choose a shorter one")
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise ServeError(f"cannot create the Unix socket {path}: folder {folder} does not exist")
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return path
-    if not stat.S_ISSOCK(mode):
-        raise ServeError(f"{path} exists and is not a socket; refusing to replace it")
-    if _socket_is_live(path):
-        raise ServeError(f"another process is already serving on {path}")
-    return path  # a stale socket of a daemon that died: gRPC replaces it
-
-
-def _socket_is_live(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(path)
-        except OSError as e:
-            if e.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                return False
-            raise ServeError(f"cannot check whether {path} is in use: {e}") from e
-    return True
-
-
-def _check_tcp(address: str, allow_remote: bool) -> str:
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ServeError(f"TCP address {address!r} is not HOST:PORT (e.g. 127.0.0.1:0)")
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not allow_remote and not _is_loopback(bare):
-        raise ServeError(f"refusing to listen on {host}: not a loopback address; the client "
-                         "API is local to the device (pass allow_remote=True to override)")
-    return address
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost could resolve anywhere
