@@ -30,6 +30,23 @@ def check_finite(samples: np.ndarray) -> None:
         raise AudioFormatError("audio contains NaN or infinite samples")
 
 
+class StreamResampler:
+    """One stream's audio from `rate` to 16 kHz, piece by piece: soxr's streaming
+    resampler carries its filter state across calls, so pieces join without clicks and
+    the result equals resampling the whole stream at once. Refuses unsupported rates."""
+
+    def __init__(self, rate: int) -> None:
+        check_sample_rate(rate)
+        self.rate = rate
+        self._soxr = None if rate == SAMPLE_RATE else soxr.ResampleStream(
+            rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._soxr is None:
+            return samples
+        return self._soxr.resample_chunk(samples, last=last)
+
+
 def to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
     check_sample_rate(rate)
     samples = np.asarray(samples, dtype=np.float32)

@@ -15,11 +15,11 @@ from types import ModuleType, TracebackType
 from typing import Any, Protocol, Self
 
 import numpy as np
-import soxr
 
 from edge_asr.daemon.capture.audio import (
     SUPPORTED_RATES,
     AudioFormatError,
+    StreamResampler,
     check_finite,
     check_sample_rate,
     read_audio,
@@ -72,20 +72,16 @@ class PieceMaker:
     """
 
     def __init__(self, rate: int, piece_ms: int) -> None:
-        check_sample_rate(rate)
+        self._resample = StreamResampler(rate)
         self.rate = rate
         self.piece = samples_per_piece(piece_ms)
-        self._resampler = (None if rate == SAMPLE_RATE else
-                           soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
-                                               quality="HQ"))
         self._pending = np.zeros(0, dtype=np.float32)
         self.padded_samples = 0  # zeros added to complete the last piece
 
     def feed(self, samples: np.ndarray, last: bool = False) -> list[np.ndarray]:
         """Pieces completed by `samples`; with `last`, flushes and pads the tail too."""
         samples = np.ascontiguousarray(samples, dtype=np.float32)
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples, last=last)
+        samples = self._resample(samples, last=last)
         buf = np.concatenate((self._pending, samples))
         whole = len(buf) // self.piece * self.piece
         out = [buf[i:i + self.piece] for i in range(0, whole, self.piece)]

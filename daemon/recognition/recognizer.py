@@ -32,9 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import soxr
 
-from edge_asr.daemon.capture.audio import check_finite, check_sample_rate
+from edge_asr.daemon.capture.audio import StreamResampler, check_finite
 from edge_asr.daemon.constants import FRAME_SHIFT_S, SAMPLE_RATE
 from edge_asr.daemon.frontend.features import StreamingFbank
 from edge_asr.daemon.recognition.config import (  # noqa: F401  (the public API)
@@ -87,8 +86,7 @@ class OnlineStream:
         self._model = model
         self._chunk = model.info.chunk_frames
         self._shift = model.info.chunk_shift
-        self._rate: int | None = None  # the caller's sample rate, fixed by its first piece
-        self._resampler: soxr.ResampleStream | None = None
+        self._resampler: StreamResampler | None = None  # at the rate of the first piece
 
     def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
         """Audio at `sample_rate` (one of audio.SUPPORTED_RATES; the same for the whole
@@ -97,19 +95,14 @@ class OnlineStream:
         unsupported rate, NaN or infinite samples; ValueError for a change of rate."""
         if self.finished:
             raise RuntimeError("accept_waveform after input_finished")
-        if self._rate is None:
-            check_sample_rate(sample_rate)
-            self._rate = sample_rate
-            if sample_rate != SAMPLE_RATE:
-                self._resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1,
-                                                      dtype="float32", quality="HQ")
-        elif sample_rate != self._rate:
-            raise ValueError(f"this stream's audio is at {self._rate} Hz, not {sample_rate} Hz: "
-                             "use a new stream for another rate")
+        if self._resampler is None:
+            self._resampler = StreamResampler(sample_rate)
+        elif sample_rate != self._resampler.rate:
+            raise ValueError(f"this stream's audio is at {self._resampler.rate} Hz, not "
+                             f"{sample_rate} Hz: use a new stream for another rate")
         samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
         check_finite(samples)
-        if self._resampler is not None:
-            samples = self._resampler.resample_chunk(samples)
+        samples = self._resampler(samples)
         self.fbank.accept(samples)
         self._pull()
 
@@ -118,7 +111,7 @@ class OnlineStream:
         if self.finished:
             return
         if self._resampler is not None:
-            self.fbank.accept(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            self.fbank.accept(self._resampler(np.zeros(0, np.float32), last=True))
         tail = np.zeros(int((self._chunk + self._shift) * FRAME_SHIFT_S * SAMPLE_RATE), np.float32)
         self.fbank.accept(tail)
         self.fbank.finish()
