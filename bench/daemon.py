@@ -6,7 +6,8 @@ spends per second of pushed audio (printed, never asserted).
 Starts `edge-asr daemon --source none` on a temporary Unix socket, waits for gRPC health
 to say SERVING, pushes every bundled clip through `Recognize` (16 kHz int16, 20 ms
 messages, as fast as the daemon takes them) and reads the daemon's own CPU time and RSS
-from /proc.
+from /proc; then pushes a clip with each of 8 distinct contexts at the API's limits and reads
+the peak RSS again.
 """
 
 from __future__ import annotations
@@ -57,17 +58,31 @@ def wait_serving(socket: str, timeout: float = 30.0) -> float:
     raise RuntimeError("daemon did not start serving")
 
 
-def push(stub, samples: np.ndarray) -> int:
+def push(stub, samples: np.ndarray, context: edge_asr_pb2.ContextLists | None = None) -> int:
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
     piece = 640  # 20 ms of int16
 
     def requests():
         yield edge_asr_pb2.RecognizeRequest(config=edge_asr_pb2.RecognizeConfig(
-            sample_rate=16000, encoding=edge_asr_pb2.PCM_S16LE, partials=True))
+            sample_rate=16000, encoding=edge_asr_pb2.PCM_S16LE, partials=True,
+            context=context))
         for i in range(0, len(pcm), piece):
             yield edge_asr_pb2.RecognizeRequest(audio=pcm[i:i + piece])
 
     return sum(1 for _ in stub.Recognize(requests(), timeout=120))
+
+
+def largest_contexts(n: int) -> list[edge_asr_pb2.ContextLists]:
+    """`n` distinct contexts at the API's limits: 1,000 contacts, 16,000 characters in all,
+    all distinct words, so each builds a graph of its own (a hostile client's worst case)."""
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    out = []
+    for _ in range(n):
+        names = ["".join(rng.choice(letters, 7)) + " " + "".join(rng.choice(letters, 8))
+                 for _ in range(1000)]
+        out.append(edge_asr_pb2.ContextLists(contacts=names))
+    return out
 
 
 def main() -> None:
@@ -77,7 +92,8 @@ def main() -> None:
     args = p.parse_args()
     clips = [read_audio(f) for f in sorted((ROOT / "tests" / "data").glob("*.flac"))]
     audio_s = sum(len(c) for c in clips) / 16000
-    starts, rss, peaks, rtfs = [], [], [], []
+    contexts = largest_contexts(8)
+    starts, rss, peaks, rtfs, ctx_rss = [], [], [], [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             socket = os.path.join(tmp, "d.sock")
@@ -97,6 +113,11 @@ def main() -> None:
                     rtfs.append((process_cpu_seconds(proc.pid) - cpu0) / audio_s)
                 rss.append(rss_bytes(proc.pid))
                 peaks.append(rss_bytes(proc.pid, "VmHWM"))
+                with grpc.insecure_channel(f"unix:{socket}") as ch:
+                    stub = edge_asr_pb2_grpc.EdgeAsrStub(ch)
+                    for context in contexts:  # each builds its graph for the call
+                        push(stub, clips[0], context)
+                ctx_rss.append(rss_bytes(proc.pid, "VmHWM"))
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -105,6 +126,8 @@ def main() -> None:
         "rss_mb_median": round(statistics.median(rss) / 2**20, 1),
         "peak_rss_mb_median": round(statistics.median(peaks) / 2**20, 1),
         "daemon_cpu_rtf_median": round(statistics.median(rtfs), 4),
+        "peak_rss_mb_after_8_largest_contexts_median": round(statistics.median(ctx_rss) / 2**20,
+                                                             1),
         "audio_seconds_per_run": round(audio_s, 1), "runs": args.repeats,
         "note": "RTF = daemon process CPU seconds (all threads) per audio second",
     }, indent=2))

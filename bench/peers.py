@@ -42,16 +42,11 @@ import sentencepiece as spm
 
 from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
-from edge_asr.daemon.evaluate import (
-    PIECE_SECONDS,
-    Summary,
-    evaluate_entry,
-    names_in,
-    summarize,
-)
+from edge_asr.daemon.driver import PIECE_SECONDS
 from edge_asr.daemon.manifest import Entry, read_manifest
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.text import normalize_text
+from edge_asr.models.evaluate import Summary, evaluate_entry, names_in, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFESTS = Path.home() / ".cache" / "edge-asr" / "manifests"

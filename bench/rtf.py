@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
-from edge_asr.daemon.evaluate import recognize_samples, run_pipeline
+from edge_asr.daemon.driver import recognize_samples, run_pipeline
 from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.daemon.pipeline import Pipeline
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig

@@ -1,7 +1,10 @@
-"""The `edge-asr` command.
+"""The `edge-asr` command: the device's own commands, and the dispatch to the cloud's
+(simulator/cloud/cli.py), the simulator's (simulator/sim.py) and evaluation's
+(models/evaluate.py).
 
     edge-asr daemon [--config daemon.toml] [...]    the long-running device service
-    edge-asr listen [--socket PATH | --tcp ADDR]    print a running daemon's events
+    edge-asr listen [--socket PATH | --tcp ADDR [--token-file F]]
+                                                    print a running daemon's events
     edge-asr devices                                list audio input devices
     edge-asr transcribe FILE...                     the daemon's events for audio files
     edge-asr eval MANIFEST --output RESULTS.jsonl   score a JSON Lines manifest
@@ -24,10 +27,8 @@ from edge_asr.daemon.capture.sources import AudioSourceError
 from edge_asr.daemon.recognition.context_graph import ContextError
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.transducer import ModelError
-from edge_asr.simulator import sim
 
 BUNDLED_CLIPS = Path(__file__).resolve().parent.parent / "tests" / "data"
-DEFAULT_CLOUD_LM = Path(__file__).resolve().parent.parent / "models" / "cloud-lm"
 
 
 # Flags of `eval` and `transcribe` that override the [recognizer] table of --config, and
@@ -56,8 +57,9 @@ def _pipeline_config(recognizer: Recognizer, config, partials: bool = True):
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.api.service import format_event, load_config
-    from edge_asr.daemon.evaluate import run_pipeline
+    from edge_asr.daemon.api.config import load_config
+    from edge_asr.daemon.api.service import format_event
+    from edge_asr.daemon.driver import run_pipeline
     from edge_asr.daemon.pipeline import Pipeline
 
     daemon_config = load_config(args.config)
@@ -79,9 +81,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.api.service import load_config
-    from edge_asr.daemon.evaluate import evaluate
+    from edge_asr.daemon.api.config import load_config
     from edge_asr.daemon.uplink.cloud_link import CloudLink
+    from edge_asr.models.evaluate import evaluate
 
     daemon_config = load_config(args.config)
     recognizer, link = _recognizer(args, daemon_config), None
@@ -110,7 +112,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.api.service import load_config, run_daemon
+    from edge_asr.daemon.api.config import load_config
+    from edge_asr.daemon.api.service import run_daemon
 
     config = load_config(args.config)
     if args.model:
@@ -137,14 +140,39 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         config.server.socket = args.socket
     if args.tcp is not None:
         config.server.tcp = args.tcp
+    if args.tcp_token_file is not None:
+        config.server.tcp_token_file = args.tcp_token_file
     if args.metrics_port is not None:
         config.metrics_port = args.metrics_port
     config.print_events = args.print_events or config.print_events
+    if config.server.tcp:
+        _prepare_tcp_token(config.server)
     return run_daemon(config)
 
 
+def _prepare_tcp_token(server) -> None:
+    """Before anything starts: the configured token file must hold a token (ServeError naming
+    it otherwise); without one, a new random token goes to the default token file, readable
+    by this user only, and the server is pointed at it."""
+    from edge_asr.daemon.api.addresses import (
+        default_token_file,
+        ensure_user_folder,
+        read_token,
+        write_new_token,
+    )
+
+    if server.tcp_token_file:
+        read_token(server.tcp_token_file)
+        return
+    ensure_user_folder()
+    server.tcp_token_file = default_token_file()
+    write_new_token(server.tcp_token_file)
+    print(f"edge-asr daemon: TCP clients must send the bearer token in "
+          f"{server.tcp_token_file}", flush=True)
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
-    from edge_asr.daemon.capture.sources import AudioSourceError, list_input_devices
+    from edge_asr.daemon.capture.microphone import list_input_devices
 
     try:
         devices = list_input_devices()
@@ -162,7 +190,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_listen(args: argparse.Namespace) -> int:
     from edge_asr.daemon.api.client import listen
 
-    return listen(args.socket, args.tcp, partials=not args.no_partials, timeout=args.timeout)
+    return listen(args.socket, args.tcp, partials=not args.no_partials, timeout=args.timeout,
+                  token_file=args.token_file)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -182,38 +211,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     cloud_lm=cloud_lm)
 
 
-def cmd_cloud(args: argparse.Namespace) -> int:
-    """The cloud-rescoring service in this process, until SIGINT or SIGTERM."""
-    import signal
-    import threading
-
-    from edge_asr.simulator.cloud.lm import CloudLM, CloudLmError
-    from edge_asr.simulator.cloud.security import CloudSecurity
-    from edge_asr.simulator.cloud.server import CloudOptions, CloudServeError, serve_cloud
-
-    try:
-        lm = CloudLM.load(args.lm)
-        options = CloudOptions(nbest=args.nbest, max_paths=args.max_paths,
-                               nlu_cost_s=args.nlu_cost_ms / 1000, slow_s=args.slow_ms / 1000,
-                               max_sessions=args.max_sessions)
-        token = args.token_file.read_text().strip() if args.token_file else ""
-        security = CloudSecurity(token, args.tls_cert or "", args.tls_key or "",
-                                 args.tls_client_ca or "")
-        served = serve_cloud(lm, options, host=args.host, port=args.port, security=security)
-    except (CloudLmError, CloudServeError, ValueError, OSError) as e:
-        print(f"edge-asr: error: {e}", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"edge-asr cloud: serving on {args.host}:{served.port} (LM {lm.version}, "
-          f"weights {lm.weights})", flush=True)
-    stop.wait()
-    served.stop(grace=2.0).wait()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
+    # The cloud's and the simulator's commands live with them; the runtime itself never
+    # imports either, only this dispatcher does, when it builds the command line.
+    from edge_asr.simulator import sim
+    from edge_asr.simulator.cloud import cli as cloud_cli
+
     p = argparse.ArgumentParser(prog="edge-asr", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -294,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start the source once a client subscribes")
     dm.add_argument("--socket", help="Unix socket path ('' to disable)")
     dm.add_argument("--tcp", help="also listen on this loopback address, e.g. 127.0.0.1:50051")
+    dm.add_argument("--tcp-token-file",
+                    help="file holding the bearer token TCP clients must send (default: a new "
+                         "random token, written 0600 beside the default socket)")
     dm.add_argument("--metrics-port", type=int, help="serve Prometheus metrics (0: any port)")
     dm.add_argument("--print-events", action="store_true", help="also print events")
     dm.set_defaults(func=cmd_daemon)
@@ -304,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("listen", help="print the events of a running daemon")
     ls.add_argument("--socket", default=None, help="Unix socket (default: the daemon's)")
     ls.add_argument("--tcp", default=None, help="or a loopback TCP address")
+    ls.add_argument("--token-file", default=None,
+                    help="with --tcp: the daemon's bearer token file (default: the one it "
+                         "writes beside its default socket)")
     ls.add_argument("--no-partials", action="store_true")
     ls.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
     ls.set_defaults(func=cmd_listen)
@@ -313,30 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--limit", type=int, default=6, help="bundled clips to play")
     d.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=True)
     d.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
-    d.add_argument("--cloud-lm", type=Path, default=DEFAULT_CLOUD_LM,
+    d.add_argument("--cloud-lm", type=Path, default=cloud_cli.DEFAULT_CLOUD_LM,
                    help="start `edge-asr cloud` with this LM (when it exists)")
     d.add_argument("--local-only", action="store_true", help="no cloud: on-device results")
     d.set_defaults(func=cmd_demo)
 
-    c = sub.add_parser("cloud", help="run the cloud-rescoring service")
-    c.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    c.add_argument("--port", type=int, default=50061, help="TCP port (0: any free port)")
-    c.add_argument("--lm", type=Path, default=DEFAULT_CLOUD_LM,
-                   help="cloud LM folder (make cloud-lm)")
-    c.add_argument("--nbest", type=int, default=10, help="hypotheses returned by default")
-    c.add_argument("--max-paths", type=int, default=50, help="lattice paths rescored")
-    c.add_argument("--nlu-cost-ms", type=float, default=0.0,
-                   help="emulated NLU service time per result (cancelled by a reset)")
-    c.add_argument("--slow-ms", type=float, default=0.0,
-                   help="extra delay before every result, to emulate a slow cloud")
-    c.add_argument("--max-sessions", type=int, default=64)
-    c.add_argument("--token-file", type=Path,
-                   help="file holding the bearer token devices must send")
-    c.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
-    c.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    c.add_argument("--tls-client-ca", help="PEM CA: require device certificates it signed")
-    c.set_defaults(func=cmd_cloud)
-
+    cloud_cli.add_parser(sub)
     sim.add_parser(sub)
     return p
 

@@ -1,4 +1,5 @@
-"""The one loop every audio stream runs: pieces -> pipeline -> finisher.
+"""The one loop every audio stream runs: pieces -> pipeline -> finisher; and audio held in
+memory (a file) cut into the microphone's 20 ms pieces.
 
 The daemon's own source (service.py), each Recognize call (server.py) and `edge-asr eval`
 (evaluate.py) drive a pipeline the same way: each piece's events go through a Finisher,
@@ -10,13 +11,14 @@ gives whatever still waits its on-device final, so no utterance is left open.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.pipeline import Event, Pipeline
+from edge_asr.daemon.recognition.recognizer import Context, Recognizer, Result
 from edge_asr.daemon.uplink.finisher import Finisher
 
 
@@ -55,3 +57,39 @@ class StreamDriver:
         self.finisher.wait_idle(wait_s)
         self.finisher.close()
         return events
+
+
+PIECE_SECONDS = 0.02
+
+
+def recognize_samples(recognizer: Recognizer, samples: np.ndarray,
+                      on_partial=None, context: Context | None = None) -> Result:
+    """Stream samples through a fresh stream in microphone-sized pieces; final result.
+
+    `context` (the utterance's biasing list) is checked before any audio is decoded.
+    """
+    stream = recognizer.create_stream(context=context)
+    piece = int(PIECE_SECONDS * SAMPLE_RATE)
+    for start in range(0, len(samples), piece):
+        stream.accept_waveform(SAMPLE_RATE, samples[start : start + piece])
+        if recognizer.decode(stream) and on_partial is not None:
+            on_partial(recognizer.result(stream), (start + piece) / SAMPLE_RATE)
+    stream.input_finished()
+    recognizer.decode(stream)
+    return recognizer.result(stream)
+
+
+def microphone_pieces(samples: np.ndarray) -> Iterator[np.ndarray]:
+    """The samples in 20 ms pieces, as a microphone gives them."""
+    piece = int(PIECE_SECONDS * SAMPLE_RATE)
+    for start in range(0, len(samples), piece):
+        yield samples[start : start + piece]
+
+
+def run_pipeline(pipeline: Pipeline, samples: np.ndarray) -> list[Event]:
+    """Feed samples in 20 ms pieces as a microphone would, then end the input (the
+    pipeline's own events, without the finisher's closing ones)."""
+    events: list[Event] = []
+    for piece in microphone_pieces(samples):
+        events += pipeline.accept(piece)
+    return events + pipeline.finish()

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from edge_asr.daemon.evaluate import evaluate
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.token_lm import LM_FILES
 from edge_asr.daemon.recognition.transducer import MODEL_FILES, sha256_of
 from edge_asr.models.compress import compressible_weights, zero_share
+from edge_asr.models.evaluate import evaluate
 from edge_asr.models.model import count_parameters, model_from_saved
 from edge_asr.models.real_speech import provenance
 from edge_asr.models.synth import heldout_voices

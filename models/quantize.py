@@ -105,7 +105,7 @@ def calibration_inputs(src: Path, manifest: Path, utterances: int = 40,
     `utterances` of `manifest` (the dev set: never a test set), `per_file` drawn of each."""
     import numpy as np
 
-    from edge_asr.daemon.evaluate import recognize_samples
+    from edge_asr.daemon.driver import recognize_samples
     from edge_asr.daemon.manifest import read_manifest
     from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
     from edge_asr.models.dataset import load_audio

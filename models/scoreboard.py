@@ -3,7 +3,7 @@
     python -m edge_asr.models.scoreboard --data DATA --model models/rnnt-v2-int4 \
         --model models/rnnt-v1-int4-b128 [--output scoreboard.json] [--speakers]
 
-Every set goes through `edge-asr eval`'s own pipeline (daemon/evaluate.py: streaming
+Every set goes through `edge-asr eval`'s own pipeline (models/evaluate.py: streaming
 features, beam search with the device LM, end-pointers, the manifest's biasing context), one
 model after the other, and the table prints WER per set with each model in a column, the
 recorded-speech sets first: people the model never heard, then an engine no training used,
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.evaluate import Summary, evaluate, summarize
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
+from edge_asr.models.evaluate import Summary, evaluate, summarize
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ One run:
   4. this process is the client: it sets the context, subscribes, and stamps every event
      with the wall time it arrived, until the daemon has played everything and exits;
   5. the daemon's utterances are matched to the requests by time and scored with the same
-     definitions as `edge-asr eval` (daemon/evaluate.py `summarize`).
+     definitions as `edge-asr eval` (models/evaluate.py `summarize`).
 
 User-perceived latency is the time from the end of a request's speech to the arrival, at
 the client, of its RESCORED (or ON_DEVICE_FINAL) event. It needs the audio to be paced in
@@ -35,10 +35,10 @@ import soundfile as sf
 
 from edge_asr.daemon.api.client import start_cloud, wait_for_socket
 from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
-from edge_asr.daemon.evaluate import names_in, summarize, word_error_rate
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.augment import SAMPLE_RATE
+from edge_asr.models.evaluate import names_in, summarize, word_error_rate
 from edge_asr.simulator.netem import NetworkEmulator
 from edge_asr.simulator.process_stats import process_cpu_seconds
 from edge_asr.simulator.room import Request, Session, render_session
@@ -242,7 +242,7 @@ def match(requests: list[Request], utterances: list[Utterance], slack: float = 0
 
 def score_request(r: Request, owned: list[Utterance], covering: list[Utterance],
                   wall_offset: float | None) -> dict:
-    """One request's row, with eval's keys and definitions (see daemon/evaluate.py). A
+    """One request's row, with eval's keys and definitions (see models/evaluate.py). A
     request merged into another's utterance has no words of its own; its end-points and
     result are those of the utterance that swallowed it."""
     reference = normalize_text(r.text)

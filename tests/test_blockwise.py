@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_asr.daemon.capture.audio import read_audio
-from edge_asr.daemon.evaluate import recognize_samples
+from edge_asr.daemon.driver import recognize_samples
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.transducer import TransducerModel
 from edge_asr.models import packed

@@ -26,6 +26,18 @@ def test_nan_samples_are_refused():
         to_model_rate(np.array([0.0, np.nan], np.float32), 16000)
 
 
+def test_out_of_range_float_file_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "loud.wav"
+    sf.write(path, np.full(1600, 3.0, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioFormatError, match=r"loud\.wav: float samples must lie in \[-1, 1\]"):
+        read_audio(path)
+
+
+def test_full_scale_float_is_accepted():
+    full = np.array([-1.0, 1.0, 0.5, 1.0005], np.float32)  # within the headroom
+    assert np.array_equal(to_model_rate(full, 16000), full)
+
+
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
 def test_supported_rates_are_resampled_to_16k(rate):
     out = to_model_rate(np.zeros(rate, np.float32), rate)
@@ -121,7 +133,7 @@ def test_eval_refuses_a_bad_config_clearly(tmp_path, capsys, tiny_model_dir):
 
 
 def test_decoding_flags_reach_the_recognizer(tiny_model_dir, tmp_path):
-    from edge_asr.daemon.api.service import load_config
+    from edge_asr.daemon.api.config import load_config
     from edge_asr.daemon.cli import _recognizer, build_parser
 
     args = build_parser().parse_args(["eval", "m.jsonl", "--output", "r.jsonl", "--model",
@@ -150,7 +162,7 @@ def test_the_readme_daemon_configuration_loads_and_states_the_defaults(tmp_path)
     import re
     import tomllib
 
-    from edge_asr.daemon.api.service import load_config
+    from edge_asr.daemon.api.config import load_config
     from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")

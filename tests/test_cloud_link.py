@@ -233,7 +233,8 @@ def test_the_link_reconnects_and_resends_what_still_waits(cloud, link_to):
 
 
 def test_local_only_daemon_opens_no_link(tiny_model_dir):
-    from edge_asr.daemon.api.service import Daemon, DaemonConfig, SourceConfig
+    from edge_asr.daemon.api.config import DaemonConfig, SourceConfig
+    from edge_asr.daemon.api.service import Daemon
     from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 
     config = DaemonConfig(recognizer=RecognizerConfig(model_dir=tiny_model_dir),

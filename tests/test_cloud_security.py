@@ -52,7 +52,7 @@ def closing_event(link: CloudLink, utt: str = "u1", deadline_s: float = 3.0) -> 
 
 def test_a_good_token_is_served(cloud, cloud_link):
     server = cloud(security=CloudSecurity(token=TOKEN))
-    link = cloud_link(f"127.0.0.1:{server.port}", token=TOKEN)
+    link = cloud_link(f"127.0.0.1:{server.port}", token=TOKEN, allow_insecure_token=True)
     assert link.wait_connected(10.0)
     assert closing_event(link).type is EventType.RESCORED
 
@@ -72,7 +72,7 @@ def test_a_bad_token_is_refused_and_the_device_keeps_its_own_result(cloud, cloud
         # Health stays open for probes.
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert health.status == health_pb2.HealthCheckResponse.SERVING
-    link = cloud_link(f"127.0.0.1:{server.port}", token="wrong")
+    link = cloud_link(f"127.0.0.1:{server.port}", token="wrong", allow_insecure_token=True)
     closing = closing_event(link, deadline_s=0.5)
     assert closing.type is EventType.ON_DEVICE_FINAL and closing.text == SPECULATIVE[0][0]
     assert not link.connected and link.counters.sessions == 0

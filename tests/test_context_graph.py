@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_asr.daemon.evaluate import evaluate
 from edge_asr.daemon.manifest import write_manifest
+from edge_asr.daemon.recognition.config import CONTEXT_CACHE_NODES
 from edge_asr.daemon.recognition.context_graph import (
     ROOT,
     ContextBuilder,
@@ -25,6 +25,7 @@ from edge_asr.daemon.recognition.context_graph import (
 )
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.transducer import ModelError
+from edge_asr.models.evaluate import evaluate
 from edge_asr.models.export import export_onnx
 from edge_asr.models.model import ModelConfig, Transducer
 from edge_asr.models.tokenizer import train_tokenizer
@@ -438,6 +439,33 @@ def test_graphs_are_cached_by_content(model_dir):
     assert rec.context_graph([PHRASE, "Ziggy"]) is not first
     with pytest.raises(ContextError, match="empty after normalisation"):
         rec.create_stream(context=["..."])
+
+
+def _names(n: int, length: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    out = []
+    for _ in range(n):
+        word = "".join(rng.choice(letters, length - 1))
+        out.append(f"{word[: length // 2]} {word[length // 2:]}")
+    return out
+
+
+def test_a_context_is_bounded_in_characters_not_only_entries(model_dir):
+    rec = Recognizer(no_lm(model_dir=model_dir))
+    with pytest.raises(ContextError, match="characters in all, at most 16000"):
+        rec.create_stream(context={"contacts": _names(1000, 100, 0)})
+    rec.create_stream(context={"contacts": _names(1000, 16, 0)})  # a large real address book
+
+
+def test_the_graph_cache_is_bounded_by_its_size(model_dir):
+    """Clients sending ever new large lists must not grow the daemon's memory without bound:
+    the cache evicts by total trie nodes, not only by count."""
+    rec = Recognizer(no_lm(model_dir=model_dir))
+    for seed in range(6):
+        rec.context_graph({"contacts": _names(1000, 16, seed)})
+    assert 1 <= len(rec._contexts) < 6
+    assert sum(g.num_nodes for g in rec._contexts.values()) <= CONTEXT_CACHE_NODES
 
 
 def test_missing_bpe_model_is_a_model_error(model_dir, tmp_path):

@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from edge_asr.daemon.api.config import load_config
 from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
-from edge_asr.daemon.api.service import load_config
 
 DATA = Path(__file__).parent / "data"
 CLIPS = [str(DATA / json.loads(line)["audio_filepath"])

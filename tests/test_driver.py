@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from edge_asr.daemon.capture.audio import read_audio
-from edge_asr.daemon.driver import StreamDriver
-from edge_asr.daemon.evaluate import microphone_pieces
+from edge_asr.daemon.driver import StreamDriver, microphone_pieces
 from edge_asr.daemon.pipeline import EventType, Pipeline
 from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.daemon.uplink.finisher import Finisher

@@ -623,6 +623,20 @@ def test_level_gate_hears_the_silence_after_speech_in_moving_noise() -> None:
     assert vad.speech_level_db is not None and vad.speech_level_db > vad.noise_floor_db
 
 
+def test_digital_silence_leaves_the_noise_floor_where_the_room_put_it() -> None:
+    """A second of zeros between requests (a paused stream, a playlist's gap) must not drag
+    the floor to -120 dB: it would take half a minute to climb back, and the room tone
+    after the next request would pass as speech, so its end-point would come late."""
+    room = _wobbly_hum(2.0, -45.0, seed=2)
+    vad = Vad(2, 30, noise_gate_db=3.0, level_gate=0.4)
+    vad.process(room[:16000])
+    floor = vad.noise_floor_db
+    assert vad.process(np.zeros(16000, np.float32)) == [False] * 33
+    assert vad.noise_floor_db == pytest.approx(floor, abs=0.5)
+    vad.process(room[16000:])
+    assert vad.noise_floor_db > -60
+
+
 def test_vad_estimates_the_speech_to_noise_ratio() -> None:
     quiet = (np.random.default_rng(0).standard_normal(16000) * 10 ** (-60 / 20)).astype(
         np.float32)

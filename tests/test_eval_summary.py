@@ -1,6 +1,6 @@
 """The summary `edge-asr eval` prints: WER, context-name recall and what the cloud delivered."""
 
-from edge_asr.daemon.evaluate import summarize
+from edge_asr.models.evaluate import summarize
 
 
 def _row(text, hypothesis, names=(), recognized=(), rescored=None):

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_asr.daemon.capture import sources
+from edge_asr.daemon.capture import microphone
 from edge_asr.daemon.capture.audio import SUPPORTED_RATES
-from edge_asr.daemon.capture.sources import AudioSourceError, MicrophoneSource
+from edge_asr.daemon.capture.microphone import MicrophoneSource
+from edge_asr.daemon.capture.sources import AudioSourceError
 
 SINK = "edge_asr_test"
 TONE_HZ = 440.0
@@ -89,7 +90,7 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
         pytest.skip(f"{', '.join(missing)} not found: install the Debian packages pulseaudio "
                     "and pulseaudio-utils (make system-deps)")
     try:
-        sources.list_input_devices()
+        microphone.list_input_devices()
     except AudioSourceError as e:
         pytest.skip(str(e))
     server = _start_server(tmp_path_factory.mktemp("pulse"))
@@ -98,15 +99,15 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
         patch.setenv("PULSE_SERVER", f"unix:{server.socket}")
         patch.setenv("PULSE_SOURCE", f"{SINK}.monitor")
         patch.setenv("PULSE_SINK", SINK)
-        sources.refresh_devices()  # PortAudio probes devices only when it initialises
-        names = [d["name"] for d in sources.list_input_devices()]
+        microphone.refresh_devices()  # PortAudio probes devices only when it initialises
+        names = [d["name"] for d in microphone.list_input_devices()]
         if "pulse" not in names:
             _stop_server(server)
             pytest.skip(f"PortAudio lists no 'pulse' input device (it lists {names}): the "
                         "ALSA pulse plugin, Debian package libasound2-plugins, is missing")
         yield server
         _stop_server(server)
-    sources.refresh_devices()
+    microphone.refresh_devices()
 
 
 def write_tone(path: Path, seconds: float, rate: int = 48000) -> None:
@@ -117,7 +118,7 @@ def write_tone(path: Path, seconds: float, rate: int = 48000) -> None:
 
 
 def test_pulse_device_is_listed_with_its_details(pulse: PulseServer) -> None:
-    device = next(d for d in sources.list_input_devices() if d["name"] == "pulse")
+    device = next(d for d in microphone.list_input_devices() if d["name"] == "pulse")
     assert device["channels"] > 0 and device["default_rate"] > 0
     assert device["host_api"] == "ALSA"
 

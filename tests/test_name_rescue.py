@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_asr.daemon.capture.audio import read_audio
-from edge_asr.daemon.evaluate import run_pipeline
+from edge_asr.daemon.driver import run_pipeline
 from edge_asr.daemon.pipeline import EventType, Pipeline
 from edge_asr.daemon.recognition.name_rescue import (
     ContextPhrase,

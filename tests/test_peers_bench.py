@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_asr.daemon.evaluate import summarize
 from edge_asr.daemon.manifest import read_manifest
+from edge_asr.models.evaluate import summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edge_asr.daemon.capture.audio import read_audio
+from edge_asr.daemon.driver import run_pipeline
 from edge_asr.daemon.endpointing.endpoint import EndpointConfig
-from edge_asr.daemon.evaluate import run_pipeline
 from edge_asr.daemon.pipeline import EventType, Pipeline, PipelineConfig
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.uplink.lattice import paths
@@ -102,7 +102,7 @@ def _ev(kind: str, at: float, reason: str = "silence"):
 def test_a_false_start_before_the_request_is_not_its_end_point():
     """Noise at 0.2-0.6 s made an utterance of its own; the request (speech from 1.0 s) ended
     at 2.9 s. Its end-points are the request's, and the noise is counted as a false start."""
-    from edge_asr.daemon.evaluate import request_endpoints
+    from edge_asr.models.evaluate import request_endpoints
     events = [_ev("SPEECH_STARTED", 0.3), _ev("SPECULATIVE_ENDPOINT", 0.55),
               _ev("CONFIRMED", 0.7), _ev("SPEECH_STARTED", 1.1),
               _ev("SPECULATIVE_ENDPOINT", 2.7), _ev("RESET", 2.8),

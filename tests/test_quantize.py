@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from edge_asr.daemon.capture.audio import read_audio
-from edge_asr.daemon.evaluate import recognize_samples
+from edge_asr.daemon.driver import recognize_samples
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.token_lm import LM_FILE, NAMES_FILE
 from edge_asr.daemon.recognition.transducer import TransducerModel, sha256_of

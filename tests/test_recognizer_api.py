@@ -58,6 +58,8 @@ def test_bad_audio_is_refused_and_the_stream_goes_on(tiny_model_dir):
     stream.accept_waveform(16000, np.zeros(1600, np.float32))
     with pytest.raises(AudioFormatError, match="NaN"):
         stream.accept_waveform(16000, np.full(160, np.nan, np.float32))
+    with pytest.raises(AudioFormatError, match=r"must lie in \[-1, 1\]"):
+        stream.accept_waveform(16000, np.full(160, 1000.0, np.float32))
     with pytest.raises(ValueError, match="16000 Hz, not 48000 Hz"):
         stream.accept_waveform(48000, np.zeros(480, np.float32))
     stream.accept_waveform(16000, np.zeros(16000, np.float32))

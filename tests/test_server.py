@@ -28,9 +28,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from edge_asr.daemon.api.bus import EventBus, SubscriptionClosed
+from edge_asr.daemon.api.client import bearer_channel
+from edge_asr.daemon.api.messages import event_to_proto
 from edge_asr.daemon.api.proto import edge_asr_pb2 as pb
 from edge_asr.daemon.api.proto import edge_asr_pb2_grpc as pb_grpc
-from edge_asr.daemon.api.server import SERVICE_NAME, Served, ServeError, event_to_proto, serve
+from edge_asr.daemon.api.server import SERVICE_NAME, Served, ServeError, serve
 from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline, PipelineConfig
 from edge_asr.daemon.recognition.context_graph import context_entries
@@ -121,8 +123,8 @@ def start(recognizer) -> Iterator[Callable[..., Api]]:
     def _start(bus: EventBus | None = None, unix: str | None = None, **options: Any) -> Api:
         core = FakeDaemon(recognizer, bus or EventBus())
         served = serve(core, unix, None if unix else "127.0.0.1:0", **options)
-        channel = grpc.insecure_channel(f"unix:{unix}" if unix else
-                                        f"127.0.0.1:{served.port}")
+        channel = grpc.insecure_channel(f"unix:{unix}") if unix else \
+            bearer_channel(f"127.0.0.1:{served.port}", served.server.tcp_token)
         api = Api(core, served, channel, pb_grpc.EdgeAsrStub(channel))
         apis.append(api)
         return api
@@ -250,6 +252,9 @@ def _audio(data: bytes) -> pb.RecognizeRequest:
 
 _SILENCE = bytes(640)  # 20 ms of PCM_S16LE
 _NAN = np.array([0.0, np.nan, 0.0], "<f4").tobytes()
+# int16-sized values sent as f32le: clipped, they would be noise or silence without a word
+_LOUD = (burst(0.2, 200.0, SR) * 1000).astype("<f4").tobytes()
+_HUGE = (burst(0.2, 200.0, SR) * 1e6).astype("<f4").tobytes()
 BAD_INPUTS = {
     "rate 11025": ([_config(sample_rate=11025), _audio(_SILENCE)],
                    grpc.StatusCode.INVALID_ARGUMENT, "unsupported sample rate 11025 Hz"),
@@ -259,6 +264,10 @@ BAD_INPUTS = {
                          grpc.StatusCode.INVALID_ARGUMENT, "encoding is not set"),
     "NaN float32": ([_config(encoding=pb.F32LE), _audio(bytes(400)), _audio(_NAN)],
                     grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+    "float x1000": ([_config(encoding=pb.F32LE), _audio(_LOUD)],
+                    grpc.StatusCode.INVALID_ARGUMENT, "must lie in [-1, 1]"),
+    "float x1e6": ([_config(encoding=pb.F32LE), _audio(_HUGE)],
+                   grpc.StatusCode.INVALID_ARGUMENT, "must lie in [-1, 1]"),
     "odd byte count": ([_config(), _audio(_SILENCE), _audio(bytes(3))],
                        grpc.StatusCode.INVALID_ARGUMENT, "3 bytes is not a whole number"),
     "audio before config": ([_audio(_SILENCE), _config()],
@@ -308,7 +317,7 @@ def test_a_client_vanishing_mid_stream_leaves_the_server_serving(start, how):
         yield from requests[:12]  # into the burst, so the pipeline has an utterance open
         release.wait(30)
 
-    channel = grpc.insecure_channel(f"127.0.0.1:{api.served.port}")
+    channel = bearer_channel(f"127.0.0.1:{api.served.port}", api.served.server.tcp_token)
     call = pb_grpc.EdgeAsrStub(channel).Recognize(stalling(), timeout=60)
     try:
         first = next(call)

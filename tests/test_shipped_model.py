@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from edge_asr.daemon.capture.audio import read_audio
-from edge_asr.daemon.evaluate import evaluate, recognize_samples
+from edge_asr.daemon.driver import recognize_samples
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.transducer import MODEL_FILES, sha256_of
+from edge_asr.models.evaluate import evaluate
 
 DATA = Path(__file__).parent / "data"
 # rnnt-v2 (the fp32 source of the default model) measured 22.56% (greedy) and 8.21%

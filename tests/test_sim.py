@@ -49,7 +49,7 @@ def test_a_manifest_context_of_an_unknown_kind_is_an_error_that_names_it(tmp_pat
 
 
 def test_device_settings_of_a_scenario_reach_the_daemons_configuration(tmp_path):
-    from edge_asr.daemon.api.service import load_config
+    from edge_asr.daemon.api.config import load_config
     from edge_asr.simulator.runner import _daemon_toml
 
     scenario = load_scenario(_scenario(tmp_path, "[device]\nvad_level_gate = 0.0\n"

@@ -11,16 +11,12 @@ import pytest
 import soundfile as sf
 import soxr
 
-from edge_asr.daemon.capture import sources
+from edge_asr.daemon.capture import microphone
 from edge_asr.daemon.capture.audio import AudioFormatError
+from edge_asr.daemon.capture.microphone import resolve_input_device
+from edge_asr.daemon.capture.push import PushSource
 from edge_asr.daemon.capture.ring_buffer import RingBuffer
-from edge_asr.daemon.capture.sources import (
-    AudioSourceError,
-    FileSource,
-    PieceMaker,
-    PushSource,
-    resolve_input_device,
-)
+from edge_asr.daemon.capture.sources import AudioSourceError, FileSource, PieceMaker
 
 RATE = 16000
 
@@ -328,8 +324,8 @@ def test_missing_portaudio_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     def no_portaudio(name: str) -> None:
         raise OSError("PortAudio library not found")
 
-    monkeypatch.setattr(sources.importlib, "import_module", no_portaudio)
+    monkeypatch.setattr(microphone.importlib, "import_module", no_portaudio)
     with pytest.raises(AudioSourceError, match="install the Debian package libportaudio2"):
-        sources.list_input_devices()
+        microphone.list_input_devices()
     with pytest.raises(AudioSourceError, match="PortAudio is not available"):
-        sources.MicrophoneSource("pulse")
+        microphone.MicrophoneSource("pulse")

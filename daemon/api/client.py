@@ -1,7 +1,12 @@
-"""A small gRPC client of the daemon: `edge-asr listen` and the `make run` demo."""
+"""A small gRPC client of the daemon: `edge-asr listen` and the `make run` demo.
+
+Over the Unix socket a client needs nothing but access to the socket file; over TCP every
+call carries the daemon's bearer token (`authorization: Bearer TOKEN`), read from the token
+file the daemon wrote (by default beside its default socket)."""
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import subprocess
@@ -13,13 +18,59 @@ from pathlib import Path
 
 import grpc
 
+from edge_asr.daemon.api.addresses import (
+    check_private,
+    default_socket,
+    default_token_file,
+    read_token,
+    user_folder,
+)
 from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
-from edge_asr.daemon.api.service import default_socket
 
 
-def channel_for(socket: str | None, tcp: str | None) -> grpc.Channel:
-    target = tcp if tcp else f"unix:{socket or default_socket()}"
-    return grpc.insecure_channel(target)
+def channel_for(socket: str | None, tcp: str | None,
+                token_file: str | None = None) -> grpc.Channel:
+    """A channel to the daemon: over TCP with the token in `token_file` (default: the
+    daemon's default token file), else over `socket` (default: the daemon's)."""
+    if tcp:
+        return bearer_channel(tcp, read_token(token_file or default_token_file()))
+    if not socket and user_folder().exists():
+        check_private(user_folder())  # a socket someone else planted there is not the daemon
+    return grpc.insecure_channel(f"unix:{socket or default_socket()}")
+
+
+def bearer_channel(target: str, token: str) -> grpc.Channel:
+    """An insecure (loopback) channel whose every call carries `authorization: Bearer token`."""
+    return grpc.intercept_channel(grpc.insecure_channel(target), _BearerToken(token))
+
+
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(details.method, details.timeout,
+                            [*(details.metadata or ()), self._header], details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._with_token(details), requests)
 
 
 def format_pb_event(event) -> str:
@@ -39,9 +90,9 @@ def format_pb_event(event) -> str:
 
 
 def listen(socket: str | None, tcp: str | None, partials: bool = True,
-           timeout: float | None = None, out=sys.stdout) -> int:
+           timeout: float | None = None, out=sys.stdout, token_file: str | None = None) -> int:
     """Print the daemon's events until it stops (or `timeout` seconds pass)."""
-    with channel_for(socket, tcp) as channel:
+    with channel_for(socket, tcp, token_file) as channel:
         stub = edge_asr_pb2_grpc.EdgeAsrStub(channel)
         try:
             stream = stub.Subscribe(edge_asr_pb2.SubscribeRequest(partials=partials),
@@ -53,6 +104,9 @@ def listen(socket: str | None, tcp: str | None, partials: bool = True,
                 return 0
             if e.code() == grpc.StatusCode.UNAVAILABLE:
                 print(f"edge-asr: daemon not reachable: {e.details()}", file=sys.stderr)
+                return 2
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                print(f"edge-asr: the daemon refused the call: {e.details()}", file=sys.stderr)
                 return 2
             raise
     return 0

@@ -3,13 +3,19 @@
 `serve()` listens on a Unix socket (mode 0660) and/or a loopback TCP port, with gRPC's
 standard health service and server reflection beside `edge_asr.v1.EdgeAsr`.
 
+Access: the socket's file mode decides who may call over it. TCP has no such guard, so
+every EdgeAsr call that arrives over TCP must carry `authorization: Bearer TOKEN` metadata
+(UNAUTHENTICATED otherwise); health and reflection stay open.
+
 Threads: this is gRPC's synchronous server, so every call runs on a thread of one pool
 and a streaming call (Subscribe, Recognize) holds its thread for as long as it lasts.
 The pool is therefore large (64 by default) and streaming calls are capped a few threads
-below it (`max_streams`): the calls past the cap are refused with RESOURCE_EXHAUSTED,
-so health checks, GetStatus and SetContext always find a free thread. Recognize calls
-have a lower cap of their own (`max_recognize`), since each one decodes on the CPU that the
-daemon's own source needs too.
+below it (`max_streams`), so health checks, GetStatus and SetContext always find a free
+thread. The cap is split: `max_recognize` threads for Recognize (each decodes on the CPU
+that the daemon's own source needs too), the rest for Subscribe, so that subscribers can
+never take the threads Recognize needs. Calls past either cap are refused with
+RESOURCE_EXHAUSTED. A Recognize call that sends no message for `idle_timeout_s` is ended
+with DEADLINE_EXCEEDED, so that silent clients cannot hold the slots.
 
 Recognize runs a pipeline of its own for each call, in the call's thread: pushed audio
 is validated and resampled by a `PushSource`, then recognized, and the events go back on
@@ -22,332 +28,52 @@ only loses its own pipeline. The server goes on serving in every case.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import os
-import queue
+import secrets
 import threading
-from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health
 
+from edge_asr.daemon.api.access import TcpAuth
 from edge_asr.daemon.api.addresses import (
     SOCKET_MODE,
     ServeError,
     bind,
     check_tcp,
     check_unix_path,
+    read_token,
 )
-from edge_asr.daemon.api.bus import EventBus, Subscription, SubscriptionClosed
-from edge_asr.daemon.api.messages import context_from_proto, event_to_proto, status_to_proto
+from edge_asr.daemon.api.config import ServerConfig
 from edge_asr.daemon.api.probes import add_health_and_reflection
-from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
-from edge_asr.daemon.capture.audio import AudioFormatError, check_sample_rate
-from edge_asr.daemon.capture.sources import PushSource
-from edge_asr.daemon.driver import StreamDriver
-from edge_asr.daemon.pipeline import Event, Pipeline
-from edge_asr.daemon.recognition.context_graph import ContextError
-from edge_asr.daemon.recognition.transducer import ModelError
-from edge_asr.daemon.uplink.finisher import Finisher
+from edge_asr.daemon.api.proto import edge_asr_pb2_grpc
+from edge_asr.daemon.api.servicer import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_RECOGNIZE,
+    DEFAULT_WORKERS,
+    RESERVED_WORKERS,
+    SERVICE_NAME,
+    Core,
+    EdgeAsrServicer,
+)
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = edge_asr_pb2.DESCRIPTOR.services_by_name["EdgeAsr"].full_name
-DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
-DEFAULT_WORKERS = 64
-RESERVED_WORKERS = 8  # threads kept free of streaming calls, for unary calls
-# Each Recognize call decodes on its own thread; a few at once already fill a 2-core device.
-DEFAULT_MAX_RECOGNIZE = 4
-PUSH_PIECE_MS = 20  # pushed audio reaches the pipeline in pieces as a microphone's would
-MAX_PUSH_PIECE_S = 1.0  # longest audio one Recognize message may carry
-_POLL_S = 1.0  # a blocked Subscribe re-checks that its client is still there this often
-
-_ENCODINGS = {edge_asr_pb2.PCM_S16LE: "pcm_s16le", edge_asr_pb2.F32LE: "f32le"}
-
-
-class Core(Protocol):
-    """What the servicer needs of the daemon (edge_asr.daemon.api.service.Daemon has it)."""
-
-    bus: EventBus
-
-    def new_pipeline(self, source: str) -> Pipeline:
-        """A fresh pipeline over the shared model; `source` prefixes its utterance ids."""
-        ...
-
-    def new_finisher(self, emit: Callable[[Event], None]) -> Finisher:
-        """Closes a stream's utterances (RESCORED / ON_DEVICE_FINAL) through `emit`."""
-        ...
-
-    def set_context(self, context: dict[str, list[str]]) -> int:
-        """Sets the own source's context from the next utterance; returns its entries.
-        Raises ContextError naming a bad entry (the old context then stays)."""
-        ...
-
-    def status(self) -> dict[str, Any]:
-        """Status fields by name (see Status in edge_asr.proto); other numbers are counters."""
-        ...
-
-
-class _Refused(Exception):
-    """A call the servicer ends with `code` and a message for the client."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# -- conversions --------------------------------------------------------------------------
-
-def _drain(events: queue.SimpleQueue) -> Iterator[edge_asr_pb2.Event]:
-    while True:
-        try:
-            yield event_to_proto(events.get_nowait())
-        except queue.Empty:
-            return
-
-
-def _encoding_name(encoding: int) -> str:
-    if encoding == edge_asr_pb2.ENCODING_UNSPECIFIED:
-        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                       "RecognizeConfig.encoding is not set; use PCM_S16LE or F32LE")
-    if encoding not in _ENCODINGS:
-        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                       f"unknown encoding {encoding}; known: PCM_S16LE, F32LE")
-    return _ENCODINGS[encoding]
-
-
-# -- the servicer -------------------------------------------------------------------------
-
-class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
-    def __init__(self, core: Core, max_streams: int = DEFAULT_WORKERS - RESERVED_WORKERS,
-                 max_recognize: int = DEFAULT_MAX_RECOGNIZE,
-                 max_piece_s: float = MAX_PUSH_PIECE_S) -> None:
-        if max_streams < 1 or max_recognize < 1:
-            raise ValueError(f"max_streams and max_recognize must be at least 1, got "
-                             f"{max_streams} and {max_recognize}")
-        self.core = core
-        self.max_streams = max_streams
-        self.max_recognize = max_recognize
-        self.max_piece_s = max_piece_s
-        self._lock = threading.Lock()
-        self._streams = 0
-        self._recognizing = 0
-        self._subscriptions: set[Subscription] = set()
-        self._stopping = False
-        self.counters = {"recognize_calls": 0, "recognize_refused": 0, "clients_vanished": 0,
-                         "streams_refused": 0, "subscribers_disconnected": 0}
-
-    # -- bookkeeping -------------------------------------------------------------------
-
-    @property
-    def active_streams(self) -> int:
-        """Subscribe and Recognize calls running now."""
-        return self._streams
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self.counters[name] += 1
-
-    @contextlib.contextmanager
-    def _stream_slot(self, recognize: bool = False) -> Iterator[None]:
-        with self._lock:
-            if self._stopping:
-                raise _Refused(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down")
-            if self._streams >= self.max_streams:
-                self.counters["streams_refused"] += 1
-                raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"the daemon serves at most {self.max_streams} streaming "
-                               "calls at once; try again later")
-            if recognize and self._recognizing >= self.max_recognize:
-                self.counters["streams_refused"] += 1
-                raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"the daemon recognizes at most {self.max_recognize} pushed "
-                               "streams at once (they share the device's CPU with its own "
-                               "source); try again later")
-            self._streams += 1
-            self._recognizing += int(recognize)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._streams -= 1
-                self._recognizing -= int(recognize)
-
-    def shutdown(self, reason: str = "the daemon is shutting down") -> None:
-        """Ends every Subscribe stream with OK once it has sent what is queued for it;
-        later streaming calls are refused with UNAVAILABLE."""
-        with self._lock:
-            self._stopping = True
-            subs = list(self._subscriptions)
-        for sub in subs:
-            sub.end(reason)
-
-    # -- Subscribe ---------------------------------------------------------------------
-
-    def Subscribe(self, request: edge_asr_pb2.SubscribeRequest,
-                  context: grpc.ServicerContext) -> Iterator[edge_asr_pb2.Event]:
-        try:
-            with self._stream_slot():
-                yield from self._subscribe(request.partials, context)
-        except _Refused as e:
-            context.abort(e.code, e.message)
-
-    def _subscribe(self, partials: bool, context: grpc.ServicerContext
-                   ) -> Iterator[edge_asr_pb2.Event]:
-        sub = self.core.bus.subscribe(partials=partials)
-        with self._lock:
-            self._subscriptions.add(sub)
-            if self._stopping:  # shutdown() ran after this call got its slot
-                sub.end("the daemon is shutting down")
-        # Called by gRPC when the call ends for any reason (client gone, server stop):
-        # wakes the get() below at once.
-        context.add_callback(lambda: sub.close("the call ended"))
-        try:
-            while True:
-                try:
-                    delivery = sub.get(timeout=_POLL_S)
-                except SubscriptionClosed as closed:
-                    if closed.disconnected:
-                        self._count("subscribers_disconnected")
-                        raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                       closed.reason) from None
-                    return  # the source ended or the daemon stops: the stream ends OK
-                if delivery is None:
-                    if not context.is_active():
-                        return
-                    continue
-                yield event_to_proto(delivery.event, delivery.dropped_before)
-        finally:
-            sub.close()
-            with self._lock:
-                self._subscriptions.discard(sub)
-
-    # -- Recognize ---------------------------------------------------------------------
-
-    def Recognize(self, request_iterator: Iterator[edge_asr_pb2.RecognizeRequest],
-                  context: grpc.ServicerContext) -> Iterator[edge_asr_pb2.Event]:
-        self._count("recognize_calls")
-        refused: _Refused | None = None
-        finished = False
-        try:
-            with self._stream_slot(recognize=True):
-                yield from self._recognize(request_iterator)
-            finished = True
-        except _Refused as e:
-            refused = e
-        except (AudioFormatError, ContextError) as e:
-            refused = _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except ModelError as e:
-            refused = _Refused(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-        except grpc.RpcError:
-            pass  # the request iterator says the client cancelled or vanished: see below
-        except Exception as e:  # a bug, not the client's fault: say so, keep serving
-            log.exception("Recognize failed")
-            refused = _Refused(grpc.StatusCode.INTERNAL, f"recognition failed: {e!r}")
-        finally:
-            # Neither finished nor refused: the client went away, while we waited for its
-            # audio (RpcError) or sent it events (gRPC closes this generator). Its pipeline
-            # and source go with this frame.
-            if not finished and refused is None:
-                self._count("clients_vanished")
-                log.info("Recognize from %s ended before the client half-closed (it cancelled, "
-                         "went away, or sent a message over the size limit)", context.peer())
-        if refused is not None:
-            if refused.code is grpc.StatusCode.INVALID_ARGUMENT:
-                self._count("recognize_refused")
-            context.abort(refused.code, refused.message)
-
-    def _recognize(self, requests: Iterator[edge_asr_pb2.RecognizeRequest]
-                   ) -> Iterator[edge_asr_pb2.Event]:
-        first = next(requests, None)
-        if first is None or first.WhichOneof("request") != "config":
-            got = "nothing" if first is None else (first.WhichOneof("request") or "an empty "
-                                                   "message")
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"the first message of Recognize must be a RecognizeConfig "
-                           f"(config), then audio; got {got}")
-        pipeline, rate, encoding = self._open(first.config)
-        source = PushSource(piece_ms=PUSH_PIECE_MS, max_piece_s=self.max_piece_s)
-        closed: queue.SimpleQueue[Event] = queue.SimpleQueue()  # the finisher's output
-        driver = StreamDriver(pipeline, self.core.new_finisher(closed.put))
-        for request in requests:
-            kind = request.WhichOneof("request")
-            if kind != "audio":
-                raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                               "only the first message of Recognize may be a RecognizeConfig"
-                               if kind == "config" else
-                               "a RecognizeRequest must carry config or audio; got neither")
-            source.push(request.audio, rate, encoding)
-            yield from self._run(driver, source, closed)
-        source.end()  # the client half-closed: flush the resampler, then the utterance
-        yield from self._run(driver, source, closed)
-        # The call ends once every utterance is closed (the cloud answered, or its
-        # deadline passed): the client gets RESCORED or ON_DEVICE_FINAL for each.
-        driver.finish(wait_s=30.0)
-        yield from _drain(closed)
-
-    def _open(self, config: edge_asr_pb2.RecognizeConfig) -> tuple[Pipeline, int, str]:
-        encoding = _encoding_name(config.encoding)
-        check_sample_rate(config.sample_rate)
-        pipeline = self.core.new_pipeline("push")
-        if not config.partials:  # a copy: the config object is shared with other pipelines
-            pipeline.config = dataclasses.replace(pipeline.config, partials=False)
-        if config.HasField("context"):
-            context = context_from_proto(config.context)
-            if any(context.values()):
-                pipeline.set_context(context)
-        return pipeline, config.sample_rate, encoding
-
-    @staticmethod
-    def _run(driver: StreamDriver, source: PushSource,
-             closed: queue.SimpleQueue) -> Iterator[edge_asr_pb2.Event]:
-        for piece in source.pieces(timeout=0):  # only what is ready; never waits
-            driver.feed(piece)
-            yield from _drain(closed)
-        yield from _drain(closed)  # answers the cloud sent meanwhile
-
-    # -- unary calls -------------------------------------------------------------------
-
-    def SetContext(self, request: edge_asr_pb2.ContextLists,
-                   context: grpc.ServicerContext) -> edge_asr_pb2.SetContextReply:
-        try:
-            entries = self.core.set_context(context_from_proto(request))
-        except ContextError as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except ModelError as e:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-        return edge_asr_pb2.SetContextReply(entries=entries)
-
-    def GetStatus(self, request: edge_asr_pb2.GetStatusRequest,
-                  context: grpc.ServicerContext) -> edge_asr_pb2.Status:
-        values: dict[str, Any] = {}
-        stats = self.core.bus.stats()
-        values["events_published"] = stats["published"]
-        values["finals_over_bound"] = stats["finals_over_bound"]
-        with self._lock:
-            values.update(self.counters)
-            values["streams_active"] = self._streams
-        values.update(self.core.status())  # the core's own figures win
-        return status_to_proto(values)
-
-
-# -- the server ---------------------------------------------------------------------------
 
 class ApiServer(grpc.Server):
     """The grpc.Server, plus a stop() that ends Subscribe streams cleanly (with OK after
     their queued events) and marks health NOT_SERVING before gRPC stops."""
 
     def __init__(self, server: grpc.Server, servicer: EdgeAsrServicer,
-                 health_servicer: health.HealthServicer, unix_path: str | None) -> None:
+                 health_servicer: health.HealthServicer, unix_path: str | None,
+                 tcp_token: str | None = None) -> None:
         self.grpc_server = server
         self.servicer = servicer
         self.health = health_servicer
         self.unix_path = unix_path
+        self.tcp_token = tcp_token  # what EdgeAsr calls over TCP must carry; None without TCP
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Any) -> None:
         self.grpc_server.add_generic_rpc_handlers(generic_rpc_handlers)
@@ -378,9 +104,22 @@ class Served(NamedTuple):
     port: int | None  # the bound TCP port (useful with port 0), None without TCP
 
 
+def _settings(core: Core) -> ServerConfig:
+    """The daemon's [server] settings (edge_asr.daemon.api.service.Daemon has them); the
+    defaults for a core without a configuration."""
+    return getattr(getattr(core, "config", None), "server", None) or ServerConfig(socket="")
+
+
+def _tcp_token(core: Core) -> str:
+    """The token in the core's configured token file, else a new random one."""
+    path = _settings(core).tcp_token_file
+    return read_token(path) if path else secrets.token_urlsafe(32)
+
+
 def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
           max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, allow_remote: bool = False,
           max_workers: int = DEFAULT_WORKERS, max_recognize: int = DEFAULT_MAX_RECOGNIZE,
+          tcp_token: str | None = None, idle_timeout_s: float | None = None,
           start: bool = True) -> Served:
     """Serves `core` on a Unix socket and/or TCP; returns the started server and TCP port.
 
@@ -393,7 +132,13 @@ def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
         RESOURCE_EXHAUSTED.
     max_workers: gRPC's thread pool; Subscribe and Recognize calls each hold a thread, up
         to max_workers - 8 of them at once (the rest keep unary calls answered).
-    max_recognize: Recognize calls decoding at once; more get RESOURCE_EXHAUSTED.
+    max_recognize: Recognize calls decoding at once; more get RESOURCE_EXHAUSTED. The other
+        max_workers - 8 - max_recognize streaming slots are Subscribe's.
+    tcp_token: the bearer token EdgeAsr calls over TCP must carry; by default the one in
+        the core's `config.server.tcp_token_file`, else a random one (the server's
+        `tcp_token`).
+    idle_timeout_s: a Recognize call that sends nothing for this long is ended; by default
+        the core's `config.server.idle_timeout_s` (30 s).
     """
     if not unix_socket and not tcp:
         raise ServeError("nowhere to listen: give a Unix socket path, a TCP address or both")
@@ -401,10 +146,15 @@ def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
         raise ValueError(f"max_workers must be more than {RESERVED_WORKERS}, got {max_workers}")
     unix_path = check_unix_path(unix_socket) if unix_socket else None
     tcp_address = check_tcp(tcp, allow_remote) if tcp else None
+    if tcp_address is not None and not tcp_token:
+        tcp_token = _tcp_token(core)
+    if idle_timeout_s is None:
+        idle_timeout_s = _settings(core).idle_timeout_s
     servicer = EdgeAsrServicer(core, max_streams=max_workers - RESERVED_WORKERS,
-                               max_recognize=max_recognize)
+                               max_recognize=max_recognize, idle_timeout_s=idle_timeout_s)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-api"),
+        interceptors=[TcpAuth(tcp_token, SERVICE_NAME)] if tcp_address is not None else [],
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  # Linux gRPC sets SO_REUSEPORT, which would let a second daemon share
                  # the port silently.
@@ -424,7 +174,8 @@ def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
         server.start()
         server.stop(None).wait()
         raise
-    api = ApiServer(server, servicer, health_servicer, unix_path)
+    api = ApiServer(server, servicer, health_servicer, unix_path,
+                    tcp_token if tcp_address is not None else None)
     if start:
         api.start()
     return Served(api, port)

@@ -16,106 +16,29 @@ when the cloud is down or late, ON_DEVICE_FINAL. `local_only` sends nothing at a
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import signal
+import sys
 import threading
 import time
-import tomllib
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_asr.daemon.api.bus import EventBus
+from edge_asr.daemon.api.config import DaemonConfig
 from edge_asr.daemon.api.metrics import Metrics
-from edge_asr.daemon.capture.sources import AudioSource, MicrophoneSource, PlaylistSource
+from edge_asr.daemon.capture.audio import AudioFormatError
+from edge_asr.daemon.capture.microphone import MicrophoneSource
+from edge_asr.daemon.capture.sources import AudioSource, AudioSourceError, PlaylistSource
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.driver import StreamDriver
-from edge_asr.daemon.endpointing.endpoint import EndpointConfig, Phase
-from edge_asr.daemon.pipeline import Event, Pipeline, PipelineConfig
-from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.uplink.cloud_link import CloudLink, CloudLinkConfig
+from edge_asr.daemon.endpointing.endpoint import Phase
+from edge_asr.daemon.pipeline import Event, Pipeline
+from edge_asr.daemon.recognition.recognizer import Recognizer
+from edge_asr.daemon.uplink.cloud_link import CloudLink
 from edge_asr.daemon.uplink.finisher import Finisher
 from edge_asr.daemon.uplink.lattice import serialize
-
-
-def default_socket() -> str:
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    return str(Path(runtime) / "edge-asr.sock")
-
-
-@dataclass
-class SourceConfig:
-    kind: str = "microphone"  # "microphone", "files" or "none" (clients push audio)
-    device: str = ""  # microphone name (substring) or index; "" = the default input
-    files: list[str] = field(default_factory=list)
-    realtime: bool = True  # pace files as a microphone would
-    loop: bool = False
-    gap_s: float = 1.5  # silence between files
-    wait_for_subscriber: bool = False  # start playing once a client listens (demos, tests)
-
-
-@dataclass
-class ServerConfig:
-    socket: str = field(default_factory=default_socket)  # "" disables the Unix socket
-    tcp: str = ""  # e.g. "127.0.0.1:50051"; loopback only
-    max_message_bytes: int = 1 << 20
-
-
-@dataclass
-class DaemonConfig:
-    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
-    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
-    source: SourceConfig = field(default_factory=SourceConfig)
-    server: ServerConfig = field(default_factory=ServerConfig)
-    cloud: CloudLinkConfig = field(default_factory=CloudLinkConfig)
-    local_only: bool = False  # nothing leaves the device, even with a cloud address
-    vad_mode: int = 2
-    vad_noise_gate_db: float = 3.0  # a speech frame must be this far above the noise floor
-    vad_level_gate: float = PipelineConfig.vad_level_gate  # ... and this share of the way
-    # up to the speech level
-    partials: bool = True
-    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
-    shutdown_grace_s: float = 3.0
-    print_events: bool = False
-
-    def pipeline_config(self, model_version: str, partials: bool | None = None
-                        ) -> PipelineConfig:
-        """What every pipeline of this daemon (and `transcribe`/`eval` given its TOML) runs
-        with; `partials` overrides the configured setting."""
-        return PipelineConfig(endpoint=self.endpoint, vad_mode=self.vad_mode,
-                              vad_noise_gate_db=self.vad_noise_gate_db,
-                              vad_level_gate=self.vad_level_gate,
-                              partials=self.partials if partials is None else partials,
-                              model_version=model_version)
-
-
-def config_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    """A dataclass from a TOML table; nested tables fill nested dataclasses, and an unknown
-    key is an error that names it (a typo must not silently leave a default in force)."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(sorted(known))}")
-    kwargs = {}
-    for name, value in values.items():
-        sub = known[name].default_factory if known[name].default_factory is not \
-            dataclasses.MISSING else None
-        if isinstance(value, dict) and sub is not None and dataclasses.is_dataclass(sub):
-            value = config_from_dict(sub, value, f"{where}.{name}")
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def load_config(path: str | Path | None) -> DaemonConfig:
-    """DaemonConfig from a TOML file (tables: recognizer, endpoint, source, server)."""
-    if path is None:
-        return DaemonConfig()
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
-    return config_from_dict(DaemonConfig, data, str(path))
 
 
 class Daemon:
@@ -127,17 +50,25 @@ class Daemon:
         self.recognizer = Recognizer(config.recognizer)
         self.bus = EventBus()
         self.metrics = Metrics()
+        self._closings: dict[str, int] = {}  # closing events by type, of every stream
         self.pipeline_config = config.pipeline_config(Path(config.recognizer.model_dir).name)
         self.pipeline = self.new_pipeline("mic")
+        # Before the cloud link and the server: a bad playlist or device stops the start here.
+        self.source: AudioSource | None = self.open_source()
         self.link: CloudLink | None = None
         if config.cloud.address and not config.local_only:
-            self.link = CloudLink(config.cloud).start()
+            try:
+                self.link = CloudLink(config.cloud).start()
+            except Exception:
+                if self.source is not None:
+                    self.source.close()
+                raise
         self._utterance_bytes: dict[str, int] = {}  # lattice bytes sent, per open utterance
         self._bytes_lock = threading.Lock()
         self.finisher = self.new_finisher(self._publish_one)
-        self.source: AudioSource | None = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self.failure: BaseException | None = None  # what ended the worker, if not the audio
         self.driver = StreamDriver(self.pipeline, self.finisher)
         self._context_entries = 0
 
@@ -147,6 +78,9 @@ class Daemon:
         return Pipeline(self.recognizer, self.pipeline_config, source=source)
 
     def new_finisher(self, emit: Callable[[Event], None]) -> Finisher:
+        # Every stream's utterances (own source and Recognize calls) close through a finisher
+        # made here, the own source's first (in __init__): its closings are counted for all.
+
         def observed(event: Event) -> None:
             self._count_bytes(event)
             emit(event)
@@ -154,15 +88,18 @@ class Daemon:
         return Finisher(observed, self.link, self.config.cloud.answer_deadline_s)
 
     def _count_bytes(self, event: Event) -> None:
-        """Lattice bytes per utterance, observed when the utterance closes."""
+        """Lattice bytes per utterance, observed when the utterance closes, and the closing
+        events by type; of every stream."""
         with self._bytes_lock:
             if event.lattice is not None and self.link is not None:
                 size = len(serialize(event.lattice))
                 self._utterance_bytes[event.utterance_id] = \
                     self._utterance_bytes.get(event.utterance_id, 0) + size
-            elif event.type.closes_utterance:
+            if event.type.closes_utterance:
                 sent = self._utterance_bytes.pop(event.utterance_id, 0)
                 self.metrics.bytes_per_utterance.observe(sent)
+                kind = event.type.value
+                self._closings[kind] = self._closings.get(kind, 0) + 1
 
     def set_context(self, context: dict[str, list[str]]) -> int:
         """Validates (ContextError names a bad entry) and applies from the next utterance."""
@@ -189,8 +126,9 @@ class Daemon:
             "source": source.kind if source.kind != "microphone" else
             f"microphone {source.device or '(default)'}",
             "audio_seconds": self.driver.audio_seconds,
-            "rescored": self.finisher.counters.rescored,
-            "on_device_finals": self.finisher.counters.on_device,
+            # every stream's, Recognize calls' too: the finisher's own counts only its source
+            "rescored": self._closings.get("RESCORED", 0),
+            "on_device_finals": self._closings.get("ON_DEVICE_FINAL", 0),
             "cloud_timeouts": self.finisher.counters.timeouts,
             "cloud_stale_results": self.finisher.counters.stale_results,
             **({"cloud_connected": float(self.link.connected),
@@ -203,6 +141,8 @@ class Daemon:
     # -- the recognition worker ------------------------------------------------------
 
     def open_source(self) -> AudioSource | None:
+        """The configured source, checked (every file decodes, the device exists) but not
+        yet capturing: start() starts it."""
         cfg = self.config.source
         if cfg.kind == "none":
             return None
@@ -213,9 +153,7 @@ class Daemon:
             device: str | int | None = cfg.device or None
             if isinstance(device, str) and device.isdigit():
                 device = int(device)
-            mic = MicrophoneSource(device)
-            mic.start()
-            return mic
+            return MicrophoneSource(device)
         raise ValueError(f"unknown source kind {cfg.kind!r}: microphone, files or none")
 
     def start(self) -> None:
@@ -223,7 +161,8 @@ class Daemon:
             deadline = time.monotonic() + 30
             while self.bus.subscribers == 0 and time.monotonic() < deadline:
                 time.sleep(0.02)
-        self.source = self.open_source()
+        if isinstance(self.source, MicrophoneSource):
+            self.source.start()
         if self.source is not None:
             self._worker = threading.Thread(target=self._run, name="recognition", daemon=True)
             self._worker.start()
@@ -240,21 +179,29 @@ class Daemon:
             print(format_event(event), flush=True)
 
     def _run(self) -> None:
-        stop_at: float | None = None
         try:
-            for piece in self.source.pieces():
-                self.driver.feed(piece)
-                self.metrics.audio_seconds.inc(len(piece) / SAMPLE_RATE)
-                self._update_gauges()
-                if self._stop.is_set():
-                    # Shutting down: let the open utterance reach its end-point first.
-                    stop_at = stop_at or time.monotonic() + self.config.shutdown_grace_s
-                    if self.pipeline.endpointer.phase is Phase.IDLE or \
-                            time.monotonic() > stop_at:
-                        break
+            try:
+                self._play()
+            finally:
+                self.driver.finish(self.config.cloud.answer_deadline_s + 0.5)
+        except Exception as e:  # run_daemon sees it and exits non-zero
+            self.failure = e
+            _report_failure(e)
         finally:
-            self.driver.finish(self.config.cloud.answer_deadline_s + 0.5)
             self.bus.close()
+
+    def _play(self) -> None:
+        stop_at: float | None = None
+        for piece in self.source.pieces():
+            self.driver.feed(piece)
+            self.metrics.audio_seconds.inc(len(piece) / SAMPLE_RATE)
+            self._update_gauges()
+            if self._stop.is_set():
+                # Shutting down: let the open utterance reach its end-point first.
+                stop_at = stop_at or time.monotonic() + self.config.shutdown_grace_s
+                if self.pipeline.endpointer.phase is Phase.IDLE or \
+                        time.monotonic() > stop_at:
+                    break
 
     def _update_gauges(self) -> None:
         m = self.metrics
@@ -277,9 +224,23 @@ class Daemon:
         if self.link is not None:
             self.link.close()
 
-    def wait(self) -> None:
-        if self._worker is not None:
-            self._worker.join()
+    def wait(self, done: threading.Event | None = None) -> None:
+        """Until `done` is set or the worker ends: its audio is over, or it failed."""
+        if done is None:
+            if self._worker is not None:
+                self._worker.join()
+            return
+        while not done.wait(0.2):
+            # Without a source of its own (clients push audio) only `done` ends the wait.
+            if self._worker is not None and not self._worker.is_alive():
+                return
+
+
+def _report_failure(error: Exception) -> None:
+    """A source's own error in words; anything else with its traceback, to be fixed."""
+    if not isinstance(error, (AudioSourceError, AudioFormatError)):
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"edge-asr daemon: error: recognition stopped: {error}", file=sys.stderr, flush=True)
 
 
 def format_event(event: Event) -> str:
@@ -293,35 +254,51 @@ def format_event(event: Event) -> str:
 
 
 def run_daemon(config: DaemonConfig) -> int:
-    """Start everything, serve until SIGTERM/SIGINT (or the end of a non-looping playlist)."""
+    """Start everything, serve until SIGTERM/SIGINT (or the end of a non-looping playlist).
+
+    0 after a clean stop, 1 when the recognition worker died of an error. A source that
+    cannot play (a bad file, no such device) raises before anything listens.
+    """
     from edge_asr.daemon.api.server import serve
 
     t0 = time.monotonic()
     daemon = Daemon(config)
     server_cfg = config.server
-    server, port = serve(daemon, server_cfg.socket or None, server_cfg.tcp or None,
-                         max_message_bytes=server_cfg.max_message_bytes)
-    where = [f"unix:{server_cfg.socket}"] if server_cfg.socket else []
-    if server_cfg.tcp:
-        where.append(f"{server_cfg.tcp.rsplit(':', 1)[0]}:{port}")
-    if config.metrics_port is not None:
-        where.append(f"metrics http://127.0.0.1:{daemon.metrics.serve(config.metrics_port)}")
+    try:
+        server, port = serve(daemon, server_cfg.socket or None, server_cfg.tcp or None,
+                             max_message_bytes=server_cfg.max_message_bytes)
+    except BaseException:
+        daemon.stop()
+        raise
     done = threading.Event()
+    handlers = _on_signals(done)
+    try:
+        where = [f"unix:{server_cfg.socket}"] if server_cfg.socket else []
+        if server_cfg.tcp:
+            where.append(f"{server_cfg.tcp.rsplit(':', 1)[0]}:{port}")
+        if config.metrics_port is not None:
+            where.append(f"metrics http://127.0.0.1:{daemon.metrics.serve(config.metrics_port)}")
+        print(f"edge-asr daemon serving on {', '.join(where)} "
+              f"(ready in {time.monotonic() - t0:.2f} s)", flush=True)
+        daemon.start()
+        daemon.wait(done)
+    finally:
+        daemon.stop()
+        server.stop(grace=1.0).wait()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    if daemon.failure is not None:
+        print("edge-asr daemon stopped after an error", flush=True)
+        return 1
+    print("edge-asr daemon stopped", flush=True)
+    return 0
 
+
+def _on_signals(done: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGINT set `done`; returns the handlers they replaced."""
     def on_signal(signum: int, _frame: Any) -> None:
         print(f"edge-asr daemon: {signal.Signals(signum).name}, finishing", flush=True)
         done.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"edge-asr daemon serving on {', '.join(where)} "
-          f"(ready in {time.monotonic() - t0:.2f} s)", flush=True)
-    daemon.start()
-    worker = daemon._worker
-    while not done.wait(0.2):
-        if worker is not None and not worker.is_alive():
-            break  # a playlist that does not loop has ended
-    daemon.stop()
-    server.stop(grace=1.0).wait()
-    print("edge-asr daemon stopped", flush=True)
-    return 0
+    return {signum: signal.signal(signum, on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)}

@@ -25,9 +25,20 @@ def check_sample_rate(rate: int) -> None:
                                + ", ".join(str(r) for r in SUPPORTED_RATES))
 
 
-def check_finite(samples: np.ndarray) -> None:
+# Float audio is full scale at +-1. A little headroom lets resampled or filtered audio
+# through; int16 values sent as floats (x32768) or a scaling slip are refused, since they
+# would be clipped into noise or silence without a word.
+FULL_SCALE_TOLERANCE = 1e-3
+
+
+def check_float_audio(samples: np.ndarray) -> None:
+    """Refuse NaN, infinity and samples outside [-1, 1]."""
     if not np.all(np.isfinite(samples)):
         raise AudioFormatError("audio contains NaN or infinite samples")
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak > 1.0 + FULL_SCALE_TOLERANCE:
+        raise AudioFormatError(f"float samples must lie in [-1, 1], but the peak is {peak:g}; "
+                               "scale int16 samples by 1/32768 (or send pcm_s16le)")
 
 
 class StreamResampler:
@@ -50,7 +61,7 @@ class StreamResampler:
 def to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
     check_sample_rate(rate)
     samples = np.asarray(samples, dtype=np.float32)
-    check_finite(samples)
+    check_float_audio(samples)
     if rate != SAMPLE_RATE:
         samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     return samples
@@ -62,4 +73,7 @@ def read_audio(path: str | Path) -> np.ndarray:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioFormatError(f"{path}: cannot read audio: {e}") from e
-    return to_model_rate(data.mean(axis=1), rate)
+    try:
+        return to_model_rate(data.mean(axis=1), rate)
+    except AudioFormatError as e:
+        raise AudioFormatError(f"{path}: {e}") from e

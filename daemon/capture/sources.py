@@ -1,37 +1,27 @@
-"""Where the daemon's audio comes from: a microphone, a file, or a client pushing it.
+"""Where the daemon's audio comes from, and what every source shares.
 
 Every source delivers the model's format, 16 kHz mono float32, as an iterator of equal
-pieces of 10, 20 or 30 ms (webrtcvad's frame sizes), and counts what it lost.
+pieces of 10, 20 or 30 ms (webrtcvad's frame sizes), and counts what it lost. Files play
+from here; a microphone from microphone.py, a client's pushed audio from push.py.
 """
 
 from __future__ import annotations
 
-import importlib
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType, TracebackType
-from typing import Any, Protocol, Self
+from types import TracebackType
+from typing import Protocol, Self
 
 import numpy as np
 
-from edge_asr.daemon.capture.audio import (
-    SUPPORTED_RATES,
-    AudioFormatError,
-    StreamResampler,
-    check_finite,
-    check_sample_rate,
-    read_audio,
-)
+from edge_asr.daemon.capture.audio import AudioFormatError, StreamResampler, read_audio
 from edge_asr.daemon.capture.ring_buffer import RingBuffer
 from edge_asr.daemon.constants import SAMPLE_RATE
 
 PIECE_MS = (10, 20, 30)
-ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
-# Preferred native capture rates after the device's own default: 48 and 44.1 kHz are what
-# most hardware runs at, so the driver does not resample with its own (often poor) filter.
-_RATE_PREFERENCE = (48000, 44100, 16000, 32000, 24000, 22050, 8000)
 
 
 class AudioSourceError(RuntimeError):
@@ -50,7 +40,7 @@ def samples_per_piece(piece_ms: int) -> int:
     return SAMPLE_RATE * piece_ms // 1000
 
 
-class _Closing:
+class Closing:
     """`with source:` closes it on the way out."""
 
     def close(self) -> None:
@@ -93,7 +83,7 @@ class PieceMaker:
         return out
 
 
-def _drain(ring: RingBuffer, piece: int, timeout: float | None) -> Iterator[np.ndarray | None]:
+def drain(ring: RingBuffer, piece: int, timeout: float | None) -> Iterator[np.ndarray | None]:
     """Pieces from `ring` until it is closed and empty; None each time `timeout` passes."""
     while True:
         chunk = ring.read_exact(piece, timeout)
@@ -107,104 +97,7 @@ def _drain(ring: RingBuffer, piece: int, timeout: float | None) -> Iterator[np.n
             return
 
 
-# -- microphone --------------------------------------------------------------------------
-
-def _sounddevice() -> ModuleType:
-    """sounddevice, imported on first use: without PortAudio, files and pushed audio work."""
-    try:
-        return importlib.import_module("sounddevice")
-    except OSError as e:  # sounddevice raises OSError when libportaudio is not installed
-        raise AudioSourceError(
-            f"PortAudio is not available ({e}); install the Debian package libportaudio2 "
-            "(make system-deps) to capture from a microphone") from e
-    except ImportError as e:
-        raise AudioSourceError(f"the Python package sounddevice is not installed ({e})") from e
-
-
-def _all_devices(sd: ModuleType) -> list[dict[str, Any]]:
-    hostapis = sd.query_hostapis()
-    return [{"index": i, "name": d["name"], "channels": d["max_input_channels"],
-             "default_rate": d["default_samplerate"], "host_api": hostapis[d["hostapi"]]["name"]}
-            for i, d in enumerate(sd.query_devices())]
-
-
-def list_input_devices() -> list[dict[str, Any]]:
-    """Devices that can capture: index, name, channels, default_rate, host_api."""
-    return [d for d in _all_devices(_sounddevice()) if d["channels"] > 0]
-
-
-def refresh_devices() -> None:
-    """Re-scans the devices, which PortAudio only enumerates when it starts.
-
-    Needed after a device appears (a headset plugged in, a sound server started).
-    No stream may be open while this runs.
-    """
-    sd = _sounddevice()
-    sd._terminate()
-    sd._initialize()
-
-
-def _describe(devices: Sequence[dict[str, Any]]) -> str:
-    inputs = [d for d in devices if d["channels"] > 0]
-    if not inputs:
-        return "no input devices are available"
-    return "available input devices: " + "; ".join(
-        f"{d['index']} '{d['name']}' ({d['host_api']}, {d['channels']} ch, "
-        f"{d['default_rate']:.0f} Hz)" for d in inputs)
-
-
-def resolve_input_device(spec: str | int | None, devices: Sequence[dict[str, Any]],
-                         default_index: int) -> dict[str, Any]:
-    """The device `spec` names: None for the default, an index, or part of a name."""
-    if isinstance(spec, str) and spec.strip().isdigit():
-        spec = int(spec)
-    if spec is None:
-        found = [d for d in devices if d["index"] == default_index]
-        if not found:
-            raise AudioSourceError(f"there is no default input device; {_describe(devices)}")
-    elif isinstance(spec, int):
-        found = [d for d in devices if d["index"] == spec]
-        if not found:
-            raise AudioSourceError(f"no audio device has index {spec}; {_describe(devices)}")
-    else:
-        exact = [d for d in devices if d["name"].lower() == spec.lower()]
-        found = exact or [d for d in devices if spec.lower() in d["name"].lower()]
-        if not found:
-            raise AudioSourceError(f"no audio device matches {spec!r}; {_describe(devices)}")
-        with_inputs = [d for d in found if d["channels"] > 0]
-        if len(with_inputs) > 1:
-            names = ", ".join(f"{d['index']} '{d['name']}'" for d in with_inputs)
-            raise AudioSourceError(f"{spec!r} matches several input devices ({names}); "
-                                   "give more of the name or the index")
-        found = with_inputs or found
-    device = found[0]
-    if device["channels"] <= 0:
-        raise AudioSourceError(f"device {device['index']} '{device['name']}' has no input "
-                               f"channels; {_describe(devices)}")
-    return device
-
-
-def _choose_rate(sd: ModuleType, device: dict[str, Any], rate: int | None) -> int:
-    """`rate` if the device takes it, else the first supported rate it takes natively."""
-    if rate is not None:
-        check_sample_rate(rate)
-        candidates: list[int] = [rate]
-    else:
-        default = int(device["default_rate"])
-        candidates = ([default] if default in SUPPORTED_RATES else []) + [
-            r for r in _RATE_PREFERENCE if r != default]
-    for r in candidates:
-        try:
-            sd.check_input_settings(device=device["index"], channels=1, dtype="float32",
-                                    samplerate=r)
-            return r
-        except sd.PortAudioError:
-            continue
-    raise AudioSourceError(f"device {device['index']} '{device['name']}' accepts none of "
-                           f"the sample rates {candidates}")
-
-
-class _RingCounters:
+class RingCounters:
     """Overrun counters of a source that buffers through `self.ring`."""
 
     ring: RingBuffer
@@ -218,85 +111,24 @@ class _RingCounters:
         return self.ring.dropped_samples
 
 
-class MicrophoneSource(_RingCounters, _Closing):
-    """Captures from a PortAudio input device.
-
-    The capture callback only copies the native-rate audio into `ring`: it runs under the
-    GIL on PortAudio's thread, and anything slower there makes the device overflow. The
-    reader (`pieces()`, on the worker thread) resamples to 16 kHz and cuts pieces.
-    """
-
-    def __init__(self, device: str | int | None = None, rate: int | None = None,
-                 block_ms: int = 20, ring: RingBuffer | None = None,
-                 ring_seconds: float = 2.0) -> None:
-        samples_per_piece(block_ms)  # refuse a bad piece length before touching devices
-        self._closed = False
-        sd = _sounddevice()
-        devices = _all_devices(sd)
-        self.device = resolve_input_device(device, devices, sd.default.device[0])
-        self.rate = _choose_rate(sd, self.device, rate)
-        self.ring = ring if ring is not None else RingBuffer(ring_seconds, self.rate)
-        if self.ring.rate != self.rate:
-            raise ValueError(f"the ring buffer is for {self.ring.rate} Hz but the device "
-                             f"is opened at {self.rate} Hz")
-        self.block_ms = block_ms
-        self.block = self.rate * block_ms // 1000  # native samples per callback
-        self._maker = PieceMaker(self.rate, block_ms)
-        self.input_overflows = 0  # PortAudio said the device buffer overflowed
-        self.pieces_delivered = 0
-        try:
-            self._stream = sd.InputStream(device=self.device["index"], samplerate=self.rate,
-                                          channels=1, dtype="float32", blocksize=self.block,
-                                          callback=self._on_audio)
-        except sd.PortAudioError as e:
-            raise AudioSourceError(f"cannot open device {self.device['index']} "
-                                   f"'{self.device['name']}' at {self.rate} Hz: {e}") from e
-
-    def _on_audio(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        if status.input_overflow:
-            self.input_overflows += 1
-        self.ring.write(indata[:, 0])
-
-    def start(self) -> None:
-        if not self._stream.active and not self._closed:
-            self._stream.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def pieces(self, stall_s: float = 5.0) -> Iterator[np.ndarray]:
-        """16 kHz pieces of `block_ms` until close(); a device silent for `stall_s` is an
-        error, since a working microphone delivers even when the room is quiet."""
-        self.start()
-        for raw in _drain(self.ring, self.block, stall_s):
-            if raw is None:
-                raise AudioSourceError(f"device '{self.device['name']}' delivered no audio "
-                                       f"for {stall_s} s")
-            yield from self._count(self._maker.feed(raw))
-        yield from self._count(self._maker.feed(np.zeros(0, dtype=np.float32), last=True))
-
-    def _count(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
-        self.pieces_delivered += len(pieces)
-        return pieces
-
-    def close(self) -> None:
-        """Stops capture; a reader gets the rest of the buffered audio, then the end."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stream.stop()
-        self._stream.close()
-        self.ring.close()
-
-    @property
-    def captured_samples(self) -> int:
-        return self.ring.written
-
-
 # -- file --------------------------------------------------------------------------------
 
-class FileSource(_Closing):
+def read_playable(path: Path) -> np.ndarray:
+    """read_audio, with plain reasons where libsndfile's would be cryptic (a missing file
+    is a "System error", a directory "Format not recognised")."""
+    try:
+        if path.is_dir():
+            raise AudioFormatError(f"{path}: is a directory, not an audio file")
+        if path.stat().st_size == 0:
+            raise AudioFormatError(f"{path}: the file is empty")
+    except FileNotFoundError:
+        raise AudioFormatError(f"{path}: no such file") from None
+    except OSError as e:
+        raise AudioFormatError(f"{path}: {e.strerror or e}") from e
+    return read_audio(path)
+
+
+class FileSource(Closing):
     """A WAV/FLAC file, as a microphone would deliver it (`realtime`) or at full speed.
 
     Both modes yield the very same pieces, so every decision made on them is the same;
@@ -307,7 +139,7 @@ class FileSource(_Closing):
         self.path = Path(path)
         self.realtime = realtime
         self.piece = samples_per_piece(piece_ms)
-        self.samples = read_audio(self.path)
+        self.samples = read_playable(self.path)
         self.duration = len(self.samples) / SAMPLE_RATE
         self.padded_samples = -len(self.samples) % self.piece
         self.pieces_delivered = 0
@@ -335,28 +167,51 @@ class FileSource(_Closing):
         self._closed.set()
 
 
-class PlaylistSource(_Closing):
+def check_playlist(paths: Sequence[Path]) -> None:
+    """Every file must decode; AudioSourceError names each one that does not, and why."""
+    bad = []
+    for path in paths:
+        try:
+            read_playable(path)
+        except AudioFormatError as e:
+            bad.append(str(e))
+    if bad:
+        raise AudioSourceError(f"{len(bad)} of the {len(paths)} files to play cannot be "
+                               "played:\n  " + "\n  ".join(bad))
+
+
+class PlaylistSource(Closing):
     """Several files one after another with silence between them: a simulated microphone
-    in a room where someone speaks now and then (what `make run` plays)."""
+    in a room where someone speaks now and then (what `make run` plays).
+
+    Every file is decoded once here, so a bad playlist is refused before anything plays; a
+    file that goes bad later (deleted, rewritten) is skipped with a warning on stderr.
+    """
 
     def __init__(self, paths: Sequence[str | Path], realtime: bool = True, gap_s: float = 1.5,
                  loop: bool = False, piece_ms: int = 20) -> None:
         if not paths:
             raise AudioSourceError("a playlist source needs at least one file")
+        samples_per_piece(piece_ms)
         self.paths = [Path(p) for p in paths]
+        check_playlist(self.paths)
         self.realtime, self.gap_s, self.loop, self.piece_ms = realtime, gap_s, loop, piece_ms
         self.pieces_delivered = 0
         self.current: Path | None = None
         self._closed = threading.Event()
         self._file: FileSource | None = None
+        self._skipped: dict[Path, str] = {}  # why each skipped file was, to warn once a loop
 
     def pieces(self) -> Iterator[np.ndarray]:
         gap = np.zeros(int(self.gap_s * SAMPLE_RATE), np.float32)
         while not self._closed.is_set():
+            played = 0
             for path in self.paths:
-                self.current = path
-                self._file = FileSource(path, self.realtime, self.piece_ms)
-                for piece in self._file.pieces():
+                file = self._open(path)
+                if file is None:
+                    continue
+                played += 1
+                for piece in file.pieces():
                     self.pieces_delivered += 1
                     yield piece
                 for piece in self._silence(gap):
@@ -365,6 +220,21 @@ class PlaylistSource(_Closing):
                     return
             if not self.loop:
                 return
+            if not played:  # looping on would only repeat the warnings, without end
+                raise AudioSourceError("none of the playlist's files can be read any more")
+
+    def _open(self, path: Path) -> FileSource | None:
+        """Decodes the next file; one that went bad since the start is skipped, not fatal."""
+        self.current = path
+        try:
+            self._file = FileSource(path, self.realtime, self.piece_ms)
+        except AudioFormatError as e:
+            if self._skipped.get(path) != str(e):  # a looping playlist warns once, not per pass
+                print(f"edge-asr: warning: skipping {e}", file=sys.stderr, flush=True)
+            self._skipped[path] = str(e)
+            return None
+        self._skipped.pop(path, None)
+        return self._file
 
     def _silence(self, gap: np.ndarray) -> Iterator[np.ndarray]:
         piece = samples_per_piece(self.piece_ms)
@@ -382,124 +252,3 @@ class PlaylistSource(_Closing):
         self._closed.set()
         if self._file is not None:
             self._file.close()
-
-
-# -- pushed by a client --------------------------------------------------------------------
-
-def decode_pushed(data: bytes | bytearray | memoryview | np.ndarray, rate: int, encoding: str,
-                  max_seconds: float) -> np.ndarray:
-    """One pushed piece as float32 at its own rate, or AudioFormatError saying why not."""
-    if encoding not in ENCODINGS:
-        raise AudioFormatError(f"unknown encoding {encoding!r}; known: "
-                               + ", ".join(ENCODINGS))
-    check_sample_rate(rate)
-    dtype = ENCODINGS[encoding]
-    if isinstance(data, bytes | bytearray | memoryview):
-        nbytes = memoryview(data).nbytes
-        if nbytes % dtype.itemsize:
-            raise AudioFormatError(f"{nbytes} bytes is not a whole number of {encoding} "
-                                   f"samples of {dtype.itemsize} bytes")
-        samples = np.frombuffer(data, dtype=dtype)
-    elif isinstance(data, np.ndarray):
-        samples = _check_array(data, encoding)
-    else:
-        raise AudioFormatError(f"audio must be bytes or a numpy array, not {type(data).__name__}")
-    if len(samples) > max_seconds * rate:
-        raise AudioFormatError(f"a piece of {len(samples)} samples ({len(samples) / rate:.2f} s)"
-                               f" is longer than the maximum of {max_seconds:g} s")
-    if samples.dtype.kind == "i":
-        return samples.astype(np.float32) / 32768.0
-    samples = samples.astype(np.float32)
-    check_finite(samples)
-    return samples
-
-
-def _check_array(data: np.ndarray, encoding: str) -> np.ndarray:
-    if data.ndim != 1:
-        raise AudioFormatError(f"pushed audio must be mono (1-D), got shape {data.shape}")
-    wanted = "i" if encoding == "pcm_s16le" else "f"
-    if data.dtype.kind != wanted or (wanted == "i" and data.dtype.itemsize != 2):
-        raise AudioFormatError(f"a {data.dtype} array does not hold {encoding} samples")
-    return data
-
-
-class PushSource(_RingCounters, _Closing):
-    """Audio a client pushes piece by piece (gRPC), for one stream.
-
-    `push()` runs on the caller's thread: it validates, resamples statefully and queues
-    16 kHz pieces; `pieces()` hands them to the worker. A stream keeps one sample rate.
-    """
-
-    def __init__(self, piece_ms: int = 20, max_piece_s: float = 1.0,
-                 ring: RingBuffer | None = None, capacity_s: float = 10.0) -> None:
-        self.piece_ms = piece_ms
-        self.piece = samples_per_piece(piece_ms)
-        self.max_piece_s = max_piece_s
-        self.ring = ring if ring is not None else RingBuffer(capacity_s, SAMPLE_RATE)
-        if self.ring.rate != SAMPLE_RATE:
-            raise ValueError(f"a push source queues {SAMPLE_RATE} Hz audio, "
-                             f"not {self.ring.rate} Hz")
-        self.rate: int | None = None  # fixed by the first push
-        self.pushed_pieces = 0
-        self.rejected_pieces = 0
-        self.pieces_delivered = 0
-        self._maker: PieceMaker | None = None
-        self._lock = threading.Lock()
-        self._ended = False
-
-    def push(self, samples: bytes | bytearray | memoryview | np.ndarray, sample_rate: int,
-             encoding: str = "pcm_s16le") -> int:
-        """Queues one piece; returns how many 16 kHz samples became ready.
-
-        A refused piece raises AudioFormatError and leaves the stream as it was.
-        """
-        try:
-            audio = decode_pushed(samples, sample_rate, encoding, self.max_piece_s)
-            with self._lock:
-                maker = self._maker_for(sample_rate)
-                ready = maker.feed(audio)
-                self.pushed_pieces += 1
-                return self._queue(ready)
-        except AudioFormatError:
-            self.rejected_pieces += 1
-            raise
-
-    def _maker_for(self, rate: int) -> PieceMaker:
-        if self._ended:
-            raise AudioSourceError("audio pushed after the stream ended")
-        if self._maker is None:
-            self._maker = PieceMaker(rate, self.piece_ms)
-            self.rate = rate
-        elif rate != self.rate:
-            raise AudioFormatError(f"sample rate changed within a stream from {self.rate} "
-                                   f"to {rate} Hz; start a new stream instead")
-        return self._maker
-
-    def _queue(self, pieces: list[np.ndarray]) -> int:
-        for piece in pieces:
-            self.ring.write(piece)
-        return sum(len(p) for p in pieces)
-
-    def end(self) -> None:
-        """The client finished: flush the resampler, pad the last piece, end pieces()."""
-        with self._lock:
-            if self._ended:
-                return
-            self._ended = True
-            if self._maker is not None:
-                self._queue(self._maker.feed(np.zeros(0, dtype=np.float32), last=True))
-            self.ring.close()
-
-    close = end
-
-    def pieces(self, timeout: float | None = None) -> Iterator[np.ndarray]:
-        """Pieces as they are pushed, until end(); stops early if none come for `timeout`."""
-        for piece in _drain(self.ring, self.piece, timeout):
-            if piece is None:
-                return
-            self.pieces_delivered += 1
-            yield piece
-
-    @property
-    def padded_samples(self) -> int:
-        return 0 if self._maker is None else self._maker.padded_samples

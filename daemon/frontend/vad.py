@@ -40,6 +40,12 @@ _LEVEL_SMOOTH_FRAMES = 3  # the level gate compares energy averaged over 90 ms: 
 # noise frame is not speech
 _LEVEL_ALPHA = 0.05  # the speech level's moving average: about 20 passing frames
 
+# Below any microphone's self-noise (16-bit quantisation noise is about -101 dBFS): digital
+# silence, from a paused stream, a file's padding or a muted source. It says nothing about
+# the room, so it must not pull the noise floor down: from -120 dB the floor would take
+# tens of seconds to climb back, and meanwhile room tone would pass the gates as speech.
+DIGITAL_SILENCE_DB = -90.0
+
 FRAME_MS_CHOICES = (10, 20, 30)  # the only frame sizes webrtcvad accepts
 MODES = (0, 1, 2, 3)  # 0 least aggressive about filtering non-speech, 3 most
 
@@ -141,6 +147,9 @@ class Vad:
         energy_db = 10 * np.log10(power + 1e-12)
         out = []
         for e, flag in zip(energy_db.tolist(), flags, strict=True):
+            if e < DIGITAL_SILENCE_DB:
+                out.append(False)
+                continue
             floor = e if self._floor_db is None else min(e, self._floor_db + self._rise_per_frame)
             self._floor_db = floor
             out.append(self._level_check(e, floor, flag and e > floor + self.noise_gate_db))

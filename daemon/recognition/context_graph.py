@@ -46,6 +46,10 @@ KIND_LIMITS = {"contacts": 1000, "devices": 200, "phrases": 200}
 MAX_ENTRIES = sum(KIND_LIMITS.values())
 MAX_CHARS = 100
 MAX_WORDS = 12
+# All entries together: a graph costs about 330 bytes per trie node (about one node per
+# character, contacts twice: plain and in their slot), so 1,000 contacts of 100 characters
+# took 55 MB each; 16,000 characters (1,000 contacts of 16 on average) bound one at ~10 MB.
+MAX_TOTAL_CHARS = 16_000
 
 
 class ContextError(ValueError):
@@ -318,6 +322,10 @@ def context_entries(context: Sequence[str] | Mapping[str, Sequence[str]]
     for where, entry in out:
         if not isinstance(entry, str):
             raise ContextError(f"context {where} {_short(entry)} is not a string")
+    total = sum(len(entry) for _, entry in out)
+    if total > MAX_TOTAL_CHARS:
+        raise ContextError(f"context has {total} characters in all, at most {MAX_TOTAL_CHARS} "
+                           "allowed")
     return out
 
 

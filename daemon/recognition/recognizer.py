@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.capture.audio import StreamResampler, check_finite
+from edge_asr.daemon.capture.audio import StreamResampler, check_float_audio
 from edge_asr.daemon.constants import FRAME_SHIFT_S, SAMPLE_RATE
 from edge_asr.daemon.frontend.features import StreamingFbank
 from edge_asr.daemon.recognition.config import (  # noqa: F401  (the public API)
+    CONTEXT_CACHE_NODES,
     CONTEXT_CACHE_SIZE,
     DEFAULT_ENDPOINT_RULES,
     DEFAULT_MODEL_DIR,
@@ -92,7 +93,7 @@ class OnlineStream:
         """Audio at `sample_rate` (one of audio.SUPPORTED_RATES; the same for the whole
         stream), mono float32 in [-1, 1], any piece size. Other rates are resampled with a
         streaming resampler, so pieces join without clicks. AudioFormatError for an
-        unsupported rate, NaN or infinite samples; ValueError for a change of rate."""
+        unsupported rate, NaN, infinite or out-of-range samples; ValueError for a change of rate."""
         if self.finished:
             raise RuntimeError("accept_waveform after input_finished")
         if self._resampler is None:
@@ -101,7 +102,7 @@ class OnlineStream:
             raise ValueError(f"this stream's audio is at {self._resampler.rate} Hz, not "
                              f"{sample_rate} Hz: use a new stream for another rate")
         samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
-        check_finite(samples)
+        check_float_audio(samples)
         samples = self._resampler(samples)
         self.fbank.accept(samples)
         self._pull()
@@ -305,7 +306,9 @@ class Recognizer:
         graph = self._builder().build(context)  # outside the lock: building takes a while
         with self._contexts_lock:
             self._contexts[key] = graph
-            if len(self._contexts) > CONTEXT_CACHE_SIZE:
+            while len(self._contexts) > 1 and (
+                    len(self._contexts) > CONTEXT_CACHE_SIZE
+                    or sum(g.num_nodes for g in self._contexts.values()) > CONTEXT_CACHE_NODES):
                 self._contexts.popitem(last=False)
         return graph
 

@@ -61,6 +61,9 @@ class CloudLinkConfig:
     tls_client_cert: str = ""  # PEM certificate and key, when the cloud wants a client cert
     tls_client_key: str = ""
     tls_server_name: str = ""  # overrides the name checked in the server certificate
+    # A token over plaintext is refused unless this says it is meant (loopback tests): on
+    # any real network it would hand the device's credential to whoever listens.
+    allow_insecure_token: bool = False
 
     def __post_init__(self) -> None:
         for name in ("answer_deadline_s", "connect_timeout_s", "backoff_initial_s",
@@ -101,6 +104,7 @@ class LinkCounters:
     errors: int = 0  # Error messages from the cloud (bad lattice, busy ...)
     garbage: int = 0  # results the device could not use (unknown utterance, bad shape)
     stalled_sessions: int = 0  # sessions dropped because answers stopped coming
+    refused: int = 0  # tries the cloud turned away: token refused, TLS handshake failed
 
 
 ResultCallback = Callable[[CloudResult], None]
@@ -115,13 +119,41 @@ def backoff_delays(cfg: CloudLinkConfig, rng: random.Random) -> Iterator[float]:
         delay = min(cfg.backoff_max_s, delay * 2)
 
 
-def _read(path: str) -> bytes:
-    return Path(path).read_bytes()
+TLS_FILES = ("tls_root_cert", "tls_client_cert", "tls_client_key")
+# Status codes with which a cloud turns this device away: no retry can fix them.
+REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+_PROBE = "/edge_asr.cloud.Probe/Handshake"  # no such method: any answer means TLS is up
 
 
-def open_channel(cfg: CloudLinkConfig) -> grpc.Channel:
+def read_tls_files(cfg: CloudLinkConfig) -> dict[str, bytes]:
+    """Every PEM file the link is configured with, by setting. Read when the link is made,
+    so that a missing one stops the start instead of killing the link's thread later."""
+    return {name: _read_pem(name, getattr(cfg, name)) for name in TLS_FILES
+            if getattr(cfg, name)}
+
+
+def _read_pem(name: str, path: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"[cloud] {name}: cannot read {path!r}: {e.strerror or e}") from e
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"[cloud] {name}: {path!r} is not a PEM file (no -----BEGIN line)")
+    return data
+
+
+def check_token_transport(cfg: CloudLinkConfig) -> None:
+    if cfg.token and not cfg.tls_root_cert and not cfg.allow_insecure_token:
+        raise ValueError(
+            f"[cloud] token is set without tls_root_cert: the bearer token would go to "
+            f"{cfg.address} in plaintext; give tls_root_cert, or set allow_insecure_token "
+            "= true where plaintext is meant (a loopback test)")
+
+
+def open_channel(cfg: CloudLinkConfig, pems: dict[str, bytes] | None = None) -> grpc.Channel:
     """Round-robin over every address the name resolves to, so that replicas share the
-    load and a dead one is skipped; TLS when a root certificate is configured."""
+    load and a dead one is skipped; TLS when a root certificate is configured (`pems`:
+    the files already read, by setting)."""
     # gRPC's own reconnect backoff (1 s growing to 120 s by default) would otherwise hold a
     # recovered cloud back long after ours says to try again.
     options = [("grpc.lb_policy_name", "round_robin"),
@@ -133,10 +165,10 @@ def open_channel(cfg: CloudLinkConfig) -> grpc.Channel:
         options.append(("grpc.ssl_target_name_override", cfg.tls_server_name))
     if not cfg.tls_root_cert:
         return grpc.insecure_channel(cfg.address, options=options)
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=_read(cfg.tls_root_cert),
-        private_key=_read(cfg.tls_client_key) if cfg.tls_client_key else None,
-        certificate_chain=_read(cfg.tls_client_cert) if cfg.tls_client_cert else None)
+    pems = read_tls_files(cfg) if pems is None else pems
+    creds = grpc.ssl_channel_credentials(root_certificates=pems["tls_root_cert"],
+                                         private_key=pems.get("tls_client_key"),
+                                         certificate_chain=pems.get("tls_client_cert"))
     return grpc.secure_channel(cfg.address, creds, options=options)
 
 
@@ -150,6 +182,8 @@ class CloudLink:
     def __init__(self, config: CloudLinkConfig, seed: int | None = None) -> None:
         if not config.address:
             raise ValueError("CloudLink needs an address (no address: run local-only)")
+        check_token_transport(config)
+        self._pems = read_tls_files(config)
         self.config = config
         self.counters = LinkCounters()
         self._rng = random.Random(seed)
@@ -162,6 +196,7 @@ class CloudLink:
         self._connected = threading.Event()
         self._call: grpc.Future | None = None
         self._missed = 0  # answer deadlines missed in a row on this session
+        self._refusals: set[str] = set()  # reasons already logged since the last Welcome
         self._thread = threading.Thread(target=self._run, name="cloud-link", daemon=True)
 
     @property
@@ -261,7 +296,7 @@ class CloudLink:
 
     def _run(self) -> None:
         delays = backoff_delays(self.config, self._rng)
-        channel = open_channel(self.config)
+        channel = open_channel(self.config, self._pems)
         stub = cloud_pb2_grpc.CloudStub(channel)
         metadata = [("authorization", f"Bearer {self.config.token}")] if self.config.token \
             else None
@@ -287,12 +322,14 @@ class CloudLink:
                             delays = backoff_delays(self.config, self._rng)
                 except grpc.FutureTimeoutError:
                     self.counters.connect_failures += 1
+                    if self._pems:
+                        self._check_handshake(channel)
                 except ValueError:  # "channel closed": the link is shutting down
                     break
                 except grpc.RpcError as e:
                     if not self._stop.is_set():
                         self.counters.connect_failures += not self.connected
-                        log.info("cloud session ended: %s %s", e.code(), e.details())
+                        self._session_ended(e)
                 finally:
                     ended.set()
                     ready.cancel()  # stops gRPC's connectivity polling of this channel
@@ -304,11 +341,38 @@ class CloudLink:
         finally:
             channel.close()
 
+    def _session_ended(self, error: grpc.RpcError) -> None:
+        if error.code() in REFUSALS:
+            self._refused(f"{error.code().name}: {error.details()}")
+        else:
+            log.info("cloud session ended: %s %s", error.code(), error.details())
+
+    def _check_handshake(self, channel: grpc.Channel) -> None:
+        """A channel that never got ready says nothing of why; a call on it carries gRPC's
+        last error, which names a failed TLS handshake (wrong CA, a plaintext cloud)."""
+        try:
+            channel.unary_unary(_PROBE)(b"", timeout=min(1.0, self.config.connect_timeout_s))
+        except grpc.RpcError as e:
+            details = e.details() or ""
+            if "handshake" in details.lower():
+                self._refused("TLS handshake failed: " + details.split("last error: ")[-1])
+        except ValueError:  # the channel closed: the link is shutting down
+            pass
+
+    def _refused(self, reason: str) -> None:
+        """Turned away: a fault of setup that only a person can fix, so it is a warning,
+        given once per reason rather than on every retry."""
+        self.counters.refused += 1
+        if reason not in self._refusals:
+            self._refusals.add(reason)
+            log.warning("cloud at %s refuses this device: %s", self.config.address, reason)
+
     def _handle(self, message: cloud_pb2.ServerMessage) -> bool:
         """Returns True on Welcome (the backoff starts over)."""
         kind = message.WhichOneof("message")
         if kind == "welcome":
             self.counters.sessions += 1
+            self._refusals.clear()  # a refusal after this session is news again
             self._connected.set()
             return True
         if kind == "rescored":

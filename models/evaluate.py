@@ -7,7 +7,7 @@ and returns a summary: WER per tag, end-point latency (EP50/EP90 after the manif
 speech_end), premature cuts, resets, lattice bytes, real-time factor.
 
 With a cloud link (`--cloud ADDR`) every utterance's lattices go to `edge-asr cloud`
-through the daemon's own loop (driver.py), and `rescored` holds the cloud's best for the
+through the daemon's own loop (daemon/driver.py), and `rescored` holds the cloud's best for the
 standing revision (null when it did not answer in time); the summary then also gives the WER of
 what a user receives (rescored where the cloud answered, the device's best elsewhere).
 """
@@ -18,7 +18,6 @@ import base64
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,49 +26,14 @@ import numpy as np
 
 from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
-from edge_asr.daemon.driver import StreamDriver
+from edge_asr.daemon.driver import StreamDriver, microphone_pieces
 from edge_asr.daemon.manifest import Entry, read_manifest
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline, PipelineConfig
-from edge_asr.daemon.recognition.recognizer import Context, Recognizer, Result
+from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.daemon.text import normalize_text
 from edge_asr.daemon.uplink.cloud_link import CloudLink
 from edge_asr.daemon.uplink.finisher import Finisher
 from edge_asr.daemon.uplink.lattice import serialize
-
-PIECE_SECONDS = 0.02
-
-
-def recognize_samples(recognizer: Recognizer, samples: np.ndarray,
-                      on_partial=None, context: Context | None = None) -> Result:
-    """Stream samples through a fresh stream in microphone-sized pieces; final result.
-
-    `context` (the utterance's biasing list) is checked before any audio is decoded.
-    """
-    stream = recognizer.create_stream(context=context)
-    piece = int(PIECE_SECONDS * SAMPLE_RATE)
-    for start in range(0, len(samples), piece):
-        stream.accept_waveform(SAMPLE_RATE, samples[start : start + piece])
-        if recognizer.decode(stream) and on_partial is not None:
-            on_partial(recognizer.result(stream), (start + piece) / SAMPLE_RATE)
-    stream.input_finished()
-    recognizer.decode(stream)
-    return recognizer.result(stream)
-
-
-def microphone_pieces(samples: np.ndarray) -> Iterator[np.ndarray]:
-    """The samples in 20 ms pieces, as a microphone gives them."""
-    piece = int(PIECE_SECONDS * SAMPLE_RATE)
-    for start in range(0, len(samples), piece):
-        yield samples[start : start + piece]
-
-
-def run_pipeline(pipeline: Pipeline, samples: np.ndarray) -> list[Event]:
-    """Feed samples in 20 ms pieces as a microphone would, then end the input (the
-    pipeline's own events, without the finisher's closing ones)."""
-    events: list[Event] = []
-    for piece in microphone_pieces(samples):
-        events += pipeline.accept(piece)
-    return events + pipeline.finish()
 
 
 def _percentile(values: list[float], q: float) -> float | None:
