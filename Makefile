@@ -103,6 +103,10 @@ train-v2: $(VENV)/.installed
 	    --epochs 2 --threads 1 --n-train 5000 --extra-train train_voices4 --real $(REAL) \
 	    --real-repeat 4 --dev-set dev_mixed --qat-bits 4 --qat-block 128 --exp $(DATA)/exp-v2b \
 	    --until evaluate
+	$(PY) -m edge_asr.models.recipe --data $(DATA) --out models/rnnt-v2 --init-from models/rnnt-v2 \
+	    --epochs 2 --threads 1 --n-train 5000 --extra-train train_voices4 --real $(REAL) \
+	    --real-repeat 5 --dev-set dev_mixed --qat-bits 4 --qat-block 128 --exp $(DATA)/exp-v2c \
+	    --until evaluate
 	$(PY) -m edge_asr.models.quantize models/rnnt-v2 models/rnnt-v2-int4 --block-4bit 128 --sets
 	$(MAKE) scoreboard
 

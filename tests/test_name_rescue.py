@@ -12,6 +12,7 @@ import pytest
 from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.driver import run_pipeline
 from edge_asr.daemon.pipeline import EventType, Pipeline
+from edge_asr.daemon.recognition import name_rescue
 from edge_asr.daemon.recognition.name_rescue import (
     ContextPhrase,
     SlotBonus,
@@ -127,6 +128,22 @@ def test_a_candidate_aligned_on_the_hypothesis_columns_scores_as_if_aligned_alon
         reused = align(model, enc, cand, reuse=align(model, enc, base))
         assert reused.log_prob == pytest.approx(alone.log_prob, abs=1e-4), (base, cand)
         assert reused.frames == alone.frames
+
+
+def test_the_joiner_in_blocks_of_frames_scores_as_in_one_call(tiny_model_dir, monkeypatch):
+    """align bounds the joiner's rows per call (the runtime keeps its largest call's
+    memory); the blocks must not change a score or a frame."""
+    model = TransducerModel(tiny_model_dir)
+    rng = np.random.default_rng(2)
+    enc = rng.standard_normal((37, _joiner_dim(model))).astype(np.float32)
+    tokens = [int(t) for t in rng.integers(1, 20, 9)]
+    monkeypatch.setattr(name_rescue, "JOINER_ROWS", 10**6)
+    whole = align(model, enc, tokens)
+    for rows in (1, 7, 64):  # one frame a call, blocks not dividing T, a few frames a call
+        monkeypatch.setattr(name_rescue, "JOINER_ROWS", rows)
+        got = align(model, enc, tokens)
+        assert got.log_prob == pytest.approx(whole.log_prob, abs=1e-5)
+        assert got.frames == whole.frames
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from edge_asr.daemon.recognition.name_rescue import CONTACT_CARRIERS
 Context = Sequence[str] | Mapping[str, Sequence[str]]
 CONTEXT_CACHE_SIZE = 8  # graphs kept per recognizer; a device has one user, eval a few lists
 # ... and at most this many trie nodes in all (about 330 bytes each): the cache stays near
-# 20 MB however large the lists clients send
-CONTEXT_CACHE_NODES = 60_000
+# 10 MB however large the lists clients send (one graph at the API's limits is 27,000)
+CONTEXT_CACHE_NODES = 30_000
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 # What the daemon, transcribe, eval and `make run` load: model v2 with 4-bit weights. Its

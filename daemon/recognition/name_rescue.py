@@ -186,6 +186,32 @@ def _common(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+# Rows per joiner call in align: a long utterance times a long name is thousands of rows,
+# and the runtime keeps the memory of its largest call (bench/daemon.py's contexts).
+JOINER_ROWS = 512
+
+
+def _blank_and_next(model: TransducerModel, encoder_out: np.ndarray, dec: np.ndarray,
+                    next_tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probs of blank and of each column's next token, (T, U) float64 both, for every
+    frame against every decoder output, from the joiner in blocks of frames."""
+    t_len, n = encoder_out.shape[0], len(dec)
+    blank = np.empty((t_len, n), np.float64)
+    nxt = np.empty((t_len, n), np.float64)
+    cols = np.arange(n)
+    step = max(1, JOINER_ROWS // n)
+    for t0 in range(0, t_len, step):
+        enc = encoder_out[t0:t0 + step]
+        logits = model.run_joiner(np.repeat(enc, n, axis=0), np.tile(dec, (len(enc), 1)))
+        # Only blank and the next token are needed from each row's log-softmax.
+        peak = logits.max(axis=1, keepdims=True)
+        norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
+        logits = (logits - norm[:, None]).reshape(len(enc), n, -1)
+        blank[t0:t0 + len(enc)] = logits[:, :, model.info.blank_id]
+        nxt[t0:t0 + len(enc)] = logits[:, cols, next_tokens]
+    return blank, nxt
+
+
 def align(model: TransducerModel, encoder_out: np.ndarray, tokens: Sequence[int],
           reuse: Alignment | None = None) -> Alignment:
     """RNN-T log-likelihood of `tokens` given the encoder frames (T, J), and its best path.
@@ -218,18 +244,13 @@ def align(model: TransducerModel, encoder_out: np.ndarray, tokens: Sequence[int]
     down: list[np.ndarray] = list(reuse.down[:shared]) if reuse else []
     emit: list[np.ndarray] = list(reuse.emit[:shared]) if reuse else []
     if len(new):
-        dec = model.run_decoder(contexts)
-        logits = model.run_joiner(np.repeat(encoder_out, len(new), axis=0),
-                                  np.tile(dec, (t_len, 1)))
-        # Only blank and the next token are needed from each row's log-softmax.
-        peak = logits.max(axis=1, keepdims=True)
-        norm = (peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))).reshape(t_len, -1)
-        logits = logits.reshape(t_len, len(new), -1)
-        blank = logits[:, :, model.info.blank_id].astype(np.float64) - norm
+        blank, next_token = _blank_and_next(model, encoder_out, model.run_decoder(contexts),
+                                            [tokens[u] if u < len(tokens) else model.info.blank_id
+                                             for u in new])
         for i, u in enumerate(new):
             down.append(np.concatenate([[0.0], np.cumsum(blank[:-1, i])]))
             if u < len(tokens):
-                emit.append(logits[:, i, tokens[u]].astype(np.float64) - norm[:, i])
+                emit.append(next_token[:, i])
     # The closing blank (last frame, all tokens out) is position U's, new or taken over.
     last_blank = float(blank[-1, -1]) if new and new[-1] == len(tokens) else reuse.last_blank
     for u in range(len(down), u_len):
