@@ -145,3 +145,20 @@ def test_pack_command_keeps_the_cards_bytes_true(tiny_model_dir, tmp_path):
                    check=True, capture_output=True)
     card = json.loads((folder / "model_card.json").read_text())
     assert card["bytes"]["encoder.onnx"] == (folder / "encoder.onnx").stat().st_size
+
+
+def test_a_corrupt_model_card_or_token_table_is_refused_naming_the_file(tiny_model_dir,
+                                                                       tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model_card.json").write_text("garbage {")
+    with pytest.raises(ModelError, match=r"model_card\.json: not a readable model card"):
+        TransducerModel(model)
+    (model / "model_card.json").unlink()  # no card: the table itself is parsed
+    lines = (model / "tokens.txt").read_text().splitlines()
+    (model / "tokens.txt").write_text("\n".join(lines[:3] + ["brokenline"] + lines[4:]) + "\n")
+    with pytest.raises(ModelError, match=r"tokens\.txt:4: expected 'PIECE ID'"):
+        TransducerModel(model)
+    (model / "tokens.txt").write_text("\n".join(lines[:3] + lines[4:]) + "\n")  # an id gap
+    with pytest.raises(ModelError, match=r"tokens\.txt: token ids must run from 0"):
+        TransducerModel(model)

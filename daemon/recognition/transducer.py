@@ -35,7 +35,15 @@ def sha256_of(path: Path) -> str:
 
 def _card_digests(model_dir: Path) -> dict[str, str]:
     card = model_dir / "model_card.json"
-    return json.loads(card.read_text()).get("sha256", {}) if card.is_file() else {}
+    if not card.is_file():
+        return {}
+    try:
+        digests = json.loads(card.read_text(encoding="utf-8")).get("sha256", {})
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
+        raise ModelError(f"{card}: not a readable model card (JSON object): {e}") from e
+    if not isinstance(digests, dict):
+        raise ModelError(f"{card}: 'sha256' must map file names to digests")
+    return digests
 
 
 def verify_model_dir(model_dir: Path) -> None:
@@ -69,11 +77,22 @@ def read_model_file(model_dir: Path, name: str) -> bytes:
 
 
 def read_tokens(path: Path) -> list[str]:
+    """The token table, "PIECE ID" a line with ids 0..N-1, or a ModelError naming the line."""
     table: dict[int, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path}: cannot be read: {e}") from e
+    for number, line in enumerate(lines, 1):
         if line.strip():
-            piece, idx = line.rsplit(" ", 1)
-            table[int(idx)] = piece
+            try:
+                piece, idx = line.rsplit(" ", 1)
+                table[int(idx)] = piece
+            except ValueError:
+                raise ModelError(f"{path}:{number}: expected 'PIECE ID', got {line[:40]!r}") \
+                    from None
+    if sorted(table) != list(range(len(table))):
+        raise ModelError(f"{path}: token ids must run from 0 to {len(table) - 1} without gaps")
     return [table[i] for i in range(len(table))]
 
 
