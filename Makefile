@@ -14,7 +14,7 @@ SOURCE  ?= models/rnnt-v2
 # recordings folder, for evaluation only.
 REAL    ?= $(wildcard $(DATA)/corpora/*)
 FSDD    ?= $(DATA)/eval-corpora/free-spoken-digit-dataset/recordings
-APT_PKGS := espeak-ng flite festival festvox-us-slt-hts festvox-kdlpc16k festvox-kallpc16k libsndfile1 libportaudio2 sox pulseaudio pulseaudio-utils libasound2-plugins
+APT_PKGS := espeak-ng flite festival festvox-us-slt-hts festvox-kdlpc16k festvox-kallpc16k libsndfile1 libportaudio2 sox pulseaudio pulseaudio-utils libasound2-plugins swig libspeexdsp-dev
 # More TTS engines for the recipe's fourth rendering (models/synth.py other_engine_voices):
 # Debian's contrib and non-free components, which the system-deps step adds to apt's sources.
 APT_CONTRIB_PKGS := mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 rhvoice rhvoice-english libttspico-utils
@@ -23,8 +23,9 @@ APT_CONTRIB_LIST := /etc/apt/sources.list.d/edge-asr-contrib.sources
 .PHONY: run test train eval bench lint proto system-deps clean-venv
 
 # System packages: TTS engines for the recipe and tests (festival for --more-voices),
-# PortAudio for microphones, and PulseAudio with the ALSA pulse plugin for the virtual
-# microphone in tests/test_microphone.py.
+# PortAudio for microphones, PulseAudio with the ALSA pulse plugin for the virtual
+# microphone in tests/test_microphone.py, and swig with libspeexdsp-dev, which the speexdsp
+# echo canceller builds against.
 $(VENV)/.system-deps: Makefile
 	@missing=""; for p in $(APT_PKGS) $(APT_CONTRIB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -149,12 +150,15 @@ eval: $(VENV)/.installed
 	done
 
 # Every bundled scenario (simulator/scenarios) against a real daemon and cloud; a report per
-# scenario in sim-reports/NAME/report.md. About 12 minutes: two scenarios play in real time.
+# scenario in sim-reports/NAME/report.md, and music_playing again without echo cancellation.
+# About 14 minutes: three scenarios play in real time.
 .PHONY: sim
 sim: $(VENV)/.installed
-	@for s in quiet_kitchen noisy_party music_playing flaky_wifi offline; do \
+	@for s in quiet_kitchen noisy_party music_playing music_other_device flaky_wifi offline; do \
 	  $(VENV)/bin/edge-asr sim run $$s --out sim-reports/$$s || exit 1; \
 	done
+	$(VENV)/bin/edge-asr sim run music_playing --no-echo-cancellation \
+	    --out sim-reports/music_playing_no_aec
 	$(VENV)/bin/edge-asr sim table sim-reports/*
 
 # The cloud bench first: it needs only the committed cloud LM, not an acoustic model.

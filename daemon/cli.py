@@ -24,6 +24,8 @@ from pathlib import Path
 from edge_asr.daemon.api.server import ServeError
 from edge_asr.daemon.capture.audio import AudioFormatError, read_audio
 from edge_asr.daemon.capture.sources import AudioSourceError
+from edge_asr.daemon.frontend.denoise import METHODS as DENOISE_METHODS
+from edge_asr.daemon.frontend.webrtc import FrontEndError
 from edge_asr.daemon.recognition.context_graph import ContextError
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.transducer import ModelError
@@ -56,6 +58,21 @@ def _pipeline_config(recognizer: Recognizer, config, partials: bool = True):
     return config.pipeline_config(Path(recognizer.config.model_dir).name, partials=partials)
 
 
+def _apply_wake_word(args: argparse.Namespace, config) -> None:
+    """--wake-word / --wake-threshold over the configuration's [wake_word] table."""
+    changes = {k: v for k, v in (("phrase", args.wake_word), ("threshold", args.wake_threshold))
+               if v is not None}
+    if changes:
+        config.wake_word = dataclasses.replace(config.wake_word, **changes)
+
+
+def _add_wake_word_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wake-word", metavar="PHRASE",
+                        help="recognise only what follows this phrase (WAKE_WORD event first)")
+    parser.add_argument("--wake-threshold", type=float, metavar="SCORE",
+                        help="lowest detector score (0-1) that counts as the phrase")
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from edge_asr.daemon.api.config import load_config
     from edge_asr.daemon.api.service import format_event
@@ -63,8 +80,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from edge_asr.daemon.pipeline import Pipeline
 
     daemon_config = load_config(args.config)
+    _apply_wake_word(args, daemon_config)
     recognizer = _recognizer(args, daemon_config)
-    config = _pipeline_config(recognizer, daemon_config, partials=args.partials)
+    config = daemon_config.pipeline_config(Path(recognizer.config.model_dir).name,
+                                           partials=args.partials, wake=True)
     for path in args.files:
         samples = read_audio(path)
         print(f"{path}:")
@@ -125,6 +144,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         config.cloud.address = args.cloud
     if args.local_only:
         config.local_only = True
+    _apply_wake_word(args, config)
     if args.source:
         config.source.kind = args.source
     if args.device is not None:
@@ -136,6 +156,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         config.source.realtime = args.realtime
     if args.wait_for_subscriber:
         config.source.wait_for_subscriber = True
+    if args.reference is not None:  # a reference is given to be cancelled, unless told not to
+        config.source.reference = str(args.reference)
+        config.frontend.echo_cancellation = True
+    if args.echo_cancellation is not None:
+        config.frontend.echo_cancellation = args.echo_cancellation
+    if args.noise_suppression is not None:
+        config.frontend.noise_suppression = args.noise_suppression
     if args.socket is not None:
         config.server.socket = args.socket
     if args.tcp is not None:
@@ -257,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("transcribe", help="run audio files through the daemon's pipeline")
     t.add_argument("files", nargs="+", type=Path)
+    _add_wake_word_flags(t)
     t.add_argument("--partials", action="store_true", help="print partial results too")
     t.add_argument("--context", nargs="*", help="names and phrases to boost (the other "
                    "phrases when --contacts or --devices is given)")
@@ -289,12 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--cloud", help="host:port of `edge-asr cloud` to send lattices to")
     dm.add_argument("--local-only", action="store_true",
                     help="send nothing off the device, even with a cloud configured")
+    _add_wake_word_flags(dm)
     dm.add_argument("--source", choices=["microphone", "files", "none"])
     dm.add_argument("--device", help="microphone name (substring) or index")
     dm.add_argument("--files", nargs="*", type=Path, help="play these files as the microphone")
     dm.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None)
     dm.add_argument("--wait-for-subscriber", action="store_true",
                     help="start the source once a client subscribes")
+    dm.add_argument("--reference", type=Path,
+                    help="what the device's loudspeaker plays, in step with the source: "
+                         "cancelled from the microphone (turns --echo-cancellation on)")
+    dm.add_argument("--echo-cancellation", action=argparse.BooleanOptionalAction,
+                    default=None, help="cancel the reference's echo (default: off)")
+    dm.add_argument("--noise-suppression", choices=list(DENOISE_METHODS),
+                    help="noise suppressor in front of the recogniser (default: off)")
     dm.add_argument("--socket", help="Unix socket path ('' to disable)")
     dm.add_argument("--tcp", help="also listen on this loopback address, e.g. 127.0.0.1:50051")
     dm.add_argument("--tcp-token-file",
@@ -337,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ModelError, AudioFormatError, FileNotFoundError, ServeError, AudioSourceError,
-            ContextError, ValueError) as e:
+            ContextError, FrontEndError, ValueError) as e:
         print(f"edge-asr: error: {e}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,10 @@ The daemon's own source (service.py), each Recognize call (server.py) and `edge-
 which closes every utterance with RESCORED or ON_DEVICE_FINAL; at the end of the audio
 the pipeline is flushed, the finisher waits a while for the cloud's last answers and then
 gives whatever still waits its on-device final, so no utterance is left open.
+
+A driver with a front end (daemon/frontend/cleanup.py) cleans each piece before the
+pipeline sees it: the device's own playback cancelled (with the reference that plays
+beside the microphone), noise suppressed. The pipeline only ever hears the cleaned audio.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_asr.daemon.capture.reference import FileReference
 from edge_asr.daemon.constants import SAMPLE_RATE
+from edge_asr.daemon.frontend.cleanup import MicFrontEnd
 from edge_asr.daemon.pipeline import Event, Pipeline
 from edge_asr.daemon.recognition.recognizer import Context, Recognizer, Result
 from edge_asr.daemon.uplink.finisher import Finisher
@@ -26,17 +32,28 @@ from edge_asr.daemon.uplink.finisher import Finisher
 class StreamDriver:
     pipeline: Pipeline
     finisher: Finisher
-    cpu_seconds: float = 0.0  # this thread's CPU in the pipeline (recognition), for RTF
+    frontend: MicFrontEnd | None = None  # echo cancellation, noise suppression
+    reference: FileReference | None = None  # the device's playback, beside the microphone
+    cpu_seconds: float = 0.0  # this thread's CPU in front end and pipeline, for RTF
     audio_seconds: float = 0.0
     finished: bool = False
 
-    def feed(self, piece: np.ndarray) -> list[Event]:
-        """One piece of 16 kHz audio through the pipeline; its events, also passed to the
-        finisher (which emits them, then the closing events as they are decided)."""
+    def feed(self, piece: np.ndarray, reference: np.ndarray | None = None) -> list[Event]:
+        """One piece of 16 kHz audio through the front end and the pipeline; its events,
+        also passed to the finisher (which emits them, then the closing events as they are
+        decided). `reference` is the playback of the same stretch of time; without it, the
+        driver's own `reference` gives it."""
         if self.finished:
             raise RuntimeError("feed after finish")
         started = time.thread_time()
-        events = self.pipeline.accept(piece)
+        if self.frontend is not None:
+            if reference is None and self.reference is not None:
+                reference = self.reference.take(len(piece))
+            cleaned = self.frontend.process(piece, reference)
+            # a piece shorter than a 10 ms frame may leave nothing ready yet
+            events = self.pipeline.accept(cleaned) if len(cleaned) else []
+        else:
+            events = self.pipeline.accept(piece)
         self.cpu_seconds += time.thread_time() - started
         self.audio_seconds += len(piece) / SAMPLE_RATE
         self.finisher.process(events)
@@ -52,7 +69,11 @@ class StreamDriver:
         if self.finished:
             return []
         self.finished = True
-        events = self.pipeline.finish()
+        events = []
+        if self.frontend is not None:  # what waited for a whole 10 ms frame
+            tail = self.frontend.flush()
+            events += self.pipeline.accept(tail) if len(tail) else []
+        events += self.pipeline.finish()
         self.finisher.process(events)
         self.finisher.wait_idle(wait_s)
         self.finisher.close()

@@ -9,6 +9,11 @@ While nobody speaks, only the VAD runs. When the end-pointer hears speech start,
 recognizer stream is opened and fed from a little before the onset (kept in a short
 history), so every utterance is decoded from clean state with the context that applies
 to it; when the final end-point fires the stream is dropped.
+
+With a wake word (PipelineConfig.wake_word) the stretches of speech go to a keyword spotter
+instead, and nothing is recognised or sent until it hears the phrase: WAKE_WORD, then the
+request that follows (in the same breath, its stream resuming from the spotter's encoder
+state, or after a pause of up to `awake_s`), then back to listening for the phrase.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefi
 from edge_asr.daemon.recognition.name_rescue import whole_word_bias
 from edge_asr.daemon.recognition.recognizer import Context, OnlineStream, Recognizer
 from edge_asr.daemon.uplink.lattice import Lattice, build_lattice
+from edge_asr.daemon.wakeword.spotter import Detection, KeywordSpotter, WakeWordConfig
 
 
 class EventType(Enum):
+    WAKE_WORD = "WAKE_WORD"
     SPEECH_STARTED = "SPEECH_STARTED"
     PARTIAL = "PARTIAL"
     SPECULATIVE_ENDPOINT = "SPECULATIVE_ENDPOINT"
@@ -72,6 +79,7 @@ class Event:
     wall_time: float = field(default_factory=time.time)
     intent: str = ""  # on RESCORED: what the cloud's NLU made of the best path
     slots: dict[str, str] = field(default_factory=dict)
+    score: float = 0.0  # on WAKE_WORD: the detector's score (0-1)
 
 
 @dataclass
@@ -84,6 +92,7 @@ class PipelineConfig:
     preroll_s: float = 0.3  # audio before the detected onset fed to the new stream
     partials: bool = True
     model_version: str = ""
+    wake_word: WakeWordConfig = field(default_factory=WakeWordConfig)  # off by default
 
 
 _ids = itertools.count(1)
@@ -113,6 +122,19 @@ class Pipeline:
         self._last_partial = ""
         self._speculative: list[tuple[str, float]] | None = None
         self.utterances = 0
+        # Wake word: the spotter open on the current stretch of speech while waiting for
+        # the phrase; after it, `_awake_until` (stream seconds) while no request has begun.
+        self._wake = self.config.wake_word if self.config.wake_word.enabled else None
+        if self._wake is not None:
+            KeywordSpotter(recognizer, self._wake)  # a phrase the model cannot spell fails here
+        self._spotter: KeywordSpotter | None = None
+        self._spotter_start = 0.0  # stream seconds where the spotter's audio begins
+        self._awake_until: float | None = None
+        self._listening = self._wake is None  # requests are recognised (no wake word: always)
+        self._start_event: Event | None = None  # a request opened at the phrase, not yet said
+        self._ignoring = False  # the end-points of a stretch the request left empty
+        self._request_start: float | None = None  # where a request opened at the phrase began
+        self.wake_words = 0
 
     # ---------------------------------------------------------------- public API
 
@@ -130,11 +152,17 @@ class Pipeline:
         self._remember(samples)
         events: list[Event] = []
         flags = self.vad.process(samples)
-        if self._stream is not None:
+        decoded = 0
+        if self._spotter is not None:
+            detection = self._spotter.accept(samples)
+            if detection is not None:
+                events += self._on_wake(detection)
+        elif self._stream is not None:
             self._stream.accept_waveform(SAMPLE_RATE, samples)
             decoded = self.recognizer.decode(self._stream)
-        else:
-            decoded = 0
+        if (self._awake_until is not None and self._stream is None
+                and self.now > self._awake_until):
+            self._awake_until, self._listening = None, False  # nobody asked: wait again
         text, blanks = self._best()
         for ep in self.endpointer.update(self.vad.time_s, flags, blanks, text,
                                          snr_db=self.vad.snr_db):
@@ -157,21 +185,36 @@ class Pipeline:
     # ---------------------------------------------------------------- internals
 
     def _remember(self, samples: np.ndarray) -> None:
-        keep = int((self.config.preroll_s + 0.5) * SAMPLE_RATE)
+        # The preroll, and with a wake word the 2 s back to where the phrase ended.
+        keep = int((self.config.preroll_s + (2.5 if self._wake else 0.5)) * SAMPLE_RATE)
         self._history.append(samples)
         self._history_samples += samples.size
         while self._history and self._history_samples - self._history[0].size >= keep:
             self._history_samples -= self._history.popleft().size
 
-    def _open_stream(self, speech_start: float) -> None:
-        self._context = self._next_context
-        self._stream = self.recognizer.create_stream(self._context)
-        start = max(0.0, speech_start - self.config.preroll_s)
+    def _recent(self, start: float) -> tuple[np.ndarray, float]:
+        """The kept audio from stream second `start` on (or the oldest kept), and where it
+        begins."""
         history = np.concatenate(list(self._history)) if self._history else np.zeros(0)
         history_start = self.now - history.size / SAMPLE_RATE
         skip = max(0, int(round((start - history_start) * SAMPLE_RATE)))
-        self._stream_start = history_start + skip / SAMPLE_RATE
-        self._stream.accept_waveform(SAMPLE_RATE, history[skip:].astype(np.float32))
+        return history[skip:].astype(np.float32), history_start + skip / SAMPLE_RATE
+
+    def _open_stream(self, speech_start: float, state: tuple | None = None,
+                     preroll: bool = True, said: tuple[int, ...] = ()) -> None:
+        """A new recognizer stream from a little before `speech_start` (`preroll`) or from
+        it exactly, with the encoder `state` to carry on from (the spotter's) and the
+        tokens `said` before it (the wake phrase's), if given."""
+        self._context = self._next_context
+        self._stream = self.recognizer.create_stream(self._context)
+        if state is not None:
+            self._stream.state = state
+        for search in (self._stream.search, self._stream.plain):
+            if search is not None:
+                search.history = said
+        start = speech_start - (self.config.preroll_s if preroll else 0.0)
+        audio, self._stream_start = self._recent(max(0.0, start))
+        self._stream.accept_waveform(SAMPLE_RATE, audio)
         self.recognizer.decode(self._stream)
         self._utterance_id = f"{self.source}-{next(_ids)}"
         self._last_partial = ""
@@ -179,6 +222,7 @@ class Pipeline:
 
     def _best(self) -> tuple[str, int | None]:
         if self._stream is None:
+            # A stretch the spotter hears ends by the VAD alone: its words are not a request.
             return "", None
         # The beam's own best: the end-pointer follows what the beam hears.
         return self._stream.best_text, self._stream.trailing_blank_frames
@@ -204,12 +248,66 @@ class Pipeline:
         if text == self._last_partial:
             return []
         self._last_partial = text
-        return [Event(EventType.PARTIAL, self._utterance_id, self.now, text,
-                      stable_prefix=stable_prefix([t for t, _ in nbest]))]
+        return self._started() + [Event(EventType.PARTIAL, self._utterance_id, self.now, text,
+                                         stable_prefix=stable_prefix([t for t, _ in nbest]))]
+
+    # ---------------------------------------------------------------- wake word
+
+    def _on_wake(self, detection: Detection) -> list[Event]:
+        """The phrase: WAKE_WORD, and the request's stream if the speaker goes straight on."""
+        self._spotter = None
+        self.wake_words += 1
+        self._listening = True
+        self._awake_until = self.now + self._wake.awake_s
+        offset = self._spotter_start
+        events = [Event(EventType.WAKE_WORD, f"{self.source}-wake-{self.wake_words}",
+                        self.now, detection.text, speech_start=offset + detection.start,
+                        score=round(detection.score, 4))]
+        if self.endpointer.phase.name in ("IDLE", "ONSET"):
+            return events  # a pause after the phrase: the request opens on its own onset
+        # Still speaking: the request begins where the phrase ended. Its SPEECH_STARTED
+        # waits for its first word (`_started`): a pause that the end-pointer closes
+        # before any word came is no request, and the device stays awake for one.
+        anchor = detection.state if self._wake.anchored else None
+        self._open_stream(offset + detection.end, state=anchor, preroll=False,
+                          said=detection.tokens)
+        self._awake_until = None
+        self.utterances += 1
+        self._request_start = offset + detection.end
+        self._start_event = Event(EventType.SPEECH_STARTED, self._utterance_id, self.now,
+                                  speech_start=self._request_start)
+        return events
+
+    def _started(self) -> list[Event]:
+        """The request's SPEECH_STARTED, held back since the phrase, once words come."""
+        if self._start_event is None:
+            return []
+        event, self._start_event = self._start_event, None
+        return [event]
+
+    def _open_spotter(self, speech_start: float) -> None:
+        self._spotter = KeywordSpotter(self.recognizer, self._wake)
+        audio, self._spotter_start = self._recent(max(0.0, speech_start - self.config.preroll_s))
+        self._spotter.accept(audio)
+
+    def _spotting_endpoint(self, ep: EndpointEvent) -> list[Event]:
+        """End-points while waiting for the phrase: they only open and close the spotter."""
+        if ep.kind is EventKind.SPEECH_STARTED:
+            timing = self.endpointer.timing
+            self._open_spotter(timing.speech_start if timing else ep.time)
+        elif ep.kind in (EventKind.CONFIRMED, EventKind.FINAL_ENDPOINT):
+            self._spotter = None
+        return []
 
     def _on_endpoint(self, ep: EndpointEvent) -> list[Event]:
         kind = ep.kind
+        if self._ignoring:  # the rest of a stretch whose request never came
+            self._ignoring = kind not in (EventKind.CONFIRMED, EventKind.FINAL_ENDPOINT)
+            return []
+        if not self._listening:
+            return self._spotting_endpoint(ep)
         if kind is EventKind.SPEECH_STARTED:
+            self._awake_until = None
             timing = self.endpointer.timing
             self._open_stream(timing.speech_start if timing else ep.time)
             self.utterances += 1
@@ -218,18 +316,30 @@ class Pipeline:
         if self._stream is None:  # cannot happen: every end follows a start
             return []
         uid = self._utterance_id
+        if self._start_event is not None and kind is not EventKind.RESET \
+                and not self._stream.best_text:
+            # Opened at the phrase, and the end-pointer closed it before any word: a pause
+            # after the phrase. Still awake; the request opens on the next onset.
+            self._stream, self._start_event, self._request_start = None, None, None
+            self.utterances -= 1
+            self._awake_until = self.now + self._wake.awake_s
+            self._ignoring = kind is EventKind.SPECULATIVE_ENDPOINT
+            return []
+        events = self._started()
         if kind is EventKind.SPECULATIVE_ENDPOINT:
             # The name rescue and the fallback run at end-points only (`settle`); the
             # end-pointer compares the beam's own best texts, so CONFIRMED still means "the
             # beam did not change its mind".
             self.recognizer.settle(self._stream)
             self._speculative = self._nbest()
-            return [Event(EventType.SPECULATIVE_ENDPOINT, uid, ep.time, self._speculative[0][0],
-                          revision=1, nbest=self._speculative, lattice=self._lattice(1, True),
-                          reason=ep.reason.value if ep.reason else "")]
+            return events + [Event(EventType.SPECULATIVE_ENDPOINT, uid, ep.time,
+                                   self._speculative[0][0], revision=1, nbest=self._speculative,
+                                   lattice=self._lattice(1, True),
+                                   reason=ep.reason.value if ep.reason else "")]
         if kind is EventKind.RESET:
-            return [Event(EventType.RESET, uid, ep.time, ep.text, revision=1,
-                          reason="speech resumed" if ep.reason is None else ep.reason.value)]
+            reason = "speech resumed" if ep.reason is None else ep.reason.value
+            return events + [Event(EventType.RESET, uid, ep.time, ep.text, revision=1,
+                                   reason=reason)]
         # CONFIRMED or FINAL_ENDPOINT: the utterance is over; the stream is closed.
         if kind is EventKind.CONFIRMED:  # the speculative n-best (rescue included) stands
             self._stream.search.finalize()
@@ -242,7 +352,8 @@ class Pipeline:
             event = Event(EventType.FINAL_ENDPOINT, uid, ep.time, nbest[0][0], revision=2,
                           nbest=nbest, lattice=self._lattice(2, False),
                           reason=ep.reason.value if ep.reason else "")
-        if ep.timing is not None:
-            event.speech_start = ep.timing.speech_start
-        self._stream = None
-        return [event]
+        if ep.timing is not None:  # the end-pointer's onset was the phrase's, if one opened it
+            event.speech_start = self._request_start or ep.timing.speech_start
+        self._stream, self._request_start = None, None
+        self._listening = self._wake is None  # with a wake word: one request per phrase
+        return events + [event]

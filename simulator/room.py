@@ -5,6 +5,12 @@ them, puts each talker somewhere in the room (a simulated impulse response), and
 the room's noise beds (a kitchen, a party's babble, music) at signal-to-noise ratios
 relative to the speech. It returns the audio and the ground truth: where each utterance's
 speech starts and ends on the timeline, which is what every latency is measured from.
+
+When the device itself plays something (`Playback`: music from its own loudspeaker), the
+microphone hears that through the room too, a few centimetres from the loudspeaker and a
+little late (the output buffer), while the device knows the dry signal it played: the
+session carries that as the reference the daemon's echo canceller gets, in step with the
+microphone from the first sample.
 """
 
 from __future__ import annotations
@@ -40,6 +46,30 @@ class NoiseBed:
 
 
 @dataclass(frozen=True)
+class Playback:
+    """What the device's own loudspeaker plays during the session ("" = nothing)."""
+
+    kind: str = ""  # one of augment.NOISE_KINDS: "music" is a device playing a song
+    snr_db: float = 10.0  # speech level over the playback's echo at the microphone
+    rt60: float = 0.4  # of the path from loudspeaker to microphone (the same room)
+    distance_m: float = 0.1  # loudspeaker to microphone, the direct path
+    # From the reference handed to the canceller to the sound leaving the loudspeaker: the
+    # output buffer and converter. Real devices see tens of milliseconds.
+    delay_ms: float = 30.0
+    level_dbfs: float = -20.0  # RMS of the reference, the digital signal played
+
+    def __post_init__(self) -> None:
+        if self.kind and self.kind not in NOISE_KINDS:
+            raise ValueError(f"room.playback: unknown kind {self.kind!r}; known: "
+                             f"{', '.join(NOISE_KINDS)}")
+        if not 0.0 < self.rt60 <= 2.0:
+            raise ValueError(f"room.playback.rt60 must be in (0, 2] seconds, got {self.rt60!r}")
+        if not 0.0 <= self.delay_ms <= 500.0:
+            raise ValueError(f"room.playback.delay_ms must be in [0, 500], "
+                             f"got {self.delay_ms!r}")
+
+
+@dataclass(frozen=True)
 class RoomConfig:
     rt60: float = 0.0  # reverberation time in seconds; 0 = the talker is at the microphone
     noise: list[NoiseBed] = field(default_factory=list)
@@ -49,6 +79,7 @@ class RoomConfig:
     # 70 dB below full scale, as in the bundled clips. Digital zeros between requests would
     # also mislead the VAD, which adapts its noise floor to what it hears.
     mic_noise_dbfs: float = -70.0
+    playback: Playback = field(default_factory=Playback)  # the device's own loudspeaker
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rt60 <= 2.0:
@@ -90,6 +121,8 @@ class Request:
 class Session:
     samples: np.ndarray  # float32, 16 kHz mono
     requests: list[Request]
+    # What the device played, dry, sample for sample beside `samples`; None if nothing.
+    reference: np.ndarray | None = None
 
     @property
     def duration(self) -> float:
@@ -191,7 +224,26 @@ def render_session(source: UtteranceSource, room: RoomConfig, base: Path,
         else:
             noise = make_noise(bed.kind, len(speech), rng)
         mix += noise * np.float32(level / 10 ** (bed.snr_db / 20))
+    reference = None
+    if room.playback.kind:  # drawn last, so the rest of the session stays as without it
+        reference, echo = render_playback(room.playback, len(speech), rng)
+        mix += echo * np.float32(level / 10 ** (room.playback.snr_db / 20))
     peak = float(np.max(np.abs(mix))) if len(mix) else 0.0
     if peak > 0.99:  # a real microphone's gain stage would be turned down, not clip
         mix *= np.float32(0.99 / peak)
-    return Session(mix.astype(np.float32), requests)
+    return Session(mix.astype(np.float32), requests, reference)
+
+
+def render_playback(playback: Playback, n: int, rng: np.random.Generator
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The dry signal the device plays (its reference) and its echo at the microphone:
+    through the room from a loudspeaker `distance_m` away, `delay_ms` after the reference,
+    at unit RMS like a noise bed, so that `snr_db` means what it means for a bed."""
+    dry = make_noise(playback.kind, n, rng)
+    reference = (dry * np.float32(10 ** (playback.level_dbfs / 20))).astype(np.float32)
+    rir = simulate_rir(playback.rt60, rng, distance=(playback.distance_m,
+                                                     playback.distance_m + 0.1))
+    delay = int(round(playback.delay_ms / 1000 * SAMPLE_RATE))
+    echo = np.concatenate((np.zeros(delay, np.float32), reverberate(dry, rir)))[:n]
+    rms = float(np.sqrt(np.mean(np.square(echo, dtype=np.float64)))) if n else 0.0
+    return reference, (echo / np.float32(rms) if rms > 0 else echo).astype(np.float32)

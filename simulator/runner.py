@@ -139,11 +139,12 @@ def _context(requests: list[Request], extra: list[str]) -> edge_asr_pb2.ContextL
 
 
 def _daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
-                 speculative: bool) -> str:
+                 speculative: bool, reference: Path | None = None) -> str:
     dev = scenario.device
     model = dev.model or str(DEFAULT_MODEL_DIR)
     endpoint = dataclasses.replace(scenario.endpoint, speculative=speculative)
     link = dataclasses.replace(scenario.link, address=cloud)
+    aec = dev.echo_cancellation and reference is not None  # nothing to cancel without one
 
     def table(name: str, values: dict) -> str:
         return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
@@ -154,8 +155,13 @@ def _daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
                              "beam": dev.beam, "context_beam": dev.context_beam,
                              "threads": dev.threads}),
         table("endpoint", dataclasses.asdict(endpoint)),
+        # the reference (what the device played) starts with the microphone's first sample
         table("source", {"kind": "files", "files": [str(wav)], "realtime": scenario.realtime,
-                         "gap_s": 0.0, "wait_for_subscriber": True}),
+                         "gap_s": 0.0, "wait_for_subscriber": True,
+                         "reference": str(reference) if aec else ""}),
+        table("frontend", {"echo_cancellation": aec,
+                           "echo_canceller": dev.echo_canceller,
+                           "noise_suppression": dev.noise_suppression}),
         table("server", {"socket": socket}),
         table("cloud", dataclasses.asdict(link)),
     ])
@@ -294,7 +300,7 @@ def wall_offset(events: list[ReceivedEvent]) -> float:
 
 
 def run_once(scenario: Scenario, session: Session, wav: Path, speculative: bool,
-             log=print) -> RunResult:
+             log=print, reference: Path | None = None) -> RunResult:
     with tempfile.TemporaryDirectory(prefix="edge-asr-sim-") as tmp:
         clock = ScenarioClock(scenario.realtime)
         lm = scenario.cloud.lm or str(REPO_ROOT / "models" / "cloud-lm")
@@ -307,7 +313,8 @@ def run_once(scenario: Scenario, session: Session, wav: Path, speculative: bool,
             device_address = netem.start()
             socket = os.path.join(tmp, "daemon.sock")
             config = Path(tmp) / "daemon.toml"
-            config.write_text(_daemon_toml(scenario, wav, socket, device_address, speculative))
+            config.write_text(_daemon_toml(scenario, wav, socket, device_address, speculative,
+                                           reference))
             cores = set(scenario.device.cores)
             if scenario.device.music_load:
                 player = subprocess.Popen(
@@ -378,11 +385,15 @@ def run_scenario(scenario: Scenario, out_dir: Path, log=print) -> list[RunResult
     session = render_session(scenario.utterances, scenario.room, scenario.base, scenario.seed)
     wav = out_dir / "session.wav"
     sf.write(wav, session.samples, SAMPLE_RATE, subtype="PCM_16")
+    reference = None
+    if session.reference is not None:  # what the device played, for its echo canceller
+        reference = out_dir / "reference.wav"
+        sf.write(reference, session.reference, SAMPLE_RATE, subtype="PCM_16")
     log(f"{scenario.name}: {len(session.requests)} requests, {session.duration:.1f} s of audio"
         f" ({'real time' if scenario.realtime else 'accelerated'})")
     runs = []
     for speculative in ([True, False] if scenario.compare_speculation else [True]):
-        result = run_once(scenario, session, wav, speculative, log)
+        result = run_once(scenario, session, wav, speculative, log, reference)
         runs.append(result)
         name = "results" if speculative else "results-no-speculation"
         with open(out_dir / f"{name}.jsonl", "w") as f:

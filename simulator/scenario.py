@@ -9,12 +9,15 @@
     [room]                          # RoomConfig: rt60, gap_s, noise beds
     rt60 = 0.3
     noise = [{ kind = "kitchen", snr_db = 25 }]
+    [room.playback]                 # Playback: what the device's own loudspeaker plays
+    kind = "music"
     [network]                       # simulator/netem.py NetworkConfig
     latency_ms = 30
     [cloud]                         # CloudSim
     nlu_cost_ms = 150
     [device]                        # DeviceProfile: beams, VAD level gate, threads, cores,
-                                    # a music player's load
+                                    # a music player's load, echo cancellation, noise
+                                    # suppression
     [endpoint]                      # daemon EndpointConfig overrides
     [link]                          # daemon CloudLinkConfig overrides
 
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from edge_asr.daemon.api.config import DaemonConfig, config_from_dict
 from edge_asr.daemon.endpointing.endpoint import EndpointConfig
+from edge_asr.daemon.frontend.cleanup import FrontEndConfig
 from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 from edge_asr.daemon.uplink.cloud_link import CloudLinkConfig
 from edge_asr.simulator.netem import NetworkConfig
@@ -55,6 +59,11 @@ class DeviceProfile:
     threads: int = 1  # onnxruntime intra-op threads
     cores: list[int] = field(default_factory=list)  # pin the daemon here; [] = any core
     music_load: float = 0.0  # share of the daemon's first core a music player takes
+    # The daemon's [frontend]: cancel the device's own playback (room.playback), suppress
+    # noise ("off", "webrtc", "rnnoise", "webrtc-noise-gain")
+    echo_cancellation: bool = False
+    echo_canceller: str = FrontEndConfig.echo_canceller
+    noise_suppression: str = "off"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.music_load <= 1.0:
@@ -62,6 +71,9 @@ class DeviceProfile:
         if self.music_load and not self.cores:
             raise ValueError("device.music_load needs device.cores: the player shares the "
                              "daemon's core")
+        FrontEndConfig(echo_cancellation=self.echo_cancellation,  # checks the names
+                       echo_canceller=self.echo_canceller,
+                       noise_suppression=self.noise_suppression)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
     edge-asr sim list
     edge-asr sim run quiet_kitchen [--out DIR] [--fast] [--limit N] [--no-compare]
+                                   [--[no-]echo-cancellation] [--noise-suppression M]
     edge-asr sim table sim-reports/*        # the figures of several reports side by side
 """
 
@@ -30,6 +31,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--limit", type=int, help="play only the first N requests")
     run.add_argument("--no-compare", action="store_true",
                      help="run with speculation only, even if the scenario compares")
+    run.add_argument("--echo-cancellation", action=argparse.BooleanOptionalAction,
+                     default=None, help="override the scenario's device.echo_cancellation")
+    run.add_argument("--echo-canceller",
+                     help="override the scenario's device.echo_canceller (speex+webrtc, "
+                          "speex, webrtc)")
+    run.add_argument("--noise-suppression",
+                     help="override the scenario's device.noise_suppression (off, webrtc, "
+                          "rnnoise, webrtc-noise-gain)")
     run.set_defaults(func=cmd_run)
     table = simsub.add_parser("table", help="one Markdown table of several runs' summaries")
     table.add_argument("reports", nargs="+", type=Path, help="report folders (summary.json)")
@@ -63,6 +72,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         changes["utterances"] = dataclasses.replace(scenario.utterances, limit=args.limit)
     if args.no_compare:
         changes["compare_speculation"] = False
+    device = {k: v for k, v in (("echo_cancellation", args.echo_cancellation),
+                                ("echo_canceller", args.echo_canceller),
+                                ("noise_suppression", args.noise_suppression)) if v is not None}
+    if device:
+        changes["device"] = dataclasses.replace(scenario.device, **device)
     scenario = dataclasses.replace(scenario, **changes)
     out = args.out or Path("sim-reports") / Path(str(args.scenario)).stem
     started = time.monotonic()

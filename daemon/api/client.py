@@ -81,6 +81,8 @@ def format_pb_event(event) -> str:
                  f"{event.lattice.ByteSize()} bytes)")
     elif kind == "PARTIAL" and event.stable_prefix:
         extra = f"  [stable: {event.stable_prefix}]"
+    elif kind == "WAKE_WORD":
+        extra = f"  (score {event.score:.2f})"
     elif kind in ("RESET", "ON_DEVICE_FINAL") and event.reason:
         extra = f"  ({event.reason})"
     elif kind == "RESCORED" and event.intent.name:

@@ -13,9 +13,11 @@ from typing import Any
 
 from edge_asr.daemon.api.addresses import default_socket
 from edge_asr.daemon.endpointing.endpoint import EndpointConfig
+from edge_asr.daemon.frontend.cleanup import FrontEndConfig
 from edge_asr.daemon.pipeline import PipelineConfig
 from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 from edge_asr.daemon.uplink.cloud_link import CloudLinkConfig
+from edge_asr.daemon.wakeword.spotter import WakeWordConfig
 
 
 @dataclass
@@ -27,6 +29,9 @@ class SourceConfig:
     loop: bool = False
     gap_s: float = 1.5  # silence between files
     wait_for_subscriber: bool = False  # start playing once a client listens (demos, tests)
+    # What the device's loudspeaker plays, in step with the source from its start: the echo
+    # canceller's reference ([frontend] echo_cancellation). "" = none.
+    reference: str = ""
 
 
 # What a client's request message may weigh: room for a Recognize chunk, and a bound.
@@ -69,16 +74,21 @@ class DaemonConfig:
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     shutdown_grace_s: float = 3.0
     print_events: bool = False
+    frontend: FrontEndConfig = field(default_factory=FrontEndConfig)  # echo, noise
+    # [wake_word]: with a phrase, the daemon's own source is recognised only after it
+    # (pushed audio, whose client asked for recognition, never waits for it)
+    wake_word: WakeWordConfig = field(default_factory=WakeWordConfig)
 
-    def pipeline_config(self, model_version: str, partials: bool | None = None
-                        ) -> PipelineConfig:
+    def pipeline_config(self, model_version: str, partials: bool | None = None,
+                        wake: bool = False) -> PipelineConfig:
         """What every pipeline of this daemon (and `transcribe`/`eval` given its TOML) runs
-        with; `partials` overrides the configured setting."""
+        with; `partials` overrides the configured setting; `wake` applies the wake word."""
         return PipelineConfig(endpoint=self.endpoint, vad_mode=self.vad_mode,
                               vad_noise_gate_db=self.vad_noise_gate_db,
                               vad_level_gate=self.vad_level_gate,
                               partials=self.partials if partials is None else partials,
-                              model_version=model_version)
+                              model_version=model_version,
+                              wake_word=self.wake_word if wake else WakeWordConfig())
 
 
 def config_from_dict(cls: type, values: Any, where: str, *, key: str = "") -> Any:

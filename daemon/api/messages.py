@@ -19,7 +19,7 @@ def event_to_proto(event: Event, dropped_before: int = 0) -> edge_asr_pb2.Event:
         type=_EVENT_TYPES[event.type], utterance_id=event.utterance_id,
         revision=event.revision, text=event.text, stable_prefix=event.stable_prefix,
         audio_time=event.audio_time, wall_time=event.wall_time, reason=event.reason,
-        dropped_partials_before=dropped_before)
+        dropped_partials_before=dropped_before, score=event.score)
     message.nbest.extend(edge_asr_pb2.NbestEntry(text=text, score=score)
                          for text, score in event.nbest)
     if event.speech_start is not None:

@@ -30,10 +30,12 @@ from edge_asr.daemon.api.config import DaemonConfig
 from edge_asr.daemon.api.metrics import Metrics
 from edge_asr.daemon.capture.audio import AudioFormatError
 from edge_asr.daemon.capture.microphone import MicrophoneSource
+from edge_asr.daemon.capture.reference import open_reference
 from edge_asr.daemon.capture.sources import AudioSource, AudioSourceError, PlaylistSource
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.driver import StreamDriver
 from edge_asr.daemon.endpointing.endpoint import Phase
+from edge_asr.daemon.frontend.cleanup import front_end
 from edge_asr.daemon.pipeline import Event, Pipeline
 from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.daemon.uplink.cloud_link import CloudLink
@@ -52,8 +54,14 @@ class Daemon:
         self.metrics = Metrics()
         self._closings: dict[str, int] = {}  # closing events by type, of every stream
         self.pipeline_config = config.pipeline_config(Path(config.recognizer.model_dir).name)
-        self.pipeline = self.new_pipeline("mic")
-        # Before the cloud link and the server: a bad playlist or device stops the start here.
+        # The own source waits for the wake word, if one is set; pushed audio never does.
+        self.pipeline = Pipeline(self.recognizer, config.pipeline_config(
+            self.pipeline_config.model_version, wake=True), source="mic")
+        # Before the cloud link and the server: a bad playlist or device stops the start here,
+        # and so does a missing or unreadable playback reference.
+        self.reference = open_reference(config.source.reference,
+                                        config.frontend.echo_cancellation)
+        self.frontend = front_end(config.frontend)  # FrontEndError if livekit is missing
         self.source: AudioSource | None = self.open_source()
         self.link: CloudLink | None = None
         if config.cloud.address and not config.local_only:
@@ -69,7 +77,9 @@ class Daemon:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self.failure: BaseException | None = None  # what ended the worker, if not the audio
-        self.driver = StreamDriver(self.pipeline, self.finisher)
+        # The own source's audio is cleaned before its pipeline (echo, noise); the
+        # reference plays beside it from the source's first sample.
+        self.driver = StreamDriver(self.pipeline, self.finisher, self.frontend, self.reference)
         self._context_entries = 0
 
     # -- the Core protocol the gRPC servicer uses -------------------------------------
@@ -249,6 +259,8 @@ def format_event(event: Event) -> str:
         extra = f" lattice rev {event.revision} ({len(event.lattice.arcs)} arcs)"
     if event.type.value == "PARTIAL":
         extra = f" [stable: {event.stable_prefix}]" if event.stable_prefix else ""
+    if event.type.value == "WAKE_WORD":
+        extra = f" (score {event.score:.2f})"
     return (f"{event.audio_time:8.2f}s {event.type.value:<21} {event.utterance_id:<8} "
             f"{event.text}{extra}")
 

@@ -270,6 +270,11 @@ class Recognizer:
         except LmFormatError as e:
             raise ModelError(f"{path}: not a device LM for this model: {e}") from e
 
+    def spell(self, phrase: str) -> tuple[str, list[int]]:
+        """A phrase's normalised words and the model's tokens for them, as a context entry
+        is spelled; ContextError if the model cannot spell it."""
+        return self._builder().encode("phrase", phrase)
+
     def _builder(self) -> ContextBuilder:
         if self._context_builder is None:
             path = self.model.dir / "bpe.model"

@@ -1,0 +1,1 @@
+"""The wake word: a keyword spotter in front of recognition."""
