@@ -4,7 +4,9 @@
 - a timeline of each request's events, in seconds from the end of its speech;
 - bytes sent per request;
 - the table of figures that matter, and with speculation compared on and off, the
-  user-perceived latency it saves.
+  user-perceived latency it saves;
+- with a wake word or speech not addressed to the device (a TV): requests woken, false
+  wakes, and what the device recognised and sent of the speech nobody addressed to it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np  # noqa: E402
 from edge_asr.simulator.runner import RunResult, group_utterances, wall_offset  # noqa: E402
 
 _MARKERS = {  # event kind -> (marker, colour) on the timeline
+    "WAKE_WORD": ("^", "tab:olive"),
     "SPEECH_STARTED": ("|", "grey"),
     "SPECULATIVE_ENDPOINT": ("v", "tab:orange"),
     "CONFIRMED": ("o", "tab:green"),
@@ -79,6 +82,14 @@ def plot_timeline(run: RunResult, path: Path) -> None:
         end = r["speech_end"]
         ax.barh(row_i, end - r["speech_start"], left=r["speech_start"] - end, height=0.5,
                 color="lightsteelblue")
+        if r.get("phrase_start") is not None:  # the wake phrase before it
+            ax.barh(row_i, r["phrase_end"] - r["phrase_start"], left=r["phrase_start"] - end,
+                    height=0.5, color="wheat")
+        if r.get("wake_time") is not None:
+            marker, colour = _MARKERS["WAKE_WORD"]
+            ax.plot(r["wake_time"] - end, row_i, marker, color=colour, ms=6,
+                    label="WAKE_WORD" if "WAKE_WORD" not in seen else None)
+            seen.add("WAKE_WORD")
         for uid in r["utterance_ids"]:
             for e in utterances[uid].events:
                 at = e.audio_time
@@ -91,7 +102,7 @@ def plot_timeline(run: RunResult, path: Path) -> None:
                         label=e.kind if e.kind not in seen else None)
                 seen.add(e.kind)
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_xlim(-3, 2.5)
+    ax.set_xlim(-4 if any(r.get("phrase_start") for r in run.rows) else -3, 2.5)
     ax.set_yticks(range(len(run.rows)), [str(r["index"]) for r in run.rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("seconds from the end of the request's speech")
@@ -146,24 +157,58 @@ FIGURES = [  # (label, summary key, as percent, unit)
     ("spurious utterances (noise)", "spurious", False, ""),
     ("context name recall", "name_recall", True, ""),
 ]
+# Shown only where they apply: with a wake word, and with speech not addressed to the device.
+OPTIONAL_FIGURES = [
+    ("requests woken (phrase heard, request recognised)", "woken", True, ""),
+    ("false wakes / per hour of audio", ("false_wakes", "false_wakes_per_hour"), False, ""),
+    ("other speech: utterances / sent to the cloud / lattices",
+     ("non_addressed_utterances", "non_addressed_sent", "non_addressed_lattices"), False, ""),
+]
 
 
 def figure_values(run: RunResult) -> list[tuple[str, str]]:
-    """(label, formatted value) for each of FIGURES."""
+    """(label, formatted value) for each of FIGURES, and each of OPTIONAL_FIGURES the
+    run's summary has."""
     out = []
-    for label, key, percent, unit in FIGURES:
+    for label, key, percent, unit in FIGURES + OPTIONAL_FIGURES:
         keys = key if isinstance(key, tuple) else (key,)
+        if (label, key, percent, unit) in OPTIONAL_FIGURES \
+                and not any(k in run.summary for k in keys):
+            continue
         out.append((label, " / ".join(_fmt(run.summary.get(k), percent, unit) for k in keys)))
     return out
 
 
 def figures_table(runs: list[RunResult]) -> str:
-    columns = [figure_values(run) for run in runs]
+    columns = [dict(figure_values(run)) for run in runs]
+    labels = list(dict.fromkeys(label for col in columns for label in col))
     lines = ["| figure | " + " | ".join(_label(r) for r in runs) + " |",
              "|---|" + "---|" * len(runs)]
-    for i, (label, _, _, _) in enumerate(FIGURES):
-        lines.append(f"| {label} | " + " | ".join(col[i][1] for col in columns) + " |")
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(col.get(label, "n/a") for col in columns)
+                     + " |")
     return "\n".join(lines)
+
+
+def addressed_section(run: RunResult) -> list[str]:
+    """What the device made of speech nobody addressed to it, utterance by utterance."""
+    s = run.summary
+    if "non_addressed_utterances" not in s:
+        return []
+    listening = (f"listening for the wake word \"{run.wake_word}\"" if run.wake_word
+                 else "without a wake word: it recognises all it hears")
+    lines = ["## Speech not addressed to the device", "",
+             f"The device ran {listening}. Over speech that no request overlaps (a TV, "
+             f"other people) it made {s['non_addressed_utterances']} utterances, "
+             f"{s['non_addressed_sent']} of them sent to the cloud as "
+             f"{s['non_addressed_lattices']} lattices ({s['non_addressed_bytes']} bytes).", ""]
+    if run.non_addressed:
+        lines += ["| from (s) | source | device heard | lattices | result |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {o['start']:.1f} | {', '.join(o['labels'])} | {o['hypothesis']} | "
+                  f"{o['lattices']} | {o['result'] or 'none'} |" for o in run.non_addressed]
+        lines.append("")
+    return lines
 
 
 def write_report(runs: list[RunResult], description: str, out_dir: Path) -> Path:
@@ -195,6 +240,7 @@ def write_report(runs: list[RunResult], description: str, out_dir: Path) -> Path
     elif not main.realtime:
         lines += ["User-perceived latency needs real-time pacing; this run was accelerated.",
                   ""]
+    lines += addressed_section(main)
     lines += ["## End-point latency", "", "![latency CDFs](latency_cdf.png)", "",
               "## Timeline", "", "Each row is a request: its speech (bar) and its events, "
               "in seconds from the end of its speech.", "", "![timeline](timeline.png)", "",
@@ -205,6 +251,12 @@ def write_report(runs: list[RunResult], description: str, out_dir: Path) -> Path
         result = ", ".join(k or "none" for k in r["result_kinds"]) or "missed"
         if r["result_reasons"]:
             result += f" ({', '.join(r['result_reasons'])})"
+        if "woken" in r:  # listening for a wake word
+            if r["wake_time"] is None:
+                result += "; phrase not heard"
+            else:
+                result += (f"; {'woken' if r['woken'] else 'phrase heard, no request'} "
+                           f"({r['wake_score']:.2f})")
         lines.append(f"| {r['index']} | {r['text']} | {r['hypothesis']} | {r['delivered']} | "
                      f"{result} | {_fmt(r['perceived_latency'])} |")
     path = out_dir / "report.md"

@@ -8,7 +8,9 @@ One run:
   4. this process is the client: it sets the context, subscribes, and stamps every event
      with the wall time it arrived, until the daemon has played everything and exits;
   5. the daemon's utterances are matched to the requests by time and scored with the same
-     definitions as `edge-asr eval` (models/evaluate.py `summarize`).
+     definitions as `edge-asr eval` (models/evaluate.py `summarize`); with a wake word or
+     other speech in the room, its WAKE_WORD events and what it made of speech nobody
+     addressed to it are counted too (simulator/addressed.py).
 
 User-perceived latency is the time from the end of a request's speech to the arrival, at
 the client, of its RESCORED (or ON_DEVICE_FINAL) event. It needs the audio to be paced in
@@ -39,6 +41,7 @@ from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.augment import SAMPLE_RATE
 from edge_asr.models.evaluate import names_in, summarize, word_error_rate
+from edge_asr.simulator.addressed import addressed_figures, mark_wakes, non_addressed
 from edge_asr.simulator.netem import NetworkEmulator
 from edge_asr.simulator.process_stats import process_cpu_seconds
 from edge_asr.simulator.room import Request, Session, render_session
@@ -62,6 +65,7 @@ class ReceivedEvent:
     lattice_bytes: int = 0
     speech_start: float | None = None
     intent: str = ""
+    score: float = 0.0  # on WAKE_WORD
 
 
 @dataclass
@@ -98,6 +102,8 @@ class RunResult:
     events: list[ReceivedEvent]
     network: dict
     daemon_exit: int
+    wake_word: str = ""  # the phrase the daemon listened for; "" = none
+    non_addressed: list[dict] = field(default_factory=list)  # addressed.non_addressed rows
 
 
 class ScenarioClock:
@@ -164,6 +170,9 @@ def _daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
                            "noise_suppression": dev.noise_suppression}),
         table("server", {"socket": socket}),
         table("cloud", dataclasses.asdict(link)),
+        # without it the daemon recognises all it hears, the phrase included
+        table("wake_word", dataclasses.asdict(scenario.wake_word)
+              if scenario.listens_for_wake_word else {"phrase": ""}),
     ])
 
 
@@ -174,7 +183,7 @@ def _received(event) -> ReceivedEvent:
         revision=event.revision, reason=event.reason,
         lattice_bytes=event.lattice.ByteSize() if event.HasField("lattice") else 0,
         speech_start=event.speech_start if event.HasField("speech_start") else None,
-        intent=event.intent.name)
+        intent=event.intent.name, score=event.score)
 
 
 def _listen(socket: str, context: edge_asr_pb2.ContextLists, clock: ScenarioClock,
@@ -211,8 +220,12 @@ def _reap(proc: subprocess.Popen, timeout: float) -> tuple[int, os.struct_rusage
 
 
 def group_utterances(events: list[ReceivedEvent]) -> list[Utterance]:
+    """The events of each utterance; a WAKE_WORD stands alone (its id is its own), and
+    belongs to no utterance."""
     by_id: dict[str, Utterance] = {}
     for e in events:
+        if e.kind == "WAKE_WORD":
+            continue
         by_id.setdefault(e.utterance_id, Utterance(e.utterance_id)).events.append(e)
     return sorted(by_id.values(), key=lambda u: u.start)
 
@@ -227,14 +240,16 @@ class Matching:
 def match(requests: list[Request], utterances: list[Utterance], slack: float = 0.5) -> Matching:
     """Each daemon utterance's words go to the request its speech overlaps most (within
     `slack` seconds of it). An utterance that runs over several requests (in babble the VAD
-    may hear speech throughout) also covers the others: they were heard, merged into it."""
+    may hear speech throughout) also covers the others: they were heard, merged into it.
+    A request spans its wake phrase too, which a daemon without the wake word hears as
+    words (and may end an utterance after)."""
     owned: dict[int, list[Utterance]] = {r.index: [] for r in requests}
     covering: dict[int, list[Utterance]] = {r.index: [] for r in requests}
     spurious = []
     for u in utterances:
         best, best_overlap = None, 0.0
         for r in requests:
-            overlap = min(u.end, r.speech_end + slack) - max(u.start, r.speech_start - slack)
+            overlap = min(u.end, r.speech_end + slack) - max(u.start, r.start - slack)
             if overlap > 0:
                 covering[r.index].append(u)
             if overlap > best_overlap:
@@ -247,11 +262,13 @@ def match(requests: list[Request], utterances: list[Utterance], slack: float = 0
 
 
 def score_request(r: Request, owned: list[Utterance], covering: list[Utterance],
-                  wall_offset: float | None) -> dict:
+                  wall_offset: float | None, phrase_in_reference: bool = False) -> dict:
     """One request's row, with eval's keys and definitions (see models/evaluate.py). A
     request merged into another's utterance has no words of its own; its end-points and
-    result are those of the utterance that swallowed it."""
-    reference = normalize_text(r.text)
+    result are those of the utterance that swallowed it. With `phrase_in_reference` (a wake
+    phrase said to a daemon that does not wait for it) the phrase is among the words it
+    should hear."""
+    reference = normalize_text(r.said if phrase_in_reference else r.text)
     timed = owned or covering
     decisions = [u.first(*(_E.Name(k) for k in _DECISIONS)) for u in timed]
     results = [u.first(*(_E.Name(k) for k in _RESULTS)) for u in timed]
@@ -280,6 +297,8 @@ def score_request(r: Request, owned: list[Utterance], covering: list[Utterance],
         "cpu_seconds": 0.0,  # the daemon's CPU is measured for the whole session
         "duration": round(r.speech_end - r.speech_start, 3),
         "speech_start": round(r.speech_start, 3), "speech_end": round(r.speech_end, 3),
+        "phrase_start": None if r.phrase_start is None else round(r.phrase_start, 3),
+        "phrase_end": None if r.phrase_end is None else round(r.phrase_end, 3),
         "tags": r.tags,
         "context_names": spoken,
         "context_names_recognized": [n for n in spoken if names_in(hypothesis, [n])],
@@ -339,12 +358,21 @@ def run_once(scenario: Scenario, session: Session, wav: Path, speculative: bool,
     utterances = group_utterances(events)
     matching = match(session.requests, utterances)
     offset = wall_offset(events) if scenario.realtime and events else None
-    rows = [score_request(r, matching.owned[r.index], matching.covering[r.index], offset)
+    listening = scenario.listens_for_wake_word
+    rows = [score_request(r, matching.owned[r.index], matching.covering[r.index], offset,
+                          phrase_in_reference=not listening)
             for r in session.requests]
+    wakes = [e for e in events if e.kind == "WAKE_WORD"]
+    if listening:
+        mark_wakes(rows, session.requests, wakes)
+    others = non_addressed(matching.spurious, session.others)
     summary = dataclasses.asdict(summarize(rows))
     summary["rtf"] = round(cpu / session.duration, 4)
     summary["daemon_cpu_seconds"] = round(cpu, 2)
-    summary.update(_simulator_figures(rows, matching.spurious))
+    # utterances over another source's speech are counted as that, not as noise
+    summary.update(_simulator_figures(rows, matching.spurious, len(others)))
+    summary.update(addressed_figures(rows, session.requests, wakes, others, session.duration,
+                                     listening, bool(scenario.room.other_speech)))
     if offset is not None:
         # how far behind the audio the daemon's decisions reach the client: CPU contention
         # and a slow device show here first
@@ -353,14 +381,16 @@ def run_once(scenario: Scenario, session: Session, wav: Path, speculative: bool,
         summary["decision_lag_p50"] = _median(lags)
         summary["decision_lag_p90"] = round(float(np.percentile(lags, 90)), 3) if lags else None
     return RunResult(scenario.name, speculative, scenario.realtime, session.duration, rows,
-                     summary, events, dataclasses.asdict(netem.stats), daemon.returncode)
+                     summary, events, dataclasses.asdict(netem.stats), daemon.returncode,
+                     scenario.wake_word.phrase if listening else "", others)
 
 
 def _median(values: list[float]) -> float | None:
     return round(float(np.median(values)), 3) if values else None
 
 
-def _simulator_figures(rows: list[dict], spurious: list[Utterance]) -> dict:
+def _simulator_figures(rows: list[dict], spurious: list[Utterance],
+                       over_other_speech: int = 0) -> dict:
     perceived = [r["perceived_latency"] for r in rows if r["perceived_latency"] is not None]
     kinds = [k for r in rows for k in r["result_kinds"] if k]
     return {
@@ -370,7 +400,7 @@ def _simulator_figures(rows: list[dict], spurious: list[Utterance]) -> dict:
         "lost": sum(r["lost"] for r in rows),
         "missed": sum(r["missed"] for r in rows),
         "merged": sum(r["merged"] for r in rows),
-        "spurious": len(spurious),
+        "spurious": len(spurious) - over_other_speech,
         "rescored_results": kinds.count("RESCORED"),
         "on_device_finals": kinds.count("ON_DEVICE_FINAL"),
         "perceived_p50": _median(perceived),
@@ -382,15 +412,24 @@ def run_scenario(scenario: Scenario, out_dir: Path, log=print) -> list[RunResult
     """Renders the session once, plays it (twice when comparing speculation on and off),
     and writes the session audio, its ground truth and the results under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    session = render_session(scenario.utterances, scenario.room, scenario.base, scenario.seed)
+    session = render_session(scenario.utterances, scenario.room, scenario.base, scenario.seed,
+                             wake_phrase=scenario.wake_word.phrase.strip())
     wav = out_dir / "session.wav"
     sf.write(wav, session.samples, SAMPLE_RATE, subtype="PCM_16")
+    with open(out_dir / "timeline.jsonl", "w") as f:  # the ground truth, labelled
+        for row in session.timeline():
+            f.write(json.dumps(row) + "\n")
     reference = None
     if session.reference is not None:  # what the device played, for its echo canceller
         reference = out_dir / "reference.wav"
         sf.write(reference, session.reference, SAMPLE_RATE, subtype="PCM_16")
     log(f"{scenario.name}: {len(session.requests)} requests, {session.duration:.1f} s of audio"
-        f" ({'real time' if scenario.realtime else 'accelerated'})")
+        f" ({'real time' if scenario.realtime else 'accelerated'})"
+        + (f", {len(session.others)} sentences not addressed to the device"
+           if session.others else "")
+        + (f", wake word {scenario.wake_word.phrase!r}"
+           f"{'' if scenario.listens_for_wake_word else ' said, not listened for'}"
+           if scenario.wake_word.enabled else ""))
     runs = []
     for speculative in ([True, False] if scenario.compare_speculation else [True]):
         result = run_once(scenario, session, wav, speculative, log, reference)
@@ -402,4 +441,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, log=print) -> list[RunResult
         with open(out_dir / f"{name}-events.jsonl", "w") as f:
             for e in result.events:
                 f.write(json.dumps(dataclasses.asdict(e)) + "\n")
+        if session.others:
+            with open(out_dir / f"{name}-non-addressed.jsonl", "w") as f:
+                for row in result.non_addressed:
+                    f.write(json.dumps(row) + "\n")
     return runs

@@ -11,13 +11,18 @@
     noise = [{ kind = "kitchen", snr_db = 25 }]
     [room.playback]                 # Playback: what the device's own loudspeaker plays
     kind = "music"
+    [[room.other_speech]]           # simulator/talkers.py OtherSpeech: speech not addressed
+    label = "tv"                    # to the device (a TV, other people), from elsewhere in
+    sentences = ["..."]             # the room, at a set level below the requests
+    [wake_word]                     # the daemon's WakeWordConfig; with a phrase the talker
+    phrase = "hey marvin"           # says it before each request (utterances.wake_pause_s)
     [network]                       # simulator/netem.py NetworkConfig
     latency_ms = 30
     [cloud]                         # CloudSim
     nlu_cost_ms = 150
     [device]                        # DeviceProfile: beams, VAD level gate, threads, cores,
                                     # a music player's load, echo cancellation, noise
-                                    # suppression
+                                    # suppression, whether it listens for the wake word
     [endpoint]                      # daemon EndpointConfig overrides
     [link]                          # daemon CloudLinkConfig overrides
 
@@ -35,6 +40,7 @@ from edge_asr.daemon.endpointing.endpoint import EndpointConfig
 from edge_asr.daemon.frontend.cleanup import FrontEndConfig
 from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 from edge_asr.daemon.uplink.cloud_link import CloudLinkConfig
+from edge_asr.daemon.wakeword.spotter import WakeWordConfig
 from edge_asr.simulator.netem import NetworkConfig
 from edge_asr.simulator.room import NoiseBed, RoomConfig, UtteranceSource
 
@@ -64,6 +70,9 @@ class DeviceProfile:
     echo_cancellation: bool = False
     echo_canceller: str = FrontEndConfig.echo_canceller
     noise_suppression: str = "off"
+    # Listen for the scenario's wake phrase. False: the talker still says it, and the daemon
+    # recognises everything it hears (what the wake word saves, on the same audio).
+    wake_word: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.music_load <= 1.0:
@@ -90,7 +99,13 @@ class Scenario:
     device: DeviceProfile = field(default_factory=DeviceProfile)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     link: CloudLinkConfig = field(default_factory=CloudLinkConfig)
+    wake_word: WakeWordConfig = field(default_factory=WakeWordConfig)  # said and listened for
     base: Path = Path(".")  # the scenario file's folder: relative paths start here
+
+    @property
+    def listens_for_wake_word(self) -> bool:
+        """Whether the daemon waits for the phrase (the room says it whenever one is set)."""
+        return self.wake_word.enabled and self.device.wake_word
 
 
 def bundled_scenarios() -> dict[str, Path]:

@@ -3,6 +3,7 @@
     edge-asr sim list
     edge-asr sim run quiet_kitchen [--out DIR] [--fast] [--limit N] [--no-compare]
                                    [--[no-]echo-cancellation] [--noise-suppression M]
+                                   [--[no-]wake-word]
     edge-asr sim table sim-reports/*        # the figures of several reports side by side
 """
 
@@ -39,6 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--noise-suppression",
                      help="override the scenario's device.noise_suppression (off, webrtc, "
                           "rnnoise, webrtc-noise-gain)")
+    run.add_argument("--wake-word", action=argparse.BooleanOptionalAction, default=None,
+                     help="override the scenario's device.wake_word: --no-wake-word plays "
+                          "the same room (the phrase still said) to a daemon that recognises "
+                          "everything")
     run.set_defaults(func=cmd_run)
     table = simsub.add_parser("table", help="one Markdown table of several runs' summaries")
     table.add_argument("reports", nargs="+", type=Path, help="report folders (summary.json)")
@@ -74,7 +79,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         changes["compare_speculation"] = False
     device = {k: v for k, v in (("echo_cancellation", args.echo_cancellation),
                                 ("echo_canceller", args.echo_canceller),
-                                ("noise_suppression", args.noise_suppression)) if v is not None}
+                                ("noise_suppression", args.noise_suppression),
+                                ("wake_word", args.wake_word)) if v is not None}
+    if args.wake_word and not scenario.wake_word.enabled:
+        raise ValueError(f"{args.scenario}: --wake-word needs the scenario's "
+                         "[wake_word] phrase")
     if device:
         changes["device"] = dataclasses.replace(scenario.device, **device)
     scenario = dataclasses.replace(scenario, **changes)
@@ -105,6 +114,11 @@ _TABLE = [  # (column, summary key, format)
     ("lost", ("lost",), "{}"),
     ("merged", ("merged",), "{}"),
     ("RTF", ("rtf",), "{:.3f}"),
+    # with a wake word / speech not addressed to the device (n/a where there is none)
+    ("woken", ("woken",), "{:.0%}"),
+    ("false wakes / h", ("false_wakes_per_hour",), "{:.1f}"),
+    ("other speech sent (utt. / lattices)", ("non_addressed_sent", "non_addressed_lattices"),
+     "{}"),
 ]
 
 
