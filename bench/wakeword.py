@@ -3,7 +3,7 @@ CPU while waiting, and the request's WER with a second talker, with and without 
 encoder state carried on from the phrase.
 
     python bench/wakeword.py --manifests DIR [--phrase "hey marvin"] [--voices test|dev]
-        [--n 60] [--threshold T ...] [--json OUT]
+        [--n 60] [--threshold T ...] [--bonus B] [--beam N] [--json OUT]
 
 Positives: the phrase, then a request (the text of a test_voices utterance), both spoken by
 voices the model never trained on: --voices test takes synth.heldout_voices() (espeak-ng
@@ -219,6 +219,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=60, help="positives (each clean and noisy)")
     p.add_argument("--threshold", type=float, nargs="*", default=None,
                    help="thresholds to report (default: WakeWordConfig's)")
+    p.add_argument("--bonus", type=float, default=WakeWordConfig.bonus)
+    p.add_argument("--beam", type=int, default=WakeWordConfig.beam)
     p.add_argument("--skip-negatives", action="store_true")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -226,9 +228,11 @@ def main() -> None:
     requests = [e.text for e in read_manifest(
         args.manifests / f"{'dev' if args.voices == 'dev' else 'test'}_voices.jsonl")]
     items = positives(args.phrase, requests, args.voices, args.n)
-    report = {"phrase": args.phrase, "voices": args.voices, "model": recognizer.model.dir.name}
+    report = {"phrase": args.phrase, "voices": args.voices, "model": recognizer.model.dir.name,
+              "bonus": args.bonus, "beam": args.beam}
     for threshold in args.threshold or [WakeWordConfig.threshold]:
-        wake = WakeWordConfig(phrase=args.phrase, threshold=threshold)
+        wake = WakeWordConfig(phrase=args.phrase, threshold=threshold, bonus=args.bonus,
+                              beam=args.beam)
         row = {"clean": rejects(recognizer, items, wake, noisy=False),
                "snr10": rejects(recognizer, items, wake, noisy=True)}
         if not args.skip_negatives:
@@ -237,7 +241,7 @@ def main() -> None:
         print(json.dumps({f"threshold {threshold}": row}, indent=1), flush=True)
     report["no_wake_word"] = without_wake_word(recognizer, items)
     print(json.dumps({"no_wake_word": report["no_wake_word"]}), flush=True)
-    wake = WakeWordConfig(phrase=args.phrase)
+    wake = WakeWordConfig(phrase=args.phrase, bonus=args.bonus, beam=args.beam)
     report["second_talker"] = second_talker(recognizer, items, wake)
     print(json.dumps({"second_talker": report["second_talker"]}, indent=1))
     if args.json:

@@ -105,7 +105,8 @@ def test_without_the_encoder_state_carried_over_the_request_is_still_recognised(
 
 def test_a_pause_after_the_phrase_keeps_the_device_awake_for_the_request(recognizer, clips):
     found = spot(recognizer, np.concatenate([room(1.0), clips["clip00"]]))
-    phrase_only = clips["clip00"][: int((found.end - 1.0) * 16000)]  # "start" follows
+    # The phrase without "start", which follows it: the detection's chunk ends within it.
+    phrase_only = clips["clip00"][: int((found.end - 1.08) * 16000)]
     audio = np.concatenate([room(1.0), phrase_only, room(1.5), clips["clip02"], room(1.5)])
     events = run(recognizer, audio)
     assert [e.type for e in events][:2] == [EventType.WAKE_WORD, EventType.SPEECH_STARTED]
@@ -115,7 +116,8 @@ def test_a_pause_after_the_phrase_keeps_the_device_awake_for_the_request(recogni
 
 def test_no_request_within_the_awake_time_and_the_device_waits_again(recognizer, clips):
     found = spot(recognizer, np.concatenate([room(1.0), clips["clip00"]]))
-    phrase_only = clips["clip00"][: int((found.end - 1.0) * 16000)]  # "start" follows
+    # The phrase without "start", which follows it: the detection's chunk ends within it.
+    phrase_only = clips["clip00"][: int((found.end - 1.08) * 16000)]
     audio = np.concatenate([room(1.0), phrase_only, room(3.0), clips["clip02"], room(1.5)])
     events = run(recognizer, audio, awake_s=1.0)
     assert [e.type for e in events] == [EventType.WAKE_WORD]

@@ -62,14 +62,10 @@ class _Search:
         # sherpa-onnx never emits <unk>; neither do we, so both give the same transcripts.
         self.unk = model.tokens.index("<unk>") if "<unk>" in model.tokens else -1
         self.frame_offset = 0  # encoder frames consumed so far (for timestamps)
-        # Tokens said just before this search began (a wake phrase): the decoder's context
-        # starts from them, so their audio's tail is not heard as them again, but no
-        # hypothesis contains them.
-        self.history: tuple[int, ...] = ()
 
     def _context(self, tokens: tuple[int, ...]) -> list[int]:
         k = self.model.info.context_size
-        ctx = [-1] * (k - 1) + [self.blank] + list(self.history) + list(tokens)
+        ctx = [-1] * (k - 1) + [self.blank] + list(tokens)
         return ctx[-k:]
 
     def _decoder_out(self, hyps: list[Hypothesis]) -> np.ndarray:

@@ -33,11 +33,13 @@ from edge_asr.daemon.recognition.search import Hypothesis, ModifiedBeamSearch
 class WakeWordConfig:
     phrase: str = ""  # what wakes the device; "" = no wake word, every utterance recognised
     # Lowest score (mean token probability of the phrase, 0-1) that counts as the phrase,
-    # chosen for "hey marvin" on dev voices and dev recordings (`bench/wakeword.py --voices
-    # dev`), never on test audio: 0.1 misses 4% clean, 17% at 10 dB, with 1.3 false accepts
-    # an hour; 0.15 misses 6% and 25%, with none in 1.6 hours.
+    # and the phrase's bonus per token in the spotter's beam (log-prob), chosen for "hey
+    # marvin" on dev voices and dev recordings (`bench/wakeword.py --voices dev --bonus B
+    # --threshold T`), never on test audio. Bonus 4, threshold 0.1: no miss clean, 8% at
+    # 10 dB, 1.3 false accepts an hour; bonus 2 missed 8% and 19%; threshold 0.15 misses
+    # 4% and 19% for 0.6 false accepts an hour.
     threshold: float = 0.1
-    bonus: float = 2.0  # per-token bonus of the phrase in the spotter's beam (log-prob)
+    bonus: float = 4.0
     beam: int = 4
     # Encoder frames (40 ms each) after the phrase's last token before it counts: the word
     # must be over ("hey marvins" is not the phrase).
