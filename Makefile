@@ -176,5 +176,12 @@ bench: $(VENV)/.installed
 	$(PY) bench/daemon.py --model $(MODEL)
 	$(PY) bench/peers.py --model $(SOURCE)
 
+# An hour of the daemon on the bundled clips looped in real time, one subscriber: RSS at the
+# start, after warm-up and at the end; utterances in, finals out, lost or duplicated finals
+# (bench/soak.py; tests/test_soak.py runs the same for 40 s).
+.PHONY: reliability
+reliability: $(VENV)/.installed
+	$(PY) bench/soak.py --minutes 60 --model $(MODEL)
+
 clean-venv:
 	rm -rf $(VENV)
