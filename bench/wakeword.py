@@ -9,8 +9,9 @@ Positives: the phrase, then a request (the text of a test_voices utterance), bot
 voices the model never trained on: --voices test takes synth.heldout_voices() (espeak-ng
 variants and accents, flite rms) and the local hibari-tts voices, which are for evaluation
 only; --voices dev takes synth.dev_voices(), the tuning speakers, on which the threshold is
-chosen. Half have a pause of 0.2-0.6 s after the phrase. Each is heard clean and with
-kitchen, fan or music noise at 10 dB SNR, in a fresh pipeline after 1 s of room noise.
+chosen. Half have a pause of 0.2-0.6 s after the phrase. Each is heard clean, with kitchen, fan or
+music noise at 10 dB SNR, and right after 2.5 s of another voice's words, in a fresh
+pipeline after 1 s of room noise.
 Negatives: every utterance of the held-out test manifests in DIR (recorded people:
 test_speechocean762, Speech Commands, FSDD; held-out voices: test_voices, test_sentences,
 test_snr10, test_hibari; with --voices dev the dev manifests instead) played back to back
@@ -121,12 +122,19 @@ def request_text(events: list) -> str | None:
 
 
 def rejects(recognizer: Recognizer, items: list[dict], wake: WakeWordConfig, noisy: bool,
-            seed: int = 1) -> dict:
+            after_speech: bool = False, seed: int = 1) -> dict:
+    """False rejects; `after_speech`: the phrase follows 2.5 s of another voice's words
+    with no pause (a television, a conversation), as loud as the speaker."""
     rng = np.random.default_rng(seed)
     missed, refs, hyps, scores = 0, [], [], []
     for k, item in enumerate(items):
         speech = np.concatenate([item["phrase"], item["pause"], item["request"]])
-        audio = np.concatenate([room(1.0, rng), speech, room(2.0, rng)])
+        lead = room(1.0, rng)
+        if after_speech:
+            other = next(o for o in items[k + 1:] + items[:k] if o["voice"] != item["voice"])
+            words = other["request"][: int(2.5 * SAMPLE_RATE)]
+            lead = np.concatenate([lead, at_snr(speech, words, 0.0), room(0.05, rng)])
+        audio = np.concatenate([lead, speech, room(2.0, rng)])
         if noisy:
             noise = make_noise(NOISE_FOR_SNR[k % len(NOISE_FOR_SNR)], len(audio), rng)
             audio = audio + at_snr(speech, noise, 10.0)
@@ -234,7 +242,9 @@ def main() -> None:
         wake = WakeWordConfig(phrase=args.phrase, threshold=threshold, bonus=args.bonus,
                               beam=args.beam)
         row = {"clean": rejects(recognizer, items, wake, noisy=False),
-               "snr10": rejects(recognizer, items, wake, noisy=True)}
+               "snr10": rejects(recognizer, items, wake, noisy=True),
+               "after_other_speech": rejects(recognizer, items, wake, noisy=False,
+                                             after_speech=True)}
         if not args.skip_negatives:
             row["negatives"] = false_accepts(recognizer, args.manifests, wake, args.voices)
         report[f"threshold {threshold}"] = row

@@ -10,8 +10,9 @@ recognizer stream is opened and fed from a little before the onset (kept in a sh
 history), so every utterance is decoded from clean state with the context that applies
 to it; when the final end-point fires the stream is dropped.
 
-With a wake word (PipelineConfig.wake_word) the stretches of speech go to a keyword spotter
-instead, and nothing is recognised or sent until it hears the phrase: WAKE_WORD, then the
+With a wake word (PipelineConfig.wake_word) the stretches of speech go to keyword spotters
+instead (a fresh one each second over the last three, so the phrase is heard straight after
+other words too), and nothing is recognised or sent until it hears the phrase: WAKE_WORD, then the
 request that follows (in the same breath, its stream resuming from the spotter's encoder
 state, or after a pause of up to `awake_s`), then back to listening for the phrase.
 """
@@ -38,7 +39,12 @@ from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefi
 from edge_asr.daemon.recognition.name_rescue import whole_word_bias
 from edge_asr.daemon.recognition.recognizer import Context, OnlineStream, Recognizer
 from edge_asr.daemon.uplink.lattice import Lattice, build_lattice
-from edge_asr.daemon.wakeword.spotter import Detection, KeywordSpotter, WakeWordConfig
+from edge_asr.daemon.wakeword.spotter import (
+    Detection,
+    KeywordSpotter,
+    RollingSpotter,
+    WakeWordConfig,
+)
 
 
 class EventType(Enum):
@@ -127,7 +133,7 @@ class Pipeline:
         self._wake = self.config.wake_word if self.config.wake_word.enabled else None
         if self._wake is not None:
             KeywordSpotter(recognizer, self._wake)  # a phrase the model cannot spell fails here
-        self._spotter: KeywordSpotter | None = None
+        self._spotter: RollingSpotter | None = None
         self._spotter_start = 0.0  # stream seconds where the spotter's audio begins
         self._awake_until: float | None = None
         self._listening = self._wake is None  # requests are recognised (no wake word: always)
@@ -284,7 +290,7 @@ class Pipeline:
         return [event]
 
     def _open_spotter(self, speech_start: float) -> None:
-        self._spotter = KeywordSpotter(self.recognizer, self._wake)
+        self._spotter = RollingSpotter(self.recognizer, self._wake)
         audio, self._spotter_start = self._recent(max(0.0, speech_start - self.config.preroll_s))
         self._spotter.accept(audio)
 

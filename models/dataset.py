@@ -32,7 +32,8 @@ class SpeechDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, manifest: Path | Sequence[Path], tokenizer: Path, augment: bool,
-                 seed: int = 0, config: AugmentConfig | None = None) -> None:
+                 seed: int = 0, config: AugmentConfig | None = None,
+                 concat_prob: float = 0.0) -> None:
         manifests = [manifest] if isinstance(manifest, str | Path) else list(manifest)
         self.entries: list[Entry] = [e for m in manifests for e in read_manifest(m)]
         self.tokenizer_path = tokenizer
@@ -42,6 +43,10 @@ class SpeechDataset(torch.utils.data.Dataset):
         self._tok: Tokenizer | None = None
         self._aug: Augmenter | None = None
         self.config = config or AugmentConfig()
+        # With augmentation, this share of items is two utterances back to back (a random
+        # partner after 0-0.8 s), so the model learns that speech can go on after a sentence
+        # ends: trained on single sentences, it heard nothing after the first one.
+        self.concat_prob = concat_prob
 
     @property
     def config(self) -> AugmentConfig:
@@ -58,13 +63,35 @@ class SpeechDataset(torch.utils.data.Dataset):
         return len(self.entries)
 
     def durations(self) -> list[float]:
-        return [e.duration or 0.0 for e in self.entries]
+        """Seconds of each item this epoch, pairs included, so that batches of similar
+        lengths keep pairs together (one pair in a batch of singles doubles its padding)."""
+        out = []
+        for i, e in enumerate(self.entries):
+            pair = self._partner(i)
+            out.append((e.duration or 0.0) + (pair[1] + (self.entries[pair[0]].duration or 0.0)
+                                               if pair else 0.0))
+        return out
+
+    def _partner(self, i: int) -> tuple[int, float] | None:
+        """(index, gap in seconds) of the utterance that follows item i this epoch, if any."""
+        if not (self.augment and self.concat_prob > 0):
+            return None
+        pick = np.random.default_rng([self.seed, self.epoch, i, 1])
+        if pick.random() >= self.concat_prob:
+            return None
+        return int(pick.integers(len(self.entries))), float(pick.uniform(0.0, 0.8))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._tok is None:  # created lazily: once per worker process
             self._tok = Tokenizer(self.tokenizer_path)
         entry = self.entries[i]
-        audio = load_audio(entry.audio_filepath)
+        audio, text = load_audio(entry.audio_filepath), entry.text
+        pair = self._partner(i)
+        if pair is not None:
+            other = self.entries[pair[0]]
+            gap = np.zeros(int(pair[1] * 16000), np.float32)
+            audio = np.concatenate([audio, gap, load_audio(other.audio_filepath)])
+            text = f"{text} {other.text}"
         if self.augment:
             if self._aug is None:  # its pools take seconds to build: only when needed
                 self._aug = Augmenter(self.config, seed=self.seed)
@@ -72,7 +99,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             self._aug.add_to_babble_pool(audio)
             audio = self._aug(audio, rng)
         feats = compute_fbank(audio)
-        tokens = self._tok.encode(entry.text)
+        tokens = self._tok.encode(text)
         return torch.from_numpy(feats), torch.tensor(tokens, dtype=torch.int64)
 
 

@@ -165,6 +165,9 @@ def main() -> None:
                         "Lhotse manifests): each is split by whole speakers into NAME_train, "
                         "NAME_dev, test_NAME and test_NAME_babble10, and NAME_train joins "
                         "the training sets")
+    p.add_argument("--concat-prob", type=float, default=0.0,
+                   help="share of training items that are two utterances back to back, so "
+                        "that speech after a sentence's end is still heard")
     p.add_argument("--real-repeat", type=int, default=3,
                    help="times each recorded corpus of many speakers is heard per epoch (a "
                         "few hours of people against many hours of synthesis); a corpus of "
@@ -236,7 +239,7 @@ def main() -> None:
         cfg = TrainConfig(epochs=args.epochs, threads=args.threads, seed=args.seed,
                           extra_train=list(args.extra_train)
                           + real_training_sets(args.data, real_sets, args.real_repeat),
-                          dev_set=args.dev_set,
+                          dev_set=args.dev_set, concat_prob=args.concat_prob,
                           model=dataclasses.replace(MODEL_SIZES[args.model_size]))
         if args.init_from:
             cfg.init_from = str(args.init_from)

@@ -83,6 +83,8 @@ class TrainConfig:
     # The set (in DATA/manifests) whose WER is logged each epoch and picks the final weights:
     # "dev" (training voices) or "dev_voices" (speakers no training set has; prepare.py).
     dev_set: str = "dev"
+    # Share of training items that are two utterances back to back (dataset.py says why).
+    concat_prob: float = 0.0
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -235,7 +237,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     tok = Tokenizer(lang / "bpe.model")
     cfg.model.vocab_size = tok.vocab_size
     manifests = [data / "manifests" / f"{name}.jsonl" for name in ["train", *cfg.extra_train]]
-    train_set = SpeechDataset(manifests, lang / "bpe.model", True, cfg.seed)
+    train_set = SpeechDataset(manifests, lang / "bpe.model", True, cfg.seed,
+                              concat_prob=cfg.concat_prob)
     dev_set = SpeechDataset(data / "manifests" / f"{cfg.dev_set}.jsonl", lang / "bpe.model",
                             False)
     # A CUDA GPU is used when present; the recipe's budget is set for this 2-core CPU.

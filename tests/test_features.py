@@ -56,3 +56,29 @@ def test_features_are_deterministic_and_finite_on_silence():
     a, b = compute_fbank(silence), compute_fbank(silence)
     np.testing.assert_array_equal(a, b)
     assert np.isfinite(a).all()
+
+
+def test_training_items_can_be_two_utterances_back_to_back(tmp_path):
+    import soundfile as sf
+
+    from edge_asr.daemon.manifest import write_manifest
+    from edge_asr.models.tokenizer import Tokenizer, train_tokenizer
+
+    texts = ["turn on the lights", "call mom"]
+    for name, seconds in (("a", 1.5), ("b", 1.0)):
+        sf.write(tmp_path / f"{name}.wav", _speechlike(seconds), 16000, subtype="FLOAT")
+    write_manifest(tmp_path / "m.jsonl", [
+        {"audio_filepath": "a.wav", "text": texts[0], "duration": 1.5},
+        {"audio_filepath": "b.wav", "text": texts[1], "duration": 1.0}])
+    words = ["turn on the lights", "turn off the fan", "call mom", "set a timer"] * 50
+    model = train_tokenizer(words, tmp_path / "lang", vocab_size=20)
+    tok = Tokenizer(model)
+    joined = SpeechDataset(tmp_path / "m.jsonl", model, augment=True, concat_prob=1.0)
+    single = SpeechDataset(tmp_path / "m.jsonl", model, augment=True, concat_prob=0.0)
+    feats, tokens = joined[0]
+    partners = [t for t in texts if tokens.tolist() == tok.encode(f"{texts[0]} {t}")]
+    assert len(partners) == 1  # the first utterance's words, then a whole second one's
+    partner = partners[0]
+    assert feats.shape[0] > 1.5 * 100 * 0.85 + (100 if partner == texts[1] else 150) * 0.85
+    assert single[0][1].tolist() == tok.encode(texts[0])
+    assert joined.durations()[0] > 1.5 + 1.0 and single.durations() == [1.5, 1.0]

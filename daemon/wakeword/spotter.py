@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -154,6 +154,41 @@ class KeywordSpotter:
             if consumed > feature_frame:
                 return consumed, state
         return self._stream.frames_decoded, None
+
+
+class RollingSpotter:
+    """Keyword spotters over overlapping windows of one stretch of speech.
+
+    One search over a whole stretch commits its beam to whatever was said first (a
+    television, a conversation), and a phrase said straight after those words is then heard
+    as more of them. So a fresh spotter starts every `STRIDE_S` seconds and each lives
+    `WINDOW_S`: every phrase up to WINDOW_S - STRIDE_S long lies whole in a window that
+    began at most STRIDE_S before it. At most WINDOW_S / STRIDE_S spotters run at once,
+    and only while the VAD hears speech."""
+
+    STRIDE_S = 1.0
+    WINDOW_S = 3.0
+
+    def __init__(self, recognizer: Recognizer, config: WakeWordConfig) -> None:
+        self._recognizer, self._config = recognizer, config
+        self._spotters: list[tuple[float, KeywordSpotter]] = []
+        self.seconds = 0.0  # audio accepted
+        self._next_start = 0.0
+
+    def accept(self, samples: np.ndarray) -> Detection | None:
+        """Feed 16 kHz float32 audio; the phrase's detection (times from the start of this
+        object's audio), once its word is over."""
+        if self.seconds >= self._next_start:
+            self._spotters.append((self.seconds, KeywordSpotter(self._recognizer, self._config)))
+            self._next_start = self.seconds + self.STRIDE_S
+        self._spotters = [(start, spotter) for start, spotter in self._spotters
+                          if self.seconds - start < self.WINDOW_S]
+        self.seconds += samples.size / SAMPLE_RATE
+        for start, spotter in self._spotters:
+            found = spotter.accept(samples)
+            if found is not None:
+                return replace(found, start=found.start + start, end=found.end + start)
+        return None
 
 
 def spell_phrase(recognizer: Recognizer, phrase: str) -> tuple[str, tuple[int, ...]]:
