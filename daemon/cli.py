@@ -3,7 +3,7 @@
 (models/evaluate.py).
 
     edge-asr daemon [--config daemon.toml] [...]    the long-running device service
-    edge-asr listen [--socket PATH | --tcp ADDR [--token-file F]]
+    edge-asr listen [--socket PATH | --tcp ADDR [--token-file F]] [--reconnect]
                                                     print a running daemon's events
     edge-asr devices                                list audio input devices
     edge-asr transcribe FILE...                     the daemon's events for audio files
@@ -218,7 +218,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from edge_asr.daemon.api.client import listen
 
     return listen(args.socket, args.tcp, partials=not args.no_partials, timeout=args.timeout,
-                  token_file=args.token_file)
+                  token_file=args.token_file, reconnect=args.reconnect)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "writes beside its default socket)")
     ls.add_argument("--no-partials", action="store_true")
     ls.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    ls.add_argument("--reconnect", action="store_true",
+                    help="when the daemon goes away, say which utterances were cut off "
+                         "(UTTERANCE_LOST) and subscribe again once it is back")
     ls.set_defaults(func=cmd_listen)
 
     d = sub.add_parser("demo", help="daemon + simulated microphone + listener (make run)")

@@ -59,6 +59,16 @@ class StreamDriver:
         self.finisher.process(events)
         return events
 
+    def interrupt(self) -> list[Event]:
+        """The audio broke off (the device vanished) but the stream goes on later: the open
+        utterance is closed now with what was heard, as at the end of the input. Returns the
+        pipeline's events (also passed to the finisher)."""
+        if self.finished:
+            return []
+        events = self.pipeline.finish()
+        self.finisher.process(events)
+        return events
+
     def feed_all(self, pieces: Iterable[np.ndarray]) -> list[Event]:
         return [event for piece in pieces for event in self.feed(piece)]
 

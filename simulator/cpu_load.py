@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -54,6 +55,20 @@ def play(load: float, seconds: float | None = None) -> None:
             time.sleep(pause)
         else:  # starved by the scheduler: start the next period now rather than catch up
             next_period = time.monotonic()
+
+
+def set_niceness(pid: int, niceness: int) -> bool:
+    """Sets every thread of process `pid` to `niceness` (Linux keeps it per thread); False
+    when that is not allowed: only root may lower it again. Starving the daemon for a while
+    means lowering its priority under the player's, then giving it back."""
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+    except PermissionError:
+        return False
+    except (FileNotFoundError, ProcessLookupError):  # it exited, or a thread did meanwhile
+        pass
+    return True
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from edge_asr.daemon.api.notices import Notice
 from edge_asr.daemon.pipeline import Event
 
 DEFAULT_MAX_QUEUE = 256
@@ -38,7 +39,7 @@ class SubscriptionClosed(Exception):
 
 @dataclass(frozen=True)
 class Delivery:
-    event: Event
+    event: Event | Notice
     dropped_before: int  # partials dropped for this subscriber since its previous delivery
 
 
@@ -47,7 +48,7 @@ class _Entry:
 
     __slots__ = ("event", "dropped_before")
 
-    def __init__(self, event: Event, dropped_before: int) -> None:
+    def __init__(self, event: Event | Notice, dropped_before: int) -> None:
         self.event = event
         self.dropped_before = dropped_before
 
@@ -124,7 +125,7 @@ class Subscription:
             self._cond.notify_all()
         self._bus._remove(self)
 
-    def _offer(self, event: Event) -> tuple[int, bool]:
+    def _offer(self, event: Event | Notice) -> tuple[int, bool]:
         """Queues `event`; returns (partials dropped, whether it went past the bound)."""
         partial = not event.type.is_final
         if partial and not self.partials:
@@ -209,8 +210,9 @@ class EventBus:
             sub.end("the event source has ended")
         return sub
 
-    def publish(self, event: Event) -> None:
-        """Queues `event` for every subscriber; never waits for any of them."""
+    def publish(self, event: Event | Notice) -> None:
+        """Queues `event` (a pipeline event, or a notice about the source) for every
+        subscriber; never waits for any of them."""
         with self._lock:
             subs = list(self._subs)
             self.published += 1

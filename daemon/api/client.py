@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -28,20 +29,22 @@ from edge_asr.daemon.api.addresses import (
 from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
 
 
-def channel_for(socket: str | None, tcp: str | None,
-                token_file: str | None = None) -> grpc.Channel:
+def channel_for(socket: str | None, tcp: str | None, token_file: str | None = None,
+                options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
     """A channel to the daemon: over TCP with the token in `token_file` (default: the
     daemon's default token file), else over `socket` (default: the daemon's)."""
     if tcp:
-        return bearer_channel(tcp, read_token(token_file or default_token_file()))
+        return bearer_channel(tcp, read_token(token_file or default_token_file()), options)
     if not socket and user_folder().exists():
         check_private(user_folder())  # a socket someone else planted there is not the daemon
-    return grpc.insecure_channel(f"unix:{socket or default_socket()}")
+    return grpc.insecure_channel(f"unix:{socket or default_socket()}", options=options)
 
 
-def bearer_channel(target: str, token: str) -> grpc.Channel:
+def bearer_channel(target: str, token: str,
+                   options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
     """An insecure (loopback) channel whose every call carries `authorization: Bearer token`."""
-    return grpc.intercept_channel(grpc.insecure_channel(target), _BearerToken(token))
+    return grpc.intercept_channel(grpc.insecure_channel(target, options=options),
+                                  _BearerToken(token))
 
 
 class _CallDetails(collections.namedtuple(
@@ -83,8 +86,10 @@ def format_pb_event(event) -> str:
         extra = f"  [stable: {event.stable_prefix}]"
     elif kind == "WAKE_WORD":
         extra = f"  (score {event.score:.2f})"
-    elif kind in ("RESET", "ON_DEVICE_FINAL") and event.reason:
+    elif kind in ("RESET", "ON_DEVICE_FINAL", "UTTERANCE_LOST") and event.reason:
         extra = f"  ({event.reason})"
+    elif not event.utterance_id and event.reason:  # a notice about the source
+        extra = f"  {event.reason}"
     elif kind == "RESCORED" and event.intent.name:
         slots = ", ".join(f"{k}={v}" for k, v in sorted(event.intent.slots.items()))
         extra = f"  -> {event.intent.name}({slots})"
@@ -92,8 +97,12 @@ def format_pb_event(event) -> str:
 
 
 def listen(socket: str | None, tcp: str | None, partials: bool = True,
-           timeout: float | None = None, out=sys.stdout, token_file: str | None = None) -> int:
-    """Print the daemon's events until it stops (or `timeout` seconds pass)."""
+           timeout: float | None = None, out=sys.stdout, token_file: str | None = None,
+           reconnect: bool = False) -> int:
+    """Print the daemon's events until it stops (or `timeout` seconds pass); with
+    `reconnect`, subscribe again each time it comes back, until `timeout` or Ctrl-C."""
+    if reconnect:
+        return _follow(socket, tcp, partials, timeout, out, token_file)
     with channel_for(socket, tcp, token_file) as channel:
         stub = edge_asr_pb2_grpc.EdgeAsrStub(channel)
         try:
@@ -111,6 +120,33 @@ def listen(socket: str | None, tcp: str | None, partials: bool = True,
                 print(f"edge-asr: the daemon refused the call: {e.details()}", file=sys.stderr)
                 return 2
             raise
+    return 0
+
+
+def _follow(socket: str | None, tcp: str | None, partials: bool, timeout: float | None,
+            out, token_file: str | None) -> int:
+    from edge_asr.daemon.api.resubscribe import RECONNECT_OPTIONS, Follower
+
+    def on_break(why: str) -> None:
+        print(f"edge-asr: lost the daemon ({why}); subscribing again", file=sys.stderr,
+              flush=True)
+
+    follower = Follower(lambda: channel_for(socket, tcp, token_file, RECONNECT_OPTIONS),
+                        partials, on_break=on_break)
+    timer = threading.Timer(timeout, follower.stop) if timeout is not None else None
+    if timer is not None:
+        timer.start()
+    try:
+        for event in follower.events():
+            print(format_pb_event(event), file=out, flush=True)
+    except grpc.RpcError as e:
+        print(f"edge-asr: the daemon refused the call: {e.details()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if timer is not None:
+            timer.cancel()
     return 0
 
 

@@ -29,6 +29,9 @@ class SourceConfig:
     loop: bool = False
     gap_s: float = 1.5  # silence between files
     wait_for_subscriber: bool = False  # start playing once a client listens (demos, tests)
+    # Audio the capture buffer holds while recognition falls behind (a starved CPU); older
+    # audio is then lost, counted and told to subscribers (AUDIO_OVERRUN)
+    ring_seconds: float = 2.0
     # What the device's loudspeaker plays, in step with the source from its start: the echo
     # canceller's reference ([frontend] echo_cancellation). "" = none.
     reference: str = ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from edge_asr.daemon.api.notices import Notice
 from edge_asr.daemon.api.proto import edge_asr_pb2
 from edge_asr.daemon.pipeline import Event, EventType
 from edge_asr.daemon.uplink.lattice import to_proto as lattice_to_proto
@@ -14,7 +15,9 @@ _EVENT_TYPES = {t: edge_asr_pb2.EventType.Value(t.name) for t in EventType}
 _CONTEXT_KINDS = ("contacts", "devices", "phrases")
 
 
-def event_to_proto(event: Event, dropped_before: int = 0) -> edge_asr_pb2.Event:
+def event_to_proto(event: Event | Notice, dropped_before: int = 0) -> edge_asr_pb2.Event:
+    if isinstance(event, Notice):
+        return notice_to_proto(event, dropped_before)
     message = edge_asr_pb2.Event(
         type=_EVENT_TYPES[event.type], utterance_id=event.utterance_id,
         revision=event.revision, text=event.text, stable_prefix=event.stable_prefix,
@@ -30,6 +33,13 @@ def event_to_proto(event: Event, dropped_before: int = 0) -> edge_asr_pb2.Event:
         message.intent.name = event.intent
         message.intent.slots.update(event.slots)
     return message
+
+
+def notice_to_proto(notice: Notice, dropped_before: int = 0) -> edge_asr_pb2.Event:
+    return edge_asr_pb2.Event(
+        type=edge_asr_pb2.EventType.Value(notice.type.value), audio_time=notice.audio_time,
+        wall_time=notice.wall_time, reason=notice.reason, overruns=notice.overruns,
+        lost_audio_s=notice.lost_audio_s, dropped_partials_before=dropped_before)
 
 
 def context_from_proto(lists: edge_asr_pb2.ContextLists) -> dict[str, list[str]]:

@@ -49,7 +49,6 @@ from edge_asr.daemon.api.addresses import (
 )
 from edge_asr.daemon.api.config import ServerConfig
 from edge_asr.daemon.api.probes import add_health_and_reflection
-from edge_asr.daemon.api.proto import edge_asr_pb2_grpc
 from edge_asr.daemon.api.servicer import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_RECOGNIZE,
@@ -59,6 +58,7 @@ from edge_asr.daemon.api.servicer import (
     Core,
     EdgeAsrServicer,
 )
+from edge_asr.daemon.api.wire import add_servicer
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def serve(core: Core, unix_socket: str | None = None, tcp: str | None = None,
                  # Linux gRPC sets SO_REUSEPORT, which would let a second daemon share
                  # the port silently.
                  ("grpc.so_reuseport", 0)])
-    edge_asr_pb2_grpc.add_EdgeAsrServicer_to_server(servicer, server)
+    add_servicer(servicer, server)  # malformed requests: INVALID_ARGUMENT, not INTERNAL
     health_servicer = add_health_and_reflection(server, SERVICE_NAME)
     port = None
     try:

@@ -28,9 +28,12 @@ from typing import Any
 from edge_asr.daemon.api.bus import EventBus
 from edge_asr.daemon.api.config import DaemonConfig
 from edge_asr.daemon.api.metrics import Metrics
+from edge_asr.daemon.api.notices import Notice, NoticeType, OverrunWatch
 from edge_asr.daemon.capture.audio import AudioFormatError
-from edge_asr.daemon.capture.microphone import MicrophoneSource
+from edge_asr.daemon.capture.capture_thread import CaptureThread
+from edge_asr.daemon.capture.microphone import MicrophoneSource, refresh_devices
 from edge_asr.daemon.capture.reference import open_reference
+from edge_asr.daemon.capture.reopen import ReopeningSource
 from edge_asr.daemon.capture.sources import AudioSource, AudioSourceError, PlaylistSource
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.driver import StreamDriver
@@ -62,6 +65,8 @@ class Daemon:
         self.reference = open_reference(config.source.reference,
                                         config.frontend.echo_cancellation)
         self.frontend = front_end(config.frontend)  # FrontEndError if livekit is missing
+        self.overrun_watch = OverrunWatch()
+        self.source_losses = 0
         self.source: AudioSource | None = self.open_source()
         self.link: CloudLink | None = None
         if config.cloud.address and not config.local_only:
@@ -136,6 +141,9 @@ class Daemon:
             "source": source.kind if source.kind != "microphone" else
             f"microphone {source.device or '(default)'}",
             "audio_seconds": self.driver.audio_seconds,
+            "audio_lost_s": getattr(self.source, "lost_audio_s", 0.0),
+            "overrun_notices": self.overrun_watch.notices,
+            "source_losses": self.source_losses,
             # every stream's, Recognize calls' too: the finisher's own counts only its source
             "rescored": self._closings.get("RESCORED", 0),
             "on_device_finals": self._closings.get("ON_DEVICE_FINAL", 0),
@@ -144,7 +152,9 @@ class Daemon:
             **({"cloud_connected": float(self.link.connected),
                 "cloud_bytes_sent": self.link.counters.bytes_sent,
                 "cloud_sessions": self.link.counters.sessions,
-                "cloud_outbox_drops": self.link.counters.outbox_drops}
+                "cloud_outbox_drops": self.link.counters.outbox_drops,
+                # answers that came after their utterance was closed on the device
+                "cloud_late_answers": self.link.counters.unrouted}
                if self.link is not None else {}),
         }
 
@@ -157,22 +167,49 @@ class Daemon:
         if cfg.kind == "none":
             return None
         if cfg.kind == "files":
-            return PlaylistSource(cfg.files, realtime=cfg.realtime, gap_s=cfg.gap_s,
-                                  loop=cfg.loop)
+            playlist = PlaylistSource(cfg.files, realtime=cfg.realtime, gap_s=cfg.gap_s,
+                                      loop=cfg.loop)
+            # played in real time, files are a microphone: they do not wait for recognition
+            return CaptureThread(playlist, cfg.ring_seconds) if cfg.realtime else playlist
         if cfg.kind == "microphone":
             device: str | int | None = cfg.device or None
             if isinstance(device, str) and device.isdigit():
                 device = int(device)
-            return MicrophoneSource(device)
+
+            def reopen() -> MicrophoneSource:
+                refresh_devices()  # PortAudio sees a device plugged in again only after this
+                return MicrophoneSource(device, ring_seconds=cfg.ring_seconds)
+
+            # The first opening stops the start if it fails; a device lost later is waited for.
+            return ReopeningSource(MicrophoneSource(device, ring_seconds=cfg.ring_seconds),
+                                   reopen, self._source_lost, self._source_restored)
         raise ValueError(f"unknown source kind {cfg.kind!r}: microphone, files or none")
+
+    def _source_lost(self, reason: str) -> None:
+        """On the worker, between pieces: say so, then close the utterance it cut off."""
+        self.source_losses += 1
+        self._notify(Notice(NoticeType.SOURCE_LOST, self.driver.audio_seconds, reason))
+        self.driver.interrupt()
+
+    def _source_restored(self, device: str) -> None:
+        self._notify(Notice(NoticeType.SOURCE_RESTORED, self.driver.audio_seconds,
+                            f"{device} delivers audio again"))
+
+    def _notify(self, notice: Notice) -> None:
+        self.metrics.events.labels(notice.type.value).inc()
+        self.bus.publish(notice)
+        if self.config.print_events:
+            print(f"{notice.audio_time:8.2f}s {notice.type.value:<21} {notice.reason}",
+                  flush=True)
 
     def start(self) -> None:
         if self.config.source.wait_for_subscriber:
             deadline = time.monotonic() + 30
             while self.bus.subscribers == 0 and time.monotonic() < deadline:
                 time.sleep(0.02)
-        if isinstance(self.source, MicrophoneSource):
-            self.source.start()
+        start = getattr(self.source, "start", None)
+        if start is not None:
+            start()
         if self.source is not None:
             self._worker = threading.Thread(target=self._run, name="recognition", daemon=True)
             self._worker.start()
@@ -206,6 +243,11 @@ class Daemon:
             self.driver.feed(piece)
             self.metrics.audio_seconds.inc(len(piece) / SAMPLE_RATE)
             self._update_gauges()
+            notice = self.overrun_watch.check(getattr(self.source, "overruns", 0),
+                                              getattr(self.source, "lost_audio_s", 0.0),
+                                              self.driver.audio_seconds)
+            if notice is not None:
+                self._notify(notice)
             if self._stop.is_set():
                 # Shutting down: let the open utterance reach its end-point first.
                 stop_at = stop_at or time.monotonic() + self.config.shutdown_grace_s
@@ -227,6 +269,8 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking audio; the worker finishes the open utterance, then ends."""
         self._stop.set()
+        if getattr(self.source, "lost", False):  # waiting for a device: nothing to finish
+            self.source.close()
         if self._worker is not None:
             self._worker.join(self.config.shutdown_grace_s + 2.0)
         if self.source is not None:

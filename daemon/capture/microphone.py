@@ -23,6 +23,7 @@ from edge_asr.daemon.capture.sources import (
 # Preferred native capture rates after the device's own default: 48 and 44.1 kHz are what
 # most hardware runs at, so the driver does not resample with its own (often poor) filter.
 _RATE_PREFERENCE = (48000, 44100, 16000, 32000, 24000, 22050, 8000)
+_POLL_S = 0.25  # how often a reader waiting for audio checks that the stream still runs
 
 
 def _sounddevice() -> ModuleType:
@@ -169,13 +170,23 @@ class MicrophoneSource(RingCounters, Closing):
 
     def pieces(self, stall_s: float = 5.0) -> Iterator[np.ndarray]:
         """16 kHz pieces of `block_ms` until close(); a device silent for `stall_s` is an
-        error, since a working microphone delivers even when the room is quiet."""
+        error, since a working microphone delivers even when the room is quiet, and so is
+        a stream that PortAudio stopped (the device was unplugged, its server went away)."""
         self.start()
-        for raw in drain(self.ring, self.block, stall_s):
-            if raw is None:
+        silent = 0.0
+        poll = min(stall_s, _POLL_S)
+        for raw in drain(self.ring, self.block, poll):
+            if raw is not None:
+                silent = 0.0
+                yield from self._count(self._maker.feed(raw))
+                continue
+            silent += poll
+            if not self._stream.active and not self._closed:
+                raise AudioSourceError(f"device '{self.device['name']}' stopped delivering "
+                                       "audio (unplugged, or its sound server went away)")
+            if silent >= stall_s:
                 raise AudioSourceError(f"device '{self.device['name']}' delivered no audio "
                                        f"for {stall_s} s")
-            yield from self._count(self._maker.feed(raw))
         yield from self._count(self._maker.feed(np.zeros(0, dtype=np.float32), last=True))
 
     def _count(self, pieces: list[np.ndarray]) -> list[np.ndarray]:

@@ -110,6 +110,11 @@ class RingCounters:
     def dropped_samples(self) -> int:
         return self.ring.dropped_samples
 
+    @property
+    def lost_audio_s(self) -> float:
+        """Seconds of audio the ring dropped (its samples are at the capture's rate)."""
+        return self.ring.dropped_samples / self.ring.rate
+
 
 # -- file --------------------------------------------------------------------------------
 
@@ -203,7 +208,24 @@ class PlaylistSource(Closing):
         self._skipped: dict[Path, str] = {}  # why each skipped file was, to warn once a loop
 
     def pieces(self) -> Iterator[np.ndarray]:
+        """The pieces, each (in real time) once its last sample is due on one clock for the
+        whole playlist, as a microphone's: time spent opening a file, or a reader that
+        fell behind, is caught up rather than shifting everything after it."""
+        start, due = time.monotonic(), 0
+        for piece in self._unpaced():
+            due += len(piece)
+            if self.realtime:
+                wait = start + due / SAMPLE_RATE - time.monotonic()
+                if wait > 0 and self._closed.wait(wait):
+                    return
+            if self._closed.is_set():
+                return
+            self.pieces_delivered += 1
+            yield piece
+
+    def _unpaced(self) -> Iterator[np.ndarray]:
         gap = np.zeros(int(self.gap_s * SAMPLE_RATE), np.float32)
+        piece = samples_per_piece(self.piece_ms)
         while not self._closed.is_set():
             played = 0
             for path in self.paths:
@@ -211,11 +233,9 @@ class PlaylistSource(Closing):
                 if file is None:
                     continue
                 played += 1
-                for piece in file.pieces():
-                    self.pieces_delivered += 1
-                    yield piece
-                for piece in self._silence(gap):
-                    yield piece
+                yield from file.pieces()
+                for i in range(0, len(gap), piece):
+                    yield gap[i:i + piece]
                 if self._closed.is_set():
                     return
             if not self.loop:
@@ -227,7 +247,7 @@ class PlaylistSource(Closing):
         """Decodes the next file; one that went bad since the start is skipped, not fatal."""
         self.current = path
         try:
-            self._file = FileSource(path, self.realtime, self.piece_ms)
+            self._file = FileSource(path, False, self.piece_ms)  # paced by pieces()
         except AudioFormatError as e:
             if self._skipped.get(path) != str(e):  # a looping playlist warns once, not per pass
                 print(f"edge-asr: warning: skipping {e}", file=sys.stderr, flush=True)
@@ -235,18 +255,6 @@ class PlaylistSource(Closing):
             return None
         self._skipped.pop(path, None)
         return self._file
-
-    def _silence(self, gap: np.ndarray) -> Iterator[np.ndarray]:
-        piece = samples_per_piece(self.piece_ms)
-        start = time.monotonic()
-        for i in range(0, len(gap), piece):
-            if self.realtime and self._closed.wait(max(0.0, start + (i + piece) / SAMPLE_RATE
-                                                         - time.monotonic())):
-                return
-            if self._closed.is_set():
-                return
-            self.pieces_delivered += 1
-            yield gap[i:i + piece]
 
     def close(self) -> None:
         self._closed.set()
