@@ -221,10 +221,11 @@ def _reap(proc: subprocess.Popen, timeout: float) -> tuple[int, os.struct_rusage
 
 def group_utterances(events: list[ReceivedEvent]) -> list[Utterance]:
     """The events of each utterance; a WAKE_WORD stands alone (its id is its own), and
-    belongs to no utterance."""
+    notices about the source (AUDIO_OVERRUN, SOURCE_LOST ...: no utterance id) belong to
+    no utterance."""
     by_id: dict[str, Utterance] = {}
     for e in events:
-        if e.kind == "WAKE_WORD":
+        if e.kind == "WAKE_WORD" or not e.utterance_id:
             continue
         by_id.setdefault(e.utterance_id, Utterance(e.utterance_id)).events.append(e)
     return sorted(by_id.values(), key=lambda u: u.start)

@@ -217,9 +217,10 @@ def test_false_wakes_and_woken_requests_are_counted_from_the_events():
         + _utterance("c", 5.1, 7.1, "the news")  # TV speech (a daemon without a wake word)
         # request 2: phrase heard, then the TV talked over it and nothing came of it
         + [_event("WAKE_WORD", "mic-wake-3", 20.7, 20.05, score=0.4)]
-        + [_event("WAKE_WORD", "mic-wake-4", 40.0, None, score=0.3)])  # room noise, late
+        + [_event("WAKE_WORD", "mic-wake-4", 40.0, None, score=0.3)]  # room noise, late
+        + [_event("AUDIO_OVERRUN", "", 30.0, None)])  # a notice about the source
     utterances = group_utterances(events)
-    assert [u.id for u in utterances] == ["a", "c", "b"]  # WAKE_WORD belongs to none
+    assert [u.id for u in utterances] == ["a", "c", "b"]  # WAKE_WORD, notices: none
     m = match(requests, utterances)
     rows = [score_request(r, m.owned[r.index], m.covering[r.index], None) for r in requests]
     wakes = [e for e in events if e.kind == "WAKE_WORD"]
