@@ -227,6 +227,10 @@ def _measure(proc: subprocess.Popen, socket: str, clips: list[Path], minutes: fl
         "duplicated": ledger.duplicated,
         "unopened": len(ledger.unopened),
         "unseen_starts": max(0, before_stop.utterances - len(ledger.started)),
+        # Real-time files reach recognition through a capture ring, as a microphone's audio
+        # does: what it lost when recognition fell behind.
+        "overruns": before_stop.overruns,
+        "audio_lost_s": round(before_stop.counters.get("audio_lost_s", 0.0), 2),
         "partials": ledger.events["PARTIAL"],
         "dropped_partials": ledger.dropped_partials,
         "events": dict(ledger.events),
@@ -256,6 +260,7 @@ ROWS = [
     ("duplicated closings", "duplicated", ""),
     ("closings without a start", "unopened", ""),
     ("starts never delivered", "unseen_starts", ""),
+    ("overruns / audio lost", "overruns", ""),
     ("partials / dropped", "partials", ""),
     ("daemon CPU s per audio s after warm-up", "daemon_cpu_rtf_after_warmup", ""),
     ("daemon exit code", "daemon_exit_code", ""),
@@ -269,6 +274,8 @@ def table(result: dict) -> str:
         value = result[key]
         if key == "partials":
             value = f"{value} / {result['dropped_partials']}"
+        if key == "overruns":
+            value = f"{value} / {result['audio_lost_s']} s"
         lines.append(f"  {label:<42} {value} {unit}".rstrip())
     if result["subscription_error"]:
         lines.append(f"  subscription ended with {result['subscription_error']}")
