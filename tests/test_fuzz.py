@@ -10,26 +10,17 @@ with no stream left open. A failing case is shrunk and printed by hypothesis.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import grpc
 import pytest
+from bench_modules import load_bench
 from hypothesis import HealthCheck, given, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_fuzz", ROOT / "bench" / "fuzz.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _load_bench()  # at import: @given below needs its strategies
+fuzz = load_bench("fuzz")  # at import: @given below needs its strategies
 
 
 @pytest.fixture(scope="module")

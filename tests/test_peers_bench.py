@@ -6,12 +6,12 @@ keeps the harness honest: a peer that silently decoded nothing, or an end-point 
 the wrong unit, would make its whole column meaningless.
 """
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import pytest
+from bench_modules import load_bench
 
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.models.evaluate import summarize
@@ -22,12 +22,9 @@ DATA = ROOT / "tests" / "data"
 
 @pytest.fixture(scope="module")
 def peers():
-    spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "bench" / "peers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    module = load_bench("peers")
     yield module
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(module.__name__, None)
 
 
 @pytest.fixture(scope="module")

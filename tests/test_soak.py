@@ -7,11 +7,11 @@ The ledger that counts lost and duplicated closings is checked on its own first,
 ledger that could never count either cannot make the soak pass.
 """
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from bench_modules import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 SOAK_MINUTES = 0.6
@@ -25,12 +25,9 @@ MAX_GROWTH_MB = 30
 
 @pytest.fixture(scope="module")
 def soak():
-    spec = importlib.util.spec_from_file_location("bench_soak", ROOT / "bench" / "soak.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    module = load_bench("soak")
     yield module
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(module.__name__, None)
 
 
 def test_the_ledger_counts_lost_duplicated_and_unopened_closings(soak):
