@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edge_asr.daemon.recognition.context_graph import ContextBuilder
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, RecognizerConfig
-from edge_asr.models.corpus import load_lexicon
+from edge_asr.models.corpus_lexicon import load_lexicon
 
 
 def full_context() -> dict[str, list[str]]:

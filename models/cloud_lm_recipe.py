@@ -37,7 +37,9 @@ from pathlib import Path
 
 from edge_asr.daemon.recognition.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
 from edge_asr.daemon.recognition.transducer import sha256_of
-from edge_asr.models import corpus
+from edge_asr.models.corpus import SentenceGenerator, Utterance, build_corpus
+from edge_asr.models.corpus_lexicon import Phrase, load_lexicon
+from edge_asr.models.corpus_person_names import split_names
 from edge_asr.simulator.cloud.lm import (
     CARD_FILE,
     NEURAL_FILE,
@@ -72,14 +74,14 @@ class CloudCorpus:
     test_names: list[list[str]]  # the device's held-out-name sentences
 
 
-def _replace_names(utterance: corpus.Utterance, names: set[str], rate: float,
+def _replace_names(utterance: Utterance, names: set[str], rate: float,
                    rng: random.Random) -> list[str]:
     """The words, with some person names (display form in `names`) replaced by <unk>s."""
     words = utterance.text.split()
     for entity in utterance.entities:
         if entity not in names or rng.random() >= rate:
             continue
-        name_words = corpus.Phrase.of(entity).words
+        name_words = Phrase.of(entity).words
         for start in range(len(words) - len(name_words) + 1):
             if tuple(words[start:start + len(name_words)]) == name_words:
                 words[start:start + len(name_words)] = [UNK] * len(name_words)
@@ -88,12 +90,12 @@ def _replace_names(utterance: corpus.Utterance, names: set[str], rate: float,
 
 
 def build_cloud_corpus(options: CorpusOptions = CorpusOptions()) -> CloudCorpus:
-    device = corpus.build_corpus(seed=options.seed, n_train=options.device_train)
-    lexicon = corpus.load_lexicon()
-    names = corpus.split_names(lexicon, random.Random(f"{options.seed}:names"))
+    device = build_corpus(seed=options.seed, n_train=options.device_train)
+    lexicon = load_lexicon()
+    names = split_names(lexicon, random.Random(f"{options.seed}:names"))
     if names.train.person_names != device.train_names:
         raise RuntimeError("the cloud corpus's name split differs from the device's")
-    generator = corpus.SentenceGenerator(lexicon, names.train)
+    generator = SentenceGenerator(lexicon, names.train)
     evaluation = device.dev + device.test_sentences + device.test_names
     exclude = {u.text for u in evaluation}
     rng = random.Random(f"{options.seed}:{options.cloud_stream}:train")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from edge_asr.daemon.manifest import write_manifest
 from edge_asr.models import augment
-from edge_asr.models.corpus import load_lexicon
+from edge_asr.models.corpus_lexicon import load_lexicon
 from edge_asr.models.synth import (
     SAMPLE_RATE,
     Voice,

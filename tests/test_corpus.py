@@ -1,4 +1,5 @@
-"""The sentence corpus: splits, held-out names, contexts, word lists (models/corpus.py)."""
+"""The sentence corpus: splits, held-out names, contexts, word lists (models/corpus.py,
+corpus_lexicon.py, corpus_slots.py, corpus_person_names.py)."""
 
 import json
 import os
@@ -14,15 +15,14 @@ from edge_asr.daemon.text import normalize_text
 from edge_asr.models.corpus import (
     CONTEXT_DEVICES_TEST_NAMES,
     CONTEXT_SIZE,
-    INTENTS,
     MAX_WORDS,
     CorpusSplits,
     Utterance,
     build_corpus,
-    load_lexicon,
     main,
     write_corpus,
 )
+from edge_asr.models.corpus_lexicon import INTENTS, load_lexicon
 
 SMALL = {"n_train": 3000, "n_dev": 100, "n_test_sentences": 120, "n_test_names": 120}
 

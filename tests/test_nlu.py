@@ -9,7 +9,9 @@ from collections import Counter
 
 import pytest
 
-from edge_asr.models import corpus
+from edge_asr.models.corpus import SentenceGenerator
+from edge_asr.models.corpus_lexicon import INTENTS, load_lexicon
+from edge_asr.models.corpus_person_names import split_names
 from edge_asr.simulator.cloud.nlu import (
     UNKNOWN,
     NluCancelled,
@@ -69,16 +71,16 @@ def test_domain_examples(text, intent, slots):
 
 
 def test_every_corpus_intent_is_recognised_in_many_phrasings():
-    lexicon = corpus.load_lexicon()
-    names = corpus.split_names(lexicon, random.Random("0:names"))
-    generator = corpus.SentenceGenerator(lexicon, names.train)
+    lexicon = load_lexicon()
+    names = split_names(lexicon, random.Random("0:names"))
+    generator = SentenceGenerator(lexicon, names.train)
     utterances = generator.sample(2000, random.Random("nlu-test"), set())
     right, total = Counter(), Counter()
     for u in utterances:
         total[u.intent] += 1
         right[u.intent] += understand(u.text.split()).intent == u.intent
-    assert set(total) == set(corpus.INTENTS)
-    for intent in corpus.INTENTS:
+    assert set(total) == set(INTENTS)
+    for intent in INTENTS:
         assert right[intent] / total[intent] >= 0.95, (intent, right[intent], total[intent])
     assert sum(right.values()) / len(utterances) >= 0.98
 

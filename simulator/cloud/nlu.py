@@ -5,7 +5,7 @@ cloud runs it on the best rescored path of the speculative lattice, cancels it w
 device sends RESET, and runs it again on the revised lattice. Its cost is configurable
 (`NluOptions.cost_s`) to emulate a real service; the wait is cancellable at any moment.
 
-Intents are the corpus's (`edge_asr.models.corpus.INTENTS`): smart_home_onoff,
+Intents are the corpus's (`edge_asr.models.corpus_lexicon.INTENTS`): smart_home_onoff,
 smart_home_set, locks_covers, call (calls and messages), dial, timers, media, information,
 lists, conversation; "unknown" when no rule matches. Rules are ordered regular expressions
 over the normalised words with politeness openers and closers removed; slot values come
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
-from edge_asr.models.corpus import load_lexicon
+from edge_asr.models.corpus_lexicon import load_lexicon
 
 UNKNOWN = "unknown"
 
