@@ -2,8 +2,8 @@
 
     python -m edge_asr.models.real_speech PATH [PATH ...] --data DATA
 
-A corpus is read into `Utterance`s (the readers for each published layout are in
-corpus_formats.py; the Kaldi data-directory reader is here because speechocean762, the real
+A corpus is read into `Utterance`s (corpus_formats.py picks the reader of each published
+layout; the Kaldi data-directory reader is here because speechocean762, the real
 speech this project trains on by default, uses it), split by whole speakers, and written as
 16 kHz mono int16 WAV under DATA/audio/<set>/ with a manifest in DATA/manifests/<set>.jsonl.
 Training clips keep the corpus's own audio; evaluation clips get lead and trail silence (a

@@ -1,5 +1,6 @@
-"""Corpus readers on tiny corpora written here in each published layout
-(models/corpus_formats.py), and the Kaldi reader and audio loading of models/real_speech.py."""
+"""Corpus readers on tiny corpora written here in each published layout (models/corpus_formats.py
+and the folder and manifest readers it picks from), and the Kaldi reader and audio loading of
+models/real_speech.py."""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge_asr.models.corpus_formats import (
+from edge_asr.models.corpus_folder_readers import (
     read_common_voice,
-    read_corpus,
-    read_lhotse,
-    read_lhotse_cuts,
     read_librispeech,
-    read_nemo_manifest,
     read_paired_text,
     read_speech_commands,
     read_vctk,
+)
+from edge_asr.models.corpus_formats import read_corpus
+from edge_asr.models.corpus_manifest_readers import (
+    read_lhotse,
+    read_lhotse_cuts,
+    read_nemo_manifest,
 )
 from edge_asr.models.real_speech import (
     SAMPLE_RATE,
