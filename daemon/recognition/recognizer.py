@@ -16,15 +16,16 @@ biases the beam search towards those phrases; it is spelled with the model folde
 and its graph is cached on the recognizer, since the same user's context comes back every
 utterance. Greedy search ignores the context (it only checks its shape).
 
-The stream owns everything per utterance (resampler, feature extractor, frame buffer, encoder
-state, search); the recognizer owns the model and is shared by all streams. `is_endpoint` is
-the decoder-only rule a program without a VAD can use; the daemon's pipeline end-points with
-the VAD and two end-pointers instead (endpoint.py).
+The stream (stream.py) owns everything per utterance (resampler, feature extractor, frame
+buffer, encoder state, search); the recognizer owns the model and is shared by all streams,
+and runs the streams' chunks, end-points and second passes. It loads the device LM and the
+context speller beside the model (model_loading.py). `is_endpoint` is the decoder-only rule
+a program without a VAD can use; the daemon's pipeline end-points with the VAD and two
+end-pointers instead (endpoint.py).
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import weakref
 from collections import OrderedDict
@@ -33,9 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.capture.audio import StreamResampler, check_float_audio
-from edge_asr.daemon.constants import FRAME_SHIFT_S, SAMPLE_RATE
-from edge_asr.daemon.frontend.features import StreamingFbank
+from edge_asr.daemon.constants import FRAME_SHIFT_S
 from edge_asr.daemon.recognition.config import (  # noqa: F401  (the public API)
     CONTEXT_CACHE_NODES,
     CONTEXT_CACHE_SIZE,
@@ -53,129 +52,15 @@ from edge_asr.daemon.recognition.context_graph import (
     ContextGraph,
     context_entries,
 )
+from edge_asr.daemon.recognition.model_loading import load_context_builder, load_device_lm
 from edge_asr.daemon.recognition.name_rescue import (
     ContextPhrase,
     SlotBonus,
     rescue,
 )
-from edge_asr.daemon.recognition.ngram_lm import LmFormatError
 from edge_asr.daemon.recognition.search import GreedySearch, Hypothesis, ModifiedBeamSearch
-from edge_asr.daemon.recognition.token_lm import LM_FILE, LM_FILES, TokenLM
-from edge_asr.daemon.recognition.transducer import (
-    PACKED_SUFFIX,
-    ModelError,
-    TransducerModel,
-    read_model_file,
-)
-
-
-class OnlineStream:
-    def __init__(self, recognizer: Recognizer, context_graph: ContextGraph | None = None) -> None:
-        model = recognizer.model
-        self.fbank = StreamingFbank()
-        self._frames = np.zeros((0, 80), np.float32)
-        self.state = model.initial_state()
-        self.search = recognizer.new_search(context_graph)
-        self.plain = recognizer.plain_search(context_graph)  # context_fallback's, or None
-        self.finished = False
-        self.finalized = False  # the search's end-of-input step has run
-        # The name rescue's last question and answer: (best tokens, phrase put in or None).
-        self.rescue_memo: tuple[tuple[int, ...], ContextPhrase | None] | None = None
-        self.frames_decoded = 0  # feature frames whose encoder output is in the search
-        self.context_graph = context_graph
-        self.utterance_start = 0  # encoder frame at which the current utterance began
-        self._model = model
-        self._chunk = model.info.chunk_frames
-        self._shift = model.info.chunk_shift
-        self._resampler: StreamResampler | None = None  # at the rate of the first piece
-
-    def accept_waveform(self, sample_rate: int, samples: np.ndarray) -> None:
-        """Audio at `sample_rate` (one of audio.SUPPORTED_RATES; the same for the whole
-        stream), mono float32 in [-1, 1], any piece size. Other rates are resampled with a
-        streaming resampler, so pieces join without clicks. AudioFormatError for an
-        unsupported rate, NaN, infinite or out-of-range samples; ValueError for a change of rate."""
-        if self.finished:
-            raise RuntimeError("accept_waveform after input_finished")
-        if self._resampler is None:
-            self._resampler = StreamResampler(sample_rate)
-        elif sample_rate != self._resampler.rate:
-            raise ValueError(f"this stream's audio is at {self._resampler.rate} Hz, not "
-                             f"{sample_rate} Hz: use a new stream for another rate")
-        samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
-        check_float_audio(samples)
-        samples = self._resampler(samples)
-        self.fbank.accept(samples)
-        self._pull()
-
-    def input_finished(self) -> None:
-        """Flush: pad with silence so that every real frame reaches the encoder."""
-        if self.finished:
-            return
-        if self._resampler is not None:
-            self.fbank.accept(self._resampler(np.zeros(0, np.float32), last=True))
-        tail = np.zeros(int((self._chunk + self._shift) * FRAME_SHIFT_S * SAMPLE_RATE), np.float32)
-        self.fbank.accept(tail)
-        self.fbank.finish()
-        self.finished = True
-        self._pull()
-
-    def _pull(self) -> None:
-        new = self.fbank.pop_frames()
-        if new.size:
-            self._frames = np.concatenate([self._frames, new])
-
-    def ready(self) -> bool:
-        return self._frames.shape[0] >= self._chunk
-
-    def next_chunk(self) -> np.ndarray:
-        chunk = self._frames[: self._chunk]
-        self._frames = self._frames[self._shift :]  # keep the overlap the subsampling needs
-        self.frames_decoded += self._shift
-        return chunk
-
-    # What an end-pointer reads, from the beam's own ranking (not the name rescue's).
-    @property
-    def best_text(self) -> str:
-        return self._model.detokenize(list(self.search.ranked[0].tokens))
-
-    @property
-    def trailing_blank_frames(self) -> int:
-        """Encoder frames since the best hypothesis last emitted a token (all of the
-        utterance's, if none)."""
-        best = self.search.ranked[0]
-        last = best.timestamps[-1] + 1 if best.timestamps else self.utterance_start
-        return self.search.frame_offset - last
-
-    @property
-    def hypotheses(self) -> list[Hypothesis]:
-        """The n-best as the search holds it (tokens, scores, frame timestamps)."""
-        return self.search.nbest
-
-    @property
-    def utterance_frames(self) -> int:
-        """Encoder frames decoded since the stream began or was last reset."""
-        return self.search.frame_offset - self.utterance_start
-
-
-@functools.lru_cache(maxsize=4)
-def _load_token_lm(folder: Path, versions: tuple, tokens: tuple[str, ...]) -> TokenLM:
-    """One TokenLM per LM folder (and version of its files, `_lm_versions`) in the process:
-    it takes a second to load and is read-only but for its cache, which streams of several
-    threads may share."""
-    return TokenLM.load(folder, tokens)
-
-
-def _lm_versions(folder: Path) -> tuple:
-    """What tells one version of a folder's LM files from another: each file's modification
-    time and size (None for a file that is not there)."""
-    out = []
-    for name in LM_FILES:
-        try:
-            stat = (folder / name).stat()
-            out.append((name, stat.st_mtime_ns, stat.st_size))
-        except FileNotFoundError:
-            out.append((name, None))
-    return tuple(out)
+from edge_asr.daemon.recognition.stream import OnlineStream
+from edge_asr.daemon.recognition.transducer import TransducerModel
 
 
 def context_claims(said: str, plain: str, phrases: Sequence[ContextPhrase]) -> bool:
@@ -218,7 +103,7 @@ class Recognizer:
                              f"{config.lm_scale} and {config.token_bonus}")
         self.config = config
         self.model = model or TransducerModel(config.model_dir, threads=config.threads)
-        self.lm = self._load_lm() if config.lm_scale > 0 and \
+        self.lm = load_device_lm(self.model, config.lm_scale) if config.lm_scale > 0 and \
             config.decoding_method == "modified_beam_search" else None
         self.slot_bonus = SlotBonus(
             frozenset(w.strip().lower() for w in config.slot_words),
@@ -258,41 +143,15 @@ class Recognizer:
                                   lm_scale=self.config.lm_scale,
                                   token_bonus=self.config.token_bonus)
 
-    def _load_lm(self) -> TokenLM:
-        path = self.model.dir / LM_FILE  # its sha256 was checked with the model's files
-        if not path.is_file():
-            raise ModelError(f"{self.model.dir}: no {LM_FILE}, which lm_scale = "
-                             f"{self.config.lm_scale} needs (python -m edge_asr.models.device_lm "
-                             "makes it; lm_scale = 0 decodes without it)")
-        try:
-            folder = self.model.dir.resolve()
-            return _load_token_lm(folder, _lm_versions(folder), tuple(self.model.tokens))
-        except LmFormatError as e:
-            raise ModelError(f"{path}: not a device LM for this model: {e}") from e
-
     def spell(self, phrase: str) -> tuple[str, list[int]]:
         """A phrase's normalised words and the model's tokens for them, as a context entry
         is spelled; ContextError if the model cannot spell it."""
         return self._builder().encode("phrase", phrase)
 
     def _builder(self) -> ContextBuilder:
-        if self._context_builder is None:
-            path = self.model.dir / "bpe.model"
-            if not path.is_file() and not path.with_name(path.name + PACKED_SUFFIX).is_file():
-                raise ModelError(f"{self.model.dir}: no bpe.model, which contextual biasing "
-                                 "needs to spell the context (export it beside tokens.txt)")
-            proto = read_model_file(self.model.dir, "bpe.model")  # plain or packed
-            try:
-                builder = ContextBuilder(proto, self.config.context_bonus,
-                                         sorted(self.slot_bonus.words),
-                                         self.config.context_slot_bonus,
-                                         self.config.context_slot_bonus_large)
-            except (OSError, RuntimeError) as e:
-                raise ModelError(f"{path}: not a sentencepiece model: {e}") from e
-            pieces = [builder.sp.id_to_piece(i) for i in range(builder.sp.get_piece_size())]
-            if pieces != self.model.tokens:
-                raise ModelError(f"{path}: its pieces differ from tokens.txt (another model's?)")
-            self._context_builder = builder
+        if self._context_builder is None:  # only a context needs it: loaded on first use
+            self._context_builder = load_context_builder(self.model, self.config,
+                                                         self.slot_bonus.words)
         return self._context_builder
 
     def context_graph(self, context: Context | None) -> ContextGraph | None:

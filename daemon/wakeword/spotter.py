@@ -25,8 +25,9 @@ import numpy as np
 
 from edge_asr.daemon.constants import FRAME_SHIFT_S, SAMPLE_RATE
 from edge_asr.daemon.recognition.context_graph import ContextError, ContextGraph
-from edge_asr.daemon.recognition.recognizer import OnlineStream, Recognizer
+from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.daemon.recognition.search import Hypothesis, ModifiedBeamSearch
+from edge_asr.daemon.recognition.stream import OnlineStream
 
 
 @dataclass(frozen=True)
