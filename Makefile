@@ -113,7 +113,19 @@ train-v2: $(VENV)/.installed
 	    --real-repeat 5 --dev-set dev_mixed --qat-bits 4 --qat-block 128 --exp $(DATA)/exp-v2d \
 	    --until evaluate
 	$(PY) -m edge_asr.models.quantize models/rnnt-v2 models/rnnt-v2-int4 --block-4bit 128 --sets
+	$(MAKE) query-end
 	$(MAKE) scoreboard
+
+# The learned end-of-query model for MODEL (models/query_end_train.py): the pause sets of the
+# development and held-out speakers (models/pause_sets.py), then training on the training
+# split and the threshold tuned on the development sets.
+.PHONY: query-end
+query-end: $(VENV)/.installed
+	$(PY) -m edge_asr.models.pause_sets --data $(DATA) \
+	    --sets dev_voices speechocean762_dev test_voices test_hibari test_speechocean762
+	$(PY) -m edge_asr.models.query_end_train --data $(DATA) --model $(MODEL) \
+	    --dev eoq_dev_voices eoq_dev_voices_pause eoq_speechocean762_dev \
+	    eoq_speechocean762_dev_pause --cache $(DATA)/exp-query-end
 
 # The evaluation-only sets: FSDD digit strings (real speakers), hibari-tts (an engine no
 # training set uses), festival's kal_diphone (a reserved voice).

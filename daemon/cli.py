@@ -66,6 +66,12 @@ def _apply_wake_word(args: argparse.Namespace, config) -> None:
         config.wake_word = dataclasses.replace(config.wake_word, **changes)
 
 
+def _apply_endpointer(args: argparse.Namespace, config) -> None:
+    """--rules-endpointer over the configuration's [endpoint] table."""
+    if getattr(args, "rules_endpointer", False):
+        config.endpoint = dataclasses.replace(config.endpoint, query_end=False)
+
+
 def _add_wake_word_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wake-word", metavar="PHRASE",
                         help="recognise only what follows this phrase (WAKE_WORD event first)")
@@ -81,6 +87,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     daemon_config = load_config(args.config)
     _apply_wake_word(args, daemon_config)
+    _apply_endpointer(args, daemon_config)
     recognizer = _recognizer(args, daemon_config)
     config = daemon_config.pipeline_config(Path(recognizer.config.model_dir).name,
                                            partials=args.partials, wake=True)
@@ -105,6 +112,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edge_asr.models.evaluate import evaluate
 
     daemon_config = load_config(args.config)
+    _apply_endpointer(args, daemon_config)
     recognizer, link = _recognizer(args, daemon_config), None
     if args.cloud:  # the daemon's [cloud] settings (token, TLS, deadline), this address
         cloud = daemon_config.cloud
@@ -145,6 +153,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if args.local_only:
         config.local_only = True
     _apply_wake_word(args, config)
+    _apply_endpointer(args, config)
     if args.source:
         config.source.kind = args.source
     if args.device is not None:
@@ -281,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", type=Path,
                         help="daemon TOML whose [recognizer], [endpoint] and vad_mode "
                              "settings to use (the flags above override it)")
+        sp.add_argument("--rules-endpointer", action="store_true",
+                        help="the final end-pointer waits as the completeness rules say, not "
+                             "as the model folder's learned end-of-query model does")
 
     t = sub.add_parser("transcribe", help="run audio files through the daemon's pipeline")
     t.add_argument("files", nargs="+", type=Path)

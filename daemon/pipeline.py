@@ -32,8 +32,10 @@ from edge_asr.daemon.endpointing.endpoint import (
     EndpointConfig,
     Endpointer,
     EndpointEvent,
+    EndProbability,
     EventKind,
 )
+from edge_asr.daemon.endpointing.query_end import QueryEnd
 from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefix
 from edge_asr.daemon.recognition.name_rescue import whole_word_bias
@@ -106,14 +108,22 @@ _ids = itertools.count(1)
 
 class Pipeline:
     def __init__(self, recognizer: Recognizer, config: PipelineConfig | None = None,
-                 source: str = "mic") -> None:
+                 source: str = "mic", query_end: QueryEnd | None = None) -> None:
+        """`query_end`: the learned end-of-query model to use; by default the model
+        folder's (query_end.json), if it ships one and `config.endpoint.query_end`."""
         self.recognizer = recognizer
         self.config = config or PipelineConfig()
         endpoint = self.config.endpoint
         if abs(endpoint.vad_frame_s - self.config.vad_frame_ms / 1000) > 1e-9:
             endpoint = EndpointConfig(**{**endpoint.__dict__,
                                          "vad_frame_s": self.config.vad_frame_ms / 1000})
-        self.endpointer = Endpointer(endpoint)
+        if query_end is None and endpoint.query_end:
+            query_end = QueryEnd.for_recognizer(recognizer)
+        self.query_end = query_end if endpoint.query_end else None
+        threshold = None
+        if self.query_end is not None:
+            threshold = endpoint.query_end_threshold or self.query_end.model.threshold
+        self.endpointer = Endpointer(endpoint, query_end_threshold=threshold)
         self.vad = Vad(self.config.vad_mode, self.config.vad_frame_ms,
                        self.config.vad_noise_gate_db, level_gate=self.config.vad_level_gate)
         self.source = source
@@ -171,7 +181,8 @@ class Pipeline:
             self._awake_until, self._listening = None, False  # nobody asked: wait again
         text, blanks = self._best()
         for ep in self.endpointer.update(self.vad.time_s, flags, blanks, text,
-                                         snr_db=self.vad.snr_db):
+                                         snr_db=self.vad.snr_db,
+                                         end_probability=self._end_probability(text)):
             events += self._on_endpoint(ep)
         if decoded and self._stream is not None and self.config.partials:
             events += self._partial()
@@ -231,6 +242,13 @@ class Pipeline:
             return "", None
         # The beam's own best: the end-pointer follows what the beam hears.
         return self._stream.best_text, self._stream.trailing_blank_frames
+
+    def _end_probability(self, text: str) -> EndProbability | None:
+        """The learned end-of-query model's view of the open request, if there is both."""
+        if self.query_end is None or self._stream is None:
+            return None
+        query_end, tokens, snr = self.query_end, self._stream.best_tokens, self.vad.snr_db
+        return lambda silence, blanks: query_end.probability(tokens, text, silence, blanks, snr)
 
     def _nbest(self) -> list[tuple[str, float]]:
         result = self.recognizer.result(self._stream)

@@ -152,8 +152,9 @@ def _daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
     link = dataclasses.replace(scenario.link, address=cloud)
     aec = dev.echo_cancellation and reference is not None  # nothing to cancel without one
 
-    def table(name: str, values: dict) -> str:
-        return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    def table(name: str, values: dict) -> str:  # TOML has no null: None is the default
+        return f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()
+                                       if v is not None)
 
     return "\n".join([
         f"vad_level_gate = {json.dumps(dev.vad_level_gate)}\n",

@@ -68,12 +68,15 @@ class Run:
 
 def simulate(segments: list[Segment], config: EndpointConfig = CONFIG,
              chunk_frames: int | list[int] = 4, blank_lag_s: float = 0.04,
-             blanks: str = "follow", finish: bool = True, snr_db: float | None = None) -> Run:
+             blanks: str = "follow", finish: bool = True, snr_db: float | None = None,
+             end_probability=None, query_end_threshold: float | None = None) -> Run:
     """Feed a timeline in decoder-sized calls.
 
     blanks="follow": the best path's trailing blanks follow the silence, `blank_lag_s`
     late (the model emits its last token after the audio); "none": unknown;
     "never": the decoder keeps emitting.
+    end_probability(text, silence_s, blank_s): a stand-in for the learned end-of-query
+    model, used with `query_end_threshold`.
     """
     flags: list[bool] = []
     texts: list[str] = []
@@ -85,16 +88,19 @@ def simulate(segments: list[Segment], config: EndpointConfig = CONFIG,
                 text = seg.text
             texts.append(text)
     sizes = chunk_frames if isinstance(chunk_frames, list) else [chunk_frames]
-    ep = Endpointer(config)
+    ep = Endpointer(config, query_end_threshold=query_end_threshold)
     events: list[EndpointEvent] = []
     pos, k = 0, 0
     while pos < len(flags):
         size = max(1, sizes[k % len(sizes)])
         k += 1
         end = min(len(flags), pos + size)
+        said = texts[end - 1]
+        learned = None if end_probability is None else (
+            lambda silence_s, blank_s, said=said: end_probability(said, silence_s, blank_s))
         events += ep.update(round(end * FRAME_S, 9), flags[pos:end],
-                            _blanks(flags, end, blank_lag_s, blanks), texts[end - 1],
-                            snr_db=snr_db)
+                            _blanks(flags, end, blank_lag_s, blanks), said,
+                            snr_db=snr_db, end_probability=learned)
         pos = end
     if finish:
         events += ep.finish(round(len(flags) * FRAME_S, 9), texts[-1] if texts else "")
@@ -789,3 +795,76 @@ def test_clear_cases_sit_at_the_ends_of_the_scale() -> None:
 def test_completeness_is_a_score_in_unit_range(words: list[str]) -> None:
     score = looks_complete(" ".join(words))
     assert 0.0 <= score <= 1.0
+
+
+# ---------------------------------------------------------------- learned end-of-query
+
+def _over_when_finished(text: str, silence_s: float, blank_s: float) -> float:
+    """A stand-in classifier: the request is over only once its room is named."""
+    return 0.95 if text.endswith("kitchen") else 0.05
+
+
+@pytest.mark.parametrize("chunk_frames", [4, 16])
+def test_learned_end_of_query_waits_through_a_pause_it_calls_unfinished(
+        chunk_frames: int) -> None:
+    """"play some jazz ... in the kitchen" with 0.7 s between: the rules would end at 0.45 s
+    of silence (the words look finished to them); the classifier says not yet."""
+    first, full = "play some jazz", "play some jazz in the kitchen"
+    assert looks_complete(first) >= 0.5  # what the rules alone would be misled by
+    run = simulate([silence(0.3), speech(1.0, first), silence(0.7), speech(0.8, full),
+                    silence(1.5)], chunk_frames=chunk_frames,
+                   end_probability=_over_when_finished, query_end_threshold=0.5)
+    pause_start, pause_end = 1.3, 2.0
+    assert no_events_between(run, pause_start, pause_end, EventKind.CONFIRMED,
+                             EventKind.FINAL_ENDPOINT)
+    spec = run.first(EventKind.SPECULATIVE_ENDPOINT)
+    assert pause_start + CONFIG.spec_silence <= spec.time < pause_end  # still aggressive
+    final = run.first(EventKind.FINAL_ENDPOINT)
+    assert final.text == full and final.revision == 2 and final.timing.reset
+    speech_end = 2.8
+    assert speech_end + CONFIG.final_silence_min <= final.time
+    assert final.time <= speech_end + CONFIG.final_silence_min + (chunk_frames + 1) * FRAME_S
+    rules = simulate([silence(0.3), speech(1.0, first), silence(0.7), speech(0.8, full),
+                      silence(1.5)], chunk_frames=chunk_frames)
+    assert grammar(rules.events)[0] == "SPC"  # the rules cut it in two: the case it fixes
+
+
+def test_learned_end_of_query_ends_a_finished_request_after_the_shortest_wait() -> None:
+    run = simulate([silence(0.3), speech(1.2, "turn on the lights in the kitchen"),
+                    silence(1.5)], end_probability=_over_when_finished,
+                   query_end_threshold=0.5)
+    assert grammar(run.events) == ["SPC"]
+    final = run.first(EventKind.CONFIRMED)
+    assert 1.5 + CONFIG.final_silence_min <= final.time <= 1.5 + CONFIG.final_silence_min + 0.05
+
+
+def test_learned_end_of_query_is_asked_with_the_growing_silence() -> None:
+    """A classifier sure only after 0.6 s of silence ends there, not at final_silence_min."""
+    run = simulate([silence(0.3), speech(1.0, "what time is it"), silence(1.5)],
+                   end_probability=lambda text, s, b: 0.9 if s >= 0.6 else 0.2,
+                   query_end_threshold=0.5)
+    final = run.first(EventKind.CONFIRMED)
+    assert 1.3 + 0.6 <= final.time <= 1.3 + 0.6 + 0.05
+
+
+def test_learned_end_of_query_never_sure_ends_at_the_silence_timeout() -> None:
+    run = simulate([silence(0.3), speech(1.0, "call"), silence(2.0)],
+                   end_probability=lambda text, s, b: 0.01, query_end_threshold=0.5)
+    final = run.first(EventKind.CONFIRMED)
+    assert final.reason is EndReason.SILENCE_TIMEOUT
+    assert final.time == pytest.approx(1.3 + CONFIG.silence_timeout, abs=0.05)
+
+
+def test_without_the_classifier_in_a_call_the_rules_decide() -> None:
+    """No open recognizer stream (a wake-word spotter's stretch): the rules' wait."""
+    learned = simulate([silence(0.3), speech(1.0, "play some jazz"), silence(1.5)],
+                       query_end_threshold=0.5)
+    rules = simulate([silence(0.3), speech(1.0, "play some jazz"), silence(1.5)])
+    assert [(e.kind, e.time) for e in learned.events] == [(e.kind, e.time) for e in rules.events]
+
+
+def test_query_end_threshold_must_be_a_probability() -> None:
+    with pytest.raises(ValueError, match="query_end_threshold"):
+        EndpointConfig(query_end_threshold=1.5)
+    with pytest.raises(ValueError, match="query_end_threshold"):
+        Endpointer(CONFIG, query_end_threshold=0.0)

@@ -132,10 +132,18 @@ class EndpointConfig:
     blank_timeout: float = 0.0
     no_words_timeout: float = 0.0
     speculative: bool = True
+    # The learned end-of-query model (query_end.py), where the model folder ships one: the
+    # final end-point then fires after final_silence_min once P(request over) reaches the
+    # threshold, in place of the rules' wait (final_silence*, completeness); silence_timeout
+    # still bounds the wait. The speculative end-pointer keeps spec_silence.
+    query_end: bool = True
+    query_end_threshold: float | None = None  # None: the threshold tuned with the model
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name == "query_end_threshold":
+                continue
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"EndpointConfig.{f.name} must be a finite number >= 0, "
                                  f"got {value!r}")
@@ -150,6 +158,8 @@ class EndpointConfig:
                              f"{self.final_silence}, {self.final_silence_max}")
         if self.silence_timeout < self.final_silence_max:
             raise ValueError("EndpointConfig.silence_timeout must be >= final_silence_max")
+        if self.query_end_threshold is not None and not 0 < self.query_end_threshold < 1:
+            raise ValueError("EndpointConfig.query_end_threshold must be in (0, 1)")
 
 
 @dataclass
@@ -185,13 +195,26 @@ class EndpointEvent:
     timing: UtteranceTiming | None = None  # snapshot, on CONFIRMED and FINAL_ENDPOINT
 
 
+# P(the request is over) given the trailing VAD silence and trailing blanks, in seconds:
+# the learned end-of-query model's view of the open utterance (query_end.py).
+EndProbability = Callable[[float, float], float]
+
+
 class Endpointer:
-    """Dual end-pointer for one audio stream. See the module docstring for the contract."""
+    """Dual end-pointer for one audio stream. See the module docstring for the contract.
+
+    With `query_end_threshold`, the final end-pointer is driven by the P(over) that each
+    `update` is given (`end_probability`) instead of the completeness rules.
+    """
 
     def __init__(self, config: EndpointConfig | None = None,
-                 completeness: Callable[[str], float] = looks_complete) -> None:
+                 completeness: Callable[[str], float] = looks_complete,
+                 query_end_threshold: float | None = None) -> None:
         self.config = config or EndpointConfig()
         self._completeness = completeness  # lambda text: 0.5 turns the adjustment off
+        if query_end_threshold is not None and not 0 < query_end_threshold < 1:
+            raise ValueError(f"query_end_threshold must be in (0, 1), got {query_end_threshold}")
+        self.query_end_threshold = query_end_threshold
         self._phase = Phase.IDLE
         self._now = 0.0
         self._count = 0  # utterances started so far
@@ -235,7 +258,8 @@ class Endpointer:
         return extra + c.final_silence - min(1.0, span) * (c.final_silence - c.final_silence_min)
 
     def update(self, now: float, speech_flags: Sequence[bool], trailing_blanks: int | None,
-               text: str, snr_db: float | None = None) -> list[EndpointEvent]:
+               text: str, snr_db: float | None = None,
+               end_probability: EndProbability | None = None) -> list[EndpointEvent]:
         """Feed what happened up to audio time `now`.
 
         now: audio seconds at the end of the last flag in `speech_flags` (Vad.time_s).
@@ -244,6 +268,8 @@ class Endpointer:
             the end-pointers then go by the VAD alone).
         text: the current best hypothesis, normalised.
         snr_db: the VAD's estimate of speech over noise (Vad.snr_db), None if unknown.
+        end_probability: the learned end-of-query model for the open utterance, asked only
+            in a pause of at least final_silence_min (used with query_end_threshold).
         """
         self._check_inputs(now, trailing_blanks)
         events: list[EndpointEvent] = []
@@ -255,7 +281,8 @@ class Endpointer:
         self._now = now
         if self._phase in _OPEN:
             noisy = snr_db is not None and snr_db < self.config.noisy_snr_db
-            self._decide_end(trailing_blanks, text, noisy, events)
+            learned = end_probability if self.query_end_threshold is not None else None
+            self._decide_end(trailing_blanks, text, noisy, events, learned)
         return events
 
     def finish(self, now: float, text: str) -> list[EndpointEvent]:
@@ -351,12 +378,15 @@ class Endpointer:
     # ------------------------------------------------------------ decisions
 
     def _decide_end(self, trailing_blanks: int | None, text: str, noisy: bool,
-                    events: list[EndpointEvent]) -> None:
+                    events: list[EndpointEvent], learned: EndProbability | None) -> None:
         assert self._timing is not None
         c = self.config
         silence = self.trailing_silence + _EPS
         blank_s = math.inf if trailing_blanks is None else trailing_blanks * c.encoder_frame_s
         blank_s += _EPS
+        if learned is not None:
+            self._decide_end_learned(silence, blank_s, text, noisy, events, learned)
+            return
         final_silence = self.final_silence_for(text, noisy)  # both end-pointers use it
         if self._now - self._timing.speech_start >= c.max_utterance - _EPS:
             self._end(EndReason.MAX_UTTERANCE, text, events)
@@ -376,6 +406,25 @@ class Endpointer:
               and blank_s >= c.spec_blank):
             # Not on sound that gave no word yet: in noise that is most often a false
             # start, and speculating on it only earns a RESET when the request begins.
+            self._speculate(EndReason.SILENCE, text, events)
+
+    def _decide_end_learned(self, silence: float, blank_s: float, text: str, noisy: bool,
+                            events: list[EndpointEvent], learned: EndProbability) -> None:
+        """The final end-point when the classifier says the request is over (after at least
+        final_silence_min), or after silence_timeout whatever it says; the speculative one
+        stays at spec_silence, ahead of it, with RESET as its safety net."""
+        assert self._timing is not None
+        c = self.config
+        if self._now - self._timing.speech_start >= c.max_utterance - _EPS:
+            self._end(EndReason.MAX_UTTERANCE, text, events)
+        elif silence >= c.silence_timeout:
+            self._end(EndReason.SILENCE_TIMEOUT, text, events)
+        elif (silence >= c.final_silence_min and blank_s >= c.final_blank
+              and learned(silence - _EPS, blank_s - _EPS) >= self.query_end_threshold):
+            self._end(EndReason.SILENCE, text, events)
+        elif (c.speculative and self._phase is Phase.SPEAKING and text
+              and silence >= (c.spec_silence_noisy if noisy else c.spec_silence)
+              and blank_s >= c.spec_blank):
             self._speculate(EndReason.SILENCE, text, events)
 
     def _spec_lead(self, final_silence: float) -> float:

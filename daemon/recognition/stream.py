@@ -102,8 +102,12 @@ class OnlineStream:
 
     # What an end-pointer reads, from the beam's own ranking (not the name rescue's).
     @property
+    def best_tokens(self) -> tuple[int, ...]:
+        return self.search.ranked[0].tokens
+
+    @property
     def best_text(self) -> str:
-        return self._model.detokenize(list(self.search.ranked[0].tokens))
+        return self._model.detokenize(list(self.best_tokens))
 
     @property
     def trailing_blank_frames(self) -> int:
