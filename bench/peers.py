@@ -124,9 +124,9 @@ class EndpointRules:
     name: str = "default"
 
 
-# Close to ours (daemon/endpointing/endpoint.py EndpointConfig): rule2 = final_silence 0.45 s (the
-# final end-point when the text is unsure), rule1 = silence_timeout 1.5 s (give up on a
-# silence whatever was decoded), rule3 = max_utterance 12 s.
+# Close to ours (EndpointConfig, daemon/endpointing/endpoint_config.py): rule2 =
+# final_silence 0.45 s (the final end-point when the text is unsure), rule1 =
+# silence_timeout 1.5 s (give up on a silence whatever was decoded), rule3 = max_utterance 12 s.
 TUNED_RULES = EndpointRules(rule1=1.5, rule2=0.45, rule3=12.0, name="tuned")
 
 # sherpa's own pipeline drops the last partial chunk at input_finished; this much silence

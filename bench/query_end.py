@@ -18,7 +18,7 @@ from pathlib import Path
 from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.driver import run_pipeline
-from edge_asr.daemon.endpointing.endpoint import EndpointConfig
+from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.daemon.pipeline import Pipeline, PipelineConfig
 from edge_asr.daemon.recognition.config import DEFAULT_MODEL_DIR

@@ -29,12 +29,12 @@ import numpy as np
 
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.endpointing.endpoint import (
-    EndpointConfig,
     Endpointer,
     EndpointEvent,
     EndProbability,
     EventKind,
 )
+from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.endpointing.query_end import QueryEnd
 from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefix

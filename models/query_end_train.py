@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_asr.daemon.driver import microphone_pieces
-from edge_asr.daemon.endpointing.endpoint import EndpointConfig, Endpointer
+from edge_asr.daemon.endpointing.endpoint import Endpointer
+from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.endpointing.query_end import (
     FEATURES,
     QUERY_END_FILE,

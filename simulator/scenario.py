@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_asr.daemon.api.config import DaemonConfig, config_from_dict
-from edge_asr.daemon.endpointing.endpoint import EndpointConfig
+from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.frontend.cleanup import FrontEndConfig
 from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 from edge_asr.daemon.uplink.cloud_link import CloudLinkConfig

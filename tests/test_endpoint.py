@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from edge_asr.daemon.endpointing.completeness import looks_complete
 from edge_asr.daemon.endpointing.endpoint import (
-    EndpointConfig,
     Endpointer,
     EndpointEvent,
     EndReason,
     EventKind,
     Phase,
 )
+from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.frontend.vad import SpeechSmoother, Vad
 
 FRAME_S = 0.01

@@ -12,7 +12,7 @@ import pytest
 
 from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.driver import run_pipeline
-from edge_asr.daemon.endpointing.endpoint import EndpointConfig
+from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.pipeline import EventType, Pipeline, PipelineConfig
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.uplink.lattice import paths

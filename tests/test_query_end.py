@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from edge_asr.daemon.constants import SAMPLE_RATE
-from edge_asr.daemon.endpointing.endpoint import EndpointConfig
+from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.endpointing.query_end import (
     FEATURES,
     QUERY_END_FILE,

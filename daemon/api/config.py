@@ -12,7 +12,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from edge_asr.daemon.api.addresses import default_socket
-from edge_asr.daemon.endpointing.endpoint import EndpointConfig
+from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.frontend.cleanup import FrontEndConfig
 from edge_asr.daemon.pipeline import PipelineConfig
 from edge_asr.daemon.recognition.recognizer import RecognizerConfig
