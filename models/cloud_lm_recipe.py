@@ -35,11 +35,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge_asr.daemon.recognition.ngram_lm import UNK, NgramLM, NgramOptions, train_ngram
+from edge_asr.daemon.recognition.ngram_arpa import load_arpa, save_arpa
+from edge_asr.daemon.recognition.ngram_lm import UNK, NgramLM
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models.corpus import SentenceGenerator, Utterance, build_corpus
 from edge_asr.models.corpus_lexicon import Phrase, load_lexicon
 from edge_asr.models.corpus_person_names import split_names
+from edge_asr.models.ngram_train import NgramOptions, train_ngram
 from edge_asr.simulator.cloud.lm import (
     CARD_FILE,
     NEURAL_FILE,
@@ -220,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     ngram_options = NgramOptions(order=args.order, cutoffs=args.cutoffs)
     ngram = train_ngram(text.train, ngram_options)
-    ngram.save_arpa(args.out / NGRAM_FILE)
-    ngram = NgramLM.load_arpa(args.out / NGRAM_FILE)  # measure what ships
+    save_arpa(ngram, args.out / NGRAM_FILE)
+    ngram = load_arpa(args.out / NGRAM_FILE)  # measure what ships
     print(f"n-gram: order {args.order}, cutoffs {list(args.cutoffs)}, vocabulary "
           f"{len(ngram.vocab)}, n-grams {ngram.num_ngrams()}")
     mark = lap("ngram", mark)

@@ -5,7 +5,7 @@ in the card.
 
 The training sentences of the corpus (data/corpus/train.jsonl; the held-out sentences and
 names are never in it) are spelled with the model's own bpe.model and counted into an
-interpolated modified Kneser-Ney n-gram over those pieces (daemon/recognition/ngram_lm.py).
+interpolated modified Kneser-Ney n-gram over those pieces (models/ngram_train.py).
 
 People's names are a class: each contact in a sentence is one word, `<contact>`, that no
 model token spells. Trained on the names themselves, the LM learnt the 2,000 training names
@@ -29,10 +29,12 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from edge_asr.daemon.recognition.ngram_lm import NgramOptions, perplexity, train_ngram
+from edge_asr.daemon.recognition.ngram_arpa import save_arpa
+from edge_asr.daemon.recognition.ngram_lm import perplexity
 from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, LM_FILES, NAMES_FILE
 from edge_asr.daemon.recognition.transducer import read_model_file, sha256_of
 from edge_asr.daemon.text import normalize_text
+from edge_asr.models.ngram_train import NgramOptions, train_ngram
 
 DEFAULT_ORDER = 5
 DEFAULT_CUTOFFS = (2,)  # orders 3 and up: n-grams seen once are not stored
@@ -99,10 +101,10 @@ def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
     dev = spell(_rows(data / "corpus" / "dev.jsonl"))
     start = time.perf_counter()
     lm = train_ngram(train, NgramOptions(order=order, cutoffs=cutoffs))
-    lm.save_arpa(model_dir / LM_FILE)
+    save_arpa(lm, model_dir / LM_FILE)
     spelled_names = [sp.encode(n, out_type=str) for n in sorted(names)]
     name_lm = train_ngram(spelled_names, NgramOptions(order=NAME_ORDER))
-    name_lm.save_arpa(model_dir / NAMES_FILE)
+    save_arpa(name_lm, model_dir / NAMES_FILE)
     summary = {
         "files": list(LM_FILES), "order": order, "cutoffs": list(cutoffs),
         "name_class": CONTACT, "ngrams": lm.num_ngrams(), "train_sentences": len(train),

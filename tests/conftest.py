@@ -71,7 +71,7 @@ CLOUD_SENTENCES = [s.split() for s in [
 
 @pytest.fixture(scope="session")
 def tiny_cloud_lm():
-    from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
+    from edge_asr.models.ngram_train import NgramOptions, train_ngram
     from edge_asr.simulator.cloud.lm import CloudLM, RescoreWeights
 
     return CloudLM(train_ngram(CLOUD_SENTENCES, NgramOptions(order=3)), None,

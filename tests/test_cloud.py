@@ -16,8 +16,9 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
 from edge_asr.daemon.api.proto import cloud_pb2, cloud_pb2_grpc, lattice_pb2
-from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
+from edge_asr.daemon.recognition.ngram_arpa import save_arpa
 from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice, to_proto
+from edge_asr.models.ngram_train import NgramOptions, train_ngram
 from edge_asr.simulator.cloud.lm import CloudLM, RescoreWeights
 from edge_asr.simulator.cloud.server import CloudOptions, serve_cloud
 
@@ -306,7 +307,7 @@ def test_no_client_message_can_carry_audio():
 def test_cloud_command_serves_and_stops_on_sigterm(lm, tmp_path):
     folder = tmp_path / "lm"
     folder.mkdir()
-    lm.ngram.save_arpa(folder / "ngram.arpa.gz")
+    save_arpa(lm.ngram, folder / "ngram.arpa.gz")
     process = subprocess.Popen(
         [sys.executable, "-m", "edge_asr.daemon.cli", "cloud", "--port", "0", "--lm",
          str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,

@@ -42,7 +42,8 @@ def test_the_lm_goes_beside_the_model_and_into_its_card(tiny_model_dir, tmp_path
 def test_recorded_speech_transcripts_join_the_lm_text(tiny_model_dir, tmp_path):
     """What people were recorded saying (real training corpora) is text the LM learns: a
     transcript sentence becomes far more likely, and each distinct sentence counts once."""
-    from edge_asr.daemon.recognition.ngram_lm import NgramLM, perplexity
+    from edge_asr.daemon.recognition.ngram_arpa import load_arpa
+    from edge_asr.daemon.recognition.ngram_lm import perplexity
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
@@ -54,9 +55,9 @@ def test_recorded_speech_transcripts_join_the_lm_text(tiny_model_dir, tmp_path):
     sp = spm.SentencePieceProcessor(model_file=str(folder / "bpe.model"))
     pieces = [sp.encode(sentence, out_type=str)]
     build_device_lm(folder, data)
-    before = perplexity(NgramLM.load_arpa(folder / LM_FILE), pieces)
+    before = perplexity(load_arpa(folder / LM_FILE), pieces)
     summary = build_device_lm(folder, data, transcripts=[manifest])
-    after = perplexity(NgramLM.load_arpa(folder / LM_FILE), pieces)
+    after = perplexity(load_arpa(folder / LM_FILE), pieces)
     assert summary["transcript_sentences"] == 1  # normalised, deduplicated, empty dropped
     assert summary["transcripts"] == ["people_train.jsonl"]
     assert after < 0.5 * before

@@ -10,13 +10,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_asr.daemon.recognition.ngram_lm import build_vocab  # noqa: E402
 from edge_asr.models.neural_lm_train import (  # noqa: E402
     NeuralOptions,
     export_onnx,
     quantize_onnx,
     train_lstm_lm,
 )
+from edge_asr.models.ngram_train import build_vocab  # noqa: E402
 from edge_asr.simulator.cloud.neural_lm import NeuralLM, NeuralLmError, write_vocab  # noqa: E402
 
 SENTENCES = [s.split() for s in [

@@ -9,17 +9,13 @@ from collections import Counter
 
 import pytest
 
-from edge_asr.daemon.recognition.ngram_lm import (
-    BOS,
-    EOS,
+from edge_asr.daemon.recognition.ngram_arpa import load_arpa, save_arpa
+from edge_asr.daemon.recognition.ngram_lm import BOS, EOS, UNK, LmFormatError, NgramLM, perplexity
+from edge_asr.models.ngram_train import (
     FALLBACK_DISCOUNTS,
-    UNK,
-    LmFormatError,
-    NgramLM,
     NgramOptions,
     _modified_kn_discounts,
     build_vocab,
-    perplexity,
     train_ngram,
 )
 
@@ -163,8 +159,8 @@ def test_incremental_scoring_matches_whole_sentence_and_keeps_states_short(lm):
 def test_arpa_round_trip_keeps_every_probability(any_lm, tmp_path, name):
     lm = any_lm
     path = tmp_path / name
-    lm.save_arpa(path)
-    loaded = NgramLM.load_arpa(path)
+    save_arpa(lm, path)
+    loaded = load_arpa(path)
     assert loaded.vocab == lm.vocab and loaded.order == lm.order
     assert loaded.num_ngrams() == lm.num_ngrams()
     for sentence in [*SENTENCES[:10], "zanzibar turn lights the".split()]:
@@ -175,7 +171,7 @@ def test_arpa_round_trip_keeps_every_probability(any_lm, tmp_path, name):
 
 
 def test_arpa_file_looks_like_arpa(lm, tmp_path):
-    lm.save_arpa(tmp_path / "lm.arpa")
+    save_arpa(lm, tmp_path / "lm.arpa")
     text = (tmp_path / "lm.arpa").read_text()
     assert text.lstrip().startswith("\\data\\")
     assert "ngram 3=" in text and "\\3-grams:" in text and text.rstrip().endswith("\\end\\")
@@ -198,15 +194,15 @@ def _add_bigram(text: str) -> str:
     (lambda t: t.replace("\\2-grams:\n", "\\2-grams:\n\\oops\n"), "not an ARPA line"),
 ])
 def test_malformed_arpa_is_refused_with_a_reason(lm, tmp_path, damage, message):
-    lm.save_arpa(tmp_path / "good.arpa")
+    save_arpa(lm, tmp_path / "good.arpa")
     (tmp_path / "bad.arpa").write_text(damage((tmp_path / "good.arpa").read_text()))
     with pytest.raises(LmFormatError, match=message):
-        NgramLM.load_arpa(tmp_path / "bad.arpa")
+        load_arpa(tmp_path / "bad.arpa")
 
 
 def test_missing_arpa_file_is_a_clear_error(tmp_path):
     with pytest.raises(LmFormatError, match="cannot read"):
-        NgramLM.load_arpa(tmp_path / "missing.arpa")
+        load_arpa(tmp_path / "missing.arpa")
 
 
 def test_modified_kneser_ney_discounts_follow_count_of_counts():

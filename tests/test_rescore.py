@@ -9,9 +9,10 @@ from pathlib import Path as FsPath
 
 import pytest
 
-from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
+from edge_asr.daemon.recognition.ngram_arpa import save_arpa
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice, serialize
+from edge_asr.models.ngram_train import NgramOptions, train_ngram
 from edge_asr.simulator.cloud.lm import (
     CloudLM,
     CloudLmError,
@@ -193,7 +194,7 @@ def test_tuning_searches_the_interpolation_weight_with_a_neural_lm(lm, tmp_path)
 
 def _write_lm_folder(lm: CloudLM, folder) -> None:
     folder.mkdir()
-    lm.ngram.save_arpa(folder / "ngram.arpa.gz")
+    save_arpa(lm.ngram, folder / "ngram.arpa.gz")
 
 
 def test_tune_command_reads_jsonl_and_writes_weights_next_to_the_lm(lm, tmp_path, capsys):

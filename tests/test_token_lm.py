@@ -6,11 +6,12 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_asr.daemon.recognition.ngram_lm import NgramOptions, train_ngram
+from edge_asr.daemon.recognition.ngram_arpa import save_arpa
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.search import ModifiedBeamSearch
 from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, NAMES_FILE, TokenLM
 from edge_asr.daemon.recognition.transducer import ModelError
+from edge_asr.models.ngram_train import NgramOptions, train_ngram
 
 PIECES = ["<blk>", "<unk>", "▁call", "▁now", "▁turn", "▁on", "▁the", "▁lamp",
           "▁a", "n", "▁b", "o"]
@@ -245,7 +246,7 @@ def test_an_lm_folder_changed_in_any_of_its_files_is_loaded_again(tiny_model_dir
     recognizer = Recognizer(RecognizerConfig(model_dir=folder))
     first = recognizer.lm
     pieces = [t for t in recognizer.model.tokens if t.startswith("▁") and len(t) > 1][:2]
-    train_ngram([pieces] * 3, NgramOptions(order=2)).save_arpa(folder / NAMES_FILE)
+    save_arpa(train_ngram([pieces] * 3, NgramOptions(order=2)), folder / NAMES_FILE)
     card = json.loads((folder / "model_card.json").read_text())
     card["sha256"].pop(NAMES_FILE)
     (folder / "model_card.json").write_text(json.dumps(card))
@@ -267,8 +268,8 @@ def test_a_corrupt_or_foreign_lm_is_refused_by_name(tiny_model_dir, tmp_path):
     with pytest.raises(ModelError, match="not a device LM"):
         Recognizer(RecognizerConfig(model_dir=folder))
     # Another model's pieces: an LM over words this model does not have.
-    train_ngram([["zebra", CONTACT, "yak"], ["quux"]] * 3, NgramOptions(order=2)).save_arpa(
-        folder / LM_FILE)
+    save_arpa(train_ngram([["zebra", CONTACT, "yak"], ["quux"]] * 3, NgramOptions(order=2)),
+              folder / LM_FILE)
     with pytest.raises(ModelError, match="another model"):
         Recognizer(RecognizerConfig(model_dir=folder))
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_asr.daemon.recognition.ngram_arpa import load_arpa
 from edge_asr.daemon.recognition.ngram_lm import LmFormatError, NgramLM
 
 LM_FILE = "lm.arpa.gz"  # in the model folder, beside tokens.txt
@@ -114,8 +115,8 @@ class TokenLM:
     def load(cls, folder: Path, tokens: Sequence[str]) -> TokenLM:
         """The LM of a model folder: lm.arpa.gz, and lm_names.arpa.gz when it has a class."""
         names = Path(folder) / NAMES_FILE
-        return cls(NgramLM.load_arpa(Path(folder) / LM_FILE), tokens,
-                   NgramLM.load_arpa(names) if names.is_file() else None)
+        return cls(load_arpa(Path(folder) / LM_FILE), tokens,
+                   load_arpa(names) if names.is_file() else None)
 
     def start(self) -> TokenLmState:
         return (self.words.start(), None)

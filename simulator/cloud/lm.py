@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from edge_asr.daemon.recognition.ngram_arpa import load_arpa
 from edge_asr.daemon.recognition.ngram_lm import LmFormatError, NgramLM
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.simulator.cloud.neural_lm import NeuralLM, NeuralLmError
@@ -117,7 +118,7 @@ class CloudLM:
         if arpa is None:
             raise CloudLmError(f"{folder} has no {' or '.join(NGRAM_FILES)}")
         try:
-            ngram = NgramLM.load_arpa(arpa)
+            ngram = load_arpa(arpa)
             neural = None
             if (folder / NEURAL_FILE).exists():
                 neural = NeuralLM(folder / NEURAL_FILE, folder / VOCAB_FILE, threads)
