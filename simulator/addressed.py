@@ -10,8 +10,8 @@ the events a client received this finds:
   should be nothing at all.
 
 Times are the session's audio seconds; an event belongs to a request when it falls within
-`slack` of the request's speech, from the start of its phrase to its end, as the runner's
-matching of utterances does.
+`slack` of the request's speech, from the start of its phrase to its end, as the scoring's
+matching of utterances does (simulator/scoring.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from edge_asr.simulator.room import Request
 from edge_asr.simulator.talkers import Spoken
 
 if TYPE_CHECKING:
-    from edge_asr.simulator.runner import ReceivedEvent, Utterance
+    from edge_asr.simulator.received_events import ReceivedEvent, Utterance
 
 SLACK_S = 0.5
 
@@ -77,7 +77,7 @@ def non_addressed(unmatched: list[Utterance], others: list[Spoken],
 def addressed_figures(rows: list[dict], requests: list[Request], wakes: list[ReceivedEvent],
                       others: list[dict], duration: float, wake_word: bool,
                       has_others: bool) -> dict:
-    """The summary's wake-word and other-speech figures. `rows` are the runner's request
+    """The summary's wake-word and other-speech figures. `rows` are the scoring's request
     rows ("woken" set with a wake word); only the figures that apply are given."""
     out: dict = {}
     if wake_word:

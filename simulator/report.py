@@ -19,7 +19,8 @@ matplotlib.use("Agg")  # files only: the simulator runs on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edge_asr.simulator.runner import RunResult, group_utterances, wall_offset  # noqa: E402
+from edge_asr.simulator.received_events import group_utterances, wall_offset  # noqa: E402
+from edge_asr.simulator.runner import RunResult  # noqa: E402
 
 _MARKERS = {  # event kind -> (marker, colour) on the timeline
     "WAKE_WORD": ("^", "tab:olive"),

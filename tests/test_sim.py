@@ -50,17 +50,17 @@ def test_a_manifest_context_of_an_unknown_kind_is_an_error_that_names_it(tmp_pat
 
 def test_device_settings_of_a_scenario_reach_the_daemons_configuration(tmp_path):
     from edge_asr.daemon.api.config import load_config
-    from edge_asr.simulator.runner import _daemon_toml
+    from edge_asr.simulator.daemon_config import daemon_toml
 
     scenario = load_scenario(_scenario(tmp_path, "[device]\nvad_level_gate = 0.0\n"
                                                  "context_beam = 0\nbeam = 6\n"))
     toml = tmp_path / "daemon.toml"
-    toml.write_text(_daemon_toml(scenario, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
+    toml.write_text(daemon_toml(scenario, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
     config = load_config(toml)
     assert (config.vad_level_gate, config.recognizer.context_beam, config.recognizer.beam) == (
         0.0, 0, 6)
     default = load_scenario(_scenario(tmp_path, ""))
-    toml.write_text(_daemon_toml(default, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
+    toml.write_text(daemon_toml(default, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
     assert load_config(toml).vad_level_gate == 0.4
 
 
@@ -118,7 +118,7 @@ def test_sim_command_writes_the_report(tmp_path, capsys):
 
 
 def _utt(uid: str, start: float, end: float, text: str, result: str = "RESCORED"):
-    from edge_asr.simulator.runner import ReceivedEvent, Utterance
+    from edge_asr.simulator.received_events import ReceivedEvent, Utterance
 
     events = [ReceivedEvent("SPEECH_STARTED", uid, start, 0.0, speech_start=start),
               ReceivedEvent("SPECULATIVE_ENDPOINT", uid, end - 0.2, 0.0, text=text),
@@ -128,7 +128,7 @@ def _utt(uid: str, start: float, end: float, text: str, result: str = "RESCORED"
 
 
 def test_the_session_context_keeps_the_kinds_the_manifest_gave(monkeypatch):
-    from edge_asr.simulator import runner
+    from edge_asr.simulator import daemon_config
     from edge_asr.simulator.room import Request
 
     reqs = [Request(0, "dim the desk lamp", 1.0, 2.0, [], {"devices": ["the desk lamp"],
@@ -136,17 +136,17 @@ def test_the_session_context_keeps_the_kinds_the_manifest_gave(monkeypatch):
             # no "the ...", no "'s": once guessed a contact; the manifest says device
             Request(1, "turn on hallway", 3.0, 4.0, [], {"devices": ["hallway"]}, ""),
             Request(2, "call ana", 5.0, 6.0, [], {"contacts": ["ana", "bo"]}, "")]
-    ctx = runner._context(reqs, ["zoe", "ana"])
+    ctx = daemon_config.session_context(reqs, ["zoe", "ana"])
     assert list(ctx.contacts) == ["zoe", "ana", "bo"]  # the scenario's first, no repeats
     assert list(ctx.devices) == ["the desk lamp", "hallway"] and not ctx.phrases
-    monkeypatch.setattr(runner, "_MAX_CONTEXT", 4)  # SetContext's limit over all kinds
-    ctx = runner._context(reqs, ["zoe", "ana"])
+    monkeypatch.setattr(daemon_config, "MAX_CONTEXT", 4)  # SetContext's limit over all kinds
+    ctx = daemon_config.session_context(reqs, ["zoe", "ana"])
     assert list(ctx.contacts) == ["zoe", "ana", "bo"] and list(ctx.devices) == ["the desk lamp"]
 
 
 def test_matching_counts_merged_split_and_spurious_utterances():
     from edge_asr.simulator.room import Request
-    from edge_asr.simulator.runner import match, score_request
+    from edge_asr.simulator.scoring import match, score_request
 
     reqs = [Request(i, t, s, e, [], {}, "") for i, (t, s, e) in enumerate(
         [("call mom", 1.0, 2.0), ("lights on", 4.0, 5.0), ("stop", 8.0, 8.5),

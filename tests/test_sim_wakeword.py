@@ -13,15 +13,10 @@ import pytest
 from edge_asr.daemon.cli import main as cli_main
 from edge_asr.models.augment import SAMPLE_RATE, active_rms
 from edge_asr.simulator.addressed import addressed_figures, mark_wakes, non_addressed
+from edge_asr.simulator.received_events import ReceivedEvent, Utterance, group_utterances
 from edge_asr.simulator.room import Request, RoomConfig, UtteranceSource, render_session
-from edge_asr.simulator.runner import (
-    ReceivedEvent,
-    Utterance,
-    group_utterances,
-    match,
-    score_request,
-)
 from edge_asr.simulator.scenario import bundled_scenarios, load_scenario
+from edge_asr.simulator.scoring import match, score_request
 from edge_asr.simulator.talkers import OtherSpeech, Spoken
 
 MANIFEST = Path(__file__).parent / "data" / "manifest.jsonl"
@@ -96,13 +91,13 @@ def test_a_bad_wake_pause_is_refused(tmp_path):
 
 def test_the_daemon_listens_for_the_phrase_only_when_the_device_does(tmp_path):
     from edge_asr.daemon.api.config import load_config
-    from edge_asr.simulator.runner import _daemon_toml
+    from edge_asr.simulator.daemon_config import daemon_toml
 
     toml = tmp_path / "daemon.toml"
     for device, phrase in (("", "hey marvin"), ("[device]\nwake_word = false\n", "")):
         scenario = load_scenario(_scenario(
             tmp_path, f'[wake_word]\nphrase = "hey marvin"\nawake_s = 4.0\n{device}'))
-        toml.write_text(_daemon_toml(scenario, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
+        toml.write_text(daemon_toml(scenario, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
         config = load_config(toml)
         assert config.wake_word.phrase == phrase
     assert load_config(toml).wake_word.awake_s == 5.0  # the daemon's own default when off
