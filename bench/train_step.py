@@ -30,7 +30,8 @@ from rtf import cpu_name  # bench/ is on the path when this file runs
 from edge_asr.models.distill import MODEL_SIZES
 from edge_asr.models.model import Transducer, count_parameters
 from edge_asr.models.rnnt_loss import rnnt_loss
-from edge_asr.models.train import TrainConfig, ctc_loss
+from edge_asr.models.train import ctc_loss
+from edge_asr.models.train_config import TrainConfig
 
 
 def step_seconds(model: Transducer, batch: tuple) -> float:

@@ -19,11 +19,11 @@ evaluate stage does).
 Pruned or quantisation-aware runs average too, when all share their sparsity and bits:
 the mean of sparse weights on a grid is neither, so the average takes the newest run's
 zeros (the masks only grow from run to run) and is snapped back onto its grid, as
-`train.choose_final` does with the average of a run's last steps. On the 4-bit, 30% sparse
-runs dev went from 13.43% for the newest alone to 13.03% averaged with the run before,
-yet the test sets did not follow (beam 4, int8 export: test_voices 16.22 -> 16.61%,
-test_sentences 11.85 -> 12.50%, test_band8k 20.37 -> 21.02%, test_snr10 19.81% both), so
-the 4-bit model that ships is still the newest run alone.
+`final_weights.choose_final` does with the average of a run's last steps. On the 4-bit,
+30% sparse runs dev went from 13.43% for the newest alone to 13.03% averaged with the run
+before, yet the test sets did not follow (beam 4, int8 export: test_voices 16.22 ->
+16.61%, test_sentences 11.85 -> 12.50%, test_band8k 20.37 -> 21.02%, test_snr10 19.81%
+both), so the 4-bit model that ships is still the newest run alone.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import torch
 
 from edge_asr.models import compress
 from edge_asr.models.dataset import SpeechDataset
+from edge_asr.models.greedy_decode import dev_wer
 from edge_asr.models.model import load_model, model_from_saved
 from edge_asr.models.tokenizer import Tokenizer
-from edge_asr.models.train import dev_wer
 from edge_asr.models.warm_start import load_from_onnx
 
 RUN_FILES = ("config.json", "log.jsonl", "lineage.json")

@@ -35,9 +35,9 @@ from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.models import prepare
 from edge_asr.models.dataset import collate, duration_batches, load_audio
+from edge_asr.models.greedy_decode import greedy_decode
 from edge_asr.models.model import ModelConfig, load_model
 from edge_asr.models.tokenizer import Tokenizer
-from edge_asr.models.train import greedy_decode
 
 # The student is ModelConfig(): 4.0 M parameters. Wider LSTM cells and projections and a
 # fourth layer make the teacher 5.1x larger; it stays streaming-capable (and exportable),

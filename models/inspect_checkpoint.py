@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from edge_asr.models.dataset import SpeechDataset, collate
+from edge_asr.models.greedy_decode import greedy_decode
 from edge_asr.models.model import ModelConfig, Transducer
 from edge_asr.models.tokenizer import Tokenizer
-from edge_asr.models.train import greedy_decode
 
 
 def ctc_greedy(log_probs: torch.Tensor, blank: int = 0) -> tuple[list[int], float]:

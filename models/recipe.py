@@ -33,7 +33,8 @@ from edge_asr.models.dataset import load_audio
 from edge_asr.models.distill import MODEL_SIZES
 from edge_asr.models.model import load_model
 from edge_asr.models.tokenizer import train_tokenizer
-from edge_asr.models.train import TrainConfig, train
+from edge_asr.models.train import train
+from edge_asr.models.train_config import TrainConfig
 
 # A restart of the cosine schedule from a trained model: lower than from scratch, so the
 # first steps do not undo what the model knows.

@@ -4,6 +4,10 @@
 
 Checkpoints (`exp/checkpoint.pt`, rewritten every few minutes and at each epoch end) carry
 model, optimiser, scheduler and position, so an interrupted run resumes where it stopped.
+
+This module is the loop and its step; what it is set to is train_config.py, the dev WER
+it logs comes from greedy_decode.py, and the weights it ships are chosen by
+final_weights.py.
 """
 
 from __future__ import annotations
@@ -14,83 +18,22 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-import jiwer
 import torch
 from tqdm import tqdm
 
 from edge_asr.models import compress
 from edge_asr.models.augment import AugmentConfig
 from edge_asr.models.dataset import SpeechDataset, collate, duration_batches
-from edge_asr.models.model import (
-    ModelConfig,
-    Transducer,
-    count_parameters,
-    subsampled_length,
-)
+from edge_asr.models.final_weights import WeightAverage, choose_final
+from edge_asr.models.greedy_decode import dev_wer
+from edge_asr.models.model import Transducer, count_parameters, subsampled_length
 from edge_asr.models.rnnt_loss import rnnt_loss
 from edge_asr.models.tokenizer import Tokenizer
+from edge_asr.models.train_config import TrainConfig, gentle_augmentation
 from edge_asr.models.warm_start import load_from_onnx
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 3  # 30-40 min each on the 2-core CPU
-    peak_lr: float = 1e-3
-    # Training starts with the CTC loss alone, on clean audio, for this many batches (about
-    # 15 min here). Trained jointly from the start, the transducer first learns its decoder's
-    # language model and its encoder ignores the audio for thousands of steps (measured: still
-    # input-independent after 880 steps); a CTC-only encoder starts to listen after ~400.
-    ctc_only_steps: int = 600
-    ctc_weight: float = 0.3  # afterwards CTC stays as an auxiliary loss on the encoder
-    # The first epoch hears gentler augmentation so that alignments form on clearer speech.
-    warmup_augment_epochs: int = 1
-    warmup_steps: int = 100
-    final_lr_ratio: float = 0.05
-    weight_decay: float = 1e-4
-    grad_clip: float = 5.0
-    batch_seconds: float = 90.0  # padded audio seconds per batch
-    num_workers: int = 1
-    threads: int = 2
-    seed: int = 0
-    checkpoint_minutes: float = 5.0
-    freq_masks: int = 2  # SpecAugment: masks of up to 12 mel bins
-    time_masks: int = 1  # and up to 5% of the frames
-    # Weights are averaged over every step of the last `average_fraction` of training (at the
-    # low end of the cosine schedule); the average ships if it beats the last weights on dev.
-    average_fraction: float = 0.3
-    # Continue training an exported model (a folder with ONNX files and model_card.json)
-    # instead of starting from random weights; see warm_start.py. The encoder already
-    # listens, so the recipe then skips the CTC warm-up and the gentle first epoch.
-    init_from: str | None = None
-    # Compression while training (compress.py): gradual magnitude pruning to `sparsity`
-    # between these fractions of the steps, and quantisation-aware training at `qat_bits`
-    # (8 or 4; 0 = float) with the grid penalty weighted by `grid_weight`.
-    sparsity: float = 0.0
-    prune_from: float = 0.05
-    prune_until: float = 0.7
-    qat_bits: int = 0
-    # With qat_bits 4: 0 = one scale per output channel (onnxruntime's dynamic int8 grid,
-    # models/quantize.py); N = a scale per N inputs (models/blockwise.py, --block-4bit N).
-    qat_block: int = 0
-    grid_weight: float = 2.0
-    # More training manifests (names in DATA/manifests) beside train.jsonl, e.g. "pseudo":
-    # speech the teacher transcribed (distill.py).
-    extra_train: list[str] = field(default_factory=list)
-    # The set (in DATA/manifests) whose WER is logged each epoch and picks the final weights:
-    # "dev" (training voices) or "dev_voices" (speakers no training set has; prepare.py).
-    dev_set: str = "dev"
-    # Share of training items that are two utterances back to back (dataset.py says why).
-    concat_prob: float = 0.0
-    model: ModelConfig = field(default_factory=ModelConfig)
-
-
-def gentle_augmentation() -> AugmentConfig:
-    return AugmentConfig(p_speed=0.4, speed=(0.9, 1.15), p_reverb=0.15, p_noise=0.35,
-                         snr_db=(12.0, 30.0), p_clip=0.0, p_band8k=0.05, p_dc=0.0)
 
 
 def spec_augment(x: torch.Tensor, lens: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
@@ -106,42 +49,6 @@ def spec_augment(x: torch.Tensor, lens: torch.Tensor, cfg: TrainConfig, gen: tor
             start = int(torch.randint(0, max(1, int(lens[b]) - width), (1,), generator=gen))
             x[b, start : start + width, :] = x[b].mean()
     return x
-
-
-@torch.no_grad()
-def greedy_decode(model: Transducer, feats: torch.Tensor, lens: torch.Tensor,
-                  max_symbols: int = 3) -> list[list[int]]:
-    """Offline greedy search on the torch model (for dev WER during training)."""
-    model.eval()
-    enc, enc_lens = model.encoder(feats, lens)
-    cfg = model.cfg
-    results = []
-    for b in range(enc.shape[0]):
-        ctx = [-1] * (cfg.context_size - 1) + [cfg.blank_id]
-        hyp: list[int] = []
-        dec = model.decoder(torch.tensor([ctx], device=enc.device))[:, -1]
-        for t in range(int(enc_lens[b])):
-            for _ in range(max_symbols):
-                token = int(model.joiner(enc[b, t : t + 1], dec).argmax(-1))
-                if token == cfg.blank_id:
-                    break
-                hyp.append(token)
-                ctx = ctx[1:] + [token]
-                dec = model.decoder(torch.tensor([ctx], device=enc.device))[:, -1]
-        results.append(hyp)
-    return results
-
-
-def dev_wer(model: Transducer, dev: SpeechDataset, tok: Tokenizer, batch: int = 16) -> float:
-    refs, hyps = [], []
-    for start in range(0, len(dev), batch):
-        items = [dev[i] for i in range(start, min(len(dev), start + batch))]
-        x, xl, y, yl = collate(items)
-        for hyp, ref in zip(greedy_decode(model, x, xl), y, strict=True):
-            hyps.append(tok.decode(hyp))
-            refs.append(tok.decode(ref.tolist()))
-    model.train()
-    return jiwer.wer(refs, [h if h else "<empty>" for h in hyps])
 
 
 def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
@@ -167,61 +74,6 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.peak_lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * cosine)
-
-
-class WeightAverage:
-    """Running mean of the model's floating-point weights over the steps it is fed."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.state: dict[str, torch.Tensor] = {}
-
-    def update(self, model: torch.nn.Module) -> None:
-        self.count += 1
-        for k, v in model.state_dict().items():
-            if not v.is_floating_point():
-                self.state[k] = v.detach().clone()
-            elif k not in self.state:
-                self.state[k] = v.detach().to(torch.float64).clone()
-            else:
-                self.state[k] += (v.detach().to(torch.float64) - self.state[k]) / self.count
-
-    def weights(self, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: self.state[k].to(v.dtype) for k, v in like.items()}
-
-
-def choose_final(model: Transducer, last_wer: float, average: WeightAverage,
-                 masks: dict[str, torch.Tensor], qat_bits: int,
-                 evaluate: Callable[[Transducer], float], qat_block: int = 0
-                 ) -> tuple[dict[str, torch.Tensor], float, bool]:
-    """The weights that ship, their dev WER, and whether they are the average.
-
-    The last weights (snapped onto the grid after QAT), or the average of the last steps
-    when `evaluate` (dev WER) finds it no worse. The average keeps the pruner's zeros, and
-    after QAT it is snapped too: an average of weights near grid points is off the grid,
-    and the runtime holds grid values only."""
-    def weights() -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-    if qat_bits:
-        compress.snap_to_grid(model, qat_bits, qat_block)
-    last = weights()
-    if not average.count:
-        return last, last_wer, False
-    averaged = average.weights(last)
-    for name, mask in masks.items():  # the masks are final by then
-        averaged[name] = averaged[name].masked_fill(mask == 0, 0.0)  # +0.0, not -0.0
-    model.load_state_dict(averaged)
-    if qat_bits:
-        compress.snap_to_grid(model, qat_bits, qat_block)
-        averaged = weights()
-    avg_wer = evaluate(model)
-    print(f"dev WER: last weights {last_wer:.4f}, average of the last {average.count} steps "
-          f"{avg_wer:.4f}")
-    if avg_wer <= last_wer:
-        return averaged, avg_wer, True
-    model.load_state_dict(last)
-    return last, last_wer, False
 
 
 def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,

@@ -137,7 +137,7 @@ def test_pruner_continuing_a_pruned_model_keeps_its_zeros_and_tightens_from_ther
 
 
 def test_the_average_that_ships_after_qat_is_on_the_grid_and_keeps_the_zeros():
-    from edge_asr.models.train import WeightAverage, choose_final
+    from edge_asr.models.final_weights import WeightAverage, choose_final
 
     model = small_model()
     weights = compress.compressible_weights(model)
@@ -167,7 +167,7 @@ def test_the_average_that_ships_after_qat_is_on_the_grid_and_keeps_the_zeros():
 def test_block_grid_qat_trains_at_the_block_grid_and_ships_on_it(bits):
     """--qat-block: the forward pass sees every matrix (the embedding too) on the block grid,
     the float weights come back after it, and the weights that ship lie on that grid."""
-    from edge_asr.models.train import WeightAverage, choose_final
+    from edge_asr.models.final_weights import WeightAverage, choose_final
 
     model = small_model()
     blocks = compress.block_weights(model)

@@ -15,9 +15,9 @@ from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.models.dataset import SpeechDataset, load_audio
 from edge_asr.models.distill import MODEL_SIZES, PSEUDO_TAG, TEACHER, pseudo_label
+from edge_asr.models.greedy_decode import greedy_decode
 from edge_asr.models.model import Transducer, count_parameters
 from edge_asr.models.tokenizer import Tokenizer
-from edge_asr.models.train import greedy_decode
 
 CLIPS = Path(__file__).parent / "data"
 

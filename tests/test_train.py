@@ -15,7 +15,8 @@ import torch
 import edge_asr.models.train as train_mod
 from edge_asr.models.augment import AugmentConfig
 from edge_asr.models.model import ModelConfig
-from edge_asr.models.train import TrainConfig, train
+from edge_asr.models.train import train
+from edge_asr.models.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT / "tests" / "data"
