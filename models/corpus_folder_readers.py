@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from edge_asr.daemon.text import normalize_text
-from edge_asr.models.real_speech import AUDIO_SUFFIXES, Utterance, _find_audio
+from edge_asr.models.corpus_utterance import AUDIO_SUFFIXES, Utterance, find_audio
 
 # --------------------------------------------------------------------------- LibriSpeech
 
@@ -53,7 +53,7 @@ def _librispeech_chapter(trans: Path, corpus: str) -> list[Utterance]:
                              f"chapter {chapter} (expected an id starting {prefix})")
         text = normalize_text(rest[0])
         if text:
-            out.append(Utterance(id=utt, audio=_find_audio(trans.parent / f"{utt}.flac"),
+            out.append(Utterance(id=utt, audio=find_audio(trans.parent / f"{utt}.flac"),
                                  text=text, speaker=speaker, corpus=corpus))
     return out
 
@@ -98,7 +98,7 @@ def read_common_voice(root: Path | str, tsv: str = "train.tsv",
             if not text:
                 continue
             clip = Path(fields["path"])
-            out.append(Utterance(id=clip.stem, audio=_find_audio(root / "clips" / clip),
+            out.append(Utterance(id=clip.stem, audio=find_audio(root / "clips" / clip),
                                  text=text, speaker=fields["client_id"], corpus=corpus))
     return out
 

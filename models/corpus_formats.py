@@ -13,7 +13,7 @@ never read: `write_set` and `load_utterance` in real_speech.py read it (mono, 16
 
 Layouts (readers in corpus_folder_readers.py, and for NeMo and Lhotse manifests
 corpus_manifest_readers.py):
-  kaldi        a Kaldi data directory (real_speech.read_kaldi_dir)
+  kaldi        a Kaldi data directory (corpus_utterance.read_kaldi_dir)
   librispeech  <root>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt + <utt>.flac
   commonvoice  <root>/<train|dev|test|validated...>.tsv + <root>/clips/<path>
   nemo         a NeMo JSON-lines manifest (audio_filepath, text, duration, offset, speaker)
@@ -42,7 +42,7 @@ from edge_asr.models.corpus_manifest_readers import (
     read_lhotse_cuts,
     read_nemo_manifest,
 )
-from edge_asr.models.real_speech import Utterance, read_kaldi_dir
+from edge_asr.models.corpus_utterance import Utterance, read_kaldi_dir
 
 
 def _lhotse_pair(path: Path | str, supervisions: Path | str | None = None,

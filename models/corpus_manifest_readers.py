@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge_asr.daemon.text import normalize_text
-from edge_asr.models.real_speech import Utterance, _find_audio
+from edge_asr.models.corpus_utterance import Utterance, find_audio
 
 # --------------------------------------------------------------------------- NeMo
 
@@ -51,7 +51,7 @@ def read_nemo_manifest(path: Path | str, corpus: str = "nemo") -> list[Utterance
         speaker = row.get("speaker", row.get("spk_id"))
         out.append(Utterance(
             id=audio.stem if stems[audio.stem] == 1 else f"{audio.stem}-{lineno}",
-            audio=_find_audio(audio), text=text,
+            audio=find_audio(audio), text=text,
             speaker=audio.parent.name if speaker is None else str(speaker), corpus=corpus,
             offset=_seconds(row, "offset", where) or 0.0,
             duration=_seconds(row, "duration", where)))
@@ -194,7 +194,7 @@ def _lhotse_audio(rec: dict[str, Any], channel: int | list[int] | None, where: s
     audio = Path(_field(source, "source", where))
     if root is not None and not audio.is_absolute():
         audio = root / audio
-    return _find_audio(audio)
+    return find_audio(audio)
 
 
 # --------------------------------------------------------------------------- shared

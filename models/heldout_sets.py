@@ -37,6 +37,7 @@ import soxr
 from edge_asr.daemon.manifest import write_manifest
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models import real_speech
+from edge_asr.models.corpus_utterance import Utterance
 from edge_asr.models.prepare import MIC_NOISE_DBFS, context_by_kind, load_split, render_set
 from edge_asr.models.synth import SAMPLE_RATE, Voice, check_engines, synthesize, trim_silence
 
@@ -152,7 +153,7 @@ def draw_digit_string(by_digit: dict[int, list[DigitRecording]],
 
 def _load_digit(rec: DigitRecording) -> np.ndarray:
     """The recording at 16 kHz (soxr) without the silence around it, so bounds are exact."""
-    utt = real_speech.Utterance(id=rec.path.stem, audio=rec.path, text=str(rec.digit),
+    utt = Utterance(id=rec.path.stem, audio=rec.path, text=str(rec.digit),
                                 speaker=rec.speaker, corpus="fsdd")
     return trim_silence(real_speech.load_utterance(utt))
 

@@ -27,8 +27,9 @@ import soundfile as sf
 import soxr
 
 from edge_asr.daemon.constants import SAMPLE_RATE
-from edge_asr.daemon.text import normalize_text
 from edge_asr.models.augment import add_noise, make_babble
+from edge_asr.models.corpus_formats import read_corpus
+from edge_asr.models.corpus_utterance import Utterance, read_kaldi_dir
 
 MIC_NOISE_DBFS = -70.0  # a quiet microphone's self-noise: "silence" is never all zeros
 EVAL_LEAD_S = (0.3, 0.6)
@@ -36,91 +37,6 @@ EVAL_TRAIL_S = 1.2
 # A corpus of fewer speakers than this trains whole: held out, one or two speakers would
 # say little about people in general, and training needs their voices more.
 MIN_SPEAKERS_TO_SPLIT = 5
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One transcribed stretch of a corpus's audio file."""
-
-    id: str
-    audio: Path
-    text: str  # normalised (ARCHITECTURE.md, "Text normalisation")
-    speaker: str
-    corpus: str
-    offset: float = 0.0  # seconds into the file (segmented corpora)
-    duration: float | None = None  # seconds; None: to the end of the file
-
-
-def read_kaldi_dir(folder: Path, corpus: str, root: Path | None = None) -> list[Utterance]:
-    """A Kaldi data directory (`text`, `wav.scp`, `utt2spk`; `segments` when present).
-
-    wav.scp paths are taken relative to `root` (default: the directory's parent). A listed
-    file that is missing is looked for under the same stem with another audio suffix, since
-    corpora are often re-encoded (speechocean762's .WAV files as .opus, say). Piped wav.scp
-    entries (`cmd |`) are refused: the recipe reads files, it runs no commands from data.
-    """
-    folder = Path(folder)
-    root = Path(root) if root is not None else folder.parent
-    texts = _kaldi_table(folder / "text", empty_ok=True)  # an empty transcript is skipped
-    spk = _kaldi_table(folder / "utt2spk")
-    wavs = _kaldi_table(folder / "wav.scp")
-    segments = _kaldi_table(folder / "segments") if (folder / "segments").exists() else {}
-    out = []
-    for utt, raw_text in texts.items():
-        text = normalize_text(raw_text)
-        if not text:
-            continue
-        if utt not in spk:
-            raise ValueError(f"{folder / 'utt2spk'}: no speaker for utterance {utt}")
-        offset, duration, rec = 0.0, None, utt
-        if segments:
-            if utt not in segments:
-                raise ValueError(f"{folder / 'segments'}: no segment for utterance {utt}")
-            try:
-                rec, start, end = segments[utt].split()
-                offset, end_s = float(start), float(end)
-            except ValueError as e:
-                raise ValueError(f"{folder / 'segments'}: {utt}: expected 'recording start "
-                                 f"end', got {segments[utt]!r}") from e
-            # Kaldi writes an end of -1 for "to the end of the recording".
-            duration = None if end_s < 0 else end_s - offset
-        if rec not in wavs:
-            raise ValueError(f"{folder / 'wav.scp'}: no audio for recording {rec}")
-        if wavs[rec].rstrip().endswith("|"):
-            raise ValueError(f"{folder / 'wav.scp'}: {rec} is a command, not a file; "
-                             "convert it to a file first")
-        out.append(Utterance(id=utt, audio=_find_audio(root / wavs[rec]), text=text,
-                             speaker=spk[utt], corpus=corpus, offset=offset,
-                             duration=duration))
-    return out
-
-
-def _kaldi_table(path: Path, empty_ok: bool = False) -> dict[str, str]:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing (a Kaldi data directory needs text, "
-                                "wav.scp and utt2spk)")
-    table = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        key, *value = line.split(maxsplit=1)
-        if not value and not empty_ok:
-            raise ValueError(f"{path}:{lineno}: a key with no value")
-        table[key] = value[0].strip() if value else ""
-    return table
-
-
-AUDIO_SUFFIXES = (".wav", ".WAV", ".flac", ".opus", ".ogg", ".mp3")
-
-
-def _find_audio(path: Path) -> Path:
-    if path.exists():
-        return path
-    for suffix in AUDIO_SUFFIXES:
-        other = path.with_suffix(suffix)
-        if other.exists():
-            return other
-    raise FileNotFoundError(f"{path}: no such audio file (nor with another audio suffix)")
 
 
 def load_utterance(utt: Utterance) -> np.ndarray:
@@ -312,8 +228,6 @@ def prepare_corpus(path: Path, data: Path, n_dev_speakers: int = 10,
     otherwise `test_share` of its speakers are drawn for the test sets. Sets already written
     are kept, so an interrupted recipe picks up where it was.
     """
-    from edge_asr.models.corpus_formats import read_corpus
-
     name, layout = corpus_name(path), detect_layout(path)
     if layout == "kaldi-split":
         train_all = read_kaldi_dir(path / "train", name, root=path)

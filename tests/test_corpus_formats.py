@@ -25,14 +25,8 @@ from edge_asr.models.corpus_manifest_readers import (
     read_lhotse_cuts,
     read_nemo_manifest,
 )
-from edge_asr.models.real_speech import (
-    SAMPLE_RATE,
-    Utterance,
-    detect_layout,
-    load_utterance,
-    read_kaldi_dir,
-    write_set,
-)
+from edge_asr.models.corpus_utterance import Utterance, read_kaldi_dir
+from edge_asr.models.real_speech import SAMPLE_RATE, detect_layout, load_utterance, write_set
 
 
 def _tone(path: Path, seconds: float = 0.2, rate: int = SAMPLE_RATE, hz: float = 440.0) -> Path:

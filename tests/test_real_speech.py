@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edge_asr.models.real_speech import SAMPLE_RATE, prepare_corpus, read_kaldi_dir
+from edge_asr.models.corpus_utterance import read_kaldi_dir
+from edge_asr.models.real_speech import SAMPLE_RATE, prepare_corpus
 from edge_asr.models.recipe import write_mixed_dev
 
 
