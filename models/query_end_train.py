@@ -44,8 +44,8 @@ from edge_asr.daemon.endpointing.query_end import (
 )
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.daemon.pipeline import Pipeline, PipelineConfig
+from edge_asr.daemon.recognition.model_loading import load_device_lm
 from edge_asr.daemon.recognition.recognizer import Recognizer
-from edge_asr.daemon.recognition.token_lm import TokenLM
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models import pause_sets
 from edge_asr.models.noise import make_noise
@@ -62,7 +62,7 @@ _RECORDING = EndpointConfig(final_silence_min=0.01, final_silence=0.01, final_si
 
 
 @dataclass
-class Utterance:
+class DecisionPoints:
     """The decision points of one utterance: times, features, and when its speech ended."""
 
     speech_end: float
@@ -83,11 +83,10 @@ class _Recorder(QueryEnd):
         n = len(FEATURES)
         unused = QueryEndModel(np.zeros(n), np.ones(n), np.zeros((1, n)), np.zeros(1),
                                np.zeros(1), 0.0, 0.5)
-        lm = recognizer.lm or TokenLM.load(Path(recognizer.config.model_dir),
-                                           recognizer.model.tokens)
-        super().__init__(unused, lm)
+        super().__init__(unused, recognizer.lm or load_device_lm(recognizer.model,
+                                                                 "the end-of-query model"))
         self.pipeline: Pipeline | None = None
-        self.utterance: Utterance | None = None
+        self.utterance: DecisionPoints | None = None
 
     def probability(self, tokens, text, silence_s, blank_s, snr_db) -> float:
         if self.utterance is not None and self.pipeline is not None:
@@ -99,22 +98,22 @@ class _Recorder(QueryEnd):
 
 
 def record(recognizer: Recognizer, samples: np.ndarray, speech_end: float,
-           context=None) -> Utterance:
+           context=None) -> DecisionPoints:
     """Run one utterance through the pipeline with the final end-pointer held open."""
     recorder = _Recorder(recognizer)
     pipeline = Pipeline(recognizer, PipelineConfig(endpoint=_RECORDING, partials=False),
                         query_end=recorder)
     pipeline.set_context(context)
-    recorder.pipeline, recorder.utterance = pipeline, Utterance(speech_end)
+    recorder.pipeline, recorder.utterance = pipeline, DecisionPoints(speech_end)
     for piece in microphone_pieces(samples):
         pipeline.accept(piece)
     return recorder.utterance
 
 
 def training_examples(recognizer: Recognizer, manifests: Iterable[Path], per_set: int,
-                      seed: int) -> list[Utterance]:
+                      seed: int) -> list[DecisionPoints]:
     rng = np.random.default_rng(seed)
-    out: list[Utterance] = []
+    out: list[DecisionPoints] = []
     for manifest in manifests:
         entries = read_manifest(manifest)
         picked = rng.choice(len(entries), size=min(per_set, len(entries)), replace=False)
@@ -142,7 +141,7 @@ def training_examples(recognizer: Recognizer, manifests: Iterable[Path], per_set
     return out
 
 
-def dev_examples(recognizer: Recognizer, manifests: Iterable[Path]) -> list[Utterance]:
+def dev_examples(recognizer: Recognizer, manifests: Iterable[Path]) -> list[DecisionPoints]:
     """The eoq_* sets as they are (pauses and tails already in the audio)."""
     out = []
     for manifest in manifests:
@@ -153,7 +152,7 @@ def dev_examples(recognizer: Recognizer, manifests: Iterable[Path]) -> list[Utte
     return out
 
 
-def fit(utterances: Sequence[Utterance], hidden: int = 16, epochs: int = 60,
+def fit(utterances: Sequence[DecisionPoints], hidden: int = 16, epochs: int = 60,
         seed: int = 0, threshold: float = 0.5) -> QueryEndModel:
     """The MLP by full-batch Adam on the logistic loss, both answers weighted equally."""
     import torch
@@ -181,7 +180,7 @@ def fit(utterances: Sequence[Utterance], hidden: int = 16, epochs: int = 60,
                          threshold)
 
 
-def _points(utterances: Sequence[Utterance]) -> tuple[np.ndarray, np.ndarray]:
+def _points(utterances: Sequence[DecisionPoints]) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for u in utterances:
         keep = np.asarray(u.silences) >= MIN_SILENCE_S
@@ -201,7 +200,7 @@ class Replay:
     ep90: float | None
 
 
-def replay(model: QueryEndModel, utterances: Sequence[Utterance], threshold: float,
+def replay(model: QueryEndModel, utterances: Sequence[DecisionPoints], threshold: float,
            config: EndpointConfig | None = None) -> Replay:
     """The end-pointer's learned rule replayed on recorded decision points: the first point
     with at least final_silence_min of silence (and blanks, which recording required)
@@ -211,7 +210,7 @@ def replay(model: QueryEndModel, utterances: Sequence[Utterance], threshold: flo
                    and model.probability(x) >= threshold, threshold)
 
 
-def _replay(utterances: Sequence[Utterance], over, threshold: float) -> Replay:
+def _replay(utterances: Sequence[DecisionPoints], over, threshold: float) -> Replay:
     """The first recorded point where `over(silence, features)` ends the utterance."""
     cuts, latencies = 0, []
     for u in utterances:
@@ -230,7 +229,7 @@ def _replay(utterances: Sequence[Utterance], over, threshold: float) -> Replay:
                   float(np.percentile(latencies, 90)) if latencies else None)
 
 
-def replay_rules(utterances: Sequence[Utterance], config: EndpointConfig | None = None
+def replay_rules(utterances: Sequence[DecisionPoints], config: EndpointConfig | None = None
                  ) -> Replay:
     """The completeness rules' wait replayed on the same points, for comparison: the rules'
     score and the noise flag are among the recorded features."""
@@ -245,7 +244,7 @@ def replay_rules(utterances: Sequence[Utterance], config: EndpointConfig | None 
     return _replay(utterances, over, threshold=0.0)
 
 
-def tune(model: QueryEndModel, utterances: Sequence[Utterance], max_premature: float
+def tune(model: QueryEndModel, utterances: Sequence[DecisionPoints], max_premature: float
          ) -> tuple[float, list[Replay]]:
     """The lowest threshold (fastest end-points) whose premature cuts are <= max_premature."""
     replays = [replay(model, utterances, t) for t in np.round(np.arange(0.30, 0.991, 0.02), 2)]
@@ -329,7 +328,7 @@ def _key(kind: str, *parts: object) -> str:
     return f"{kind}-{digest}"
 
 
-def _cached(cache: Path | None, name: str, make) -> list[Utterance]:
+def _cached(cache: Path | None, name: str, make) -> list[DecisionPoints]:
     """Recorded examples from `cache`/query_end_NAME.npz, or made and kept there."""
     if cache is None:
         return make()
@@ -339,7 +338,7 @@ def _cached(cache: Path | None, name: str, make) -> list[Utterance]:
             arrays = {k: data[k] for k in data.files}  # each read of an npz key decompresses
         offsets = np.concatenate([[0], np.cumsum(arrays["lengths"])])
         times, silences, features = arrays["times"], arrays["silences"], arrays["features"]
-        return [Utterance(float(end), times[a:b].tolist(), silences[a:b].tolist(),
+        return [DecisionPoints(float(end), times[a:b].tolist(), silences[a:b].tolist(),
                           list(features[a:b]))
                 for end, a, b in zip(arrays["speech_end"], offsets[:-1], offsets[1:],
                                      strict=True)]

@@ -24,7 +24,7 @@ from edge_asr.daemon.manifest import read_manifest
 from edge_asr.daemon.pipeline import Pipeline, PipelineConfig
 from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.models import pause_sets
-from edge_asr.models.query_end_train import Utterance, fit, record, replay, tune
+from edge_asr.models.query_end_train import DecisionPoints, fit, record, replay, tune
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "rnnt-v2-int4"
 
@@ -180,10 +180,10 @@ def test_build_writes_whole_and_paused_sets_of_the_same_utterances(tmp_path: Pat
 # ---------------------------------------------------------------- fit, replay, tune
 
 def _recorded(speech_end: float, pause: tuple[float, float] | None, over: float,
-              inside: float) -> Utterance:
+              inside: float) -> DecisionPoints:
     """Decision points every 40 ms of silence: in a mid-request pause (scalar feature
     `inside`) and after the end (`over`)."""
-    utt = Utterance(speech_end)
+    utt = DecisionPoints(speech_end)
     spans = ([(pause[0], pause[1], inside)] if pause else []) + [(speech_end,
                                                                   speech_end + 1.5, over)]
     for a, b, value in spans:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_asr.daemon.endpointing.completeness import looks_complete
+from edge_asr.daemon.recognition.model_loading import load_device_lm
 from edge_asr.daemon.recognition.token_lm import TokenLM
 
 QUERY_END_FILE = "query_end.json"  # in the model folder, beside the recognizer
@@ -125,7 +126,8 @@ class QueryEnd:
         if not path.is_file():
             return None
         model = _load_cached(str(path), path.stat().st_mtime_ns)
-        return cls(model, recognizer.lm or TokenLM.load(folder, recognizer.model.tokens))
+        lm = recognizer.lm or load_device_lm(recognizer.model, QUERY_END_FILE)
+        return cls(model, lm)
 
     def features(self, tokens: tuple[int, ...], text: str, silence_s: float, blank_s: float,
                  snr_db: float | None) -> np.ndarray:

@@ -42,13 +42,13 @@ def _lm_versions(folder: Path) -> tuple:
     return tuple(out)
 
 
-def load_device_lm(model: TransducerModel, lm_scale: float) -> TokenLM:
-    """The model folder's device LM (`lm_scale` only words the error when it is missing)."""
+def load_device_lm(model: TransducerModel, needed_by: str) -> TokenLM:
+    """The model folder's device LM, shared by every user in the process (`needed_by` names
+    the user in the error when the LM is missing)."""
     path = model.dir / LM_FILE  # its sha256 was checked with the model's files
     if not path.is_file():
-        raise ModelError(f"{model.dir}: no {LM_FILE}, which lm_scale = "
-                         f"{lm_scale} needs (python -m edge_asr.models.device_lm "
-                         "makes it; lm_scale = 0 decodes without it)")
+        raise ModelError(f"{model.dir}: no {LM_FILE}, which {needed_by} needs "
+                         "(python -m edge_asr.models.device_lm makes it)")
     try:
         folder = model.dir.resolve()
         return _load_token_lm(folder, _lm_versions(folder), tuple(model.tokens))

@@ -103,8 +103,9 @@ class Recognizer:
                              f"{config.lm_scale} and {config.token_bonus}")
         self.config = config
         self.model = model or TransducerModel(config.model_dir, threads=config.threads)
-        self.lm = load_device_lm(self.model, config.lm_scale) if config.lm_scale > 0 and \
-            config.decoding_method == "modified_beam_search" else None
+        uses_lm = config.lm_scale > 0 and config.decoding_method == "modified_beam_search"
+        self.lm = load_device_lm(self.model, f"lm_scale = {config.lm_scale} (0 decodes "
+                                 "without it)") if uses_lm else None
         self.slot_bonus = SlotBonus(
             frozenset(w.strip().lower() for w in config.slot_words),
             config.rescue_slot_bonus)
