@@ -40,7 +40,8 @@ from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefix
 from edge_asr.daemon.recognition.name_rescue import whole_word_bias
 from edge_asr.daemon.recognition.recognizer import Context, OnlineStream, Recognizer
-from edge_asr.daemon.uplink.lattice import Lattice, build_lattice
+from edge_asr.daemon.uplink.lattice import Lattice
+from edge_asr.daemon.uplink.word_lattice import LatticeOptions, build_word_lattice
 from edge_asr.daemon.wakeword.spotter import (
     Detection,
     KeywordSpotter,
@@ -101,6 +102,7 @@ class PipelineConfig:
     partials: bool = True
     model_version: str = ""
     wake_word: WakeWordConfig = field(default_factory=WakeWordConfig)  # off by default
+    lattice: LatticeOptions = field(default_factory=LatticeOptions)
 
 
 _ids = itertools.count(1)
@@ -262,8 +264,8 @@ class Pipeline:
         phrases = self.recognizer.context_phrases(self._stream)
         if phrases:  # a path keeps the bonus of the phrases it says as whole words only
             paths = whole_word_bias(paths, phrases, self.recognizer.slot_bonus)
-        return build_lattice(paths, self._utterance_id, revision, speculative,
-                             self.config.model_version)
+        return build_word_lattice(paths, self._utterance_id, revision, speculative,
+                                  self.config.model_version, self.config.lattice)
 
     def _partial(self) -> list[Event]:
         nbest = self._nbest()

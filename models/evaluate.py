@@ -14,7 +14,6 @@ what a user receives (rescored where the cloud answered, the device's best elsew
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections import defaultdict
@@ -34,6 +33,8 @@ from edge_asr.daemon.text import normalize_text
 from edge_asr.daemon.uplink.cloud_link import CloudLink
 from edge_asr.daemon.uplink.finisher import Finisher
 from edge_asr.daemon.uplink.lattice import serialize
+from edge_asr.daemon.uplink.lattice_oracle import concatenate, oracle_errors
+from edge_asr.simulator.cloud.rescore import encode_dev_line
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -80,6 +81,9 @@ class Summary:
     delivered_wer: float | None = None
     rescored: int = 0
     delivered_name_recall: float | None = None
+    # The best any rescoring could deliver from the lattices sent (errors of their best path
+    # against the reference / reference words); None for rows from before it was recorded.
+    oracle_wer: float | None = None
 
     def format(self) -> str:
         lines = [f"utterances {self.utterances}  WER {100 * self.wer:.2f}%  RTF {self.rtf:.4f}"
@@ -95,6 +99,9 @@ class Summary:
                 f"lattice bytes median {self.lattice_bytes_median} (of the audio as 16 kHz "
                 f"PCM {self.lattice_to_pcm_median}, as 16 kbit/s Opus "
                 f"{self.lattice_to_opus16k_median})")
+        if self.oracle_wer is not None:
+            lines.append(f"lattices: oracle WER {100 * self.oracle_wer:.2f}% (1-best "
+                         f"{100 * self.wer:.2f}%)")
         if self.delivered_wer is not None:
             lines.append(f"cloud: {self.rescored} of {self.utterances} rescored; WER device "
                          f"{100 * self.wer:.2f}% -> delivered {100 * self.delivered_wer:.2f}%"
@@ -198,6 +205,9 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     timing = request_endpoints(events, entry.speech_start)
     sent = [serialize(e.lattice) for e in events if e.lattice is not None]
     reference = normalize_text(entry.text)
+    standing = {e.utterance_id: e.lattice for e in events if e.lattice is not None}
+    oracle = (oracle_errors(concatenate(list(standing.values())), reference.split())
+              if standing else len(reference.split()))
     spoken = names_in(reference, entry.context_names)
     return {
         "audio_filepath": entry.audio_filepath,
@@ -207,6 +217,8 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "rescored": rescored,
         **timing,
         "lattice_bytes": sum(len(lattice) for lattice in sent),
+        # The fewest word errors of any path through the standing lattices (lattice_oracle.py)
+        "oracle_errors": oracle,
         "utterances": len(finals),
         "cpu_seconds": round(cpu, 4),
         "duration": round(len(samples) / SAMPLE_RATE, 3),
@@ -259,6 +271,9 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
     recognized = sum(len(r.get("context_names_recognized", [])) for r in rows)
     plain = [r for r in rows if not r.get("context_names")]
     clouded = any(r.get("rescored") is not None for r in rows)
+    words = sum(len(r["text"].split()) for r in rows)
+    oracle = (sum(r["oracle_errors"] for r in rows) / words
+              if words and all("oracle_errors" in r for r in rows) else None)
 
     def delivered(r: dict) -> str:
         return r["hypothesis"] if r.get("rescored") is None else r["rescored"]
@@ -293,6 +308,7 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         rescored=sum(r.get("rescored") is not None for r in rows),
         delivered_name_recall=sum(len(names_in(delivered(r), r.get("context_names", [])))
                                   for r in rows) / spoken if clouded and spoken else None,
+        oracle_wer=oracle,
     )
 
 
@@ -319,8 +335,7 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
                 continue
             if dump and standing is not None:
                 if row["utterances"] == 1:
-                    dump.write(json.dumps({"lattice": base64.b64encode(standing).decode(
-                        "ascii"), "text": row["text"]}) + "\n")
+                    dump.write(encode_dev_line(standing, row["text"], row["hypothesis"]) + "\n")
                 else:  # no one lattice stands for the whole reference
                     split += 1
             rows.append(row)

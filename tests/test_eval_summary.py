@@ -56,3 +56,13 @@ def test_a_set_of_many_voices_prints_only_the_worst():
     assert "20 voices; the 8 heard worst:" in printed
     assert "voice v00" in printed  # the one with an error
     assert sum(line.strip().startswith("voice ") for line in printed.splitlines()) == 8
+
+
+def test_the_lattice_oracle_is_reported_beside_the_one_best():
+    rows = [{**_row("lights on", "lights of"), "oracle_errors": 0},
+            {**_row("turn the fan off", "turn fan off"), "oracle_errors": 1}]
+    s = summarize(rows)
+    assert s.wer == 2 / 6 and s.oracle_wer == 1 / 6
+    assert "oracle WER 16.67% (1-best 33.33%)" in s.format()
+    # rows written before the oracle was recorded: no oracle rather than a wrong one
+    assert summarize([_row("lights on", "lights of")]).oracle_wer is None

@@ -271,3 +271,17 @@ def test_shipped_cloud_lm_knows_the_domain():
                                  ("call mom on their mobile", "call mom on their noble")]:
         lattice = make_lattice([(confusion, -5.0), (reference, -6.0)])
         assert rescore(lattice, lm, weights=RescoreWeights(1.0, 0.0, 0.5))[0].text == reference
+
+
+def test_dev_lines_may_carry_what_the_device_delivered(lm, tmp_path):
+    dev = _dev_set()
+    path = tmp_path / "dev.jsonl"
+    # The device's own choice (its length-normalised best) was right every time.
+    path.write_text("".join(encode_dev_line(serialize(u.lattice), " ".join(u.reference),
+                                            " ".join(u.reference)) + "\n" for u in dev))
+    loaded = load_dev_set(path)
+    assert all(u.device == u.reference for u in loaded)
+    assert tune(loaded, lm, lm_weights=(0.0,), length_bonuses=(0.0,)).device_wer == 0.0
+    path.write_text(json.dumps({"lattice": "", "text": "a", "device": 3}) + "\n")
+    with pytest.raises(DevSetError, match="device"):
+        load_dev_set(path)

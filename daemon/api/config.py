@@ -17,6 +17,7 @@ from edge_asr.daemon.frontend.cleanup import FrontEndConfig
 from edge_asr.daemon.pipeline import PipelineConfig
 from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 from edge_asr.daemon.uplink.cloud_link import CloudLinkConfig
+from edge_asr.daemon.uplink.word_lattice import LatticeOptions
 from edge_asr.daemon.wakeword.spotter import WakeWordConfig
 
 
@@ -81,6 +82,8 @@ class DaemonConfig:
     # [wake_word]: with a phrase, the daemon's own source is recognised only after it
     # (pushed audio, whose client asked for recognition, never waits for it)
     wake_word: WakeWordConfig = field(default_factory=WakeWordConfig)
+    # [lattice]: how the beam becomes what the cloud receives (daemon/uplink/word_lattice.py)
+    lattice: LatticeOptions = field(default_factory=LatticeOptions)
 
     def pipeline_config(self, model_version: str, partials: bool | None = None,
                         wake: bool = False) -> PipelineConfig:
@@ -91,7 +94,8 @@ class DaemonConfig:
                               vad_level_gate=self.vad_level_gate,
                               partials=self.partials if partials is None else partials,
                               model_version=model_version,
-                              wake_word=self.wake_word if wake else WakeWordConfig())
+                              wake_word=self.wake_word if wake else WakeWordConfig(),
+                              lattice=self.lattice)
 
 
 def config_from_dict(cls: type, values: Any, where: str, *, key: str = "") -> Any:

@@ -11,11 +11,14 @@ WORD_START = "\u2581"  # sentencepiece's word-boundary marker
 def hypothesis_path(hyp: Hypothesis, pieces: list[str], frame_s: float) -> Path:
     """Words of a hypothesis, times in seconds from the start of its stream.
 
-    A word's acoustic score is the growth of the hypothesis' log-prob from the previous
-    word's last token to its own last token; what follows the last token (trailing blanks,
-    probability added by merged paths) goes to the last word, so the path's scores add up
-    to the hypothesis' score. The context bonus and the device LM's score are split the same
-    way.
+    A word runs from its first token's frame to the end of its last token's frame. Its
+    acoustic score is the growth of the hypothesis' log-prob from the previous word's last
+    token to its own last token (the blank frames before it are its own), so a word's
+    score ends where the word does: two hypotheses that end a word at the same time can be
+    joined there without counting a frame twice or not at all (daemon/uplink/word_lattice.py).
+    What follows the last token (trailing blanks, probability added by merged paths) goes
+    to the last word, so the path's scores add up to the hypothesis' score. The context
+    bonus and the device LM's score are split the same way.
     """
     groups: list[list[int]] = []  # token positions of each word
     for i, token in enumerate(hyp.tokens):
@@ -35,10 +38,9 @@ def hypothesis_path(hyp: Hypothesis, pieces: list[str], frame_s: float) -> Path:
         lp, bias, lm = (hyp.log_prob, hyp.bias, hyp.lm_score) if k == len(groups) - 1 \
             else hyp.trace[last]
         start = hyp.timestamps[group[0]] * frame_s
-        if k + 1 < len(groups):
-            end = hyp.timestamps[groups[k + 1][0]] * frame_s
-        else:
-            end = (hyp.timestamps[last] + 1) * frame_s
+        end = (hyp.timestamps[last] + 1) * frame_s
+        if k + 1 < len(groups):  # a rescued name's tokens may share frames with the next
+            end = max(start, min(end, hyp.timestamps[groups[k + 1][0]] * frame_s))
         if text:
             words.append(WordArc(text, start, end, lp - prev_lp, bias - prev_bias, lm - prev_lm))
             prev_lp, prev_bias, prev_lm = lp, bias, lm

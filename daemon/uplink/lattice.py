@@ -1,9 +1,13 @@
-"""Word lattices for the device -> cloud link (ARCHITECTURE.md, "Lattices on the wire").
+"""Word lattices for the device -> cloud link (ARCHITECTURE.md, "Lattices on the wire"):
+the types, the wire form and its checks, reading paths back, and the exact n-best lattice.
+What the daemon sends by default, the beam recombined at word ends and pruned, is built by
+word_lattice.py on these types.
 
-The beam search's n-best is merged into a compact DAG: a trie from the start shares word
-prefixes, and merging equivalent states from the end (minimising the acyclic automaton)
-shares word suffixes. The wire form is `protos/lattice.proto`: interned words, times in
-milliseconds, scores as float32, nothing that could carry audio.
+The exact n-best lattice (`build_lattice`) merges the beam search's n-best into a DAG: a
+trie from the start shares word prefixes, and merging equivalent states from the end
+(minimising the acyclic automaton) shares word suffixes. The wire form is
+`protos/lattice.proto`: interned words, times in milliseconds, scores as float32, nothing
+that could carry audio.
 
 Merge rule (correctness over compactness): two arcs are merged only when everything the
 wire carries about them is equal: the word, start and end in whole milliseconds, and the
@@ -133,7 +137,7 @@ _Symbol = tuple[_Label, bool]
 _Signature = frozenset[tuple[_Symbol, int]]
 
 
-def _float32(value: float, what: str) -> float:
+def wire_float32(value: float, what: str) -> float:
     if not math.isfinite(value):
         raise LatticeError(f"{what} is {value}; scores must be finite")
     try:
@@ -145,7 +149,7 @@ def _float32(value: float, what: str) -> float:
     return narrowed
 
 
-def _milliseconds(seconds: float, what: str) -> int:
+def wire_milliseconds(seconds: float, what: str) -> int:
     if not math.isfinite(seconds) or seconds < 0:
         raise LatticeError(f"{what} is {seconds}; times must be finite and >= 0")
     ms = round(seconds * 1000)
@@ -160,13 +164,14 @@ def _labels(path: Path, index: int) -> tuple[_Label, ...]:
     previous_end = 0
     for position, arc in enumerate(path.words):
         where = f"path {index} word {position} ({arc.word!r})"
-        start = _milliseconds(arc.start, f"{where} start")
-        end = _milliseconds(arc.end, f"{where} end")
+        start = wire_milliseconds(arc.start, f"{where} start")
+        end = wire_milliseconds(arc.end, f"{where} end")
         if end < start or start < previous_end:
             raise LatticeError(f"{where}: times go backwards ({start} ms .. {end} ms after "
                                f"a word ending at {previous_end} ms)")
-        labels.append((arc.word, start, end, _float32(arc.acoustic, f"{where} acoustic"),
-                       _float32(arc.bias, f"{where} bias"), _float32(arc.lm, f"{where} lm")))
+        labels.append((arc.word, start, end, wire_float32(arc.acoustic, f"{where} acoustic"),
+                       wire_float32(arc.bias, f"{where} bias"),
+                       wire_float32(arc.lm, f"{where} lm")))
         previous_end = end
     return tuple(labels)
 

@@ -137,15 +137,20 @@ def word_errors(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
 class DevUtterance:
     lattice: Lattice
     reference: tuple[str, ...]
+    # What the device itself delivered (its length-normalised best, which need not be the
+    # lattice's best path by summed score); None: take the lattice's best path.
+    device: tuple[str, ...] | None = None
 
 
 class DevSetError(ValueError):
     """A dev-set line is not {"lattice": base64 Lattice, "text": reference}."""
 
 
-def encode_dev_line(lattice_bytes: bytes, text: str) -> str:
-    return json.dumps({"lattice": base64.b64encode(lattice_bytes).decode("ascii"),
-                       "text": text})
+def encode_dev_line(lattice_bytes: bytes, text: str, device: str | None = None) -> str:
+    record = {"lattice": base64.b64encode(lattice_bytes).decode("ascii"), "text": text}
+    if device is not None:
+        record["device"] = device
+    return json.dumps(record)
 
 
 def load_dev_set(path: Path) -> list[DevUtterance]:
@@ -162,10 +167,12 @@ def load_dev_set(path: Path) -> list[DevUtterance]:
             except (json.JSONDecodeError, KeyError, TypeError, binascii.Error) as exc:
                 raise DevSetError(f"{where}: expected {{\"lattice\": base64, \"text\": str}}: "
                                   f"{exc}") from exc
-            if not isinstance(text, str):
-                raise DevSetError(f"{where}: \"text\" is not a string")
+            device = record.get("device")
+            if not isinstance(text, str) or not isinstance(device, str | None):
+                raise DevSetError(f"{where}: \"text\" or \"device\" is not a string")
             try:
-                out.append(DevUtterance(parse(data), tuple(text.split())))
+                out.append(DevUtterance(parse(data), tuple(text.split()),
+                                        None if device is None else tuple(device.split())))
             except LatticeError as exc:
                 raise DevSetError(f"{where}: {exc}") from exc
     if not out:
@@ -201,8 +208,11 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
     reference_words = max(sum(len(r) for _, r in prepared), 1)
     device_errors = 0
     for u in dev:
-        device_best = paths(u.lattice, limit=1)
-        device_errors += word_errors(u.reference, [w.word for w in device_best[0].words])
+        device = u.device
+        if device is None:
+            best = paths(u.lattice, limit=1)
+            device = tuple(w.word for w in best[0].words) if best else ()
+        device_errors += word_errors(u.reference, device)
     if lm.neural is None:
         lambdas = (1.0,)
     best: tuple[int, RescoreWeights] | None = None
