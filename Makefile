@@ -139,12 +139,27 @@ scoreboard: heldout
 	$(PY) -m edge_asr.models.scoreboard --data $(DATA) --model models/rnnt-v2-int4 \
 	    --model models/rnnt-v1-int4-b128 --speakers --card --output $(DATA)/scoreboard.json
 
-# The cloud's language models (n-gram + LSTM, issue 4): corpus text in $(DATA)/cloud_lm,
-# models and their card in models/cloud-lm, which is committed (pruned 4-gram, int8 LSTM:
-# about 3 MB), so `make run` needs no build. About 6 minutes on one core.
+# The cloud's language models (n-gram + LSTM): the generated corpus in $(DATA)/cloud_lm,
+# the transcripts of speechocean762's training speakers (the acoustic recipe's manifest;
+# its dev and test sentences left out) and the World English Bible (public domain, from
+# Debian's sword-text-web); models and their card in models/cloud-lm, which is committed
+# (pruned 4-gram, int8 LSTM), so `make run` needs no build. About 20 minutes on one core.
+CLOUD_TEXT := $(DATA)/cloud_lm/world_english_bible.txt
+MANIFESTS  := $(DATA)/manifests
 .PHONY: cloud-lm
-cloud-lm: $(VENV)/.installed
-	OMP_NUM_THREADS=1 $(PY) -m edge_asr.models.cloud_lm_recipe --data $(DATA)/cloud_lm --out models/cloud-lm
+cloud-lm: $(VENV)/.installed $(CLOUD_TEXT)
+	@test -f $(MANIFESTS)/speechocean762_train.jsonl || { echo "no $(MANIFESTS)/speechocean762_train.jsonl: run make train-v2 (or the recipe's audio stage) first"; exit 1; }
+	OMP_NUM_THREADS=1 $(PY) -m edge_asr.models.cloud_lm_recipe --data $(DATA)/cloud_lm --out models/cloud-lm \
+	    --text $(MANIFESTS)/speechocean762_train.jsonl \
+	    --exclude $(MANIFESTS)/speechocean762_dev.jsonl $(MANIFESTS)/test_speechocean762.jsonl \
+	    --public-text $(CLOUD_TEXT) --public-vocabulary 3000 --neural-seconds 1500
+
+# One verse a line, as diatheke (the SWORD project's reader) prints the module.
+$(CLOUD_TEXT):
+	@dpkg -s diatheke sword-text-web >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq diatheke sword-text-web >/dev/null; }
+	mkdir -p $(dir $@)
+	diatheke -b engWEB2015eb -f plain -k "Genesis 1:1 - Revelation 22:21" > $@.part && mv $@.part $@
 
 # Scores the shipped model on every evaluation set the recipe rendered.
 eval: $(VENV)/.installed

@@ -41,11 +41,11 @@ from edge_asr.daemon.uplink.lattice import (
     Lattice,
     WordArc,
     build_lattice,
-    paths,
     serialize,
     to_proto,
 )
 from edge_asr.daemon.uplink.lattice import Path as LatticePath
+from edge_asr.daemon.uplink.lattice_paths import paths
 from edge_asr.models import corpus
 from edge_asr.models.cloud_lm_recipe import CorpusOptions
 from edge_asr.simulator.cloud.lm import CloudLM

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -89,6 +90,9 @@ class Event:
     intent: str = ""  # on RESCORED: what the cloud's NLU made of the best path
     slots: dict[str, str] = field(default_factory=dict)
     score: float = 0.0  # on WAKE_WORD: the detector's score (0-1)
+    # With a lattice: the contacts of the utterance's context, which go to the cloud with
+    # it to fill its LM's name class (simulator/cloud/name_classes.py)
+    contacts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -267,6 +271,16 @@ class Pipeline:
         return build_word_lattice(paths, self._utterance_id, revision, speculative,
                                   self.config.model_version, self.config.lattice)
 
+    def _contacts(self) -> tuple[str, ...]:
+        """The people of the utterance's context: its "contacts", or a flat list whole (the
+        recognizer gives a flat list's entries the contacts' slot bonus too)."""
+        context = self._context
+        if not context:
+            return ()
+        if isinstance(context, Mapping):
+            return tuple(context.get("contacts", ()))
+        return tuple(context)
+
     def _partial(self) -> list[Event]:
         nbest = self._nbest()
         text = nbest[0][0] if nbest else ""
@@ -359,6 +373,7 @@ class Pipeline:
             return events + [Event(EventType.SPECULATIVE_ENDPOINT, uid, ep.time,
                                    self._speculative[0][0], revision=1, nbest=self._speculative,
                                    lattice=self._lattice(1, True),
+                                   contacts=self._contacts(),
                                    reason=ep.reason.value if ep.reason else "")]
         if kind is EventKind.RESET:
             reason = "speech resumed" if ep.reason is None else ep.reason.value
@@ -375,6 +390,7 @@ class Pipeline:
             nbest = self._nbest()
             event = Event(EventType.FINAL_ENDPOINT, uid, ep.time, nbest[0][0], revision=2,
                           nbest=nbest, lattice=self._lattice(2, False),
+                          contacts=self._contacts(),
                           reason=ep.reason.value if ep.reason else "")
         if ep.timing is not None:  # the end-pointer's onset was the phrase's, if one opened it
             event.speech_start = self._request_start or ep.timing.speech_start

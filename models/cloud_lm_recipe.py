@@ -10,6 +10,13 @@
    for the cloud too. A share of the person names is replaced by <unk>, so that both LMs
    learn where an unknown name goes ("call <unk> <unk> on her mobile"): most names in real
    use were never in any corpus (ARCHITECTURE.md, "The speech domain").
+   Transcripts of recorded training speech (`--text`, the acoustic recipe's NAME_train
+   manifests: sentences of training speakers only) are added `--text-repeat` times, less
+   every sentence of the sets given with `--exclude` (the dev and held-out sets, whose
+   speakers may read the same sentences), so the LM knows how people's read speech goes.
+   Public-domain prose (`--public-text`, e.g. the World English Bible that Debian's
+   sword-text-web ships, which `make cloud-lm` extracts) adds general English: its
+   `--public-vocabulary` most frequent words join the vocabulary, the rest become <unk>.
 2. The n-gram LM (interpolated modified Kneser-Ney; 3- and 4-grams seen once are cut,
    which halves the file for +0.1% dev perplexity) -> ngram.arpa.gz.
 3. The LSTM LM (PyTorch, one thread, a CPU-time budget) -> fp32 ONNX in the data folder,
@@ -41,6 +48,7 @@ from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models.corpus import SentenceGenerator, Utterance, build_corpus
 from edge_asr.models.corpus_lexicon import Phrase, load_lexicon
 from edge_asr.models.corpus_person_names import split_names
+from edge_asr.models.lm_text import public_text, recorded_text
 from edge_asr.models.ngram_train import NgramOptions, train_ngram
 from edge_asr.simulator.cloud.lm import (
     CARD_FILE,
@@ -50,6 +58,7 @@ from edge_asr.simulator.cloud.lm import (
     RescoreWeights,
     interpolate,
 )
+from edge_asr.simulator.cloud.name_classes import CONTACT
 from edge_asr.simulator.cloud.neural_lm import NeuralLM, write_vocab
 
 NGRAM_FILE = "ngram.arpa.gz"
@@ -67,6 +76,9 @@ class CorpusOptions:
     seed: int = 0  # the device corpus's seed: its name split must be the same
     cloud_stream: str = "cloud"  # the random stream the cloud sentences come from
     unk_name_rate: float = 0.1  # share of person names replaced by <unk>
+    # share of the other person names replaced by the <contact> class token, which the
+    # user's contact list fills at rescoring time (simulator/cloud/name_classes.py)
+    contact_class_rate: float = 0.5
 
 
 @dataclass
@@ -77,16 +89,25 @@ class CloudCorpus:
 
 
 def _replace_names(utterance: Utterance, names: set[str], rate: float,
-                   rng: random.Random) -> list[str]:
-    """The words, with some person names (display form in `names`) replaced by <unk>s."""
+                   rng: random.Random, class_rate: float = 0.0) -> list[str]:
+    """The words, with some person names (display form in `names`) replaced by <unk>s
+    (`rate`) and some of the rest by one <contact> token (`class_rate`)."""
     words = utterance.text.split()
     for entity in utterance.entities:
-        if entity not in names or rng.random() >= rate:
+        if entity not in names:
+            continue
+        draw = rng.random()
+        if draw < rate:
+            token = UNK
+        elif draw < rate + (1 - rate) * class_rate:
+            token = CONTACT
+        else:
             continue
         name_words = Phrase.of(entity).words
         for start in range(len(words) - len(name_words) + 1):
             if tuple(words[start:start + len(name_words)]) == name_words:
-                words[start:start + len(name_words)] = [UNK] * len(name_words)
+                replacement = [UNK] * len(name_words) if token == UNK else [CONTACT]
+                words[start:start + len(name_words)] = replacement
                 break
     return words
 
@@ -108,7 +129,8 @@ def build_cloud_corpus(options: CorpusOptions = CorpusOptions()) -> CloudCorpus:
         raise RuntimeError(f"{len(leaked)} cloud sentences leak evaluation text, e.g. {leaked[0]}")
     person_names = set(device.train_names)
     unk_rng = random.Random(f"{options.seed}:{options.cloud_stream}:unk")
-    train = [_replace_names(u, person_names, options.unk_name_rate, unk_rng) for u in utterances]
+    train = [_replace_names(u, person_names, options.unk_name_rate, unk_rng,
+                            options.contact_class_rate) for u in utterances]
     return CloudCorpus(train, [u.text.split() for u in device.dev],
                        [u.text.split() for u in device.test_names])
 
@@ -179,6 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="working folder for the corpus text")
     parser.add_argument("--out", type=Path, default=Path("models/cloud-lm"))
     parser.add_argument("--sentences", type=int, default=CorpusOptions.sentences)
+    parser.add_argument("--text", type=Path, nargs="*", default=[], metavar="MANIFEST",
+                        help="transcripts of recorded training speech (NAME_train.jsonl)")
+    parser.add_argument("--exclude", type=Path, nargs="*", default=[], metavar="MANIFEST",
+                        help="sets whose sentences must not be trained on (dev, held-out)")
+    parser.add_argument("--text-repeat", type=int, default=10,
+                        help="times each --text sentence is heard")
+    parser.add_argument("--public-text", type=Path, nargs="*", default=[], metavar="FILE",
+                        help="plain-text prose (models/lm_text.py)")
+    parser.add_argument("--public-vocabulary", type=int, default=5000,
+                        help="words of --public-text added to the vocabulary (most frequent)")
     parser.add_argument("--order", type=int, default=4)
     parser.add_argument("--cutoffs", type=_cutoffs, default=DEFAULT_CUTOFFS,
                         help="least counts of the 3-grams, 4-grams, ... kept, e.g. 2 or 1,2 "
@@ -214,6 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     mark = time.perf_counter()
     corpus_options = CorpusOptions(sentences=args.sentences)
     text = load_or_build_corpus(args.data, corpus_options)
+    recorded = recorded_text(args.text, args.exclude, args.text_repeat)
+    known = {w for sentence in text.train + recorded for w in sentence}
+    prose = (public_text(args.public_text, known, args.public_vocabulary)
+             if args.public_text else [])
+    held = {tuple(s) for s in text.dev + text.test_names}
+    prose = [s for s in prose if tuple(s) not in held]
+    text.train = text.train + recorded + prose
     tokens = sum(len(s) for s in text.train)
     print(f"corpus: {len(text.train)} sentences, {tokens} words; dev {len(text.dev)}, "
           f"held-out names {len(text.test_names)}")
@@ -271,6 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "float, quantised per run)" if args.int8 else "fp32"),
                    "options": asdict(neural_options)},
         "corpus": {**asdict(corpus_options), "train_words": tokens,
+                   "recorded_text": {"manifests": [p.name for p in args.text],
+                                     "excluded": [p.name for p in args.exclude],
+                                     "sentences": len(recorded) // max(args.text_repeat, 1),
+                                     "repeat": args.text_repeat},
+                   "public_text": {"files": [p.name for p in args.public_text],
+                                   "sentences": len(prose),
+                                   "words": sum(len(s) for s in prose),
+                                   "vocabulary": args.public_vocabulary},
                    "dev": "the device corpus's dev split (excluded from training)"},
         "perplexity": {
             "dev": {"ngram": round(ngram_ppl, 3), "neural": round(neural_ppl, 3),

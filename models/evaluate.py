@@ -84,6 +84,11 @@ class Summary:
     # The best any rescoring could deliver from the lattices sent (errors of their best path
     # against the reference / reference words); None for rows from before it was recorded.
     oracle_wer: float | None = None
+    # With a cloud: utterances answered before the deadline / those decided, and the wait
+    # from the final decision to the answer (answered ones), seconds.
+    answered_in_time: float | None = None
+    answer_wait_p50: float | None = None
+    answer_wait_p99: float | None = None
 
     def format(self) -> str:
         lines = [f"utterances {self.utterances}  WER {100 * self.wer:.2f}%  RTF {self.rtf:.4f}"
@@ -108,6 +113,10 @@ class Summary:
                          + ("" if self.delivered_name_recall is None or self.name_recall is None
                             else f"; context name recall {100 * self.name_recall:.1f}% -> "
                                  f"delivered {100 * self.delivered_name_recall:.1f}%"))
+        if self.answered_in_time is not None:
+            lines.append(f"cloud answers: {100 * self.answered_in_time:.1f}% inside the deadline;"
+                         f" wait after the final decision p50 {self.answer_wait_p50}s "
+                         f"p99 {self.answer_wait_p99}s")
         if self.name_recall is not None:
             lines.append(f"context names: recall {100 * self.name_recall:.1f}% of "
                          f"{self.names_spoken} spoken; WER without names "
@@ -193,10 +202,11 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
     events = driver.feed_all(microphone_pieces(samples))
     events += driver.finish(answer_deadline_s + 1.0)
     cpu = time.process_time() - cpu  # waiting for the cloud costs no CPU
-    rescored = None
+    rescored, waits, missed = None, [], 0
     if link is not None:
         answers = [e for e in closing if e.type is EventType.RESCORED]
         rescored = normalize_text(" ".join(e.text for e in answers)) if answers else None
+        waits, missed = _answer_waits(closing)
     finals = [e for e in events if e.type in _FINALS]
     last = finals[-1] if finals else None
     # One request may come out as several utterances if an end-pointer cut it: the
@@ -215,6 +225,11 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "hypothesis": hypothesis,
         "nbest": [normalize_text(t) for t, _ in last.nbest] if last else [],
         "rescored": rescored,
+        # With a cloud: seconds from each final decision to its answer (wall clock; about 0
+        # where the answer to the speculative lattice came first), and the decisions that
+        # went unanswered by the deadline
+        "answer_waits": waits,
+        "answers_missed": missed,
         **timing,
         "lattice_bytes": sum(len(lattice) for lattice in sent),
         # The fewest word errors of any path through the standing lattices (lattice_oracle.py)
@@ -231,6 +246,23 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "context_names": spoken,
         "context_names_recognized": [n for n in spoken if n in names_in(hypothesis, [n])],
     }, (sent[-1] if sent else None)
+
+
+def _answer_waits(closing: list[Event]) -> tuple[list[float], int]:
+    """From what the finisher emitted: how long each rescored utterance waited after its
+    final decision, and how many utterances closed on the device without an answer."""
+    decided = {e.utterance_id: e.wall_time for e in closing if e.type in _FINALS}
+    waits = [round(e.wall_time - decided[e.utterance_id], 4) for e in closing
+             if e.type is EventType.RESCORED and e.utterance_id in decided]
+    missed = sum(e.type is EventType.ON_DEVICE_FINAL for e in closing)
+    return waits, missed
+
+
+def _contacts(context) -> list[str]:
+    """The people of a manifest context, as the pipeline sends them to the cloud."""
+    if not context:
+        return []
+    return list(context.get("contacts", [])) if isinstance(context, dict) else list(context)
 
 
 PCM_BYTES_PER_SECOND = 16000 * 2
@@ -275,6 +307,9 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
     oracle = (sum(r["oracle_errors"] for r in rows) / words
               if words and all("oracle_errors" in r for r in rows) else None)
 
+    waits = [w for r in rows for w in r.get("answer_waits", [])]
+    decided = len(waits) + sum(r.get("answers_missed", 0) for r in rows)
+
     def delivered(r: dict) -> str:
         return r["hypothesis"] if r.get("rescored") is None else r["rescored"]
 
@@ -309,6 +344,9 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         delivered_name_recall=sum(len(names_in(delivered(r), r.get("context_names", [])))
                                   for r in rows) / spoken if clouded and spoken else None,
         oracle_wer=oracle,
+        answered_in_time=len(waits) / decided if decided else None,
+        answer_wait_p50=_percentile(waits, 50),
+        answer_wait_p99=_percentile(waits, 99),
     )
 
 
@@ -335,7 +373,9 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
                 continue
             if dump and standing is not None:
                 if row["utterances"] == 1:
-                    dump.write(encode_dev_line(standing, row["text"], row["hypothesis"]) + "\n")
+                    dump.write(encode_dev_line(standing, row["text"], row["hypothesis"],
+                                               _contacts(entry.context if use_context else None))
+                               + "\n")
                 else:  # no one lattice stands for the whole reference
                     split += 1
             rows.append(row)

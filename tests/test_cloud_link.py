@@ -105,8 +105,9 @@ class RecordingLink:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def upload(self, lat, on_result) -> None:
+    def upload(self, lat, on_result, contacts=()) -> None:
         self.calls.append(("upload", lat.utterance_id, lat.revision))
+        self.contacts = tuple(contacts)
 
     def reset(self, utt: str) -> None:
         self.calls.append(("reset", utt))

@@ -66,3 +66,26 @@ def test_the_lattice_oracle_is_reported_beside_the_one_best():
     assert "oracle WER 16.67% (1-best 33.33%)" in s.format()
     # rows written before the oracle was recorded: no oracle rather than a wrong one
     assert summarize([_row("lights on", "lights of")]).oracle_wer is None
+
+
+def test_cloud_answers_inside_the_deadline_and_their_wait():
+    rows = [{**_row("lights on", "lights on", rescored="lights on"), "answer_waits": [0.02],
+             "answers_missed": 0},
+            {**_row("lights off", "lights of", rescored="lights off"), "answer_waits": [0.2],
+             "answers_missed": 0},
+            # the cloud answered neither utterance of a request cut in two
+            {**_row("play jazz", "play jazz"), "answer_waits": [], "answers_missed": 2},
+            {**_row("call mom", "call mom", rescored="call mom"), "answer_waits": [0.0],
+             "answers_missed": 0}]
+    s = summarize(rows)
+    assert s.answered_in_time == 3 / 5
+    assert s.answer_wait_p50 == 0.02 and 0.18 < s.answer_wait_p99 <= 0.2
+    assert "60.0% inside the deadline" in s.format()
+    # without a cloud there is nothing to wait for
+    assert summarize([_row("lights on", "lights on")]).answered_in_time is None
+
+
+def test_a_cloud_that_never_answers_is_reported_not_hidden():
+    s = summarize([{**_row("lights on", "lights on"), "answer_waits": [], "answers_missed": 1}])
+    assert s.answered_in_time == 0.0 and s.answer_wait_p50 is None
+    assert "0.0% inside the deadline" in s.format()

@@ -19,10 +19,10 @@ from edge_asr.daemon.uplink.lattice import (
     WordArc,
     build_lattice,
     parse,
-    paths,
     serialize,
     validate,
 )
+from edge_asr.daemon.uplink.lattice_paths import paths
 
 VOCAB = ["turn", "on", "off", "the", "kitchen", "lights", "lamp"]
 

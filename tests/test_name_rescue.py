@@ -24,7 +24,7 @@ from edge_asr.daemon.recognition.name_rescue import (
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.search import Hypothesis, log_softmax
 from edge_asr.daemon.recognition.transducer import TransducerModel
-from edge_asr.daemon.uplink.lattice import paths
+from edge_asr.daemon.uplink.lattice_paths import paths
 
 DATA = Path(__file__).parent / "data"
 CLIP = DATA / "clip07.flac"  # "get yasaman grigoriev on the phone"

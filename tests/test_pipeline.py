@@ -15,7 +15,7 @@ from edge_asr.daemon.driver import run_pipeline
 from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.pipeline import EventType, Pipeline, PipelineConfig
 from edge_asr.daemon.recognition.recognizer import DEFAULT_MODEL_DIR, Recognizer, RecognizerConfig
-from edge_asr.daemon.uplink.lattice import paths
+from edge_asr.daemon.uplink.lattice_paths import paths
 
 DATA = Path(__file__).parent / "data"
 ROWS = [json.loads(line) for line in (DATA / "manifest.jsonl").open()]

@@ -189,7 +189,8 @@ def _copy(model_dir, tmp_path):
 
 def test_the_lattice_carries_the_device_lms_score_beside_the_acoustic_one():
     from edge_asr.daemon.recognition.hypotheses import hypothesis_path
-    from edge_asr.daemon.uplink.lattice import build_lattice, parse, paths, serialize
+    from edge_asr.daemon.uplink.lattice import build_lattice, parse, serialize
+    from edge_asr.daemon.uplink.lattice_paths import paths
 
     model = _SayingModel(PIECES)
     lm = TokenLM(_words_lm(), PIECES, _names_lm())

@@ -13,10 +13,10 @@ from edge_asr.daemon.uplink.lattice import (
     WordArc,
     build_lattice,
     parse,
-    paths,
     serialize,
 )
 from edge_asr.daemon.uplink.lattice_oracle import concatenate, oracle_errors
+from edge_asr.daemon.uplink.lattice_paths import paths
 from edge_asr.daemon.uplink.word_lattice import (
     LatticeOptions,
     best_through_arcs,
@@ -84,6 +84,25 @@ def test_pruning_drops_paths_beyond_the_beam_and_keeps_the_best():
     assert all(t >= best - 1.0 - 1e-6 for t in best_through_arcs(lattice))
 
 
+def test_the_devices_own_choice_survives_the_beam_and_the_budget():
+    # The device ranks by score per token: a name of four pieces ("pilar") leads its beam
+    # although its summed score is far below a short word's ("pell").
+    chosen = Path([WordArc("call", 0.1, 0.4, -1.0, tokens=1),
+                   WordArc("pilar", 0.4, 0.9, -9.0, tokens=4)])
+    short = Path([WordArc("call", 0.1, 0.4, -1.0, tokens=1),
+                  WordArc("pell", 0.4, 0.9, -2.0, tokens=1)])
+    # the same "pilar" goes on to "now" in another hypothesis: the same word and times
+    # out of the same node, into another
+    longer = Path([*chosen.words, WordArc("now", 0.9, 1.2, -0.5, tokens=1)])
+    for options in (LatticeOptions(beam=1.0, bytes_per_second=1e9),
+                    LatticeOptions(bytes_per_second=1, min_bytes=0)):
+        for nbest in ([chosen, short], [chosen, short, longer]):
+            lattice = build_word_lattice(nbest, "u", 1, False, options=options)
+            parse(serialize(lattice))  # connected: every node on a start -> final path
+            assert "call pilar" in texts(lattice) and "call pell" in texts(lattice)
+            assert {p.text: p.tokens for p in paths(lattice)}["call pilar"] == 5
+
+
 def random_nbest(rng: random.Random, n: int, words: int) -> list[Path]:
     vocabulary = ["play", "jazz", "in", "the", "kitchen", "lights", "off", "on", "kitten"]
     out = []
@@ -97,7 +116,9 @@ def random_nbest(rng: random.Random, n: int, words: int) -> list[Path]:
 
 def test_the_byte_budget_holds_and_the_best_path_survives_it():
     rng = random.Random(3)
-    nbest = random_nbest(rng, 40, 6)
+    # best first, as a beam ranks them (no token counts: the sum and the per-token
+    # ranking agree)
+    nbest = sorted(random_nbest(rng, 40, 6), key=lambda p: -p.score)
     unpruned = build_word_lattice(nbest, "u", 1, False, options=WIDE)
     options = LatticeOptions(beam=1e6, bytes_per_second=150, min_bytes=0)
     lattice = build_word_lattice(nbest, "u", 1, False, options=options)
@@ -105,8 +126,10 @@ def test_the_byte_budget_holds_and_the_best_path_survives_it():
     assert paths(lattice, 1)[0].text == paths(unpruned, 1)[0].text
     tiny = build_word_lattice(nbest, "u", 1, False,
                               options=LatticeOptions(bytes_per_second=1, min_bytes=0))
-    assert len(paths(tiny, 10)) == 1  # over any budget, the best path is still sent
-    assert paths(tiny, 1)[0].text == paths(unpruned, 1)[0].text
+    # over any budget, the best path and the device's own answer (the first) are still sent
+    best = paths(unpruned, 1)[0]
+    assert {best.text, nbest[0].text} <= set(texts(tiny))
+    assert len(tiny.arcs) <= len(best.words) + len(nbest[0].words)
 
 
 def test_without_recombination_the_lattice_is_the_nbest():

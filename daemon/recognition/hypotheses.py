@@ -42,7 +42,8 @@ def hypothesis_path(hyp: Hypothesis, pieces: list[str], frame_s: float) -> Path:
         if k + 1 < len(groups):  # a rescued name's tokens may share frames with the next
             end = max(start, min(end, hyp.timestamps[groups[k + 1][0]] * frame_s))
         if text:
-            words.append(WordArc(text, start, end, lp - prev_lp, bias - prev_bias, lm - prev_lm))
+            words.append(WordArc(text, start, end, lp - prev_lp, bias - prev_bias, lm - prev_lm,
+                                 len(group)))
             prev_lp, prev_bias, prev_lm = lp, bias, lm
     return Path(words)
 

@@ -25,7 +25,7 @@ import queue
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,7 +190,9 @@ class CloudLink:
         self._outbox: queue.Queue = queue.Queue(config.outbox_size)
         # Utterances waiting for an answer: their latest lattice (re-sent on a new session)
         # and where the answer goes.
-        self._awaiting: OrderedDict[str, tuple[Lattice, ResultCallback]] = OrderedDict()
+        # utterance id -> (lattice, its contacts, who waits for the answer)
+        self._awaiting: OrderedDict[str, tuple[Lattice, Sequence[str], ResultCallback]] = \
+            OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -220,13 +222,16 @@ class CloudLink:
 
     # -- called by the recognition side: never blocks ---------------------------------
 
-    def upload(self, lattice: Lattice, on_result: ResultCallback) -> None:
+    def upload(self, lattice: Lattice, on_result: ResultCallback,
+               contacts: Sequence[str] = ()) -> None:
+        """`contacts`: the user's contact list the utterance was heard with, for the cloud
+        LM's name class (names, never audio)."""
         with self._lock:
-            self._awaiting[lattice.utterance_id] = (lattice, on_result)
+            self._awaiting[lattice.utterance_id] = (lattice, contacts, on_result)
             self._awaiting.move_to_end(lattice.utterance_id)
             while len(self._awaiting) > self.config.outbox_size:
                 self._awaiting.popitem(last=False)
-        self._offer(self._upload_message(lattice))
+        self._offer(self._upload_message(lattice, contacts))
 
     def reset(self, utterance_id: str) -> None:
         with self._lock:
@@ -251,9 +256,11 @@ class CloudLink:
         with self._lock:
             self._awaiting.pop(utterance_id, None)
 
-    def _upload_message(self, lattice: Lattice) -> cloud_pb2.ClientMessage:
+    def _upload_message(self, lattice: Lattice, contacts: Sequence[str] = ()
+                        ) -> cloud_pb2.ClientMessage:
         return cloud_pb2.ClientMessage(lattice=cloud_pb2.LatticeUpload(
-            lattice=to_proto(lattice), nbest=self.config.nbest))
+            lattice=to_proto(lattice), nbest=self.config.nbest,
+            context=cloud_pb2.Context(contacts=contacts) if contacts else None))
 
     def _offer(self, message: object) -> None:
         while True:
@@ -303,7 +310,8 @@ class CloudLink:
         try:
             while not self._stop.is_set():
                 with self._lock:  # what still waits for an answer goes first on a new session
-                    again = [self._upload_message(lat) for lat, _ in self._awaiting.values()]
+                    again = [self._upload_message(lattice, contacts)
+                             for lattice, contacts, _ in self._awaiting.values()]
                 ready = grpc.channel_ready_future(channel)
                 ended = threading.Event()
                 try:
@@ -391,7 +399,7 @@ class CloudLink:
             if waiting is None:
                 self.counters.unrouted += 1
             else:  # the finisher decides whether the revision still stands
-                waiting[1](result_from_proto(r))
+                waiting[2](result_from_proto(r))
         elif kind == "cancelled":
             self.counters.cancelled += 1
         elif kind == "error":

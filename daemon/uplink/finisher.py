@@ -80,7 +80,7 @@ class Finisher:
             state = self._open.setdefault(utt, _Open(event.revision, event.text, event.nbest))
             state.revision, state.text, state.nbest = event.revision, event.text, event.nbest
             if self.link is not None and event.lattice is not None:
-                self.link.upload(event.lattice, self.on_result)
+                self.link.upload(event.lattice, self.on_result, event.contacts)
         elif kind is EventType.RESET:
             if utt in self._open:
                 self._open[utt].early = None

@@ -1,7 +1,7 @@
 """Word lattices for the device -> cloud link (ARCHITECTURE.md, "Lattices on the wire"):
-the types, the wire form and its checks, reading paths back, and the exact n-best lattice.
-What the daemon sends by default, the beam recombined at word ends and pruned, is built by
-word_lattice.py on these types.
+the types, the wire form and its checks, and the exact n-best lattice. What the daemon
+sends by default, the beam recombined at word ends and pruned, is built by word_lattice.py
+on these types; lattice_paths.py reads the best paths back.
 
 The exact n-best lattice (`build_lattice`) merges the beam search's n-best into a DAG: a
 trie from the start shares word prefixes, and merging equivalent states from the end
@@ -11,9 +11,10 @@ that could carry audio.
 
 Merge rule (correctness over compactness): two arcs are merged only when everything the
 wire carries about them is equal: the word, start and end in whole milliseconds, and the
-acoustic, bias and device-LM scores as float32. Paths that share a word but not its timing or scores
-keep separate arcs, so every input path comes back from `paths()` with its own words,
-times and scores, and no path that was not in the n-best is ever created.
+acoustic, bias and device-LM scores as float32. Paths that share a word but not its timing
+or scores keep separate arcs, so every input path comes back from `lattice_paths.paths()`
+with its own words, times and scores, and no path that was not in the n-best is ever
+created.
 
 An empty hypothesis cannot be a path of a lattice with arcs (there are no epsilon arcs).
 The device's best hypothesis (the n-best's first) must be in its lattice, so when that is
@@ -26,7 +27,6 @@ become "hey" in the cloud, which found only the n-best's "hey" to rescore (test_
 
 from __future__ import annotations
 
-import heapq
 import math
 import struct
 from collections import deque
@@ -57,6 +57,9 @@ class WordArc:
     # What the device LM added for the word: its scaled log-prob plus the per-token reward
     # (search.py's lm_score; 0 without a device LM).
     lm: float = 0.0
+    # The model's tokens (word pieces) the word was spelled with; 0: not known. The device
+    # ranks hypotheses by score per token, so a word of many pieces is not worth less.
+    tokens: int = 0
 
 
 @dataclass
@@ -76,6 +79,10 @@ class Path:
     @property
     def lm(self) -> float:
         return sum(w.lm for w in self.words)
+
+    @property
+    def tokens(self) -> int:
+        return sum(w.tokens for w in self.words)
 
     @property
     def score(self) -> float:
@@ -100,6 +107,7 @@ class Arc:
     start_ms: int
     end_ms: int
     lm: float = 0.0
+    tokens: int = 0  # word pieces (WordArc.tokens); 0: not known
 
     @property
     def score(self) -> float:
@@ -129,8 +137,9 @@ class Lattice:
 
 # --- building -------------------------------------------------------------------------
 
-# An arc's identity for merging: (word, start_ms, end_ms, acoustic, bias, lm as float32).
-_Label = tuple[str, int, int, float, float, float]
+# An arc's identity for merging: (word, start_ms, end_ms, acoustic, bias, lm as float32,
+# tokens).
+_Label = tuple[str, int, int, float, float, float, int]
 # A trie symbol: the label plus whether it ends its path. Keeping the flag apart stops a
 # path that is a prefix of another from ending on a node that still has arcs out.
 _Symbol = tuple[_Label, bool]
@@ -171,7 +180,7 @@ def _labels(path: Path, index: int) -> tuple[_Label, ...]:
                                f"a word ending at {previous_end} ms)")
         labels.append((arc.word, start, end, wire_float32(arc.acoustic, f"{where} acoustic"),
                        wire_float32(arc.bias, f"{where} bias"),
-                       wire_float32(arc.lm, f"{where} lm")))
+                       wire_float32(arc.lm, f"{where} lm"), arc.tokens))
         previous_end = end
     return tuple(labels)
 
@@ -242,10 +251,10 @@ def build_lattice(paths: Sequence[Path], utterance_id: str, revision: int, specu
     words: dict[str, int] = {}
     arcs: list[Arc] = []
     for state in sorted(numbers, key=numbers.__getitem__):
-        for ((word, start, end, acoustic, bias, lm), _), dst in sorted(out[state],
-                                                                       key=_arc_order):
+        for ((word, start, end, acoustic, bias, lm, tokens), _), dst in sorted(
+                out[state], key=_arc_order):
             arcs.append(Arc(numbers[state], numbers[dst], words.setdefault(word, len(words)),
-                            acoustic, bias, start, end, lm))
+                            acoustic, bias, start, end, lm, tokens))
     lattice = Lattice(utterance_id, revision, speculative, list(words), arcs, len(numbers),
                       model_version)
     validate(lattice)
@@ -280,6 +289,8 @@ def _check_arc(index: int, arc: Arc, num_words: int, num_nodes: int) -> None:
     if not 0 <= arc.start_ms <= arc.end_ms <= MAX_UINT32:
         raise LatticeError(f"arc {index}: times go backwards or out of range "
                            f"({arc.start_ms} ms .. {arc.end_ms} ms)")
+    if not 0 <= arc.tokens <= MAX_UINT32:
+        raise LatticeError(f"arc {index}: tokens {arc.tokens} is outside uint32")
     for name, value in (("acoustic", arc.acoustic), ("bias", arc.bias), ("lm", arc.lm)):
         if not math.isfinite(value):
             raise LatticeError(f"arc {index}: {name} score is {value}; scores must be finite")
@@ -334,7 +345,8 @@ def to_proto(lattice: Lattice) -> lattice_pb2.Lattice:
         model_version=lattice.model_version)
     for arc in lattice.arcs:
         message.arcs.add(src=arc.src, dst=arc.dst, word=arc.word, acoustic=arc.acoustic,
-                         bias=arc.bias, start_ms=arc.start_ms, end_ms=arc.end_ms, lm=arc.lm)
+                         bias=arc.bias, start_ms=arc.start_ms, end_ms=arc.end_ms, lm=arc.lm,
+                         tokens=arc.tokens)
     return message
 
 
@@ -345,8 +357,8 @@ def from_proto(message: lattice_pb2.Lattice) -> Lattice:
     if message.final_node != max(message.num_nodes, 1) - 1:
         raise LatticeError(f"final_node is {message.final_node}; it must be num_nodes-1 "
                            f"({message.num_nodes - 1})")
-    arcs = [Arc(a.src, a.dst, a.word, a.acoustic, a.bias, a.start_ms, a.end_ms, a.lm)
-            for a in message.arcs]
+    arcs = [Arc(a.src, a.dst, a.word, a.acoustic, a.bias, a.start_ms, a.end_ms, a.lm,
+                a.tokens) for a in message.arcs]
     return Lattice(message.utterance_id, message.revision, message.speculative,
                    list(message.words), arcs, message.num_nodes, message.model_version)
 
@@ -369,52 +381,3 @@ def parse(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Lattice:
     lattice = from_proto(message)
     validate(lattice)
     return lattice
-
-
-# --- reading paths back ---------------------------------------------------------------
-
-def _best_completion(lattice: Lattice, out: list[list[Arc]]) -> list[float]:
-    """Best score from each node to the final node (nodes are topologically numbered)."""
-    best = [-math.inf] * lattice.num_nodes
-    best[-1] = 0.0
-    for node in reversed(range(lattice.num_nodes - 1)):
-        best[node] = max((arc.score + best[arc.dst] for arc in out[node]), default=-math.inf)
-    return best
-
-
-def _to_path(lattice: Lattice, chain: tuple | None) -> Path:
-    arcs: list[Arc] = []
-    while chain is not None:
-        arc, chain = chain
-        arcs.append(arc)
-    return Path([WordArc(lattice.words[a.word], a.start_ms / 1000, a.end_ms / 1000,
-                         a.acoustic, a.bias, a.lm) for a in reversed(arcs)])
-
-
-def paths(lattice: Lattice, limit: int = 100) -> list[Path]:
-    """Up to `limit` start -> final paths, best first by the device's score (`Path.score`).
-
-    A* over the DAG with the exact best completion as heuristic: each pop either extends a
-    prefix that can still reach the next-best path or finishes it, so the n-best comes out
-    in order without enumerating the whole lattice.
-    """
-    validate(lattice)
-    if limit <= 0:
-        return []
-    out: list[list[Arc]] = [[] for _ in range(lattice.num_nodes)]
-    for arc in lattice.arcs:
-        out[arc.src].append(arc)
-    best = _best_completion(lattice, out)
-    # Entries: (-priority, tie-break, node, prefix score, reversed arc chain).
-    heap: list[tuple[float, int, int, float, tuple | None]] = [(-best[0], 0, 0, 0.0, None)]
-    pushed, found = 1, []
-    while heap and len(found) < limit:
-        _, _, node, prefix, chain = heapq.heappop(heap)
-        if node == lattice.final_node:
-            found.append(_to_path(lattice, chain))
-            continue
-        for arc in out[node]:
-            score = prefix + arc.score
-            heapq.heappush(heap, (-(score + best[arc.dst]), pushed, arc.dst, score, (arc, chain)))
-            pushed += 1
-    return found

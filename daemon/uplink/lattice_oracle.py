@@ -55,7 +55,8 @@ def concatenate(lattices: Sequence[Lattice]) -> Lattice:
         for arc in lattice.arcs:
             word = words.setdefault(lattice.words[arc.word], len(words))
             arcs.append(type(arc)(arc.src + offset, arc.dst + offset, word, arc.acoustic,
-                                  arc.bias, arc.start_ms, arc.end_ms, arc.lm))
+                                  arc.bias, arc.start_ms, arc.end_ms, arc.lm,
+                                  arc.tokens))
         offset += lattice.num_nodes - 1
     first = lattices[0]
     return Lattice(first.utterance_id, first.revision, first.speculative, list(words), arcs,

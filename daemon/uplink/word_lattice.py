@@ -66,10 +66,12 @@ class LatticeOptions:
 _Key = tuple[_Node, _Node, str, int, int]
 
 
-def _recombined_arcs(paths: Sequence[Path]) -> dict[_Key, tuple[float, float, float]]:
+def _recombined_arcs(paths: Sequence[Path]
+                     ) -> tuple[dict[_Key, tuple[float, float, float, int]], list[_Key]]:
     """Every word of every path as an arc between boundary nodes; equal arcs keep the best
-    (acoustic, bias, lm) by their sum."""
-    arcs: dict[_Key, tuple[float, float, float]] = {}
+    (acoustic, bias, lm) by their sum, with its tokens. Also the first path's arcs."""
+    arcs: dict[_Key, tuple[float, float, float, int]] = {}
+    first: list[_Key] = []
     own_nodes = itertools.count(1)
     for index, path in enumerate(paths):
         src, previous_end = START, 0
@@ -89,28 +91,34 @@ def _recombined_arcs(paths: Sequence[Path]) -> dict[_Key, tuple[float, float, fl
                       wire_float32(word.bias, f"{where} bias"),
                       wire_float32(word.lm, f"{where} lm"))
             key = (src, dst, word.word, start, end)
-            if key not in arcs or sum(scores) > sum(arcs[key]):
-                arcs[key] = scores
+            if index == 0:
+                first.append(key)
+            if key not in arcs or sum(scores) > sum(arcs[key][:3]):
+                arcs[key] = (*scores, word.tokens)
             src, previous_end = dst, end
-    return arcs
+    return arcs, first
 
 
-def _as_lattice(arcs: dict[_Key, tuple[float, float, float]], utterance_id: str,
-                revision: int, speculative: bool, model_version: str) -> Lattice:
+def _as_lattice(arcs: dict[_Key, tuple[float, float, float, int]], utterance_id: str,
+                revision: int, speculative: bool, model_version: str
+                ) -> tuple[Lattice, list[_Key]]:
+    """The lattice, and the key of each of its arcs in order."""
     # Nodes in (end, tie-break) order are topological: an arc out of (e1, t1) starts at
     # or after e1 and ends at e2 >= e1, and where e2 == e1 the word took no time and its
     # node's tie-break is fresh, above any before it.
     nodes = sorted({node for key in arcs for node in key[:2]})
     numbers = {node: number for number, node in enumerate(nodes)}
     words: dict[str, int] = {}
-    out = []
-    for (src, dst, word, start, end), (acoustic, bias, lm) in sorted(
+    out, keys = [], []
+    for key, (acoustic, bias, lm, tokens) in sorted(
             arcs.items(), key=lambda item: (numbers[item[0][0]], item[0][3], item[0][2],
                                             numbers[item[0][1]], item[0][4])):
+        src, dst, word, start, end = key
         out.append(Arc(numbers[src], numbers[dst], words.setdefault(word, len(words)),
-                       acoustic, bias, start, end, lm))
+                       acoustic, bias, start, end, lm, tokens))
+        keys.append(key)
     return Lattice(utterance_id, revision, speculative, list(words), out, len(numbers),
-                   model_version)
+                   model_version), keys
 
 
 def best_through_arcs(lattice: Lattice) -> list[float]:
@@ -137,7 +145,7 @@ def _keep(lattice: Lattice, keep: Sequence[bool]) -> Lattice:
     words = [lattice.words[old] for old in word_ids]
     return Lattice(lattice.utterance_id, lattice.revision, lattice.speculative, words,
                    [Arc(renumber[a.src], renumber[a.dst], word_ids[a.word], a.acoustic,
-                        a.bias, a.start_ms, a.end_ms, a.lm) for a in arcs],
+                        a.bias, a.start_ms, a.end_ms, a.lm, a.tokens) for a in arcs],
                    len(used), lattice.model_version)
 
 
@@ -149,17 +157,25 @@ def byte_budget(lattice: Lattice, options: LatticeOptions) -> int:
     return max(options.min_bytes, round(options.bytes_per_second * span_s))
 
 
-def prune(lattice: Lattice, options: LatticeOptions = LatticeOptions()) -> Lattice:
-    """Arcs within `beam` of the best path, then the strongest that fit the byte budget.
+def prune(lattice: Lattice, options: LatticeOptions = LatticeOptions(),
+          protected: Sequence[bool] = ()) -> Lattice:
+    """Arcs within `beam` of the best path, then the strongest that fit the byte budget;
+    the `protected` arcs (the device's own answer) stay whatever they cost.
 
     Keeping every arc whose best path scores at least some threshold keeps whole paths
-    (every arc of such a path scores the same), so the result stays connected.
+    (every arc of such a path scores the same), so the result stays connected; so does
+    adding a whole start -> final path.
     """
     if not lattice.arcs:
         return lattice
     through = best_through_arcs(lattice)
     best = max(through)
-    kept = _keep(lattice, [t >= best - options.beam for t in through])
+    protected = list(protected) or [False] * len(through)
+
+    def above(threshold: float) -> list[bool]:
+        return [t >= threshold or p for t, p in zip(through, protected, strict=True)]
+
+    kept = _keep(lattice, above(best - options.beam))
     budget = byte_budget(lattice, options)
     if to_proto(kept).ByteSize() <= budget:
         return kept
@@ -168,12 +184,12 @@ def prune(lattice: Lattice, options: LatticeOptions = LatticeOptions()) -> Latti
     low, high = 0, len(thresholds) - 1  # thresholds[0] (the best path alone) always stays
     while low < high:
         middle = (low + high + 1) // 2
-        trial = _keep(lattice, [t >= thresholds[middle] for t in through])
+        trial = _keep(lattice, above(thresholds[middle]))
         if to_proto(trial).ByteSize() <= budget:
             low = middle
         else:
             high = middle - 1
-    return _keep(lattice, [t >= thresholds[low] for t in through])
+    return _keep(lattice, above(thresholds[low]))
 
 
 def build_word_lattice(paths: Sequence[Path], utterance_id: str, revision: int,
@@ -186,8 +202,11 @@ def build_word_lattice(paths: Sequence[Path], utterance_id: str, revision: int,
     """
     if not options.recombine or not paths or not paths[0].words:
         return build_lattice(paths, utterance_id, revision, speculative, model_version)
-    arcs = _recombined_arcs([p for p in paths if p.words])
-    lattice = prune(_as_lattice(arcs, utterance_id, revision, speculative, model_version),
-                    options)
+    arcs, first = _recombined_arcs([p for p in paths if p.words])
+    lattice, keys = _as_lattice(arcs, utterance_id, revision, speculative, model_version)
+    # The device ranks by score per token, the pruning by the sum: the device's answer
+    # (paths[0]) must survive it, or the cloud could not give it back.
+    answer = set(first)
+    lattice = prune(lattice, options, [key in answer for key in keys])
     validate(lattice)
     return lattice

@@ -13,6 +13,7 @@ import grpc
 from edge_asr.daemon.api.proto import cloud_pb2, lattice_pb2
 from edge_asr.daemon.uplink.lattice import Lattice, LatticeError, from_proto, validate
 from edge_asr.simulator.cloud.lm import CloudLM
+from edge_asr.simulator.cloud.name_classes import NO_CONTACTS, Contacts, ContextError
 from edge_asr.simulator.cloud.nlu import NluCancelled, NluOptions, NluResult, run_nlu, understand
 from edge_asr.simulator.cloud.rescore import RescoreOptions, ScoredPath, rescore
 
@@ -57,6 +58,14 @@ class Refused(Exception):
         self.message = message
 
 
+def check_contacts(message: cloud_pb2.Context) -> Contacts:
+    """The upload's contact list, or Refused with what breaks the limits."""
+    try:
+        return Contacts.of(message.contacts)
+    except ContextError as exc:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"bad context: {exc}") from exc
+
+
 def check_lattice(message: lattice_pb2.Lattice, max_bytes: int) -> Lattice:
     """The wire lattice as a validated Lattice, or Refused with the reason."""
     size = message.ByteSize()
@@ -96,12 +105,14 @@ class Engine:
     def nbest_for(self, requested: int) -> int:
         return min(requested or self.options.nbest, self.options.max_nbest)
 
-    def run(self, lattice: Lattice, nbest: int, cancel: threading.Event, nlu: bool = True
+    def run(self, lattice: Lattice, nbest: int, cancel: threading.Event, nlu: bool = True,
+            contacts: Contacts = NO_CONTACTS
             ) -> tuple[list[ScoredPath], NluResult | None, dict[str, float]]:
         """Raises NluCancelled when `cancel` is set before the result is ready."""
         started = time.monotonic()
         scored = rescore(lattice, self.lm, RescoreOptions(self.options.max_paths,
-                                                          self.nbest_for(nbest)))
+                                                          self.nbest_for(nbest)),
+                         contacts=contacts)
         rescored = time.monotonic()
         if cancel.is_set():
             raise NluCancelled()

@@ -27,6 +27,7 @@ from pathlib import Path
 from edge_asr.daemon.recognition.ngram_arpa import load_arpa
 from edge_asr.daemon.recognition.ngram_lm import LmFormatError, NgramLM
 from edge_asr.daemon.recognition.transducer import sha256_of
+from edge_asr.simulator.cloud.name_classes import CONTACT
 from edge_asr.simulator.cloud.neural_lm import NeuralLM, NeuralLmError
 
 NGRAM_FILES = ("ngram.arpa.gz", "ngram.arpa")
@@ -43,7 +44,7 @@ class CloudLmError(ValueError):
 @dataclass(frozen=True)
 class RescoreWeights:
     """total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
-    + length_bonus * words (natural logs; simulator/cloud/rescore.py)."""
+    + length_bonus * words + token_bonus * tokens (natural logs; simulator/cloud/rescore.py)."""
 
     lm_weight: float = 0.5
     length_bonus: float = 0.0
@@ -51,6 +52,9 @@ class RescoreWeights:
     # The device LM's score in the lattice; 0 (weights files from before the lattice
     # carried it) ignores it.
     device_lm_weight: float = 0.0
+    # Per word piece of the path (Arc.tokens): the device ranks by score per piece, so
+    # without it a name of many pieces loses to a short word that sounds alike.
+    token_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -128,6 +132,11 @@ class CloudLM:
         weights = RescoreWeights.load(weights_path) if weights_path.exists() else RescoreWeights()
         version = card.get("version") or folder.name
         return cls(ngram, neural, weights, version)
+
+    @property
+    def has_contact_class(self) -> bool:
+        """Trained with names as <contact> (name_classes.py); older LMs were not."""
+        return CONTACT in self.ngram.index
 
     def component_logprobs(self, sentences: Sequence[Sequence[str]]
                            ) -> list[tuple[list[float], list[float] | None]]:

@@ -3,20 +3,24 @@
 A path's score is
 
     total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
-            + length_bonus * words
+            + length_bonus * words + token_bonus * tokens
 
 where acoustic and bias are the device's (the bias keeps what the user's own context list
-made likely), device_lm is what the device's own LM added (`Arc.lm`: the device ranked its
-n-best by acoustic + bias + device_lm), lm is the interpolated cloud LM's ln p of the words
-and </s>, and the length bonus offsets the LM's preference for short hypotheses.
+made likely), device_lm is what the device's own LM added (`Arc.lm`), lm is the
+interpolated cloud LM's ln p of the words and </s> (the better of its readings with the
+user's contacts as a class: name_classes.py), the length bonus offsets the LM's preference
+for short hypotheses, and the token bonus the sum's preference for words of few pieces (the
+device ranked its n-best by acoustic + bias + device_lm per piece, `Arc.tokens`).
 Rescoring enumerates the lattice's best `max_paths` paths by device score (A* in
-`daemon.lattice.paths`), merges paths with the same words (they score the same under the
+`daemon/uplink/lattice_paths.py`), merges paths with the same words (they score the same under the
 LM, so the best device score stands for them) and ranks them by total.
 
-Tuning grid-searches (lm_weight, length_bonus, ngram_lambda, device_lm_weight) on dev
-lattices with reference texts for the lowest WER, and stores the result next to the LM
-(weights.json). The dev set is JSON Lines, one utterance a line: {"lattice": base64 of the
-serialized Lattice, "text": the normalised reference}.
+Tuning grid-searches (lm_weight, length_bonus, ngram_lambda, device_lm_weight,
+token_bonus) on dev lattices with reference texts for the lowest WER, and stores the result
+next to the LM (weights.json). The dev set is JSON Lines, one utterance a line:
+{"lattice": base64 of the serialized Lattice, "text": the normalised reference, optionally
+"device": what the device delivered and "contacts": the user's list}; `edge-asr eval SET
+--lattices FILE` writes it.
 
     python -m edge_asr.simulator.cloud.rescore tune --lm models/cloud-lm --dev dev.jsonl --write
 """
@@ -34,13 +38,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_asr.daemon.uplink.lattice import Lattice, LatticeError, parse, paths
+import numpy as np
+
+from edge_asr.daemon.uplink.lattice import Lattice, LatticeError, parse
+from edge_asr.daemon.uplink.lattice_paths import paths
 from edge_asr.simulator.cloud.lm import (
     WEIGHTS_FILE,
     CloudLM,
     CloudLmError,
     RescoreWeights,
     interpolate,
+)
+from edge_asr.simulator.cloud.name_classes import (
+    NO_CONTACTS,
+    Contacts,
+    ContextError,
+    class_reading,
 )
 
 DEFAULT_MAX_PATHS = 50
@@ -49,6 +62,7 @@ LM_WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0)
 LENGTH_BONUS_GRID = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0)
 LAMBDA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEVICE_LM_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+TOKEN_BONUS_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -77,35 +91,62 @@ class ScoredPath:
 
 
 @dataclass(frozen=True)
+class _Reading:
+    """One way to read a word sequence for the LM: its tokens' ln p from the n-gram and
+    the neural LM, plus ln p of the names within their class (name_classes.py)."""
+
+    ngram: list[float]
+    neural: list[float] | None
+    in_class: float = 0.0
+
+    def score(self, share: float) -> float:
+        return interpolate(self.ngram, self.neural, share) + self.in_class
+
+
+@dataclass(frozen=True)
 class _Candidate:
-    """A distinct word sequence of a lattice with its best device score and LM parts."""
+    """A distinct word sequence of a lattice with its best device score and LM readings
+    (as words, and with the user's contacts as the <contact> class when it says any)."""
 
     words: tuple[str, ...]
     acoustic: float
     bias: float
     device_lm: float
-    ngram: list[float]
-    neural: list[float] | None
+    tokens: int  # word pieces of the device's best path with these words (0: not known)
+    readings: list[_Reading]
 
 
-def _candidates(lattice: Lattice, lm: CloudLM, max_paths: int) -> list[_Candidate]:
-    best: dict[tuple[str, ...], tuple[float, float, float]] = {}
+def _candidates(lattice: Lattice, lm: CloudLM, max_paths: int,
+                contacts: Contacts = NO_CONTACTS) -> list[_Candidate]:
+    best: dict[tuple[str, ...], tuple[float, float, float, int]] = {}
     for path in paths(lattice, limit=max_paths):
         words = tuple(w.word for w in path.words)
-        if words not in best or path.score > sum(best[words]):
-            best[words] = (path.acoustic, path.bias, path.lm)
+        if words not in best or path.score > sum(best[words][:3]):
+            best[words] = (path.acoustic, path.bias, path.lm, path.tokens)
     sequences = list(best)
-    parts = lm.component_logprobs(sequences)
-    return [_Candidate(words, *best[words], ngram, neural)
-            for words, (ngram, neural) in zip(sequences, parts, strict=True)]
+    # Each sequence as words, and with its contacts as the class where it says some.
+    readings: list[tuple[int, tuple[str, ...], float]] = [(i, s, 0.0)
+                                                           for i, s in enumerate(sequences)]
+    if contacts and lm.has_contact_class:
+        for i, words in enumerate(sequences):
+            classed, replaced = class_reading(words, contacts)
+            if replaced:
+                readings.append((i, classed, replaced * contacts.in_class_logprob))
+    parts = lm.component_logprobs([words for _, words, _ in readings])
+    by_sequence: list[list[_Reading]] = [[] for _ in sequences]
+    for (i, _, in_class), (ngram, neural) in zip(readings, parts, strict=True):
+        by_sequence[i].append(_Reading(ngram, neural, in_class))
+    return [_Candidate(words, *best[words], by_sequence[i])
+            for i, words in enumerate(sequences)]
 
 
 def _rank(candidates: Iterable[_Candidate], weights: RescoreWeights) -> list[ScoredPath]:
     scored = []
     for c in candidates:
-        lm_score = interpolate(c.ngram, c.neural, weights.ngram_lambda)
+        lm_score = max(r.score(weights.ngram_lambda) for r in c.readings)
         total = (c.acoustic + c.bias + weights.device_lm_weight * c.device_lm
-                 + weights.lm_weight * lm_score + weights.length_bonus * len(c.words))
+                 + weights.lm_weight * lm_score + weights.length_bonus * len(c.words)
+                 + weights.token_bonus * c.tokens)
         scored.append(ScoredPath(c.words, c.acoustic, c.bias, lm_score, total, c.device_lm))
     # Ties go to the better device score, then to the words, so the order is deterministic.
     scored.sort(key=lambda p: (-p.total, -(p.acoustic + p.bias + p.device_lm), p.words))
@@ -113,9 +154,11 @@ def _rank(candidates: Iterable[_Candidate], weights: RescoreWeights) -> list[Sco
 
 
 def rescore(lattice: Lattice, lm: CloudLM, options: RescoreOptions = RescoreOptions(),
-            weights: RescoreWeights | None = None) -> list[ScoredPath]:
-    """The lattice's n-best under the cloud LM, best first."""
-    ranked = _rank(_candidates(lattice, lm, options.max_paths), weights or lm.weights)
+            weights: RescoreWeights | None = None,
+            contacts: Contacts = NO_CONTACTS) -> list[ScoredPath]:
+    """The lattice's n-best under the cloud LM, best first; `contacts` fill its name class."""
+    ranked = _rank(_candidates(lattice, lm, options.max_paths, contacts),
+                   weights or lm.weights)
     return ranked[:options.nbest]
 
 
@@ -140,16 +183,20 @@ class DevUtterance:
     # What the device itself delivered (its length-normalised best, which need not be the
     # lattice's best path by summed score); None: take the lattice's best path.
     device: tuple[str, ...] | None = None
+    contacts: Contacts = NO_CONTACTS  # the user's contacts the utterance was heard with
 
 
 class DevSetError(ValueError):
     """A dev-set line is not {"lattice": base64 Lattice, "text": reference}."""
 
 
-def encode_dev_line(lattice_bytes: bytes, text: str, device: str | None = None) -> str:
-    record = {"lattice": base64.b64encode(lattice_bytes).decode("ascii"), "text": text}
+def encode_dev_line(lattice_bytes: bytes, text: str, device: str | None = None,
+                    contacts: Sequence[str] = ()) -> str:
+    record: dict = {"lattice": base64.b64encode(lattice_bytes).decode("ascii"), "text": text}
     if device is not None:
         record["device"] = device
+    if contacts:
+        record["contacts"] = list(contacts)
     return json.dumps(record)
 
 
@@ -167,13 +214,16 @@ def load_dev_set(path: Path) -> list[DevUtterance]:
             except (json.JSONDecodeError, KeyError, TypeError, binascii.Error) as exc:
                 raise DevSetError(f"{where}: expected {{\"lattice\": base64, \"text\": str}}: "
                                   f"{exc}") from exc
-            device = record.get("device")
+            device, contacts = record.get("device"), record.get("contacts", [])
             if not isinstance(text, str) or not isinstance(device, str | None):
                 raise DevSetError(f"{where}: \"text\" or \"device\" is not a string")
+            if not isinstance(contacts, list) or not all(isinstance(c, str) for c in contacts):
+                raise DevSetError(f"{where}: \"contacts\" is not a list of strings")
             try:
                 out.append(DevUtterance(parse(data), tuple(text.split()),
-                                        None if device is None else tuple(device.split())))
-            except LatticeError as exc:
+                                        None if device is None else tuple(device.split()),
+                                        Contacts.of(contacts)))
+            except (LatticeError, ContextError) as exc:
                 raise DevSetError(f"{where}: {exc}") from exc
     if not out:
         raise DevSetError(f"{path} has no utterances")
@@ -195,16 +245,48 @@ def _errors_of_best(prepared: list[tuple[list[_Candidate], tuple[str, ...]]],
                for candidates, reference in prepared if candidates)
 
 
+@dataclass(frozen=True)
+class _Features:
+    """One utterance's candidates as arrays, for scoring a grid point in one step: the
+    parts of `_rank`'s total, and each candidate's word errors. Candidates are in `_rank`'s
+    tie order (better device score, then words), so argmax picks what `_rank` would."""
+
+    device: np.ndarray  # acoustic + bias
+    device_lm: np.ndarray
+    lm: np.ndarray  # the cloud LM at this grid's ngram_lambda
+    words: np.ndarray
+    tokens: np.ndarray
+    errors: np.ndarray
+
+    @classmethod
+    def of(cls, candidates: list[_Candidate], reference: tuple[str, ...], share: float
+           ) -> _Features:
+        ordered = sorted(candidates, key=lambda c: (-(c.acoustic + c.bias + c.device_lm),
+                                                    c.words))
+        return cls(np.array([c.acoustic + c.bias for c in ordered]),
+                   np.array([c.device_lm for c in ordered]),
+                   np.array([max(r.score(share) for r in c.readings) for c in ordered]),
+                   np.array([len(c.words) for c in ordered], dtype=float),
+                   np.array([c.tokens for c in ordered], dtype=float),
+                   np.array([word_errors(reference, c.words) for c in ordered]))
+
+    def errors_of_best(self, w: RescoreWeights) -> int:
+        total = (self.device + w.device_lm_weight * self.device_lm + w.lm_weight * self.lm
+                 + w.length_bonus * self.words + w.token_bonus * self.tokens)
+        return int(self.errors[int(np.argmax(total))])
+
+
 def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_PATHS,
          lm_weights: Sequence[float] = LM_WEIGHT_GRID,
          length_bonuses: Sequence[float] = LENGTH_BONUS_GRID,
          lambdas: Sequence[float] = LAMBDA_GRID,
-         device_lm_weights: Sequence[float] = DEVICE_LM_WEIGHT_GRID) -> TuningResult:
+         device_lm_weights: Sequence[float] = DEVICE_LM_WEIGHT_GRID,
+         token_bonuses: Sequence[float] = TOKEN_BONUS_GRID) -> TuningResult:
     """The grid point with the fewest word errors; ties keep the earlier point of the grid
     (the grids start from the weakest LM influence, so a tie never adds LM weight)."""
     if not dev:
         raise DevSetError("no dev utterances to tune on")
-    prepared = [(_candidates(u.lattice, lm, max_paths), u.reference) for u in dev]
+    prepared = [(_candidates(u.lattice, lm, max_paths, u.contacts), u.reference) for u in dev]
     reference_words = max(sum(len(r) for _, r in prepared), 1)
     device_errors = 0
     for u in dev:
@@ -217,15 +299,20 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
         lambdas = (1.0,)
     best: tuple[int, RescoreWeights] | None = None
     points = 0
-    for share, device, weight, bonus in itertools.product(lambdas, device_lm_weights,
-                                                          lm_weights, length_bonuses):
-        weights = RescoreWeights(weight, bonus, share, device)
-        errors = _errors_of_best(prepared, weights)
-        points += 1
-        if best is None or errors < best[0]:
-            best = (errors, weights)
+    for share in lambdas:
+        features = [_Features.of(candidates, reference, share)
+                    for candidates, reference in prepared if candidates]
+        for device, weight, bonus, token in itertools.product(
+                device_lm_weights, lm_weights, length_bonuses, token_bonuses):
+            weights = RescoreWeights(weight, bonus, share, device, token)
+            errors = sum(f.errors_of_best(weights) for f in features)
+            points += 1
+            if best is None or errors < best[0]:
+                best = (errors, weights)
     assert best is not None
-    return TuningResult(best[1], best[0] / reference_words, device_errors / reference_words,
+    # What serving ranks, to the word: the figure printed is _rank's, not the grid's
+    errors = _errors_of_best(prepared, best[1])
+    return TuningResult(best[1], errors / reference_words, device_errors / reference_words,
                         reference_words, points)
 
 
@@ -252,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--lambdas", type=_floats, default=LAMBDA_GRID)
     t.add_argument("--device-lm-weights", type=_floats, default=DEVICE_LM_WEIGHT_GRID,
                    help="weights of the device LM's score the lattice carries (Arc.lm)")
+    t.add_argument("--token-bonuses", type=_floats, default=TOKEN_BONUS_GRID,
+                   help="bonuses per word piece of a path (Arc.tokens)")
     t.add_argument("--write", action="store_true",
                    help=f"store the best weights in the LM folder ({WEIGHTS_FILE})")
     args = parser.parse_args(argv)
@@ -260,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dev = load_dev_set(args.dev)
         start = time.perf_counter()
         result = tune(dev, lm, args.max_paths, args.lm_weights, args.length_bonuses,
-                      args.lambdas, args.device_lm_weights)
+                      args.lambdas, args.device_lm_weights, args.token_bonuses)
     except (CloudLmError, DevSetError, OSError, ValueError) as exc:
         print(f"rescore: error: {exc}", file=sys.stderr)
         return 2

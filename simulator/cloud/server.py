@@ -48,6 +48,7 @@ from edge_asr.simulator.cloud.engine import (
     Engine,
     Refused,
     Undecodable,
+    check_contacts,
     check_lattice,
     hypotheses,
     intent,
@@ -140,6 +141,7 @@ class CloudServicer:
             self.counters["rescore_calls"] += 1
         try:
             lattice = check_lattice(request.lattice, self.options.max_lattice_bytes)
+            contacts = check_contacts(request.context)
         except Refused as exc:
             context.abort(exc.code, exc.message)
         cancel = threading.Event()
@@ -147,7 +149,7 @@ class CloudServicer:
         started = time.monotonic()
         try:
             scored, result, timings = self.engine.run(lattice, request.nbest, cancel,
-                                                      nlu=request.nlu)
+                                                      nlu=request.nlu, contacts=contacts)
         except NluCancelled:
             context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
         return cloud_pb2.RescoreResponse(

@@ -18,10 +18,12 @@ from edge_asr.simulator.cloud.engine import (
     Engine,
     Refused,
     Undecodable,
+    check_contacts,
     check_lattice,
     hypotheses,
     intent,
 )
+from edge_asr.simulator.cloud.name_classes import NO_CONTACTS, Contacts
 from edge_asr.simulator.cloud.nlu import NluCancelled
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class _Job:
     revision: int
     lattice: Lattice
     nbest: int
+    contacts: Contacts = NO_CONTACTS
     arrived: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: bool = False
@@ -112,6 +115,7 @@ class DeviceSession:
         wire = upload.lattice
         try:
             lattice = check_lattice(wire, self.options.max_lattice_bytes)
+            contacts = check_contacts(upload.context)
         except Refused as exc:
             self._error(exc.code, exc.message, wire.utterance_id, wire.revision)
             return
@@ -138,7 +142,7 @@ class DeviceSession:
                 known.job.cancel.set()
                 self._cancelled(known.job.utterance_id, known.job.revision, True,
                                 "superseded")
-            job = _Job(lattice.utterance_id, lattice.revision, lattice, upload.nbest)
+            job = _Job(lattice.utterance_id, lattice.revision, lattice, upload.nbest, contacts)
             self._remember(lattice.utterance_id, _Utterance(lattice.revision, job))
             self._pending += 1
         self._jobs.put(job)
@@ -196,7 +200,8 @@ class DeviceSession:
             return
         started = time.monotonic()
         try:
-            scored, result, timings = self.engine.run(job.lattice, job.nbest, job.cancel)
+            scored, result, timings = self.engine.run(job.lattice, job.nbest, job.cancel,
+                                                      contacts=job.contacts)
         except NluCancelled:
             return
         with self._lock:
