@@ -27,6 +27,9 @@ from edge_asr.daemon.pipeline import Event, Pipeline
 from edge_asr.daemon.recognition.recognizer import Context, Recognizer, Result
 from edge_asr.daemon.uplink.finisher import Finisher
 
+# Playback quieter than this (-60 dBFS) leaves no echo worth allowing for.
+PLAYBACK_LEVEL = 1e-3
+
 
 @dataclass
 class StreamDriver:
@@ -50,8 +53,9 @@ class StreamDriver:
             if reference is None and self.reference is not None:
                 reference = self.reference.take(len(piece))
             cleaned = self.frontend.process(piece, reference)
+            playing = reference is not None and bool(np.any(np.abs(reference) > PLAYBACK_LEVEL))
             # a piece shorter than a 10 ms frame may leave nothing ready yet
-            events = self.pipeline.accept(cleaned) if len(cleaned) else []
+            events = self.pipeline.accept(cleaned, playing) if len(cleaned) else []
         else:
             events = self.pipeline.accept(piece)
         self.cpu_seconds += time.thread_time() - started

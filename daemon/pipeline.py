@@ -110,6 +110,9 @@ class PipelineConfig:
 
 
 _ids = itertools.count(1)
+# After the loudspeaker falls silent its echo rings on in the room and in the canceller's
+# filter for a while (RT60 of a living room: 0.3-0.6 s).
+PLAYBACK_ECHO_TAIL_S = 0.5
 
 
 class Pipeline:
@@ -143,6 +146,7 @@ class Pipeline:
         self._utterance_id = ""
         self._last_partial = ""
         self._speculative: list[tuple[str, float]] | None = None
+        self._playback_until = -1.0  # stream seconds until which playback may still echo
         self.utterances = 0
         # Wake word: the spotter open on the current stretch of speech while waiting for
         # the phrase; after it, `_awake_until` (stream seconds) while no request has begun.
@@ -169,8 +173,12 @@ class Pipeline:
     def now(self) -> float:
         return self._samples_seen / SAMPLE_RATE
 
-    def accept(self, samples: np.ndarray) -> list[Event]:
+    def accept(self, samples: np.ndarray, playback: bool = False) -> list[Event]:
+        """`playback`: the device's loudspeaker played during these samples (the front end
+        cancelled its echo before they came here); the end-pointer allows for what is left."""
         self._samples_seen += samples.size
+        if playback:
+            self._playback_until = self.now + PLAYBACK_ECHO_TAIL_S
         self._remember(samples)
         events: list[Event] = []
         flags = self.vad.process(samples)
@@ -188,7 +196,8 @@ class Pipeline:
         text, blanks = self._best()
         for ep in self.endpointer.update(self.vad.time_s, flags, blanks, text,
                                          snr_db=self.vad.snr_db,
-                                         end_probability=self._end_probability(text)):
+                                         end_probability=self._end_probability(text),
+                                         playback=self.now < self._playback_until):
             events += self._on_endpoint(ep)
         if decoded and self._stream is not None and self.config.partials:
             events += self._partial()

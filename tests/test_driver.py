@@ -32,3 +32,27 @@ def test_each_utterance_closes_once_and_the_audio_is_accounted(tiny_model_dir):
     assert driver.finish(wait_s=1.0) == []  # a second end changes nothing
     with pytest.raises(RuntimeError, match="after finish"):
         driver.feed(np.zeros(320, np.float32))
+
+
+class _Listening:
+    """A pipeline stand-in that records whether each piece came with playback."""
+
+    def __init__(self) -> None:
+        self.playback: list[bool] = []
+
+    def accept(self, samples, playback: bool = False):
+        self.playback.append(playback)
+        return []
+
+
+def test_the_pipeline_is_told_when_the_device_plays():
+    from edge_asr.daemon.frontend.cleanup import FrontEndConfig, MicFrontEnd
+
+    pipeline = _Listening()
+    driver = StreamDriver(pipeline, Finisher(lambda e: None),
+                          MicFrontEnd(FrontEndConfig(echo_cancellation=True)))
+    piece = np.zeros(320, np.float32)
+    music = 0.1 * np.sin(np.arange(320, dtype=np.float32) / 5)
+    for reference in (music, np.zeros(320, np.float32), None, 1e-5 * music, music):
+        driver.feed(piece, reference)
+    assert pipeline.playback == [True, False, False, False, True]

@@ -100,9 +100,9 @@ class _Heard:
         self.samples: list[np.ndarray] = []
         accept = pipeline.accept
 
-        def spy(samples):
+        def spy(samples, playback=False):
             self.samples.append(samples.copy())
-            return accept(samples)
+            return accept(samples, playback)
 
         pipeline.accept = spy
 

@@ -69,21 +69,25 @@ class Run:
 def simulate(segments: list[Segment], config: EndpointConfig = CONFIG,
              chunk_frames: int | list[int] = 4, blank_lag_s: float = 0.04,
              blanks: str = "follow", finish: bool = True, snr_db: float | None = None,
-             end_probability=None, query_end_threshold: float | None = None) -> Run:
+             end_probability=None, query_end_threshold: float | None = None,
+             playback: bool = False) -> Run:
     """Feed a timeline in decoder-sized calls.
 
     blanks="follow": the best path's trailing blanks follow the silence, `blank_lag_s`
     late (the model emits its last token after the audio); "none": unknown;
-    "never": the decoder keeps emitting.
+    "never": the decoder keeps emitting; "words": they follow the last speech that gave
+    text, so sound without text (echo, music) does not stop them.
     end_probability(text, silence_s, blank_s): a stand-in for the learned end-of-query
     model, used with `query_end_threshold`.
     """
     flags: list[bool] = []
+    worded: list[bool] = []
     texts: list[str] = []
     text = ""
     for seg in segments:
         for i in range(seg.frames):
             flags.append(seg.speech)
+            worded.append(seg.speech and seg.text is not None)
             if seg.text is not None and i == seg.frames - 1:
                 text = seg.text
             texts.append(text)
@@ -99,8 +103,9 @@ def simulate(segments: list[Segment], config: EndpointConfig = CONFIG,
         learned = None if end_probability is None else (
             lambda silence_s, blank_s, said=said: end_probability(said, silence_s, blank_s))
         events += ep.update(round(end * FRAME_S, 9), flags[pos:end],
-                            _blanks(flags, end, blank_lag_s, blanks), said,
-                            snr_db=snr_db, end_probability=learned)
+                            _blanks(worded if blanks == "words" else flags, end, blank_lag_s,
+                                    blanks), said,
+                            snr_db=snr_db, end_probability=learned, playback=playback)
         pos = end
     if finish:
         events += ep.finish(round(len(flags) * FRAME_S, 9), texts[-1] if texts else "")
@@ -853,6 +858,40 @@ def test_learned_end_of_query_never_sure_ends_at_the_silence_timeout() -> None:
     final = run.first(EventKind.CONFIRMED)
     assert final.reason is EndReason.SILENCE_TIMEOUT
     assert final.time == pytest.approx(1.3 + CONFIG.silence_timeout, abs=0.05)
+
+
+def test_learned_end_of_query_hears_the_pause_in_the_decoders_blanks() -> None:
+    """While the device plays, residual echo breaks the VAD's silence into 0.5 s pieces; the
+    decoder, which hears no words in it, keeps counting blanks, and the classifier is asked
+    with that pause."""
+    echo = [silence(0.5), speech(0.1)] * 6
+    segments = [silence(0.3), speech(1.2, "what time is it"), *echo, silence(2.0)]
+
+    def sure_after_a_second(text: str, s: float, b: float) -> float:
+        return 0.9 if s >= 1.0 else 0.1
+
+    def end_of(run: Run) -> float:
+        return next(e.time for e in run.events
+                    if e.kind in (EventKind.CONFIRMED, EventKind.FINAL_ENDPOINT))
+
+    run = simulate(segments, blanks="words", end_probability=sure_after_a_second,
+                   query_end_threshold=0.5, playback=True)
+    assert 1.5 + 1.0 <= end_of(run) <= 1.5 + 1.2  # in the second piece of silence
+    for config, playback in ((CONFIG, False),  # nothing plays: the VAD's silence alone
+                             (dataclasses.replace(CONFIG, query_end_pause_from_blanks="never"),
+                              True)):
+        vad_only = simulate(segments, config, blanks="words", query_end_threshold=0.5,
+                            end_probability=sure_after_a_second, playback=playback)
+        assert end_of(vad_only) >= 1.5 + 3.6  # only once the sound stops
+    always = simulate(segments, dataclasses.replace(CONFIG, query_end_pause_from_blanks="always"),
+                      blanks="words", end_probability=sure_after_a_second,
+                      query_end_threshold=0.5)
+    assert end_of(always) == pytest.approx(end_of(run))
+
+
+def test_the_pause_setting_is_checked_in_words() -> None:
+    with pytest.raises(ValueError, match="playback, always, never, got 'sometimes'"):
+        EndpointConfig(query_end_pause_from_blanks="sometimes")
 
 
 def test_without_the_classifier_in_a_call_the_rules_decide() -> None:

@@ -89,6 +89,9 @@ def test_roundtrip_returns_exactly_the_nbest(nbest):
     assert set(keys) == expected_keys(nbest)
     scores = [p.score for p in back]
     assert all(a >= b - 1e-6 for a, b in zip(scores, scores[1:], strict=False)), "not best first"
+    # The device's answer, the n-best's first, is marked, and only it.
+    marked = [key(p) for p in back if p.device]
+    assert marked == [key(nbest[0]) if nbest[0].words else ()]
 
 
 @settings(max_examples=100, deadline=None)
@@ -243,6 +246,33 @@ def wire(words=("on", "off"), arcs=((0, 1, 0, 0, 100), (1, 2, 1, 100, 200)), num
 
 def test_handmade_message_is_valid():
     assert [p.text for p in paths(parse(wire()))] == ["on off"]
+
+
+def marked(*device: bool, arcs=((0, 1, 0, 0, 100), (1, 3, 1, 100, 200), (0, 2, 1, 0, 100),
+                                (2, 3, 0, 100, 200))) -> bytes:
+    """A lattice of "on off" and "off on"; `device` marks arcs as the device's answer."""
+    message = lattice_pb2.Lattice()
+    message.ParseFromString(wire(arcs=arcs, num_nodes=4))
+    for arc, flag in zip(message.arcs, device, strict=False):
+        arc.device = flag
+    return message.SerializeToString()
+
+
+def test_the_marked_device_answer_is_read_back_as_such():
+    found = {p.text: p.device for p in paths(parse(marked(False, False, True, True)))}
+    assert found == {"on off": False, "off on": True}
+    assert not any(p.device for p in paths(parse(marked())))  # a device before the field
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ((True, False, True, False), "a second arc of the device's answer leaves node 0"),
+    ((True, False, False, False), "not one path from the start node to the final node"),
+    ((False, True, False, False), "not one path from the start node to the final node"),
+    ((True, True, False, True), "not one path"),
+])
+def test_a_device_answer_that_is_not_one_whole_path_is_rejected(flags, message):
+    with pytest.raises(LatticeError, match=message):
+        parse(marked(*flags))
 
 
 MALFORMED = [

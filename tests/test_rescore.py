@@ -20,6 +20,7 @@ from edge_asr.simulator.cloud.lm import (
     interpolate,
 )
 from edge_asr.simulator.cloud.rescore import (
+    DEVICE_BONUS_GRID,
     DEVICE_LM_WEIGHT_GRID,
     TOKEN_BONUS_GRID,
     DevSetError,
@@ -118,6 +119,31 @@ def test_a_token_bonus_keeps_a_name_of_many_pieces(lm):
     assert best.total == pytest.approx(-6.9 + 1.5 * 5)
 
 
+def test_a_bonus_for_the_devices_own_choice(lm):
+    # The device chose "call pilar" (its context rescued the name); by the sums the lattice
+    # carries, "call pell" looks better. The lattice marks the device's choice.
+    lattice = parse(serialize(build_lattice([make_path("call pilar", -7.0),
+                                             make_path("call pell", -4.0)], "u", 1, True)))
+    assert rescore(lattice, lm, weights=RescoreWeights(lm_weight=0.0))[0].text == "call pell"
+    best = rescore(lattice, lm, weights=RescoreWeights(lm_weight=0.0, device_bonus=4.0))[0]
+    assert best.text == "call pilar" and best.total == pytest.approx(-7.0 + 4.0)
+
+
+def test_tuning_trusts_the_device_where_its_choice_is_right(lm):
+    names = ["pilar", "ingrid", "tomasz"]
+    dev = [DevUtterance(build_lattice([make_path(f"call {name}", -7.0),
+                                       make_path("call pell", -4.0)], f"u{i}", 1, True),
+                        ("call", name)) for i, name in enumerate(names)]
+    assert tune(dev, lm).wer == pytest.approx(0.5)  # the default grid leaves the bonus out
+    result = tune(dev, lm, device_bonuses=(0.0, 2.0, 4.0))
+    assert result.wer == 0.0 and result.weights.device_bonus > 0.0
+    # Dev lines from before the mark name the device's words instead.
+    unmarked = [DevUtterance(build_lattice([make_path("call pell", -4.0),
+                                            make_path(f"call {name}", -7.0)], f"u{i}", 1, True),
+                             ("call", name), ("call", name)) for i, name in enumerate(names)]
+    assert tune(unmarked, lm, device_bonuses=(0.0, 4.0)).wer == 0.0
+
+
 def test_tuning_weighs_the_device_lm_when_only_it_knows(lm):
     # Sentences the cloud LM never saw, so only the device LM's score can set them right.
     pairs = [("dim the porch lamp", "dim the porch lamb"), ("open the garage", "open the garbage"),
@@ -204,7 +230,8 @@ def test_tuning_searches_the_interpolation_weight_with_a_neural_lm(lm, tmp_path)
     both = CloudLM(lm.ngram, NeuralLM(tmp_path / "neural.onnx", tmp_path / "vocab.txt"))
     result = tune(_dev_set(), both, lm_weights=(0.0, 0.5, 1.0), length_bonuses=(0.0,),
                   lambdas=(0.0, 0.5, 1.0))
-    assert result.grid_points == 9 * len(DEVICE_LM_WEIGHT_GRID) * len(TOKEN_BONUS_GRID)
+    assert result.grid_points == (9 * len(DEVICE_LM_WEIGHT_GRID) * len(TOKEN_BONUS_GRID)
+                                  * len(DEVICE_BONUS_GRID))
     assert result.wer == 0.0
     scored = rescore(_dev_set()[0].lattice, both, weights=RescoreWeights(1.0, 0.0, 0.5))
     assert scored[0].text == CONFUSIONS[0][0]

@@ -101,6 +101,9 @@ def test_the_devices_own_choice_survives_the_beam_and_the_budget():
             parse(serialize(lattice))  # connected: every node on a start -> final path
             assert "call pilar" in texts(lattice) and "call pell" in texts(lattice)
             assert {p.text: p.tokens for p in paths(lattice)}["call pilar"] == 5
+            # and the cloud is told which path it is
+            assert [p.text for p in paths(parse(serialize(lattice))) if p.device] == [
+                "call pilar"]
 
 
 def random_nbest(rng: random.Random, n: int, words: int) -> list[Path]:

@@ -138,6 +138,7 @@ class Endpointer:
         self._now = 0.0
         self._count = 0  # utterances started so far
         self._timing: UtteranceTiming | None = None
+        self._playback = False  # the device played audio lately (update's `playback`)
         self._clear_utterance_state()
 
     # ------------------------------------------------------------ public API
@@ -178,7 +179,8 @@ class Endpointer:
 
     def update(self, now: float, speech_flags: Sequence[bool], trailing_blanks: int | None,
                text: str, snr_db: float | None = None,
-               end_probability: EndProbability | None = None) -> list[EndpointEvent]:
+               end_probability: EndProbability | None = None,
+               playback: bool = False) -> list[EndpointEvent]:
         """Feed what happened up to audio time `now`.
 
         now: audio seconds at the end of the last flag in `speech_flags` (Vad.time_s).
@@ -189,6 +191,8 @@ class Endpointer:
         snr_db: the VAD's estimate of speech over noise (Vad.snr_db), None if unknown.
         end_probability: the learned end-of-query model for the open utterance, asked only
             in a pause of at least final_silence_min (used with query_end_threshold).
+        playback: the device's loudspeaker has played lately, so residual echo may break the
+            VAD's silence (EndpointConfig.query_end_pause_from_blanks).
         """
         self._check_inputs(now, trailing_blanks)
         events: list[EndpointEvent] = []
@@ -198,6 +202,7 @@ class Endpointer:
             end = now - (n - 1 - i) * frame_s
             self._on_frame(bool(flag), end - frame_s, end, text, events)
         self._now = now
+        self._playback = playback
         if self._phase in _OPEN:
             noisy = snr_db is not None and snr_db < self.config.noisy_snr_db
             learned = end_probability if self.query_end_threshold is not None else None
@@ -339,12 +344,21 @@ class Endpointer:
         elif silence >= c.silence_timeout:
             self._end(EndReason.SILENCE_TIMEOUT, text, events)
         elif (silence >= c.final_silence_min and blank_s >= c.final_blank
-              and learned(silence - _EPS, blank_s - _EPS) >= self.query_end_threshold):
+              and learned(self._pause(silence, blank_s), blank_s - _EPS)
+              >= self.query_end_threshold):
             self._end(EndReason.SILENCE, text, events)
         elif (c.speculative and self._phase is Phase.SPEAKING and text
               and silence >= (c.spec_silence_noisy if noisy else c.spec_silence)
               and blank_s >= c.spec_blank):
             self._speculate(EndReason.SILENCE, text, events)
+
+    def _pause(self, silence: float, blank_s: float) -> float:
+        """The pause the classifier hears (EndpointConfig.query_end_pause_from_blanks)."""
+        mode = self.config.query_end_pause_from_blanks
+        if (mode == "always" or mode == "playback" and self._playback) \
+                and math.isfinite(blank_s):
+            return max(silence, blank_s) - _EPS
+        return silence - _EPS
 
     def _spec_lead(self, final_silence: float) -> float:
         c = self.config

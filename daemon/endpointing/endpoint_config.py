@@ -7,6 +7,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+PAUSE_FROM_BLANKS = ("playback", "always", "never")
+
 
 @dataclass(frozen=True)
 class EndpointConfig:
@@ -66,11 +68,20 @@ class EndpointConfig:
     # still bounds the wait. The speculative end-pointer keeps spec_silence.
     query_end: bool = True
     query_end_threshold: float | None = None  # None: the threshold tuned with the model
+    # "playback": while the device plays audio, the classifier hears the pause as the
+    # longer of the VAD's silence and the decoder's trailing blanks (once the VAD has heard
+    # final_silence_min): residual echo breaks the VAD's silence into pieces, while the
+    # decoder, which hears no words in it, keeps counting. "always" does so without
+    # playback too, where blanks outrun the silence mostly after speech the model missed:
+    # it cut more real speakers' requests (RESULTS.md, "Learned end-of-query"). "never":
+    # the VAD's silence alone.
+    query_end_pause_from_blanks: str = "playback"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name == "query_end_threshold":
+            if (value is None and f.name == "query_end_threshold"
+                    or f.name == "query_end_pause_from_blanks"):
                 continue
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"EndpointConfig.{f.name} must be a finite number >= 0, "
@@ -86,5 +97,9 @@ class EndpointConfig:
                              f"{self.final_silence}, {self.final_silence_max}")
         if self.silence_timeout < self.final_silence_max:
             raise ValueError("EndpointConfig.silence_timeout must be >= final_silence_max")
+        if self.query_end_pause_from_blanks not in PAUSE_FROM_BLANKS:
+            raise ValueError("EndpointConfig.query_end_pause_from_blanks must be one of "
+                             f"{', '.join(PAUSE_FROM_BLANKS)}, got "
+                             f"{self.query_end_pause_from_blanks!r}")
         if self.query_end_threshold is not None and not 0 < self.query_end_threshold < 1:
             raise ValueError("EndpointConfig.query_end_threshold must be in (0, 1)")

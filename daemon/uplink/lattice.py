@@ -60,6 +60,8 @@ class WordArc:
     # The model's tokens (word pieces) the word was spelled with; 0: not known. The device
     # ranks hypotheses by score per token, so a word of many pieces is not worth less.
     tokens: int = 0
+    # On the device's own answer (set by the lattice builders from the n-best's first).
+    device: bool = False
 
 
 @dataclass
@@ -85,6 +87,12 @@ class Path:
         return sum(w.tokens for w in self.words)
 
     @property
+    def device(self) -> bool:
+        """The device's own answer: every word on it (the empty path of an empty lattice,
+        which is the device hearing nothing, is too)."""
+        return all(w.device for w in self.words)
+
+    @property
     def score(self) -> float:
         """What paths() ranks by: the device's score (acoustic log-probability, biasing
         bonus and device LM), without its division by the path's length."""
@@ -108,6 +116,7 @@ class Arc:
     end_ms: int
     lm: float = 0.0
     tokens: int = 0  # word pieces (WordArc.tokens); 0: not known
+    device: bool = False  # on the device's own answer (WordArc.device)
 
     @property
     def score(self) -> float:
@@ -248,13 +257,21 @@ def build_lattice(paths: Sequence[Path], utterance_id: str, revision: int, specu
     nonempty = [labels for labels in sequences if labels]
     root, out = _minimise(_trie(nonempty))
     numbers = _topological_numbers(root, out)
+    # The device's answer, the n-best's first, as (state, symbol) steps: the automaton is
+    # deterministic, so its route through the merged lattice is unique.
+    route, state = set(), root
+    for position, label in enumerate(nonempty[0] if nonempty else ()):
+        symbol = (label, position == len(nonempty[0]) - 1)
+        route.add((state, symbol))
+        state = dict(out[state])[symbol]
     words: dict[str, int] = {}
     arcs: list[Arc] = []
     for state in sorted(numbers, key=numbers.__getitem__):
-        for ((word, start, end, acoustic, bias, lm, tokens), _), dst in sorted(
-                out[state], key=_arc_order):
+        for symbol, dst in sorted(out[state], key=_arc_order):
+            word, start, end, acoustic, bias, lm, tokens = symbol[0]
             arcs.append(Arc(numbers[state], numbers[dst], words.setdefault(word, len(words)),
-                            acoustic, bias, start, end, lm, tokens))
+                            acoustic, bias, start, end, lm, tokens,
+                            (state, symbol) in route))
     lattice = Lattice(utterance_id, revision, speculative, list(words), arcs, len(numbers),
                       model_version)
     validate(lattice)
@@ -326,6 +343,23 @@ def _check_connected(lattice: Lattice) -> None:
             raise LatticeError(f"node {node} cannot reach the final node")
 
 
+def _check_device_path(lattice: Lattice) -> None:
+    """The arcs marked as the device's answer, if any, are one start -> final path."""
+    marked = {}
+    for index, arc in enumerate(lattice.arcs):
+        if arc.device:
+            if arc.src in marked:
+                raise LatticeError(f"arc {index}: a second arc of the device's answer leaves "
+                                   f"node {arc.src}")
+            marked[arc.src] = arc
+    node, steps = 0, 0
+    while node in marked and steps < len(marked):
+        node, steps = marked[node].dst, steps + 1
+    if marked and (node != lattice.final_node or steps != len(marked)):
+        raise LatticeError("the arcs marked as the device's answer are not one path from "
+                           "the start node to the final node")
+
+
 def validate(lattice: Lattice) -> None:
     """Raises LatticeError unless the lattice meets the wire contract."""
     _check_header(lattice)
@@ -333,6 +367,7 @@ def validate(lattice: Lattice) -> None:
         _check_arc(index, arc, len(lattice.words), lattice.num_nodes)
     _check_times_at_nodes(lattice)
     _check_connected(lattice)
+    _check_device_path(lattice)
 
 
 # --- wire form ------------------------------------------------------------------------
@@ -346,7 +381,7 @@ def to_proto(lattice: Lattice) -> lattice_pb2.Lattice:
     for arc in lattice.arcs:
         message.arcs.add(src=arc.src, dst=arc.dst, word=arc.word, acoustic=arc.acoustic,
                          bias=arc.bias, start_ms=arc.start_ms, end_ms=arc.end_ms, lm=arc.lm,
-                         tokens=arc.tokens)
+                         tokens=arc.tokens, device=arc.device)
     return message
 
 
@@ -358,7 +393,7 @@ def from_proto(message: lattice_pb2.Lattice) -> Lattice:
         raise LatticeError(f"final_node is {message.final_node}; it must be num_nodes-1 "
                            f"({message.num_nodes - 1})")
     arcs = [Arc(a.src, a.dst, a.word, a.acoustic, a.bias, a.start_ms, a.end_ms, a.lm,
-                a.tokens) for a in message.arcs]
+                a.tokens, a.device) for a in message.arcs]
     return Lattice(message.utterance_id, message.revision, message.speculative,
                    list(message.words), arcs, message.num_nodes, message.model_version)
 

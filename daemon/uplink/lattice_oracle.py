@@ -10,6 +10,7 @@ taken over all arcs into a node.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from edge_asr.daemon.uplink.lattice import Lattice
 
@@ -54,9 +55,7 @@ def concatenate(lattices: Sequence[Lattice]) -> Lattice:
     for lattice in lattices:
         for arc in lattice.arcs:
             word = words.setdefault(lattice.words[arc.word], len(words))
-            arcs.append(type(arc)(arc.src + offset, arc.dst + offset, word, arc.acoustic,
-                                  arc.bias, arc.start_ms, arc.end_ms, arc.lm,
-                                  arc.tokens))
+            arcs.append(replace(arc, src=arc.src + offset, dst=arc.dst + offset, word=word))
         offset += lattice.num_nodes - 1
     first = lattices[0]
     return Lattice(first.utterance_id, first.revision, first.speculative, list(words), arcs,

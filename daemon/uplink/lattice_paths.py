@@ -23,7 +23,8 @@ def _to_path(lattice: Lattice, chain: tuple | None) -> Path:
         arc, chain = chain
         arcs.append(arc)
     return Path([WordArc(lattice.words[a.word], a.start_ms / 1000, a.end_ms / 1000,
-                         a.acoustic, a.bias, a.lm, a.tokens) for a in reversed(arcs)])
+                         a.acoustic, a.bias, a.lm, a.tokens, a.device)
+                 for a in reversed(arcs)])
 
 
 def paths(lattice: Lattice, limit: int = 100) -> list[Path]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge_asr.daemon.uplink.lattice import (
     MAX_UINT32,
@@ -99,26 +99,25 @@ def _recombined_arcs(paths: Sequence[Path]
     return arcs, first
 
 
-def _as_lattice(arcs: dict[_Key, tuple[float, float, float, int]], utterance_id: str,
-                revision: int, speculative: bool, model_version: str
-                ) -> tuple[Lattice, list[_Key]]:
-    """The lattice, and the key of each of its arcs in order."""
+def _as_lattice(arcs: dict[_Key, tuple[float, float, float, int]], answer: set[_Key],
+                utterance_id: str, revision: int, speculative: bool, model_version: str
+                ) -> Lattice:
+    """The lattice, its `answer` arcs marked as the device's."""
     # Nodes in (end, tie-break) order are topological: an arc out of (e1, t1) starts at
     # or after e1 and ends at e2 >= e1, and where e2 == e1 the word took no time and its
     # node's tie-break is fresh, above any before it.
     nodes = sorted({node for key in arcs for node in key[:2]})
     numbers = {node: number for number, node in enumerate(nodes)}
     words: dict[str, int] = {}
-    out, keys = [], []
+    out = []
     for key, (acoustic, bias, lm, tokens) in sorted(
             arcs.items(), key=lambda item: (numbers[item[0][0]], item[0][3], item[0][2],
                                             numbers[item[0][1]], item[0][4])):
         src, dst, word, start, end = key
         out.append(Arc(numbers[src], numbers[dst], words.setdefault(word, len(words)),
-                       acoustic, bias, start, end, lm, tokens))
-        keys.append(key)
+                       acoustic, bias, start, end, lm, tokens, key in answer))
     return Lattice(utterance_id, revision, speculative, list(words), out, len(numbers),
-                   model_version), keys
+                   model_version)
 
 
 def best_through_arcs(lattice: Lattice) -> list[float]:
@@ -144,8 +143,8 @@ def _keep(lattice: Lattice, keep: Sequence[bool]) -> Lattice:
         word_ids.setdefault(a.word, len(word_ids))
     words = [lattice.words[old] for old in word_ids]
     return Lattice(lattice.utterance_id, lattice.revision, lattice.speculative, words,
-                   [Arc(renumber[a.src], renumber[a.dst], word_ids[a.word], a.acoustic,
-                        a.bias, a.start_ms, a.end_ms, a.lm, a.tokens) for a in arcs],
+                   [replace(a, src=renumber[a.src], dst=renumber[a.dst], word=word_ids[a.word])
+                    for a in arcs],
                    len(used), lattice.model_version)
 
 
@@ -157,10 +156,9 @@ def byte_budget(lattice: Lattice, options: LatticeOptions) -> int:
     return max(options.min_bytes, round(options.bytes_per_second * span_s))
 
 
-def prune(lattice: Lattice, options: LatticeOptions = LatticeOptions(),
-          protected: Sequence[bool] = ()) -> Lattice:
+def prune(lattice: Lattice, options: LatticeOptions = LatticeOptions()) -> Lattice:
     """Arcs within `beam` of the best path, then the strongest that fit the byte budget;
-    the `protected` arcs (the device's own answer) stay whatever they cost.
+    the arcs of the device's own answer (`Arc.device`) stay whatever they cost.
 
     Keeping every arc whose best path scores at least some threshold keeps whole paths
     (every arc of such a path scores the same), so the result stays connected; so does
@@ -170,10 +168,9 @@ def prune(lattice: Lattice, options: LatticeOptions = LatticeOptions(),
         return lattice
     through = best_through_arcs(lattice)
     best = max(through)
-    protected = list(protected) or [False] * len(through)
 
     def above(threshold: float) -> list[bool]:
-        return [t >= threshold or p for t, p in zip(through, protected, strict=True)]
+        return [t >= threshold or a.device for t, a in zip(through, lattice.arcs, strict=True)]
 
     kept = _keep(lattice, above(best - options.beam))
     budget = byte_budget(lattice, options)
@@ -203,10 +200,10 @@ def build_word_lattice(paths: Sequence[Path], utterance_id: str, revision: int,
     if not options.recombine or not paths or not paths[0].words:
         return build_lattice(paths, utterance_id, revision, speculative, model_version)
     arcs, first = _recombined_arcs([p for p in paths if p.words])
-    lattice, keys = _as_lattice(arcs, utterance_id, revision, speculative, model_version)
     # The device ranks by score per token, the pruning by the sum: the device's answer
-    # (paths[0]) must survive it, or the cloud could not give it back.
-    answer = set(first)
-    lattice = prune(lattice, options, [key in answer for key in keys])
+    # (paths[0]) is marked, so that it survives the pruning and the cloud knows it.
+    lattice = _as_lattice(arcs, set(first), utterance_id, revision, speculative,
+                          model_version)
+    lattice = prune(lattice, options)
     validate(lattice)
     return lattice

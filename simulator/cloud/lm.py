@@ -44,7 +44,8 @@ class CloudLmError(ValueError):
 @dataclass(frozen=True)
 class RescoreWeights:
     """total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
-    + length_bonus * words + token_bonus * tokens (natural logs; simulator/cloud/rescore.py)."""
+    + length_bonus * words + token_bonus * tokens + device_bonus * [the device's answer]
+    (natural logs; simulator/cloud/rescore.py)."""
 
     lm_weight: float = 0.5
     length_bonus: float = 0.0
@@ -55,6 +56,9 @@ class RescoreWeights:
     # Per word piece of the path (Arc.tokens): the device ranks by score per piece, so
     # without it a name of many pieces loses to a short word that sounds alike.
     token_bonus: float = 0.0
+    # For the path the device itself chose (Arc.device): the device's choice already
+    # weighed what the lattice's sums cannot show (its per-piece ranking, a rescued name).
+    device_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -63,6 +63,9 @@ LENGTH_BONUS_GRID = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0)
 LAMBDA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEVICE_LM_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 TOKEN_BONUS_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+# Searched with --device-bonuses 0,1,2,4,8: on the shipped LM's dev lattices every bonus
+# above 0 lost (RESULTS.md, "Cloud rescoring"), so by default the grid keeps it at 0.
+DEVICE_BONUS_GRID = (0.0,)
 
 
 @dataclass(frozen=True)
@@ -114,15 +117,21 @@ class _Candidate:
     device_lm: float
     tokens: int  # word pieces of the device's best path with these words (0: not known)
     readings: list[_Reading]
+    device: bool = False  # the words the device itself chose
 
 
 def _candidates(lattice: Lattice, lm: CloudLM, max_paths: int,
-                contacts: Contacts = NO_CONTACTS) -> list[_Candidate]:
+                contacts: Contacts = NO_CONTACTS,
+                device: tuple[str, ...] | None = None) -> list[_Candidate]:
+    """`device`: the words the device chose, where the lattice does not mark them."""
     best: dict[tuple[str, ...], tuple[float, float, float, int]] = {}
+    chosen: set[tuple[str, ...]] = set() if device is None else {device}
     for path in paths(lattice, limit=max_paths):
         words = tuple(w.word for w in path.words)
         if words not in best or path.score > sum(best[words][:3]):
             best[words] = (path.acoustic, path.bias, path.lm, path.tokens)
+        if device is None and path.device:
+            chosen.add(words)
     sequences = list(best)
     # Each sequence as words, and with its contacts as the class where it says some.
     readings: list[tuple[int, tuple[str, ...], float]] = [(i, s, 0.0)
@@ -136,7 +145,7 @@ def _candidates(lattice: Lattice, lm: CloudLM, max_paths: int,
     by_sequence: list[list[_Reading]] = [[] for _ in sequences]
     for (i, _, in_class), (ngram, neural) in zip(readings, parts, strict=True):
         by_sequence[i].append(_Reading(ngram, neural, in_class))
-    return [_Candidate(words, *best[words], by_sequence[i])
+    return [_Candidate(words, *best[words], by_sequence[i], words in chosen)
             for i, words in enumerate(sequences)]
 
 
@@ -146,7 +155,7 @@ def _rank(candidates: Iterable[_Candidate], weights: RescoreWeights) -> list[Sco
         lm_score = max(r.score(weights.ngram_lambda) for r in c.readings)
         total = (c.acoustic + c.bias + weights.device_lm_weight * c.device_lm
                  + weights.lm_weight * lm_score + weights.length_bonus * len(c.words)
-                 + weights.token_bonus * c.tokens)
+                 + weights.token_bonus * c.tokens + weights.device_bonus * c.device)
         scored.append(ScoredPath(c.words, c.acoustic, c.bias, lm_score, total, c.device_lm))
     # Ties go to the better device score, then to the words, so the order is deterministic.
     scored.sort(key=lambda p: (-p.total, -(p.acoustic + p.bias + p.device_lm), p.words))
@@ -256,6 +265,7 @@ class _Features:
     lm: np.ndarray  # the cloud LM at this grid's ngram_lambda
     words: np.ndarray
     tokens: np.ndarray
+    chosen: np.ndarray  # 1 for the device's own choice
     errors: np.ndarray
 
     @classmethod
@@ -268,11 +278,13 @@ class _Features:
                    np.array([max(r.score(share) for r in c.readings) for c in ordered]),
                    np.array([len(c.words) for c in ordered], dtype=float),
                    np.array([c.tokens for c in ordered], dtype=float),
+                   np.array([c.device for c in ordered], dtype=float),
                    np.array([word_errors(reference, c.words) for c in ordered]))
 
     def errors_of_best(self, w: RescoreWeights) -> int:
         total = (self.device + w.device_lm_weight * self.device_lm + w.lm_weight * self.lm
-                 + w.length_bonus * self.words + w.token_bonus * self.tokens)
+                 + w.length_bonus * self.words + w.token_bonus * self.tokens
+                 + w.device_bonus * self.chosen)
         return int(self.errors[int(np.argmax(total))])
 
 
@@ -281,12 +293,14 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
          length_bonuses: Sequence[float] = LENGTH_BONUS_GRID,
          lambdas: Sequence[float] = LAMBDA_GRID,
          device_lm_weights: Sequence[float] = DEVICE_LM_WEIGHT_GRID,
-         token_bonuses: Sequence[float] = TOKEN_BONUS_GRID) -> TuningResult:
+         token_bonuses: Sequence[float] = TOKEN_BONUS_GRID,
+         device_bonuses: Sequence[float] = DEVICE_BONUS_GRID) -> TuningResult:
     """The grid point with the fewest word errors; ties keep the earlier point of the grid
     (the grids start from the weakest LM influence, so a tie never adds LM weight)."""
     if not dev:
         raise DevSetError("no dev utterances to tune on")
-    prepared = [(_candidates(u.lattice, lm, max_paths, u.contacts), u.reference) for u in dev]
+    prepared = [(_candidates(u.lattice, lm, max_paths, u.contacts, u.device), u.reference)
+                for u in dev]
     reference_words = max(sum(len(r) for _, r in prepared), 1)
     device_errors = 0
     for u in dev:
@@ -302,9 +316,9 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
     for share in lambdas:
         features = [_Features.of(candidates, reference, share)
                     for candidates, reference in prepared if candidates]
-        for device, weight, bonus, token in itertools.product(
-                device_lm_weights, lm_weights, length_bonuses, token_bonuses):
-            weights = RescoreWeights(weight, bonus, share, device, token)
+        for device, weight, bonus, token, choice in itertools.product(
+                device_lm_weights, lm_weights, length_bonuses, token_bonuses, device_bonuses):
+            weights = RescoreWeights(weight, bonus, share, device, token, choice)
             errors = sum(f.errors_of_best(weights) for f in features)
             points += 1
             if best is None or errors < best[0]:
@@ -341,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="weights of the device LM's score the lattice carries (Arc.lm)")
     t.add_argument("--token-bonuses", type=_floats, default=TOKEN_BONUS_GRID,
                    help="bonuses per word piece of a path (Arc.tokens)")
+    t.add_argument("--device-bonuses", type=_floats, default=DEVICE_BONUS_GRID,
+                   help="bonuses for the device's own choice (Arc.device)")
     t.add_argument("--write", action="store_true",
                    help=f"store the best weights in the LM folder ({WEIGHTS_FILE})")
     args = parser.parse_args(argv)
@@ -349,7 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         dev = load_dev_set(args.dev)
         start = time.perf_counter()
         result = tune(dev, lm, args.max_paths, args.lm_weights, args.length_bonuses,
-                      args.lambdas, args.device_lm_weights, args.token_bonuses)
+                      args.lambdas, args.device_lm_weights, args.token_bonuses,
+                      args.device_bonuses)
     except (CloudLmError, DevSetError, OSError, ValueError) as exc:
         print(f"rescore: error: {exc}", file=sys.stderr)
         return 2
