@@ -4,9 +4,11 @@ Recognizer alone (greedy and modified beam search, the latter also without the d
 to show what the LM costs) and the daemon's whole pipeline, without
 and with each clip's biasing context (the manifest's; the search then runs `context_beam`
 wide), and with the context but without the plain beam that runs beside the biased one
-(`context_fallback`), to show what that second beam costs.
+(`context_fallback`), to show what that second beam costs; with `--wide-context-beam N`,
+also with the context searched N wide, and its cost against the default width.
 
     python bench/rtf.py [--model DIR [--model DIR2 ...]] [--clips DIR] [--repeats N]
+                        [--wide-context-beam N]
 
 Feeds every bundled clip in 20 ms pieces, as the device does, and reports the median over
 repeats of CPU seconds per audio second, for greedy and modified beam search side by side.
@@ -51,6 +53,8 @@ def main() -> None:
     p.add_argument("--clips", type=Path, default=ROOT / "tests" / "data")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--wide-context-beam", type=int, default=0,
+                   help="also the pipeline with contexts at this context_beam")
     args = p.parse_args()
     paths = sorted(args.clips.glob("*.flac"))
     clips = [read_audio(f) for f in paths]
@@ -74,12 +78,17 @@ def main() -> None:
                "pipeline"]
     if any(contexts):
         methods += ["pipeline_context", "pipeline_context_no_fallback"]
+        if args.wide_context_beam:
+            methods += ["pipeline_context_wide"]
+    runs_of: dict[str, list[list[float]]] = {}
     for method in methods:
         recs = [Recognizer(RecognizerConfig(
             model_dir=m, threads=1,
             decoding_method="greedy_search" if method == "greedy_search"
             else "modified_beam_search",
             context_fallback=method != "pipeline_context_no_fallback",
+            context_beam=(args.wide_context_beam if method == "pipeline_context_wide"
+                          else RecognizerConfig.context_beam),
             lm_scale=0.0 if method.endswith("_no_lm") else RecognizerConfig.lm_scale))
             for m in models]
         runs: list[list[float]] = [[] for _ in models]
@@ -101,6 +110,8 @@ def main() -> None:
                "pipeline_context": "rtf_pipeline_modified_beam_search_context",
                "pipeline_context_no_fallback":
                    "rtf_pipeline_modified_beam_search_context_no_fallback",
+               "pipeline_context_wide":
+                   f"rtf_pipeline_modified_beam_search_context_beam{args.wide_context_beam}",
                }.get(method, f"rtf_{method}")
         for i, m in enumerate(models):
             name = "" if len(models) == 1 else f"{Path(m).name}:"
@@ -110,6 +121,13 @@ def main() -> None:
                 ratios = [a / b for a, b in zip(runs[i], runs[0], strict=True)]
                 figures[name + key + "_ratio_to_" + Path(models[0]).name] = round(
                     statistics.median(ratios), 3)
+        runs_of[method] = runs
+        if method == "pipeline_context_wide":  # against the default width, repeat by repeat
+            for i, m in enumerate(models):
+                name = "" if len(models) == 1 else f"{Path(m).name}:"
+                ratios = [a / b for a, b in zip(runs[i], runs_of["pipeline_context"][i],
+                                                strict=True)]
+                figures[name + key + "_ratio_to_default"] = round(statistics.median(ratios), 3)
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

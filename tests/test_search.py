@@ -117,8 +117,11 @@ def test_with_every_slot_kept_for_the_model_a_context_only_reranks_the_beam():
         return {h.tokens for h in stream.search.hyps}
 
     plain = beam(RecognizerConfig(beam=8, name_rescue=False), None)
-    assert beam(RecognizerConfig(context_own_slots=8, name_rescue=False), context) == plain
-    assert beam(RecognizerConfig(context_own_slots=1, name_rescue=False), context) != plain
+    wide = 8  # the context beam, as wide as the plain one
+    assert beam(RecognizerConfig(context_beam=wide, context_own_slots=wide, name_rescue=False),
+                context) == plain
+    assert beam(RecognizerConfig(context_beam=wide, context_own_slots=1, name_rescue=False),
+                context) != plain
 
 
 @pytest.mark.parametrize("bad", [{"beam": 0}, {"context_beam": -1}, {"context_own_slots": -1}])

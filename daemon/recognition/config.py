@@ -32,8 +32,10 @@ class RecognizerConfig:
     # Beam width while a biasing context is set (at least `beam`; 0: just `beam`). Boosted
     # partial matches of names take beam slots from the paths the audio supports; a wider
     # beam keeps both. On dev (rnnt-v1, bonus 1.5) 8 instead of 4 took WER with the context
-    # from 12.58 to 10.76% and name recall from 61.5 to 67.7%.
-    context_beam: int = 8
+    # from 12.58 to 10.76% and name recall from 61.5 to 67.7%. With rnnt-v2-int4, 16
+    # instead of 8: dev_voices 10.54 -> 9.22%, dev_names 13.59 -> 9.71% (recall 78.2 ->
+    # 86.1%), for 1.12x the pipeline's CPU (RESULTS.md, "Biasing").
+    context_beam: int = 16
     # Of those, the slots kept for what the model itself scores best, bonus aside.
     context_own_slots: int = 1
     # Best hypothesis by log-prob per token rather than in total (see search.py).

@@ -63,9 +63,7 @@ LENGTH_BONUS_GRID = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0)
 LAMBDA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEVICE_LM_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 TOKEN_BONUS_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
-# Searched with --device-bonuses 0,1,2,4,8: on the shipped LM's dev lattices every bonus
-# above 0 lost (RESULTS.md, "Cloud rescoring"), so by default the grid keeps it at 0.
-DEVICE_BONUS_GRID = (0.0,)
+DEVICE_BONUS_GRID = (0.0, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
