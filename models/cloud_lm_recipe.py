@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -60,6 +59,7 @@ from edge_asr.simulator.cloud.lm import (
 )
 from edge_asr.simulator.cloud.name_classes import CONTACT
 from edge_asr.simulator.cloud.neural_lm import NeuralLM, write_vocab
+from edge_asr.simulator.cloud.perplexity import per_word
 
 NGRAM_FILE = "ngram.arpa.gz"
 FP32_FILE = "neural.fp32.onnx"  # in the data folder: the exported graph before quantising
@@ -159,10 +159,6 @@ def load_or_build_corpus(data: Path, options: CorpusOptions) -> CloudCorpus:
     return built
 
 
-def _per_word_ppl(total_logprob: float, sentences: Sequence[Sequence[str]]) -> float:
-    return math.exp(-total_logprob / sum(len(s) + 1 for s in sentences))
-
-
 def _neural_logprobs(neural: NeuralLM, sentences: list[list[str]]) -> list[list[float]]:
     parts: list[list[float]] = []
     for start in range(0, len(sentences), 256):
@@ -175,11 +171,11 @@ def _perplexities(ngram: NgramLM, neural: NeuralLM, sentences: list[list[str]]
     """n-gram, neural and interpolated (per lambda) per-word perplexity, </s> included."""
     ngram_parts = [ngram.word_logprobs(s) for s in sentences]
     neural_parts = _neural_logprobs(neural, sentences)
-    mixed = {share: _per_word_ppl(sum(interpolate(a, b, share) for a, b in
+    mixed = {share: per_word(sum(interpolate(a, b, share) for a, b in
                                       zip(ngram_parts, neural_parts, strict=True)), sentences)
              for share in LAMBDA_CHOICES}
-    return (_per_word_ppl(sum(map(sum, ngram_parts)), sentences),
-            _per_word_ppl(sum(map(sum, neural_parts)), sentences), mixed)
+    return (per_word(sum(map(sum, ngram_parts)), sentences),
+            per_word(sum(map(sum, neural_parts)), sentences), mixed)
 
 
 def _cutoffs(text: str) -> tuple[int, ...]:
@@ -282,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mark = lap("neural", mark)
 
     fp32_neural = NeuralLM(fp32_path, args.out / VOCAB_FILE)
-    fp32_ppl = _per_word_ppl(sum(map(sum, _neural_logprobs(fp32_neural, text.dev))), text.dev)
+    fp32_ppl = per_word(sum(map(sum, _neural_logprobs(fp32_neural, text.dev))), text.dev)
     ngram_ppl, neural_ppl, mixed = _perplexities(ngram, neural, text.dev)
     best_lambda = min(mixed, key=mixed.__getitem__)
     names_ngram, names_neural, names_mixed = _perplexities(ngram, neural, text.test_names)

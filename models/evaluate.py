@@ -258,13 +258,6 @@ def _answer_waits(closing: list[Event]) -> tuple[list[float], int]:
     return waits, missed
 
 
-def _contacts(context) -> list[str]:
-    """The people of a manifest context, as the pipeline sends them to the cloud."""
-    if not context:
-        return []
-    return list(context.get("contacts", [])) if isinstance(context, dict) else list(context)
-
-
 PCM_BYTES_PER_SECOND = 16000 * 2
 OPUS_16K_BYTES_PER_SECOND = 16000 / 8
 
@@ -373,9 +366,9 @@ def evaluate(recognizer: Recognizer, manifest: Path, output: Path | None,
                 continue
             if dump and standing is not None:
                 if row["utterances"] == 1:
+                    contacts = entry.context_by_kind.get("contacts", []) if use_context else []
                     dump.write(encode_dev_line(standing, row["text"], row["hypothesis"],
-                                               _contacts(entry.context if use_context else None))
-                               + "\n")
+                                               contacts) + "\n")
                 else:  # no one lattice stands for the whole reference
                     split += 1
             rows.append(row)

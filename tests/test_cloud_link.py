@@ -24,6 +24,7 @@ from edge_asr.daemon.uplink.cloud_link import (
 )
 from edge_asr.daemon.uplink.finisher import Finisher
 from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice
+from edge_asr.simulator.cloud.name_classes import Contacts
 from edge_asr.simulator.cloud.rescore import load_dev_set
 
 # The device's acoustics prefer a homophone the LM knows to be wrong.
@@ -277,6 +278,9 @@ def test_eval_with_a_cloud_fills_rescored(cloud, tiny_model_dir, tmp_path):
     assert [r["utterances"] for r in results] == [1, 1, 2]
     dev = load_dev_set(tmp_path / "lat.jsonl")
     assert [" ".join(d.reference) for d in dev] == [r["text"] for r in results[:2]]
+    # with the contacts each was heard with, as the cloud's name class gets them
+    assert [d.contacts for d in dev] == [Contacts.of(r["context"]["contacts"]) for r in rows[:2]]
+    assert all(d.contacts for d in dev)
 
 
 def test_a_hung_cloud_session_is_dropped_and_opened_anew(cloud, link_to):

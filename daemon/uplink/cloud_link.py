@@ -256,7 +256,7 @@ class CloudLink:
         with self._lock:
             self._awaiting.pop(utterance_id, None)
 
-    def _upload_message(self, lattice: Lattice, contacts: Sequence[str] = ()
+    def _upload_message(self, lattice: Lattice, contacts: Sequence[str]
                         ) -> cloud_pb2.ClientMessage:
         return cloud_pb2.ClientMessage(lattice=cloud_pb2.LatticeUpload(
             lattice=to_proto(lattice), nbest=self.config.nbest,

@@ -30,18 +30,23 @@ class Perplexity:
     interpolated: float  # at the LM's own ngram_lambda
 
 
+def per_word(total_logprob: float, sentences: Sequence[Sequence[str]]) -> float:
+    """Perplexity per word of sentences whose ln p sums to `total_logprob` (</s> counts)."""
+    return math.exp(-total_logprob / sum(len(s) + 1 for s in sentences))
+
+
 def perplexity(lm: CloudLM, sentences: Sequence[Sequence[str]]) -> Perplexity:
     if not sentences:
         raise ValueError("no sentences to score")
     count = sum(len(s) + 1 for s in sentences)
     unknown = sum(w not in lm.ngram.index for s in sentences for w in s)
     parts = lm.component_logprobs(sentences)
-    ngram = math.exp(-sum(sum(ng) for ng, _ in parts) / count)
+    ngram = per_word(sum(sum(ng) for ng, _ in parts), sentences)
     neural = (None if lm.neural is None
-              else math.exp(-sum(sum(nn) for _, nn in parts) / count))
+              else per_word(sum(sum(nn) for _, nn in parts), sentences))
     mixed = sum(interpolate(ng, nn, lm.weights.ngram_lambda) for ng, nn in parts)
     return Perplexity(len(sentences), count, unknown / count, ngram, neural,
-                      math.exp(-mixed / count))
+                      per_word(mixed, sentences))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
