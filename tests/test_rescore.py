@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import random
@@ -266,6 +267,20 @@ def test_bad_dev_lines_are_refused_with_their_line_number(tmp_path, line, messag
     path = tmp_path / "dev.jsonl"
     path.write_text(line + "\n")
     with pytest.raises(DevSetError, match=f"dev.jsonl:1: .*({message})"):
+        load_dev_set(path)
+
+
+@pytest.mark.parametrize("contacts,message", [
+    ("Ana Lima", "\"contacts\" is not a list of strings"),
+    (["Ana Lima", 7], "\"contacts\" is not a list of strings"),
+    (["x" * 201], "a contact of 201 characters, more than the 200 allowed"),
+])
+def test_dev_lines_with_a_bad_contact_list_are_refused(tmp_path, contacts, message):
+    lattice = base64.b64encode(serialize(make_lattice([("call ana lima", -3.0)]))).decode()
+    path = tmp_path / "dev.jsonl"
+    path.write_text(json.dumps({"lattice": lattice, "text": "call ana lima",
+                                "contacts": contacts}) + "\n")
+    with pytest.raises(DevSetError, match=f"dev.jsonl:1: {message}"):
         load_dev_set(path)
 
 
