@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_asr.daemon.recognition.context_graph import context_by_kind
+
 
 @dataclass
 class Entry:
@@ -29,11 +31,8 @@ class Entry:
 
     @property
     def context_by_kind(self) -> dict[str, list[str]]:
-        """The context as SetContext's lists. A list without kinds goes in as contacts: the
-        recognizer lets every entry of such a list fill a name slot, as it does contacts."""
-        if isinstance(self.context, dict):
-            return {kind: list(names) for kind, names in self.context.items()}
-        return {"contacts": list(self.context)} if self.context else {}
+        """The context as SetContext's lists (a list without kinds is contacts)."""
+        return context_by_kind(self.context)
 
 
 _KNOWN = {"audio_filepath", "text", "duration", "speech_start", "speech_end", "context", "tags"}

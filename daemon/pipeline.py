@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -38,6 +37,7 @@ from edge_asr.daemon.endpointing.endpoint import (
 from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.endpointing.query_end import QueryEnd
 from edge_asr.daemon.frontend.vad import Vad
+from edge_asr.daemon.recognition.context_graph import context_by_kind
 from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefix
 from edge_asr.daemon.recognition.name_rescue import whole_word_bias
 from edge_asr.daemon.recognition.recognizer import Context, OnlineStream, Recognizer
@@ -281,14 +281,8 @@ class Pipeline:
                                   self.config.model_version, self.config.lattice)
 
     def _contacts(self) -> tuple[str, ...]:
-        """The people of the utterance's context: its "contacts", or a flat list whole (the
-        recognizer gives a flat list's entries the contacts' slot bonus too)."""
-        context = self._context
-        if not context:
-            return ()
-        if isinstance(context, Mapping):
-            return tuple(context.get("contacts", ()))
-        return tuple(context)
+        """The people of the utterance's context (a flat list whole)."""
+        return tuple(context_by_kind(self._context).get("contacts", ()))
 
     def _partial(self) -> list[Event]:
         nbest = self._nbest()

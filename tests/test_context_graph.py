@@ -22,6 +22,7 @@ from edge_asr.daemon.recognition.context_graph import (
     ContextGraph,
     Phrase,
     build_context_graph,
+    context_by_kind,
 )
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.transducer import ModelError
@@ -502,3 +503,12 @@ def test_eval_uses_the_manifest_context_unless_told_not_to(model_dir, audio, tmp
             assert [r["context_used"] for r in rows] == [False] * 4
             assert all(PHRASE not in r["hypothesis"] for r in rows)
         assert rows[-1]["context_names"] == [PHRASE]
+
+
+def test_context_by_kind_reads_a_flat_list_as_contacts():
+    assert context_by_kind(["Ingrid Olsen", "Kitchen Lamp"]) == {
+        "contacts": ["Ingrid Olsen", "Kitchen Lamp"]}
+    by_kind = {"contacts": ("Ingrid Olsen",), "devices": ["Kitchen Lamp"]}
+    assert context_by_kind(by_kind) == {"contacts": ["Ingrid Olsen"],
+                                        "devices": ["Kitchen Lamp"]}
+    assert context_by_kind([]) == {} and context_by_kind(None) == {}

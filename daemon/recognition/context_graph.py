@@ -293,6 +293,17 @@ def _check_list(value: object, where: str) -> list:
     return list(value)
 
 
+def context_by_kind(context: Sequence[str] | Mapping[str, Sequence[str]] | None
+                    ) -> dict[str, list[str]]:
+    """The context as lists by kind. A list without kinds counts as contacts: the
+    recognizer lets every entry of such a list fill a name slot, as it does contacts."""
+    if not context:
+        return {}
+    if isinstance(context, Mapping):
+        return {kind: list(names) for kind, names in context.items()}
+    return {"contacts": list(context)}
+
+
 def context_entries(context: Sequence[str] | Mapping[str, Sequence[str]]
                     ) -> list[tuple[str, str]]:
     """Checks shape, types and counts; returns (where, entry) pairs, `where` for messages.
