@@ -14,6 +14,11 @@ from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.daemon.manifest import Entry, read_manifest
 from edge_asr.models.augment import AugmentConfig, Augmenter
 from edge_asr.models.tokenizer import Tokenizer
+from edge_asr.models.vtlp import warped_fbank
+
+# Jaitly and Hinton (2013) drew VTLP factors from 0.9-1.1; adult vocal tracts differ by
+# about that much, and children's are shorter still.
+VTLP_WARP = (0.9, 1.1)
 
 
 def load_audio(path: str) -> np.ndarray:
@@ -33,7 +38,8 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __init__(self, manifest: Path | Sequence[Path], tokenizer: Path, augment: bool,
                  seed: int = 0, config: AugmentConfig | None = None,
-                 concat_prob: float = 0.0) -> None:
+                 concat_prob: float = 0.0, vtlp_prob: float = 0.0,
+                 vtlp_warp: tuple[float, float] = VTLP_WARP) -> None:
         manifests = [manifest] if isinstance(manifest, str | Path) else list(manifest)
         self.entries: list[Entry] = [e for m in manifests for e in read_manifest(m)]
         self.tokenizer_path = tokenizer
@@ -47,6 +53,11 @@ class SpeechDataset(torch.utils.data.Dataset):
         # partner after 0-0.8 s), so the model learns that speech can go on after a sentence
         # ends: trained on single sentences, it heard nothing after the first one.
         self.concat_prob = concat_prob
+        # With augmentation, this share of items is heard through a filterbank warped as
+        # by a vocal tract of another length (vtlp.py), a factor drawn from `vtlp_warp`.
+        if not 0.0 <= vtlp_prob <= 1.0:
+            raise ValueError(f"vtlp_prob must be in [0, 1], got {vtlp_prob}")
+        self.vtlp_prob, self.vtlp_warp = vtlp_prob, vtlp_warp
 
     @property
     def config(self) -> AugmentConfig:
@@ -99,6 +110,11 @@ class SpeechDataset(torch.utils.data.Dataset):
             self._aug.add_to_babble_pool(audio)
             audio = self._aug(audio, rng)
         feats = compute_fbank(audio)
+        if self.augment and self.vtlp_prob > 0:
+            # A stream of its own, so the audio chain hears what it did without VTLP.
+            pick = np.random.default_rng([self.seed, self.epoch, i, 2])
+            if pick.random() < self.vtlp_prob:
+                feats = warped_fbank(audio, float(pick.uniform(*self.vtlp_warp)))
         tokens = self._tok.encode(text)
         return torch.from_numpy(feats), torch.tensor(tokens, dtype=torch.int64)
 

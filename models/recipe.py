@@ -166,6 +166,9 @@ def main() -> None:
                         "Lhotse manifests): each is split by whole speakers into NAME_train, "
                         "NAME_dev, test_NAME and test_NAME_babble10, and NAME_train joins "
                         "the training sets")
+    p.add_argument("--vtlp-prob", type=float, default=0.0,
+                   help="share of training items heard as a speaker with a vocal tract up to "
+                        "10%% longer or shorter (models/vtlp.py: the filterbank warped)")
     p.add_argument("--concat-prob", type=float, default=0.0,
                    help="share of training items that are two utterances back to back, so "
                         "that speech after a sentence's end is still heard")
@@ -241,6 +244,7 @@ def main() -> None:
                           extra_train=list(args.extra_train)
                           + real_training_sets(args.data, real_sets, args.real_repeat),
                           dev_set=args.dev_set, concat_prob=args.concat_prob,
+                          vtlp_prob=args.vtlp_prob,
                           model=dataclasses.replace(MODEL_SIZES[args.model_size]))
         if args.init_from:
             cfg.init_from = str(args.init_from)

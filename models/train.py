@@ -90,7 +90,7 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     cfg.model.vocab_size = tok.vocab_size
     manifests = [data / "manifests" / f"{name}.jsonl" for name in ["train", *cfg.extra_train]]
     train_set = SpeechDataset(manifests, lang / "bpe.model", True, cfg.seed,
-                              concat_prob=cfg.concat_prob)
+                              concat_prob=cfg.concat_prob, vtlp_prob=cfg.vtlp_prob)
     dev_set = SpeechDataset(data / "manifests" / f"{cfg.dev_set}.jsonl", lang / "bpe.model",
                             False)
     # A CUDA GPU is used when present; the recipe's budget is set for this 2-core CPU.

@@ -61,6 +61,8 @@ class TrainConfig:
     dev_set: str = "dev"
     # Share of training items that are two utterances back to back (dataset.py says why).
     concat_prob: float = 0.0
+    # Share of training items whose features are warped as another vocal tract's (vtlp.py).
+    vtlp_prob: float = 0.0
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
