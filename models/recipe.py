@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -55,9 +56,16 @@ def stage_corpus(data: Path, n_train: int) -> None:
           f"held-out-name sentences")
 
 
-def stage_tokenizer(data: Path, vocab_size: int) -> None:
+def stage_tokenizer(data: Path, vocab_size: int, init_from: Path | None = None) -> None:
+    """The sentencepiece units: a model to continue brings its own (its ids are what it
+    learnt; training checks they match), a model from nothing trains them on the corpus."""
     lang = data / "lang"
     if (lang / "bpe.model").exists():
+        return
+    if init_from is not None and (init_from / "bpe.model").is_file():
+        lang.mkdir(parents=True, exist_ok=True)
+        for name in ("bpe.model", "tokens.txt"):
+            shutil.copyfile(init_from / name, lang / name)
         return
     sentences = [u["text"] for u in prepare.load_split(data / "corpus", "train")]
     train_tokenizer(sentences, lang, vocab_size)
@@ -221,7 +229,7 @@ def main() -> None:
     if step("corpus"):
         stage_corpus(args.data, args.n_corpus)
     if step("tokenizer"):
-        stage_tokenizer(args.data, args.vocab_size)
+        stage_tokenizer(args.data, args.vocab_size, args.init_from)
     if step("audio"):
         prepare.prepare_all(args.data, args.n_train, workers=args.workers)
         if args.more_voices:

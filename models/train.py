@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models import compress
 from edge_asr.models.augment import AugmentConfig
 from edge_asr.models.dataset import SpeechDataset, collate, duration_batches
@@ -98,7 +99,7 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     workers = data_workers(cfg.num_workers, device, os.cpu_count())
     ckpt = exp / "checkpoint.pt"
     if cfg.init_from and not ckpt.exists():
-        model = warm_start(Path(cfg.init_from), exp)
+        model = warm_start(Path(cfg.init_from), exp, lang / "bpe.model")
         if model.cfg.vocab_size != tok.vocab_size:
             raise ValueError(f"{cfg.init_from} has {model.cfg.vocab_size} tokens, the "
                              f"tokenizer {tok.vocab_size}")
@@ -272,11 +273,14 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     return final
 
 
-def warm_start(model_dir: Path, exp: Path) -> Transducer:
+def warm_start(model_dir: Path, exp: Path, tokenizer: Path | None = None) -> Transducer:
     """The exported model's weights, and its card's history kept in exp/lineage.json (the
-    export will overwrite the folder, and the new card records what it grew from)."""
-    model = load_from_onnx(model_dir)
+    export will overwrite the folder, and the new card records what it grew from).
+    `tokenizer`: the data folder's bpe.model, which must be the one the model learnt."""
     card = json.loads((model_dir / "model_card.json").read_text())
+    if tokenizer is not None:
+        check_same_tokenizer(model_dir, card, tokenizer)
+    model = load_from_onnx(model_dir)
     sets = card.get("evaluation", {}).get("sets", {})
     lineage = {"init_from": str(model_dir), "sha256": card.get("sha256", {}),
                "training_log": card.get("training_log", []),
@@ -286,6 +290,23 @@ def warm_start(model_dir: Path, exp: Path) -> Transducer:
     (exp / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
     print(f"continuing from {model_dir} ({count_parameters(model):,} parameters)")
     return model
+
+
+def check_same_tokenizer(model_dir: Path, card: dict, tokenizer: Path) -> None:
+    """Refuses to go on training a model on another tokenizer's ids: with the same number of
+    pieces nothing else fails, and the run would teach the model a new alphabet (a data
+    folder rebuilt from nothing trains its own bpe.model)."""
+    own = card.get("sha256", {}).get("bpe.model")
+    if own is None and (model_dir / "bpe.model").is_file():
+        own = sha256_of(model_dir / "bpe.model")
+    if own is None:
+        raise ValueError(f"{model_dir}: its card names no bpe.model, so the data folder's "
+                         f"tokenizer cannot be checked against it")
+    theirs = sha256_of(tokenizer)
+    if own != theirs:
+        raise ValueError(f"{model_dir} learnt another tokenizer (bpe.model {own[:12]}) than "
+                         f"{tokenizer} ({theirs[:12]}): copy the model's bpe.model and "
+                         f"tokens.txt into {tokenizer.parent}, or train from nothing")
 
 
 def main() -> None:

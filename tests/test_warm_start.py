@@ -8,8 +8,10 @@ import onnx
 import pytest
 import torch
 
+from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models.export import StreamingEncoder, chunk_frames, export_onnx
 from edge_asr.models.model import ModelConfig, Transducer
+from edge_asr.models.recipe import stage_tokenizer
 from edge_asr.models.train import warm_start
 from edge_asr.models.warm_start import load_from_onnx
 
@@ -110,3 +112,39 @@ def test_recipe_refuses_a_folder_without_fp32_onnx_before_any_stage(tmp_path, re
     packed.mkdir()
     (packed / "encoder.onnx.pack").write_bytes(b"x")
     assert "no encoder.onnx" in recipe_refusal("--init-from", str(packed))
+
+
+def _with_tokenizer(out, tmp_path, bpe_bytes: bytes):
+    """A copy of the export whose card names a bpe.model of these bytes."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(out, model_dir)
+    (model_dir / "bpe.model").write_bytes(bpe_bytes)
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["sha256"]["bpe.model"] = sha256_of(model_dir / "bpe.model")
+    (model_dir / "model_card.json").write_text(json.dumps(card))
+    return model_dir
+
+
+def test_warm_start_refuses_a_data_folder_with_another_tokenizer(exported, tmp_path):
+    # Same number of pieces, other ids: nothing else would fail, and the run would teach
+    # the model a new alphabet.
+    _, out = exported
+    model_dir = _with_tokenizer(out, tmp_path, b"the model's own pieces")
+    lang = tmp_path / "lang"
+    lang.mkdir()
+    (lang / "bpe.model").write_bytes(b"pieces trained again on a new corpus")
+    with pytest.raises(ValueError, match="another tokenizer"):
+        warm_start(model_dir, tmp_path, lang / "bpe.model")
+    assert not (tmp_path / "lineage.json").exists()
+    (lang / "bpe.model").write_bytes(b"the model's own pieces")
+    assert warm_start(model_dir, tmp_path, lang / "bpe.model").cfg.vocab_size == 40
+
+
+def test_the_recipe_takes_the_tokenizer_of_the_model_it_continues(exported, tmp_path):
+    _, out = exported
+    model_dir = _with_tokenizer(out, tmp_path, b"the model's own pieces")
+    (model_dir / "tokens.txt").write_text("<blk> 0\n")
+    stage_tokenizer(tmp_path / "data", vocab_size=40, init_from=model_dir)
+    lang = tmp_path / "data" / "lang"
+    assert (lang / "bpe.model").read_bytes() == b"the model's own pieces"
+    assert (lang / "tokens.txt").read_text() == "<blk> 0\n"
