@@ -20,7 +20,9 @@ from edge_asr.simulator.cloud.lm import (
     RescoreWeights,
     interpolate,
 )
+from edge_asr.simulator.cloud.name_classes import Contacts
 from edge_asr.simulator.cloud.rescore import (
+    CONTACT_BONUS_GRID,
     DEVICE_BONUS_GRID,
     DEVICE_LM_WEIGHT_GRID,
     TOKEN_BONUS_GRID,
@@ -130,6 +132,33 @@ def test_a_bonus_for_the_devices_own_choice(lm):
     assert best.text == "call pilar" and best.total == pytest.approx(-7.0 + 4.0)
 
 
+def test_a_bonus_for_each_contact_the_path_says(lm):
+    # "call giovanni" is the user's contact, read by the device's rescue with a worse
+    # acoustic score than the word the beam heard; the bonus counts each contact once.
+    contacts = Contacts.of(["Giovanni", "Ksenia Sokolov"])
+    lattice = build_lattice([make_path("call giovanni", -9.0),
+                             make_path("call javani", -4.0)], "u", 1, True)
+    plain = RescoreWeights(lm_weight=0.0)
+    assert rescore(lattice, lm, weights=plain, contacts=contacts)[0].text == "call javani"
+    named = RescoreWeights(lm_weight=0.0, contact_bonus=8.0)
+    best = rescore(lattice, lm, weights=named, contacts=contacts)[0]
+    assert best.text == "call giovanni" and best.total == pytest.approx(-9.0 + 8.0)
+    # Without the list there is no contact to reward.
+    assert rescore(lattice, lm, weights=named)[0].text == "call javani"
+
+
+def test_tuning_finds_the_contact_bonus_where_names_are_right(lm):
+    names = ["ksenia sokolov", "giovanni", "tendai"]
+    dev = [DevUtterance(build_lattice([make_path(f"call {name}", -12.0),
+                                       make_path("call kassia", -4.0)], f"u{i}", 1, True),
+                        ("call", *name.split()), contacts=Contacts.of(names))
+           for i, name in enumerate(names)]
+    without = tune(dev, lm, device_bonuses=(0.0,), contact_bonuses=(0.0,))
+    assert without.wer > 0.0
+    result = tune(dev, lm, device_bonuses=(0.0,))
+    assert result.wer == 0.0 and result.weights.contact_bonus > 0.0
+
+
 def test_tuning_trusts_the_device_where_its_choice_is_right(lm):
     names = ["pilar", "ingrid", "tomasz"]
     dev = [DevUtterance(build_lattice([make_path(f"call {name}", -7.0),
@@ -232,7 +261,7 @@ def test_tuning_searches_the_interpolation_weight_with_a_neural_lm(lm, tmp_path)
     result = tune(_dev_set(), both, lm_weights=(0.0, 0.5, 1.0), length_bonuses=(0.0,),
                   lambdas=(0.0, 0.5, 1.0))
     assert result.grid_points == (9 * len(DEVICE_LM_WEIGHT_GRID) * len(TOKEN_BONUS_GRID)
-                                  * len(DEVICE_BONUS_GRID))
+                                  * len(DEVICE_BONUS_GRID) * len(CONTACT_BONUS_GRID))
     assert result.wer == 0.0
     scored = rescore(_dev_set()[0].lattice, both, weights=RescoreWeights(1.0, 0.0, 0.5))
     assert scored[0].text == CONFUSIONS[0][0]

@@ -45,7 +45,7 @@ class CloudLmError(ValueError):
 class RescoreWeights:
     """total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
     + length_bonus * words + token_bonus * tokens + device_bonus * [the device's answer]
-    (natural logs; simulator/cloud/rescore.py)."""
+    + contact_bonus * [contacts the path says] (natural logs; simulator/cloud/rescore.py)."""
 
     lm_weight: float = 0.5
     length_bonus: float = 0.0
@@ -59,6 +59,10 @@ class RescoreWeights:
     # For the path the device itself chose (Arc.device): the device's choice already
     # weighed what the lattice's sums cannot show (its per-piece ranking, a rescued name).
     device_bonus: float = 0.0
+    # Per contact of the user's list that the path says: the device put a name in its lattice
+    # because the list made it likely (its bias, a rescue), and a name read by a forced
+    # alignment scores worse acoustically than the word the beam heard in its place.
+    contact_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

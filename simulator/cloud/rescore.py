@@ -4,23 +4,27 @@ A path's score is
 
     total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
             + length_bonus * words + token_bonus * tokens
+            + device_bonus * [the device's answer] + contact_bonus * contacts
 
 where acoustic and bias are the device's (the bias keeps what the user's own context list
 made likely), device_lm is what the device's own LM added (`Arc.lm`), lm is the
 interpolated cloud LM's ln p of the words and </s> (the better of its readings with the
 user's contacts as a class: name_classes.py), the length bonus offsets the LM's preference
 for short hypotheses, and the token bonus the sum's preference for words of few pieces (the
-device ranked its n-best by acoustic + bias + device_lm per piece, `Arc.tokens`).
+device ranked its n-best by acoustic + bias + device_lm per piece, `Arc.tokens`); the
+device bonus keeps the device's own choice unless the LM finds much better, and the contact
+bonus keeps the names of the user's list that the device put in (`contacts`: how many the
+path says).
 Rescoring enumerates the lattice's best `max_paths` paths by device score (A* in
 `daemon/uplink/lattice_paths.py`), merges paths with the same words (they score the same under the
 LM, so the best device score stands for them) and ranks them by total.
 
 Tuning grid-searches (lm_weight, length_bonus, ngram_lambda, device_lm_weight,
-token_bonus) on dev lattices with reference texts for the lowest WER, and stores the result
-next to the LM (weights.json). The dev set is JSON Lines, one utterance a line:
-{"lattice": base64 of the serialized Lattice, "text": the normalised reference, optionally
-"device": what the device delivered and "contacts": the user's list}; `edge-asr eval SET
---lattices FILE` writes it.
+token_bonus, device_bonus, contact_bonus) on dev lattices with reference texts for the
+lowest WER, and stores the result next to the LM (weights.json). The dev set is JSON
+Lines, one utterance a line: {"lattice": base64 of the serialized Lattice, "text": the
+normalised reference, optionally "device": what the device delivered and "contacts": the
+user's list}; `edge-asr eval SET --lattices FILE` writes it.
 
     python -m edge_asr.simulator.cloud.rescore tune --lm models/cloud-lm --dev dev.jsonl --write
 """
@@ -64,6 +68,7 @@ LAMBDA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEVICE_LM_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 TOKEN_BONUS_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 DEVICE_BONUS_GRID = (0.0, 1.0, 2.0, 4.0)
+CONTACT_BONUS_GRID = (0.0, 4.0, 8.0, 16.0)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class _Candidate:
     tokens: int  # word pieces of the device's best path with these words (0: not known)
     readings: list[_Reading]
     device: bool = False  # the words the device itself chose
+    contacts: int = 0  # contacts of the user's list the words say
 
 
 def _candidates(lattice: Lattice, lm: CloudLM, max_paths: int,
@@ -134,16 +140,17 @@ def _candidates(lattice: Lattice, lm: CloudLM, max_paths: int,
     # Each sequence as words, and with its contacts as the class where it says some.
     readings: list[tuple[int, tuple[str, ...], float]] = [(i, s, 0.0)
                                                            for i, s in enumerate(sequences)]
-    if contacts and lm.has_contact_class:
+    said = [0] * len(sequences)
+    if contacts:
         for i, words in enumerate(sequences):
-            classed, replaced = class_reading(words, contacts)
-            if replaced:
-                readings.append((i, classed, replaced * contacts.in_class_logprob))
+            classed, said[i] = class_reading(words, contacts)
+            if said[i] and lm.has_contact_class:
+                readings.append((i, classed, said[i] * contacts.in_class_logprob))
     parts = lm.component_logprobs([words for _, words, _ in readings])
     by_sequence: list[list[_Reading]] = [[] for _ in sequences]
     for (i, _, in_class), (ngram, neural) in zip(readings, parts, strict=True):
         by_sequence[i].append(_Reading(ngram, neural, in_class))
-    return [_Candidate(words, *best[words], by_sequence[i], words in chosen)
+    return [_Candidate(words, *best[words], by_sequence[i], words in chosen, said[i])
             for i, words in enumerate(sequences)]
 
 
@@ -153,7 +160,8 @@ def _rank(candidates: Iterable[_Candidate], weights: RescoreWeights) -> list[Sco
         lm_score = max(r.score(weights.ngram_lambda) for r in c.readings)
         total = (c.acoustic + c.bias + weights.device_lm_weight * c.device_lm
                  + weights.lm_weight * lm_score + weights.length_bonus * len(c.words)
-                 + weights.token_bonus * c.tokens + weights.device_bonus * c.device)
+                 + weights.token_bonus * c.tokens + weights.device_bonus * c.device
+                 + weights.contact_bonus * c.contacts)
         scored.append(ScoredPath(c.words, c.acoustic, c.bias, lm_score, total, c.device_lm))
     # Ties go to the better device score, then to the words, so the order is deterministic.
     scored.sort(key=lambda p: (-p.total, -(p.acoustic + p.bias + p.device_lm), p.words))
@@ -264,6 +272,7 @@ class _Features:
     words: np.ndarray
     tokens: np.ndarray
     chosen: np.ndarray  # 1 for the device's own choice
+    contacts: np.ndarray
     errors: np.ndarray
 
     @classmethod
@@ -277,12 +286,13 @@ class _Features:
                    np.array([len(c.words) for c in ordered], dtype=float),
                    np.array([c.tokens for c in ordered], dtype=float),
                    np.array([c.device for c in ordered], dtype=float),
+                   np.array([c.contacts for c in ordered], dtype=float),
                    np.array([word_errors(reference, c.words) for c in ordered]))
 
     def errors_of_best(self, w: RescoreWeights) -> int:
         total = (self.device + w.device_lm_weight * self.device_lm + w.lm_weight * self.lm
                  + w.length_bonus * self.words + w.token_bonus * self.tokens
-                 + w.device_bonus * self.chosen)
+                 + w.device_bonus * self.chosen + w.contact_bonus * self.contacts)
         return int(self.errors[int(np.argmax(total))])
 
 
@@ -292,7 +302,8 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
          lambdas: Sequence[float] = LAMBDA_GRID,
          device_lm_weights: Sequence[float] = DEVICE_LM_WEIGHT_GRID,
          token_bonuses: Sequence[float] = TOKEN_BONUS_GRID,
-         device_bonuses: Sequence[float] = DEVICE_BONUS_GRID) -> TuningResult:
+         device_bonuses: Sequence[float] = DEVICE_BONUS_GRID,
+         contact_bonuses: Sequence[float] = CONTACT_BONUS_GRID) -> TuningResult:
     """The grid point with the fewest word errors; ties keep the earlier point of the grid
     (the grids start from the weakest LM influence, so a tie never adds LM weight)."""
     if not dev:
@@ -314,9 +325,10 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
     for share in lambdas:
         features = [_Features.of(candidates, reference, share)
                     for candidates, reference in prepared if candidates]
-        for device, weight, bonus, token, choice in itertools.product(
-                device_lm_weights, lm_weights, length_bonuses, token_bonuses, device_bonuses):
-            weights = RescoreWeights(weight, bonus, share, device, token, choice)
+        for device, weight, bonus, token, choice, named in itertools.product(
+                device_lm_weights, lm_weights, length_bonuses, token_bonuses, device_bonuses,
+                contact_bonuses):
+            weights = RescoreWeights(weight, bonus, share, device, token, choice, named)
             errors = sum(f.errors_of_best(weights) for f in features)
             points += 1
             if best is None or errors < best[0]:
@@ -355,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="bonuses per word piece of a path (Arc.tokens)")
     t.add_argument("--device-bonuses", type=_floats, default=DEVICE_BONUS_GRID,
                    help="bonuses for the device's own choice (Arc.device)")
+    t.add_argument("--contact-bonuses", type=_floats, default=CONTACT_BONUS_GRID,
+                   help="bonuses per contact of the user's list a path says")
     t.add_argument("--write", action="store_true",
                    help=f"store the best weights in the LM folder ({WEIGHTS_FILE})")
     args = parser.parse_args(argv)
@@ -364,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         result = tune(dev, lm, args.max_paths, args.lm_weights, args.length_bonuses,
                       args.lambdas, args.device_lm_weights, args.token_bonuses,
-                      args.device_bonuses)
+                      args.device_bonuses, args.contact_bonuses)
     except (CloudLmError, DevSetError, OSError, ValueError) as exc:
         print(f"rescore: error: {exc}", file=sys.stderr)
         return 2
