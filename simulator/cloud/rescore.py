@@ -289,11 +289,13 @@ class _Features:
                    np.array([c.contacts for c in ordered], dtype=float),
                    np.array([word_errors(reference, c.words) for c in ordered]))
 
-    def errors_of_best(self, w: RescoreWeights) -> int:
-        total = (self.device + w.device_lm_weight * self.device_lm + w.lm_weight * self.lm
-                 + w.length_bonus * self.words + w.token_bonus * self.tokens
-                 + w.device_bonus * self.chosen + w.contact_bonus * self.contacts)
-        return int(self.errors[int(np.argmax(total))])
+    def errors_of_best(self, grid: np.ndarray) -> np.ndarray:
+        """Word errors of the best candidate under each row of `grid`, whose columns weigh
+        (device_lm, lm, words, tokens, chosen, contacts) as `_rank` does."""
+        parts = np.stack([self.device_lm, self.lm, self.words, self.tokens, self.chosen,
+                          self.contacts])
+        totals = self.device[None, :] + grid @ parts
+        return self.errors[np.argmax(totals, axis=1)]
 
 
 def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_PATHS,
@@ -325,14 +327,20 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
     for share in lambdas:
         features = [_Features.of(candidates, reference, share)
                     for candidates, reference in prepared if candidates]
-        for device, weight, bonus, token, choice, named in itertools.product(
-                device_lm_weights, lm_weights, length_bonuses, token_bonuses, device_bonuses,
-                contact_bonuses):
-            weights = RescoreWeights(weight, bonus, share, device, token, choice, named)
-            errors = sum(f.errors_of_best(weights) for f in features)
-            points += 1
-            if best is None or errors < best[0]:
-                best = (errors, weights)
+        # Every grid point at once: one (points, candidates) product per utterance.
+        points_here = list(itertools.product(device_lm_weights, lm_weights, length_bonuses,
+                                             token_bonuses, device_bonuses, contact_bonuses))
+        grid = np.array(points_here, dtype=float).reshape(-1, 6)
+        errors = np.zeros(len(grid), dtype=np.int64)
+        for f in features:
+            errors += f.errors_of_best(grid)
+        points += len(grid)
+        if len(grid):
+            i = int(np.argmin(errors))  # the first of equals: the earlier grid point
+            if best is None or errors[i] < best[0]:
+                device, weight, bonus, token, choice, named = points_here[i]
+                best = (int(errors[i]),
+                        RescoreWeights(weight, bonus, share, device, token, choice, named))
     assert best is not None
     # What serving ranks, to the word: the figure printed is _rank's, not the grid's
     errors = _errors_of_best(prepared, best[1])
