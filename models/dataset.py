@@ -10,7 +10,6 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from edge_asr.daemon.frontend.features import compute_fbank
 from edge_asr.daemon.manifest import Entry, read_manifest
 from edge_asr.models.augment import AugmentConfig, Augmenter
 from edge_asr.models.tokenizer import Tokenizer
@@ -109,12 +108,14 @@ class SpeechDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, i])
             self._aug.add_to_babble_pool(audio)
             audio = self._aug(audio, rng)
-        feats = compute_fbank(audio)
+        warp = 1.0
         if self.augment and self.vtlp_prob > 0:
             # A stream of its own, so the audio chain hears what it did without VTLP.
             pick = np.random.default_rng([self.seed, self.epoch, i, 2])
             if pick.random() < self.vtlp_prob:
-                feats = warped_fbank(audio, float(pick.uniform(*self.vtlp_warp)))
+                warp = float(pick.uniform(*self.vtlp_warp))
+        # warped_fbank at 1 is compute_fbank itself
+        feats = warped_fbank(audio, warp)
         tokens = self._tok.encode(text)
         return torch.from_numpy(feats), torch.tensor(tokens, dtype=torch.int64)
 

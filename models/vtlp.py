@@ -31,14 +31,17 @@ def _mel_matrix(warp: float, config: FbankConfig) -> np.ndarray:
     """(fft bins, mel bins) weights of the filterbank warped by `warp`."""
     opts = config.options()
     banks = knf.MelBanks(opts.mel_opts, opts.frame_opts, warp)
-    n_fft = _fft_size(config)
-    eye = np.eye(n_fft // 2 + 1, dtype=np.float32)
+    eye = np.eye(_frame_sizes(opts.frame_opts)[2] // 2 + 1, dtype=np.float32)
     return np.stack([banks.compute(row) for row in eye])
 
 
-def _fft_size(config: FbankConfig) -> int:
-    length = int(config.options().frame_opts.samp_freq * 0.025)
-    return 1 << (length - 1).bit_length()
+def _frame_sizes(opts: knf.FrameExtractionOptions) -> tuple[int, int, int]:
+    """Samples per frame, per shift, and the FFT size (the frame rounded up to a power of
+    two, as the runtime's options ask)."""
+    rate = opts.samp_freq
+    length = int(rate * opts.frame_length_ms / 1000)
+    shift = int(rate * opts.frame_shift_ms / 1000)
+    return length, shift, 1 << (length - 1).bit_length()
 
 
 def _frames(samples: np.ndarray, length: int, shift: int) -> np.ndarray:
@@ -72,8 +75,7 @@ def _fbank(samples: np.ndarray, warp: float, config: FbankConfig) -> np.ndarray:
     if opts.dither or opts.snip_edges:
         raise ValueError("warped_fbank follows the runtime's options: no dither, no snipped "
                          "edges")
-    rate = int(opts.samp_freq)
-    length, shift = int(rate * 0.025), int(rate * 0.010)
+    length, shift, n_fft = _frame_sizes(opts)
     samples = np.asarray(samples, np.float32).reshape(-1)
     if len(samples) < 1:
         return np.zeros((0, config.num_bins), np.float32)
@@ -83,6 +85,6 @@ def _fbank(samples: np.ndarray, warp: float, config: FbankConfig) -> np.ndarray:
     frames[:, 0] -= opts.preemph_coeff * frames[:, 0]
     n = np.arange(length)
     povey = (0.5 - 0.5 * np.cos(2 * np.pi * n / (length - 1))) ** 0.85
-    power = np.abs(np.fft.rfft(frames * povey, n=_fft_size(config))) ** 2
+    power = np.abs(np.fft.rfft(frames * povey, n=n_fft)) ** 2
     mel = power.astype(np.float32) @ _mel_matrix(warp, config)
     return np.log(np.maximum(mel, _EPS)).astype(np.float32)

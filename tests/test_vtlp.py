@@ -4,6 +4,7 @@ by other factors, and the training set's use of it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from edge_asr.models.dataset import SpeechDataset
 from edge_asr.models.vtlp import warped_fbank
 
 RATE = 16000
+BPE = Path(__file__).resolve().parents[1] / "models" / "rnnt-v2" / "bpe.model"
 
 
 def _voice_like(seconds: float = 1.3, seed: int = 0) -> np.ndarray:
@@ -61,14 +63,12 @@ def test_a_factor_out_of_range_is_refused(warp):
 
 
 def _dataset(tmp_path, vtlp_prob: float) -> SpeechDataset:
-    from edge_asr.models.tokenizer import Tokenizer  # noqa: F401  (the shipped bpe.model)
-
     audio = tmp_path / "a.wav"
     sf.write(audio, _voice_like(), RATE)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"audio_filepath": str(audio), "text": "call mom",
                                     "duration": 1.3}) + "\n")
-    return SpeechDataset(manifest, "models/rnnt-v2/bpe.model", augment=True, seed=3,
+    return SpeechDataset(manifest, BPE, augment=True, seed=3,
                          vtlp_prob=vtlp_prob)
 
 
