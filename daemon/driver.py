@@ -55,7 +55,8 @@ class StreamDriver:
             cleaned = self.frontend.process(piece, reference)
             playing = reference is not None and bool(np.any(np.abs(reference) > PLAYBACK_LEVEL))
             # a piece shorter than a 10 ms frame may leave nothing ready yet
-            events = self.pipeline.accept(cleaned, playing) if len(cleaned) else []
+            events = self.pipeline.accept(cleaned, playing, self.frontend.residual_echo) \
+                if len(cleaned) else []
         else:
             events = self.pipeline.accept(piece)
         self.cpu_seconds += time.thread_time() - started

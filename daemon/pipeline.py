@@ -173,15 +173,17 @@ class Pipeline:
     def now(self) -> float:
         return self._samples_seen / SAMPLE_RATE
 
-    def accept(self, samples: np.ndarray, playback: bool = False) -> list[Event]:
+    def accept(self, samples: np.ndarray, playback: bool = False,
+               residual_echo: np.ndarray | None = None) -> list[Event]:
         """`playback`: the device's loudspeaker played during these samples (the front end
-        cancelled its echo before they came here); the end-pointer allows for what is left."""
+        cancelled its echo before they came here); the end-pointer allows for what is left.
+        `residual_echo`: the canceller's estimate of that rest per 10 ms (Vad.process)."""
         self._samples_seen += samples.size
         if playback:
             self._playback_until = self.now + PLAYBACK_ECHO_TAIL_S
         self._remember(samples)
         events: list[Event] = []
-        flags = self.vad.process(samples)
+        flags = self.vad.process(samples, residual_echo)
         decoded = 0
         if self._spotter is not None:
             detection = self._spotter.accept(samples)

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--echo-cancellation", action=argparse.BooleanOptionalAction,
                      default=None, help="override the scenario's device.echo_cancellation")
     run.add_argument("--echo-canceller",
-                     help="override the scenario's device.echo_canceller (speex+webrtc, "
+                     help="override the scenario's device.echo_canceller (kalman, speex+webrtc, "
                           "speex, webrtc)")
     run.add_argument("--noise-suppression",
                      help="override the scenario's device.noise_suppression (off, webrtc, "

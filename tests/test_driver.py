@@ -35,13 +35,16 @@ def test_each_utterance_closes_once_and_the_audio_is_accounted(tiny_model_dir):
 
 
 class _Listening:
-    """A pipeline stand-in that records whether each piece came with playback."""
+    """A pipeline stand-in that records whether each piece came with playback, and the
+    echo the canceller expected to have left in it."""
 
     def __init__(self) -> None:
         self.playback: list[bool] = []
+        self.residual_echo: list = []
 
-    def accept(self, samples, playback: bool = False):
+    def accept(self, samples, playback: bool = False, residual_echo=None):
         self.playback.append(playback)
+        self.residual_echo.append(residual_echo)
         return []
 
 
@@ -56,3 +59,6 @@ def test_the_pipeline_is_told_when_the_device_plays():
     for reference in (music, np.zeros(320, np.float32), None, 1e-5 * music, music):
         driver.feed(piece, reference)
     assert pipeline.playback == [True, False, False, False, True]
+    # one value per 10 ms of each piece, for the VAD to rise above
+    assert [r.shape for r in pipeline.residual_echo] == [(2,)] * 5
+    assert pipeline.residual_echo[0].max() > 0

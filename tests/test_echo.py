@@ -100,9 +100,9 @@ class _Heard:
         self.samples: list[np.ndarray] = []
         accept = pipeline.accept
 
-        def spy(samples, playback=False):
+        def spy(samples, playback=False, residual_echo=None):
             self.samples.append(samples.copy())
-            return accept(samples, playback)
+            return accept(samples, playback, residual_echo)
 
         pipeline.accept = spy
 

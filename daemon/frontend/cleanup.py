@@ -14,6 +14,7 @@ import numpy as np
 
 from edge_asr.daemon.frontend.denoise import DenoiseOptions, NoiseSuppressor
 from edge_asr.daemon.frontend.echo import EchoCanceller, EchoOptions
+from edge_asr.daemon.frontend.frames import FRAME
 
 
 @dataclass
@@ -22,8 +23,8 @@ class FrontEndConfig:
     # simulator's). Off by default: today's figures stay, and a daemon without playback
     # has nothing to cancel.
     echo_cancellation: bool = False
-    echo_canceller: str = "speex+webrtc"  # or "speex", "webrtc" (echo.py says why)
-    echo_filter_ms: int = 256  # speex: how much of the echo path the filter models
+    echo_canceller: str = "kalman"  # or "speex+webrtc", "speex", "webrtc" (echo.py says why)
+    echo_filter_ms: int = 256  # kalman, speex: how much of the echo path the filter models
     echo_delay_ms: int = 0  # webrtc: a hint; AEC3 finds the delay itself
     # "off", "webrtc", "rnnoise" or "webrtc-noise-gain" (daemon/frontend/denoise.py); off by
     # default, as measured (RESULTS.md "Echo cancellation and noise suppression")
@@ -55,13 +56,23 @@ class MicFrontEnd:
         self.echo = EchoCanceller(config.echo_options()) if config.echo_cancellation else None
         self.denoise = NoiseSuppressor(config.denoise_options()) \
             if config.noise_suppression != "off" else None
+        self.residual_echo: np.ndarray | None = None
 
     def process(self, mic: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+        """The piece cleaned; `residual_echo` then holds the echo the canceller expects
+        to have left in each of its 10 ms frames (mean square), or None."""
         out = np.asarray(mic, np.float32)
+        self.residual_echo = None
         if self.echo is not None:
             out = self.echo.process(out, reference)
+            residual = self.echo.residual_echo
+            if residual is not None and len(residual) * FRAME == len(out):
+                self.residual_echo = residual
         if self.denoise is not None:
-            out = self.denoise.process(out)
+            cleaned = self.denoise.process(out)
+            if len(cleaned) != len(out):  # the suppressor held some back: frames moved
+                self.residual_echo = None
+            out = cleaned
         return out
 
     def flush(self) -> np.ndarray:

@@ -6,19 +6,23 @@ microphone block; the filter learns the path from loudspeaker to microphone (del
 room echo) and subtracts the echo it predicts. Music from another device has no reference
 and stays: that is the noise suppressor's job (denoise.py), or the model's.
 
-Three cancellers, chosen by measured WER rather than by echo removed (`edge-asr sim run
-music_playing --fast --echo-canceller NAME`; RESULTS.md "Echo cancellation and noise
-suppression"): the device's music 10 dB below the requests, 59% WER without a canceller.
+Four cancellers, chosen by measured WER rather than by echo removed (`edge-asr sim run
+SCENARIO --fast --no-compare --echo-canceller NAME`; RESULTS.md "Echo cancellation"): the
+device's music 10 dB below the requests; music_playing 76% WER without a canceller.
 
-- "speex+webrtc" (the default): speexdsp's MDF, a linear frequency-domain adaptive filter
-  of `filter_ms`, takes 15-23 dB of echo out and leaves near-end speech as it was; WebRTC's
-  AEC3 (webrtc.py) then removes most of what the linear filter left, and as that residue
-  is small, its residual-echo suppressor rarely has to gate the person speaking: 19%.
-- "speex": the linear filter alone: 33%. What it leaves is enough for the VAD to hear
+- "kalman" (the default): the project's own partitioned-block frequency-domain Kalman
+  filter (kalman_echo.py), linear only. Its gain shrinks while the person talks, so the
+  words come through intact, and it says how much echo it expects to have missed in each
+  frame, which the VAD takes as its floor (vad.py, ECHO_MARGIN_DB): 6.0% on music_playing,
+  as in quiet_kitchen; 6.3% on a development rendering (other requests and music).
+- "speex+webrtc": speexdsp's MDF, then WebRTC's AEC3 (webrtc.py) on what it left: 33%.
+  The MDF filter bends the talker's words in double talk (its output keeps a third of the
+  speech in some requests), and AEC3's suppressor gates bands of them.
+- "speex": the MDF filter alone: 46%. What it leaves is enough for the VAD to hear
   "speech" between requests and run them together.
 - "webrtc": AEC3 alone takes 30-40 dB out between requests, but facing the whole echo its
-  suppressor gates every band where it expects echo, the talker's words too: 65%, worse
-  than nothing. It was built for calls, where echo must never be heard, not for a
+  suppressor gates every band where it expects echo, the talker's words too: 76%, no
+  better than nothing. It was built for calls, where echo must never be heard, not for a
   recogniser, which copes with a little echo but not with missing speech.
 
 The canceller runs before the pipeline (daemon/driver.py feeds it), on 16 kHz audio in
@@ -33,18 +37,19 @@ import numpy as np
 
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.frontend.frames import FRAME, Framer, from_int16, to_int16
+from edge_asr.daemon.frontend.kalman_echo import KalmanEchoCanceller
 from edge_asr.daemon.frontend.webrtc import FrontEndError, WebRtcApm
 
-BACKENDS = ("speex+webrtc", "speex", "webrtc")
+BACKENDS = ("kalman", "speex+webrtc", "speex", "webrtc")
 
 
 @dataclass
 class EchoOptions:
     enabled: bool = False  # off by default: without a reference there is nothing to cancel
-    backend: str = "speex+webrtc"  # one of BACKENDS; the module's docstring says why
-    # speex: the echo the filter models, from the reference's sample to the microphone's:
-    # the output delay plus the room's echo that matters (a room's RT60 is longer, but its
-    # late tail is weak). 256 ms at 16 kHz is 4096 taps.
+    backend: str = "kalman"  # one of BACKENDS; the module's docstring says why
+    # kalman, speex: the echo the filter models, from the reference's sample to the
+    # microphone's: the output delay plus the room's echo that matters (a room's RT60 is
+    # longer, but its late tail is weak). 256 ms at 16 kHz is 4096 taps.
     filter_ms: int = 256
     # webrtc alone: the playback-to-capture delay in ms, a hint only (AEC3 finds it itself)
     delay_ms: int = 0
@@ -67,6 +72,10 @@ class _Chain:
 
     def process(self, mic: np.ndarray, reference: np.ndarray) -> np.ndarray:
         return self.second.process(self.first.process(mic, reference), reference)
+
+    @property
+    def residual_mean_square(self) -> float | None:  # an upper bound: AEC3 takes more out
+        return getattr(self.first, "residual_mean_square", None)
 
 
 class _Speex:
@@ -101,10 +110,15 @@ class EchoCanceller:
                                   stream_delay_ms=self.options.delay_ms)
         elif self.options.backend == "speex+webrtc":
             self._apm = _Chain(_Speex(self.options.filter_ms), WebRtcApm(echo_cancellation=True))
+        elif self.options.backend == "kalman":
+            self._apm = KalmanEchoCanceller(self.options.filter_ms)
         else:
             self._apm = _Speex(self.options.filter_ms)
         self._framer = Framer(channels=2)
         self.reference_seen = False
+        # The echo the canceller expects to have left in each 10 ms frame of the last
+        # `process` output (mean square), where it can tell (the Kalman filter); else None.
+        self.residual_echo: np.ndarray | None = None
 
     def process(self, mic: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
         """The microphone block with the echo of `reference` (the same stretch of playback,
@@ -112,6 +126,7 @@ class EchoCanceller:
         the next block."""
         mic = np.asarray(mic, np.float32)
         if reference is None and not self.reference_seen:
+            self.residual_echo = None
             return mic
         if reference is None:
             reference = np.zeros_like(mic)
@@ -119,7 +134,11 @@ class EchoCanceller:
             raise ValueError(f"the reference block must be as long as the microphone block "
                              f"({len(mic)} samples), got {len(reference)}")
         self.reference_seen = True
-        out = [self._apm.process(m, r) for m, r in self._framer.frames(mic, reference)]
+        out, residual = [], []
+        for m, r in self._framer.frames(mic, reference):
+            out.append(self._apm.process(m, r))
+            residual.append(getattr(self._apm, "residual_mean_square", None))
+        self.residual_echo = None if None in residual else np.array(residual, np.float32)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def flush(self) -> np.ndarray:
