@@ -112,6 +112,7 @@ class UtteranceSource:
     manifest: str = ""  # relative to the scenario file
     tags: list[str] = field(default_factory=list)  # keep manifest entries with all these tags
     limit: int = 0  # 0 = every entry
+    skip: int = 0  # entries passed over first (a development scenario takes other requests)
     sentences: list[str] = field(default_factory=list)  # synthesised on the fly
     voice: str = "flite-rms"  # voice id for the sentences (models/synth.py ids)
     contacts: list[str] = field(default_factory=list)  # context names besides the manifest's
@@ -125,6 +126,9 @@ class UtteranceSource:
                 <= self.wake_pause_s[1] <= 3.0:
             raise ValueError(f"utterances.wake_pause_s must be [min, max] seconds within "
                              f"[0, 3], got {self.wake_pause_s!r}")
+        if self.skip < 0 or self.limit < 0:
+            raise ValueError(f"utterances.skip and utterances.limit must be >= 0, got "
+                             f"{self.skip} and {self.limit}")
 
 
 @dataclass
@@ -201,6 +205,7 @@ def _manifest_clips(src: UtteranceSource, base: Path) -> list[_Clip]:
     if not path.is_absolute():
         path = base / path
     entries = [e for e in read_manifest(path) if set(src.tags) <= set(e.tags)]
+    entries = entries[src.skip:]
     if src.limit:
         entries = entries[: src.limit]
     if not entries:

@@ -60,3 +60,25 @@ def test_bad_room_settings_are_refused():
         RoomConfig(gap_s=[3.0, 1.0])
     with pytest.raises(ValueError, match="no utterances"):
         render_session(UtteranceSource(), RoomConfig(), Path("."))
+
+
+def test_a_development_scenario_takes_requests_past_the_first_ones():
+    import json
+
+    texts = [json.loads(line)["text"] for line in MANIFEST.read_text().splitlines()]
+    session = render_session(UtteranceSource(manifest=str(MANIFEST), skip=12, limit=2),
+                             RoomConfig(), MANIFEST.parent)
+    assert [r.text for r in session.requests] == texts[12:14]
+    with pytest.raises(ValueError, match="utterances.skip"):
+        UtteranceSource(manifest=str(MANIFEST), skip=-1)
+
+
+def test_every_development_scenario_loads_and_keeps_off_the_test_requests():
+    from edge_asr.simulator.scenario import load_scenario
+
+    dev = sorted((Path(__file__).parent.parent / "simulator" / "scenarios" / "dev").glob("*.toml"))
+    assert len(dev) >= 6
+    for path in dev:
+        scenario = load_scenario(path)
+        # the bundled scenarios play the manifest's first 12; development plays the rest
+        assert scenario.utterances.skip >= 12, path.name

@@ -27,9 +27,10 @@ from edge_asr.daemon.frontend.frames import FRAME
 # The state-transition factor: how far the echo path may drift per frame (1 - A^2 of each
 # weight's energy becomes new uncertainty). A device's loudspeaker and microphone do not
 # move, but a tonal song excites a few frequencies at a time, and a filter too sure of
-# itself underestimates what it leaves at each new note. Over six development renderings
-# of music_playing, 0.9999 / 0.9995 / 0.999 gave 6.0 / 5.4 / 5.6% WER; on 16 s of music
-# alone, the VAD heard speech in 6.1 / 0.8 / 0.3% of the frames (RESULTS.md).
+# itself underestimates what it leaves at each new note (and the VAD, which rises above
+# that estimate, hears the rest as speech). Over six development renderings of
+# music_playing (simulator/scenarios/dev/), 0.9999 / 0.9995 / 0.999 gave 6.0 / 5.4 /
+# 5.6% WER (RESULTS.md, "Echo cancellation").
 TRANSITION = 0.9995
 # Smoothing of the error spectrum that stands for the near-end's energy (per frame), taken
 # no lower than the frame's own error so that a word's onset cuts the gain at once.

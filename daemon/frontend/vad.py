@@ -51,10 +51,10 @@ _LEVEL_ALPHA = 0.05  # the speech level's moving average: about 20 passing frame
 DIGITAL_SILENCE_DB = -90.0
 
 # A frame must be this much louder than the echo the canceller expects to have left in it
-# (its own estimate, kalman_echo.py) to count as speech: music_playing rendered with the
-# development requests and six other songs, rooms and levels gave 11.1 / 6.1 / 6.0% WER
-# with 3 / 6 / 10 dB (RESULTS.md, "Echo cancellation"); 10 keeps the most room for the
-# frames where the estimate runs low.
+# (its own estimate, kalman_echo.py) to count as speech: six development renderings of
+# music_playing (simulator/scenarios/dev/) gave 11.1 / 6.1 / 6.0% WER with 3 / 6 / 10 dB
+# (RESULTS.md, "Echo cancellation"); 10 keeps the most room for the frames where the
+# estimate runs low.
 ECHO_MARGIN_DB = 10.0
 ECHO_FRAME = SAMPLE_RATE // 100  # the canceller's frame: one residual value per 10 ms
 
