@@ -54,7 +54,8 @@ class KalmanEchoCanceller:
         self._uncertainty = np.full(shape, INITIAL_UNCERTAINTY)
         self._error_power = np.zeros(bins)
         self._zeros = np.zeros(FRAME)
-        self.residual_power = np.zeros(bins)
+        # The echo the filter expects to have missed in the last frame's output (mean
+        # square): its uncertainty times the reference's energy, by its own account.
         self.residual_mean_square = 0.0
 
     def process(self, mic: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -76,14 +77,14 @@ class KalmanEchoCanceller:
         self._error_power = (ERROR_SMOOTHING * self._error_power
                              + (1 - ERROR_SMOOTHING) * error_power)
         reference_power = np.abs(self._spectra) ** 2
-        # Overlap-save uses half of each 2*FRAME transform, hence the factor 0.5.
-        explained = 0.5 * (reference_power * self._uncertainty).sum(axis=0)
-        gain = self._uncertainty / (explained + np.maximum(self._error_power, error_power)
+        # The echo power per bin that the weights' uncertainty leaves unexplained
+        # (overlap-save uses half of each 2*FRAME transform, hence the factor 0.5).
+        missed = 0.5 * (reference_power * self._uncertainty).sum(axis=0)
+        gain = self._uncertainty / (missed + np.maximum(self._error_power, error_power)
                                     + FLOOR)
-        # the echo the filter expects to have missed this frame, per bin and as a mean
-        # square: what is left of the echo in `error`, by the filter's own account
-        self.residual_power = explained
-        self.residual_mean_square = float(explained.sum()) / FRAME ** 2
+        # Summed over the bins of a zero-padded frame's transform, power is about FRAME
+        # times the frame's energy, which is FRAME times its mean square.
+        self.residual_mean_square = float(missed.sum()) / FRAME ** 2
         self._weights += gain * np.conj(self._spectra) * error_spectrum
         # The weights stay FRAME taps long per partition (the rest would wrap around).
         taps = np.fft.irfft(self._weights, 2 * FRAME, axis=1)
