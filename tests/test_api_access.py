@@ -33,6 +33,7 @@ from edge_asr.daemon.api.proto import edge_asr_pb2_grpc as pb_grpc
 from edge_asr.daemon.api.server import serve
 from edge_asr.daemon.api.service import Daemon
 from edge_asr.daemon.cli import main
+from edge_asr.daemon.frontend.cleanup import FrontEndConfig, MicFrontEnd
 from edge_asr.daemon.pipeline import Pipeline, PipelineConfig
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.uplink.finisher import Finisher
@@ -53,6 +54,9 @@ class Core:
 
     def new_pipeline(self, source: str) -> Pipeline:
         return Pipeline(self.recognizer, PipelineConfig(model_version="test"), source=source)
+
+    def new_echo_frontend(self) -> MicFrontEnd:
+        return MicFrontEnd(FrontEndConfig(echo_cancellation=True))
 
     def new_finisher(self, emit) -> Finisher:
         return Finisher(emit)
@@ -425,3 +429,17 @@ def test_status_counts_the_closings_of_recognize_calls(tiny_model_dir, socket_pa
     assert len(closed) == 2
     assert status.counters["on_device_finals"] == 2
     assert status.counters["rescored"] == 0
+
+
+def test_the_daemon_cancels_a_calls_playback_with_its_own_canceller(tiny_model_dir):
+    from edge_asr.daemon.frontend.cleanup import FrontEndConfig
+
+    config = DaemonConfig(recognizer=RecognizerConfig(model_dir=tiny_model_dir),
+                          source=SourceConfig(kind="none"), local_only=True,
+                          frontend=FrontEndConfig(echo_canceller="speex",
+                                                  noise_suppression="webrtc"))
+    frontend = Daemon(config).new_echo_frontend()
+    # on for the call, though the own source cancels nothing; the daemon's choice of
+    # canceller; pushed audio is not noise-suppressed
+    assert frontend.echo is not None and frontend.echo.options.backend == "speex"
+    assert frontend.denoise is None

@@ -33,6 +33,7 @@ from edge_asr.daemon.api.messages import event_to_proto
 from edge_asr.daemon.api.proto import edge_asr_pb2 as pb
 from edge_asr.daemon.api.proto import edge_asr_pb2_grpc as pb_grpc
 from edge_asr.daemon.api.server import SERVICE_NAME, Served, ServeError, serve
+from edge_asr.daemon.frontend.cleanup import FrontEndConfig, MicFrontEnd
 from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.pipeline import Event, EventType, Pipeline, PipelineConfig
 from edge_asr.daemon.recognition.context_graph import context_entries
@@ -85,6 +86,9 @@ class FakeDaemon:
 
     def new_pipeline(self, source: str) -> Pipeline:
         return Pipeline(self.recognizer, PipelineConfig(model_version="test"), source=source)
+
+    def new_echo_frontend(self) -> MicFrontEnd:
+        return MicFrontEnd(FrontEndConfig(echo_cancellation=True))
 
     def new_finisher(self, emit) -> Finisher:
         return Finisher(emit)  # local-only: ON_DEVICE_FINAL right after the final decision
@@ -669,3 +673,66 @@ def test_bus_subscribers_come_and_go_while_events_flow():
     assert not errors
     assert [text for text, _ in drain(keeper)] == [f"f{n}" for n in range(0, 2000, 10)]
     assert bus.subscribers == 1
+
+
+# -- the playback reference ------------------------------------------------------------------
+
+def _music_echo(seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """What the device plays, and its echo at the microphone (about -30 dBFS)."""
+    from edge_asr.simulator.room import Playback, render_playback
+
+    reference, echo = render_playback(Playback(kind="music", delay_ms=30),
+                                      int(seconds * SR), np.random.default_rng(4))
+    room = np.random.default_rng(5).standard_normal(len(echo)) * 3e-4
+    return reference, (echo * 0.03 + room).astype(np.float32)
+
+
+def _with_reference(mic: np.ndarray, reference: np.ndarray | None, piece_s: float = 0.1
+                    ) -> list[pb.RecognizeRequest]:
+    step = int(piece_s * SR)
+    first = _config(partials=False, playback_reference=reference is not None)
+    return [first] + [pb.RecognizeRequest(
+        audio=encode(mic[i:i + step], pb.PCM_S16LE),
+        reference=b"" if reference is None else encode(reference[i:i + step], pb.PCM_S16LE))
+        for i in range(0, len(mic), step)]
+
+
+def test_a_call_that_sends_its_playback_hears_no_speech_in_the_music(api):
+    reference, mic = _music_echo(12.0)
+    heard = recognize(api.stub, _with_reference(mic, None))
+    assert any(e.type == pb.SPEECH_STARTED for e in heard)  # the music alone fools the VAD
+    cancelled = recognize(api.stub, _with_reference(mic, reference))
+    assert not any(e.type == pb.SPEECH_STARTED for e in cancelled)
+
+
+def test_speech_over_the_playback_is_still_recognised(api):
+    reference, mic = _music_echo(LEAD_S + BURST_S + GAP_S + 3.0)
+    speech = np.zeros_like(mic)
+    start = int(3.0 * SR)  # the canceller has heard the music for 3 s
+    said = speech_like(1)
+    speech[start:start + len(said)] = said[: len(speech) - start]
+    events = recognize(api.stub, _with_reference(mic + speech, reference))
+    assert grammar_ok([NAME(e.type) for e in events])
+    begun = next(e for e in events if e.type == pb.SPEECH_STARTED)
+    assert abs(begun.speech_start - (3.0 + LEAD_S)) < 0.2
+
+
+def test_a_playback_reference_that_does_not_fit_is_refused_in_words(api):
+    audio = bytes(3200)
+    err = refused(api.stub, [_config(playback_reference=True),
+                             pb.RecognizeRequest(audio=audio, reference=bytes(3198))])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "exactly as long as the audio (3200 bytes), got 3198" in err.details()
+    err = refused(api.stub, [_config(), pb.RecognizeRequest(audio=audio, reference=audio)])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "did not ask for playback_reference" in err.details()
+    err = refused(api.stub, [_config(playback_reference=True, encoding=pb.F32LE),
+                             pb.RecognizeRequest(audio=bytes(12), reference=_NAN)])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("playback reference:")
+    _good_call_still_works(api.stub)
+    # an audio message without its reference: nothing played then
+    events = recognize(api.stub, [_config(playback_reference=True, partials=False)]
+                       + [pb.RecognizeRequest(audio=r.audio)
+                          for r in audio_requests(speech_like(1), SR, pb.PCM_S16LE)[1:]])
+    assert grammar_ok([NAME(e.type) for e in events])

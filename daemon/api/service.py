@@ -16,6 +16,7 @@ when the cloud is down or late, ON_DEVICE_FINAL. `local_only` sends nothing at a
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import threading
@@ -38,7 +39,7 @@ from edge_asr.daemon.capture.sources import AudioSource, AudioSourceError, Playl
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.driver import StreamDriver
 from edge_asr.daemon.endpointing.endpoint import Phase
-from edge_asr.daemon.frontend.cleanup import front_end
+from edge_asr.daemon.frontend.cleanup import MicFrontEnd, front_end
 from edge_asr.daemon.pipeline import Event, Pipeline
 from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.daemon.uplink.cloud_link import CloudLink
@@ -91,6 +92,12 @@ class Daemon:
 
     def new_pipeline(self, source: str) -> Pipeline:
         return Pipeline(self.recognizer, self.pipeline_config, source=source)
+
+    def new_echo_frontend(self) -> MicFrontEnd:
+        # the daemon's canceller and its settings, on whether or not its own source uses one
+        options = dataclasses.replace(self.config.frontend, echo_cancellation=True,
+                                      noise_suppression="off")
+        return MicFrontEnd(options)
 
     def new_finisher(self, emit: Callable[[Event], None]) -> Finisher:
         # Every stream's utterances (own source and Recognize calls) close through a finisher

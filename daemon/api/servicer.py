@@ -21,6 +21,7 @@ from edge_asr.daemon.api.proto import edge_asr_pb2, edge_asr_pb2_grpc
 from edge_asr.daemon.capture.audio import AudioFormatError, check_sample_rate
 from edge_asr.daemon.capture.push import PushSource
 from edge_asr.daemon.driver import StreamDriver
+from edge_asr.daemon.frontend.cleanup import MicFrontEnd
 from edge_asr.daemon.pipeline import Event, Pipeline
 from edge_asr.daemon.recognition.context_graph import ContextError
 from edge_asr.daemon.recognition.transducer import ModelError
@@ -55,6 +56,10 @@ class Core(Protocol):
         """Closes a stream's utterances (RESCORED / ON_DEVICE_FINAL) through `emit`."""
         ...
 
+    def new_echo_frontend(self) -> MicFrontEnd:
+        """An echo canceller for a Recognize call that sends its playback reference."""
+        ...
+
     def set_context(self, context: dict[str, list[str]]) -> int:
         """Sets the own source's context from the next utterance; returns its entries.
         Raises ContextError naming a bad entry (the old context then stays)."""
@@ -66,6 +71,27 @@ class Core(Protocol):
 
 
 # -- conversions --------------------------------------------------------------------------
+
+def _push_reference(played: PushSource | None, request: edge_asr_pb2.RecognizeRequest,
+                    rate: int, encoding: str) -> None:
+    """The playback of one audio message into its own source, checked against the audio;
+    silence where nothing played. Refused in words when it does not fit the call."""
+    if played is None:
+        if request.reference:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          "a reference came with the audio, but the RecognizeConfig did not "
+                          "ask for playback_reference")
+        return
+    reference = request.reference or bytes(len(request.audio))
+    if len(reference) != len(request.audio):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"the reference must be exactly as long as the audio "
+                      f"({len(request.audio)} bytes), got {len(reference)} bytes")
+    try:
+        played.push(reference, rate, encoding)
+    except AudioFormatError as e:
+        raise AudioFormatError(f"playback reference: {e}") from e
+
 
 def _drain(events: queue.SimpleQueue) -> Iterator[edge_asr_pb2.Event]:
     while True:
@@ -249,8 +275,12 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
                            f"(config), then audio; got {got}")
         pipeline, rate, encoding = self._open(first.config)
         source = PushSource(piece_ms=PUSH_PIECE_MS, max_piece_s=self.max_piece_s)
+        # The playback, resampled beside the audio: the same lengths in, the same pieces out.
+        played = PushSource(piece_ms=PUSH_PIECE_MS, max_piece_s=self.max_piece_s) \
+            if first.config.playback_reference else None
         closed: queue.SimpleQueue[Event] = queue.SimpleQueue()  # the finisher's output
-        driver = StreamDriver(pipeline, self.core.new_finisher(closed.put))
+        driver = StreamDriver(pipeline, self.core.new_finisher(closed.put),
+                              self.core.new_echo_frontend() if played else None)
         for request in requests:
             kind = request.WhichOneof("request")
             if kind != "audio":
@@ -259,9 +289,12 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
                                if kind == "config" else
                                "a RecognizeRequest must carry config or audio; got neither")
             source.push(request.audio, rate, encoding)
-            yield from self._run(driver, source, closed)
+            _push_reference(played, request, rate, encoding)
+            yield from self._run(driver, source, closed, played)
         source.end()  # the client half-closed: flush the resampler, then the utterance
-        yield from self._run(driver, source, closed)
+        if played is not None:
+            played.end()
+        yield from self._run(driver, source, closed, played)
         # The call ends once every utterance is closed (the cloud answered, or its
         # deadline passed): the client gets RESCORED or ON_DEVICE_FINAL for each.
         driver.finish(wait_s=30.0)
@@ -280,10 +313,11 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
         return pipeline, config.sample_rate, encoding
 
     @staticmethod
-    def _run(driver: StreamDriver, source: PushSource,
-             closed: queue.SimpleQueue) -> Iterator[edge_asr_pb2.Event]:
+    def _run(driver: StreamDriver, source: PushSource, closed: queue.SimpleQueue,
+             played: PushSource | None = None) -> Iterator[edge_asr_pb2.Event]:
+        reference = played.pieces(timeout=0) if played is not None else iter(())
         for piece in source.pieces(timeout=0):  # only what is ready; never waits
-            driver.feed(piece)
+            driver.feed(piece, next(reference, None))
             yield from _drain(closed)
         yield from _drain(closed)  # answers the cloud sent meanwhile
 
