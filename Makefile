@@ -114,6 +114,7 @@ train-v2: $(VENV)/.installed
 	    --until evaluate
 	$(PY) -m edge_asr.models.quantize models/rnnt-v2 models/rnnt-v2-int4 --block-4bit 128 --sets
 	$(MAKE) query-end
+	$(MAKE) wake-verifier
 	$(MAKE) scoreboard
 
 # The learned end-of-query model for MODEL (models/query_end_train.py): the pause sets of the
@@ -126,6 +127,13 @@ query-end: $(VENV)/.installed
 	$(PY) -m edge_asr.models.query_end_train --data $(DATA) --model $(MODEL) \
 	    --dev eoq_dev_voices eoq_dev_voices_pause eoq_speechocean762_dev \
 	    eoq_speechocean762_dev_pause --cache $(DATA)/exp-query-end
+
+# The wake word's verifier for MODEL (models/wake_verifier.py): the phrase and confusable
+# phrases said by the training voices, and the training speech, through the spotter; written
+# to MODEL/wake_verifier.json and its card. About 4 minutes on 2 cores.
+.PHONY: wake-verifier
+wake-verifier: $(VENV)/.installed
+	$(PY) -m edge_asr.models.wake_verifier --model $(MODEL) --manifests $(DATA)/manifests
 
 # The evaluation-only sets: FSDD digit strings (real speakers), hibari-tts (an engine no
 # training set uses), festival's kal_diphone (a reserved voice).

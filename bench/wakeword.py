@@ -3,7 +3,7 @@ CPU while waiting, and the request's WER with a second talker, with and without 
 encoder state carried on from the phrase.
 
     python bench/wakeword.py --manifests DIR [--phrase "hey marvin"] [--voices test|dev]
-        [--n 60] [--threshold T ...] [--bonus B] [--beam N] [--json OUT]
+        [--n 60] [--threshold T ...] [--bonus B] [--beam N] [--no-verify] [--json OUT]
 
 Positives: the phrase, then a request (the text of a test_voices utterance), both spoken by
 voices the model never trained on: --voices test takes synth.heldout_voices() (espeak-ng
@@ -229,6 +229,8 @@ def main() -> None:
                    help="thresholds to report (default: WakeWordConfig's)")
     p.add_argument("--bonus", type=float, default=WakeWordConfig.bonus)
     p.add_argument("--beam", type=int, default=WakeWordConfig.beam)
+    p.add_argument("--no-verify", action="store_true",
+                   help="without the model folder's verifier (daemon/wakeword/verifier.py)")
     p.add_argument("--skip-negatives", action="store_true")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -237,10 +239,10 @@ def main() -> None:
         args.manifests / f"{'dev' if args.voices == 'dev' else 'test'}_voices.jsonl")]
     items = positives(args.phrase, requests, args.voices, args.n)
     report = {"phrase": args.phrase, "voices": args.voices, "model": recognizer.model.dir.name,
-              "bonus": args.bonus, "beam": args.beam}
+              "bonus": args.bonus, "beam": args.beam, "verify": not args.no_verify}
     for threshold in args.threshold or [WakeWordConfig.threshold]:
         wake = WakeWordConfig(phrase=args.phrase, threshold=threshold, bonus=args.bonus,
-                              beam=args.beam)
+                              beam=args.beam, verify=not args.no_verify)
         row = {"clean": rejects(recognizer, items, wake, noisy=False),
                "snr10": rejects(recognizer, items, wake, noisy=True),
                "after_other_speech": rejects(recognizer, items, wake, noisy=False,

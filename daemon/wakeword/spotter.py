@@ -6,8 +6,9 @@ only the wake phrase, boosted per token. The phrase is heard when the best hypot
 it as whole words; its score is the geometric mean of the transducer's probabilities of the
 phrase's tokens along that path (blanks between them included), which is what a threshold
 can hold (icefall's and sherpa-onnx's keyword spotters judge a keyword the same way).
-Without a separate keyword model there is nothing more to train or ship, and the encoder
-that heard the phrase is the one that goes on to recognise the request.
+The encoder that heard the phrase is the one that goes on to recognise the request. Where
+the model folder ships a verifier for the phrase (verifier.py), each detection must also
+convince it: the boosted beam finds the phrase in words that only sound like it.
 
     spotter = KeywordSpotter(recognizer, WakeWordConfig(phrase="hey marvin"))
     for piece in audio:
@@ -28,6 +29,7 @@ from edge_asr.daemon.recognition.context_graph import ContextError, ContextGraph
 from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.daemon.recognition.search import Hypothesis, ModifiedBeamSearch
 from edge_asr.daemon.recognition.stream import OnlineStream
+from edge_asr.daemon.wakeword.verifier import WakeVerifier, load_verifier, pooled_features
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class WakeWordConfig:
     # marvin" on dev voices and dev recordings (`bench/wakeword.py --voices dev --bonus B
     # --threshold T`), never on test audio. Bonus 4, threshold 0.1: no miss clean, 8% at
     # 10 dB, 1.3 false accepts an hour; bonus 2 missed 8% and 19%; threshold 0.15 misses
-    # 4% and 19% for 0.6 false accepts an hour.
+    # 4% and 19% for 0.6 false accepts an hour. The verifier (`verify`) then takes out
+    # most of the false accepts that are left.
     threshold: float = 0.1
     bonus: float = 4.0
     beam: int = 4
@@ -49,6 +52,9 @@ class WakeWordConfig:
     # The request is recognised from the encoder state that heard the phrase (the speaker's
     # voice already in it), not from a cold start.
     anchored: bool = True
+    # A second opinion on each detection from the model folder's verifier (verifier.py),
+    # where it has one for this phrase.
+    verify: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.phrase, str):
@@ -84,16 +90,22 @@ class Detection:
     end: float
     score: float
     state: tuple[np.ndarray, np.ndarray] | None
+    confirmed: float | None = None  # the verifier's probability; None without one
 
 
 class KeywordSpotter:
     """One stretch of audio searched for the wake phrase; open a new one per stretch."""
 
-    def __init__(self, recognizer: Recognizer, config: WakeWordConfig) -> None:
+    def __init__(self, recognizer: Recognizer, config: WakeWordConfig,
+                 verifier: WakeVerifier | None = None) -> None:
+        """`verifier`: by default the model folder's for the phrase (with `config.verify`)."""
         if not config.enabled:
             raise ValueError("a KeywordSpotter needs a wake phrase")
         self.config = config
         self.text, self.tokens = spell_phrase(recognizer, config.phrase)
+        if verifier is None and config.verify:
+            verifier = load_verifier(str(recognizer.config.model_dir), self.text)
+        self.verifier = verifier
         self._model = recognizer.model
         self._word_start = {i for i, piece in enumerate(self._model.tokens)
                             if piece.startswith("\u2581")}
@@ -137,8 +149,16 @@ class KeywordSpotter:
             if score < self.config.threshold:
                 continue
             consumed, state = self._state_after(best.timestamps[i + n - 1])
+            confirmed = None
+            if self.verifier is not None:
+                features = pooled_features(search.encoder_out, best.timestamps[i],
+                                           consumed // self._model.info.frames_per_output,
+                                           score)
+                confirmed = self.verifier.probability(features)
+                if confirmed < self.verifier.threshold:
+                    continue
             return Detection(self.text, self.tokens, best.timestamps[i] * frame_s,
-                             consumed * FRAME_SHIFT_S, score, state)
+                             consumed * FRAME_SHIFT_S, score, state, confirmed)
         return None
 
     @staticmethod
