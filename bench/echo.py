@@ -28,7 +28,6 @@ from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.driver import microphone_pieces
 from edge_asr.daemon.frontend.echo import BACKENDS, EchoCanceller, EchoOptions
-from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.pipeline import PipelineConfig
 from edge_asr.models.augment import make_noise
 from edge_asr.simulator.room import Playback, render_playback
@@ -56,8 +55,7 @@ def trial(delay_ms: float, seed: int, backend: str, echo_level: float = 0.1
     mic = echo * np.float32(echo_level) + make_noise("pink", n, rng) * np.float32(10 ** -3.5)
     canceller = EchoCanceller(EchoOptions(enabled=True, backend=backend))
     settings = PipelineConfig()
-    vads = [Vad(settings.vad_mode, settings.vad_frame_ms, settings.vad_noise_gate_db,
-                level_gate=settings.vad_level_gate) for _ in range(2)]
+    vads = [settings.new_vad() for _ in range(2)]
     flags: list[list[bool]] = [[], []]
     cpu, cleaned = 0.0, []
     for m, r in zip(microphone_pieces(mic), microphone_pieces(reference), strict=True):

@@ -108,6 +108,10 @@ class PipelineConfig:
     wake_word: WakeWordConfig = field(default_factory=WakeWordConfig)  # off by default
     lattice: LatticeOptions = field(default_factory=LatticeOptions)
 
+    def new_vad(self) -> Vad:
+        return Vad(self.vad_mode, self.vad_frame_ms, self.vad_noise_gate_db,
+                   level_gate=self.vad_level_gate)
+
 
 _ids = itertools.count(1)
 # After the loudspeaker falls silent its echo rings on in the room and in the canceller's
@@ -133,8 +137,7 @@ class Pipeline:
         if self.query_end is not None:
             threshold = endpoint.query_end_threshold or self.query_end.model.threshold
         self.endpointer = Endpointer(endpoint, query_end_threshold=threshold)
-        self.vad = Vad(self.config.vad_mode, self.config.vad_frame_ms,
-                       self.config.vad_noise_gate_db, level_gate=self.config.vad_level_gate)
+        self.vad = self.config.new_vad()
         self.source = source
         self._context: Context | None = None
         self._next_context: Context | None = None

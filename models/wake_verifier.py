@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_asr.daemon.capture.audio import read_audio
-from edge_asr.daemon.constants import FRAME_SHIFT_S, SAMPLE_RATE
+from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.manifest import read_manifest
 from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.daemon.wakeword.spotter import Detection, KeywordSpotter, WakeWordConfig
-from edge_asr.daemon.wakeword.verifier import VERIFIER_FILE, WakeVerifier, pooled_features
+from edge_asr.daemon.wakeword.verifier import VERIFIER_FILE, WakeVerifier
 from edge_asr.models.levels import active_rms
 from edge_asr.models.noise import make_noise
 
@@ -54,19 +54,12 @@ def _spotter(model: str, phrase: str) -> KeywordSpotter:
     return KeywordSpotter(_worker["recognizer"], config)
 
 
-def _features(spotter: KeywordSpotter, d: Detection) -> list[float]:
-    frame_s = FRAME_SHIFT_S * spotter._model.info.frames_per_output
-    first = int(round(d.start / frame_s))
-    end = int(round(d.end / FRAME_SHIFT_S)) // spotter._model.info.frames_per_output
-    return pooled_features(spotter._stream.search.encoder_out, first, end, d.score).tolist()
-
-
 def _spot(model: str, phrase: str, audio: np.ndarray) -> tuple[Detection, list] | None:
     spotter = _spotter(model, phrase)
     for i in range(0, len(audio), 320):
         found = spotter.accept(audio[i:i + 320])
         if found is not None:
-            return found, _features(spotter, found)
+            return found, spotter.features(found).tolist()
     return None
 
 
@@ -133,7 +126,7 @@ def _stream(job: tuple) -> list[dict]:
         for s0, spotter in list(spotters):
             d = spotter.accept(audio[i:i + 320])
             if d is not None:
-                out.append({"label": 0, "features": _features(spotter, d)})
+                out.append({"label": 0, "features": spotter.features(d).tolist()})
                 spotters.remove((s0, spotter))
     return out
 

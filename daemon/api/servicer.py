@@ -280,7 +280,7 @@ class EdgeAsrServicer(edge_asr_pb2_grpc.EdgeAsrServicer):
             if first.config.playback_reference else None
         closed: queue.SimpleQueue[Event] = queue.SimpleQueue()  # the finisher's output
         driver = StreamDriver(pipeline, self.core.new_finisher(closed.put),
-                              self.core.new_echo_frontend() if played else None)
+                              self.core.new_echo_frontend() if played is not None else None)
         for request in requests:
             kind = request.WhichOneof("request")
             if kind != "audio":

@@ -73,10 +73,6 @@ class _Chain:
     def process(self, mic: np.ndarray, reference: np.ndarray) -> np.ndarray:
         return self.second.process(self.first.process(mic, reference), reference)
 
-    @property
-    def residual_mean_square(self) -> float | None:  # an upper bound: AEC3 takes more out
-        return getattr(self.first, "residual_mean_square", None)
-
 
 class _Speex:
     """speexdsp's echo canceller on 10 ms int16 frames (its native format)."""

@@ -39,6 +39,7 @@ import numpy as np
 import webrtcvad
 
 from edge_asr.daemon.constants import SAMPLE_RATE
+from edge_asr.daemon.frontend.frames import FRAME
 
 _LEVEL_SMOOTH_FRAMES = 3  # the level gate compares energy averaged over 90 ms: one loud
 # noise frame is not speech
@@ -56,7 +57,6 @@ DIGITAL_SILENCE_DB = -90.0
 # (RESULTS.md, "Echo cancellation"); 10 keeps the most room for the frames where the
 # estimate runs low.
 ECHO_MARGIN_DB = 10.0
-ECHO_FRAME = SAMPLE_RATE // 100  # the canceller's frame: one residual value per 10 ms
 
 FRAME_MS_CHOICES = (10, 20, 30)  # the only frame sizes webrtcvad accepts
 MODES = (0, 1, 2, 3)  # 0 least aggressive about filtering non-speech, 3 most
@@ -160,11 +160,13 @@ class Vad:
         frames = pcm[:cut].reshape(n_frames, self.frame_samples)
         flags = [self._vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in frames]
         self._frames_done += n_frames
-        if (self.noise_gate_db or self.level_gate) and n_frames:
-            flags = self._gate(frames, flags)
-        if n_frames and np.any(echo[:cut] > 0):
+        if not n_frames:
+            return flags
+        power = np.mean(frames.astype(np.float64) ** 2, axis=1) / 32768.0**2
+        if self.noise_gate_db or self.level_gate:
+            flags = self._gate(power, flags)
+        if np.any(echo[:cut] > 0):
             frame_echo = echo[:cut].reshape(n_frames, self.frame_samples).mean(axis=1)
-            power = np.mean(frames.astype(np.float64) ** 2, axis=1) / 32768.0**2
             loud = power > frame_echo * 10 ** (ECHO_MARGIN_DB / 10)
             flags = [flag and bool(ok) for flag, ok in zip(flags, loud, strict=True)]
         return flags
@@ -173,13 +175,13 @@ class Vad:
     def _echo_per_sample(residual_echo: np.ndarray | None, n: int) -> np.ndarray:
         if residual_echo is None or not len(residual_echo):
             return np.zeros(n)
-        if len(residual_echo) * ECHO_FRAME != n:
+        if len(residual_echo) * FRAME != n:
             raise ValueError(f"residual_echo must have one value per 10 ms of the samples "
                              f"({n} samples), got {len(residual_echo)}")
-        return np.repeat(np.asarray(residual_echo, np.float64), ECHO_FRAME)
+        return np.repeat(np.asarray(residual_echo, np.float64), FRAME)
 
-    def _gate(self, frames: np.ndarray, flags: list[bool]) -> list[bool]:
-        power = np.mean(frames.astype(np.float64) ** 2, axis=1) / 32768.0**2
+    def _gate(self, power: np.ndarray, flags: list[bool]) -> list[bool]:
+        """`power`: each frame's mean square (full scale 1)."""
         energy_db = 10 * np.log10(power + 1e-12)
         out = []
         for e, flag in zip(energy_db.tolist(), flags, strict=True):

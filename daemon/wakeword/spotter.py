@@ -149,17 +149,21 @@ class KeywordSpotter:
             if score < self.config.threshold:
                 continue
             consumed, state = self._state_after(best.timestamps[i + n - 1])
-            confirmed = None
-            if self.verifier is not None:
-                features = pooled_features(search.encoder_out, best.timestamps[i],
-                                           consumed // self._model.info.frames_per_output,
-                                           score)
-                confirmed = self.verifier.probability(features)
-                if confirmed < self.verifier.threshold:
-                    continue
-            return Detection(self.text, self.tokens, best.timestamps[i] * frame_s,
-                             consumed * FRAME_SHIFT_S, score, state, confirmed)
+            found = Detection(self.text, self.tokens, best.timestamps[i] * frame_s,
+                              consumed * FRAME_SHIFT_S, score, state)
+            if self.verifier is None:
+                return found
+            confirmed = self.verifier.probability(self.features(found))
+            if confirmed >= self.verifier.threshold:
+                return replace(found, confirmed=confirmed)
         return None
+
+    def features(self, detection: Detection) -> np.ndarray:
+        """What the verifier judges a detection of this spotter by (verifier.py)."""
+        per_output = self._model.info.frames_per_output
+        first = int(round(detection.start / (FRAME_SHIFT_S * per_output)))
+        end = int(round(detection.end / FRAME_SHIFT_S)) // per_output
+        return pooled_features(self._stream.search.encoder_out, first, end, detection.score)
 
     @staticmethod
     def score(hyp: Hypothesis, first: int, n: int) -> float:
