@@ -140,14 +140,16 @@ class Transducer(nn.Module):
         start[:, -1] = self.cfg.blank_id
         return torch.cat([start, targets], dim=1)
 
-    def forward(self, feats, feat_lens, targets, target_lens):
+    def forward(self, feats, feat_lens, targets, target_lens, ctc_head_only: bool = False):
         """Joiner logits over the whole (T, U+1) grid for the transducer loss, encoder
-        lengths, and the CTC head's log-probs (N, T, V)."""
+        lengths, and the CTC head's log-probs (N, T, V). With `ctc_head_only` the CTC loss
+        trains the head alone: its gradient stops before the encoder."""
         hidden = self.encoder.hidden(feats)
         enc, enc_lens = self.encoder.proj(hidden), subsampled_length(feat_lens)
         dec = self.decoder(self.decoder_input(targets))  # (N, U+1, J)
         logits = self.joiner(enc.unsqueeze(2), dec.unsqueeze(1))  # (N, T, U+1, V)
-        return logits, enc_lens, self.ctc_head(hidden).log_softmax(-1)
+        ctc_in = hidden.detach() if ctc_head_only else hidden
+        return logits, enc_lens, self.ctc_head(ctc_in).log_softmax(-1)
 
 
 def count_parameters(model: nn.Module) -> int:

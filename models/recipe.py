@@ -40,6 +40,8 @@ from edge_asr.models.train_config import TrainConfig
 # A restart of the cosine schedule from a trained model: lower than from scratch, so the
 # first steps do not undo what the model knows.
 CONTINUE_PEAK_LR = 6e-4
+# ... and its fresh CTC head learns alone for its first steps (train_config.py says why).
+CONTINUE_CTC_HEAD_STEPS = 300
 TESTS_DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 
@@ -131,6 +133,9 @@ def main() -> None:
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue training this exported model folder (e.g. models/rnnt-v1) "
                         "instead of starting from random weights")
+    p.add_argument("--grow-layers", type=int, default=0, metavar="N",
+                   help="with --init-from: N more encoder layers on top, starting silent "
+                        "(models/grow.py)")
     p.add_argument("--peak-lr", type=float, default=None,
                    help=f"peak learning rate (default {TrainConfig.peak_lr}; "
                         f"{CONTINUE_PEAK_LR} with --init-from)")
@@ -214,6 +219,8 @@ def main() -> None:
     if args.qat_block and (args.qat_bits not in blockwise.BITS
                            or not blockwise.valid_block(args.qat_block)):
         p.error("--qat-block takes a power of two of at least 16, with --qat-bits 4 or 8")
+    if args.grow_layers and not args.init_from:
+        p.error("--grow-layers grows a trained model: give it --init-from")
     if args.init_from and not (args.init_from / "encoder.onnx").exists():
         p.error(f"--init-from {args.init_from}: no encoder.onnx there (the fp32 export is "
                 f"needed, not a packed int8 folder)")
@@ -259,6 +266,8 @@ def main() -> None:
             cfg.ctc_only_steps = 0
             cfg.warmup_augment_epochs = 0
             cfg.peak_lr = CONTINUE_PEAK_LR
+            cfg.grow_layers = args.grow_layers
+            cfg.ctc_head_steps = CONTINUE_CTC_HEAD_STEPS
         if args.peak_lr:
             cfg.peak_lr = args.peak_lr
         cfg.sparsity, cfg.qat_bits, cfg.qat_block = args.sparsity, args.qat_bits, args.qat_block

@@ -30,7 +30,8 @@ from edge_asr.models.augment import AugmentConfig
 from edge_asr.models.dataset import SpeechDataset, collate, duration_batches
 from edge_asr.models.final_weights import WeightAverage, choose_final
 from edge_asr.models.greedy_decode import dev_wer
-from edge_asr.models.model import Transducer, count_parameters, subsampled_length
+from edge_asr.models.grow import grow_encoder
+from edge_asr.models.model import ModelConfig, Transducer, count_parameters, subsampled_length
 from edge_asr.models.rnnt_loss import rnnt_loss
 from edge_asr.models.tokenizer import Tokenizer
 from edge_asr.models.train_config import TrainConfig, gentle_augmentation
@@ -103,9 +104,16 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         if model.cfg.vocab_size != tok.vocab_size:
             raise ValueError(f"{cfg.init_from} has {model.cfg.vocab_size} tokens, the "
                              f"tokenizer {tok.vocab_size}")
+        if cfg.grow_layers:
+            model = grow_encoder(model, cfg.grow_layers, cfg.seed)
+            print(f"grown to {model.cfg.num_encoder_layers} encoder layers "
+                  f"({count_parameters(model):,} parameters)")
         cfg.model = model.cfg
         model.train()
     else:
+        if ckpt.exists():  # the architecture it was saved with (a grown one differs)
+            saved_cfg = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+            cfg.model = ModelConfig(**saved_cfg["model"])
         model = Transducer(cfg.model)
         model.encoder.feat_mean.copy_(feat_mean)
         model.encoder.feat_istd.copy_(feat_istd)
@@ -184,7 +192,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
                 enc_lens, ctc_lp = subsampled_length(xl), model.ctc_head(hidden).log_softmax(-1)
                 loss = ctc_loss(ctc_lp, y, enc_lens, yl, cfg.model.blank_id)
             else:
-                logits, enc_lens, ctc_lp = model(x, xl, y, yl)
+                logits, enc_lens, ctc_lp = model(
+                    x, xl, y, yl, ctc_head_only=state["step"] < cfg.ctc_head_steps)
                 loss = rnnt_loss(logits, y, enc_lens, yl, blank=cfg.model.blank_id)
                 if cfg.ctc_weight:
                     loss = loss + cfg.ctc_weight * ctc_loss(ctc_lp, y, enc_lens, yl,

@@ -42,6 +42,14 @@ class TrainConfig:
     # instead of starting from random weights; see warm_start.py. The encoder already
     # listens, so the recipe then skips the CTC warm-up and the gentle first epoch.
     init_from: str | None = None
+    # A continuation's CTC head is drawn afresh (it is not exported), and against an encoder
+    # that has moved since (a grown one) it does not fit: a grown rnnt-v2's continuation
+    # began at a loss of about 180 per item, against 41 at the end of the run before. For this many
+    # steps the CTC loss trains the head alone, lest its gradients shake the encoder.
+    ctc_head_steps: int = 0
+    # Residual LSTM layers put on top of init_from's encoder, silent at first (grow.py): more
+    # capacity without training the model again from nothing.
+    grow_layers: int = 0
     # Compression while training (compress.py): gradual magnitude pruning to `sparsity`
     # between these fractions of the steps, and quantisation-aware training at `qat_bits`
     # (8 or 4; 0 = float) with the grid penalty weighted by `grid_weight`.

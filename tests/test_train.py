@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import edge_asr.models.train as train_mod
+from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models.augment import AugmentConfig
-from edge_asr.models.model import ModelConfig
+from edge_asr.models.export import export_onnx
+from edge_asr.models.model import ModelConfig, Transducer
 from edge_asr.models.train import train
 from edge_asr.models.train_config import TrainConfig
 
@@ -60,7 +62,8 @@ class Interrupted(Exception):
     pass
 
 
-def run(data: Path, exp: Path, stop_at_step: int | None = None) -> dict:
+def run(data: Path, exp: Path, stop_at_step: int | None = None,
+        cfg: TrainConfig | None = None) -> dict:
     """train() as `make train` runs it; with stop_at_step, stopped as that step begins."""
     learning_rate = train_mod.lr_at
 
@@ -71,7 +74,8 @@ def run(data: Path, exp: Path, stop_at_step: int | None = None) -> dict:
 
     train_mod.lr_at = lr_at
     try:
-        final = train(data, exp, config(), torch.full((80,), -6.0), torch.full((80,), 0.3))
+        final = train(data, exp, cfg or config(), torch.full((80,), -6.0),
+                      torch.full((80,), 0.3))
     finally:
         train_mod.lr_at = learning_rate
     return torch.load(final, weights_only=False)
@@ -109,6 +113,42 @@ def test_a_run_stopped_in_the_ctc_warm_up_resumes_there(data, tmp_path, capsys):
     assert "resuming at epoch 0 batch 0 step 1" in out
     saved = torch.load(tmp_path / "exp" / "checkpoint.pt", weights_only=False)
     assert saved["state"]["step"] == 8  # 2 CTC steps and 2 epochs of 3, none twice
+
+
+def test_a_grown_run_resumes_as_the_grown_model(data, tmp_path, capsys):
+    torch.manual_seed(0)
+    source = Transducer(config().model).eval()
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("".join(f"t{i} {i}\n" for i in range(source.cfg.vocab_size)))
+    export_onnx(source, tokens, tmp_path / "source")
+    (tmp_path / "source" / "model_card.json").write_text(json.dumps(
+        {"config": source.cfg.to_dict(),
+         "sha256": {"bpe.model": sha256_of(data / "lang" / "bpe.model")}}))
+    grown = replace(config(), init_from=str(tmp_path / "source"), grow_layers=1,
+                    ctc_only_steps=0, sparsity=0.0)
+    whole = run(data, tmp_path / "whole", cfg=grown)
+    assert whole["config"]["model"]["num_encoder_layers"] == 3
+    with pytest.raises(Interrupted):
+        run(data, tmp_path / "stopped", stop_at_step=4, cfg=grown)
+    capsys.readouterr()
+    resumed = run(data, tmp_path / "stopped", cfg=grown)
+    assert "resuming at epoch 1 batch 1 step 4" in capsys.readouterr().out
+    for name, weight in whole["model"].items():
+        assert torch.equal(resumed["model"][name], weight), name
+
+
+def test_the_ctc_head_learns_alone_for_its_first_steps(data, tmp_path, monkeypatch):
+    flags = []
+    forward = Transducer.forward
+
+    def recording(self, *args, ctc_head_only=False):
+        flags.append(ctc_head_only)
+        return forward(self, *args, ctc_head_only=ctc_head_only)
+
+    monkeypatch.setattr(Transducer, "forward", recording)
+    # Steps 0-1 are CTC only (no transducer forward); steps 2-3 still train the head alone.
+    run(data, tmp_path / "exp", cfg=replace(config(), ctc_head_steps=4))
+    assert flags == [True, True, False, False, False, False]
 
 
 def test_a_gpu_gets_loader_processes_enough_to_feed_it():
