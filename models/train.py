@@ -99,7 +99,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     workers = data_workers(cfg.num_workers, device, os.cpu_count())
     ckpt = exp / "checkpoint.pt"
-    if cfg.init_from and not ckpt.exists():
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.exists() else None
+    if cfg.init_from and saved is None:
         model = warm_start(Path(cfg.init_from), exp, lang / "bpe.model")
         if model.cfg.vocab_size != tok.vocab_size:
             raise ValueError(f"{cfg.init_from} has {model.cfg.vocab_size} tokens, the "
@@ -111,9 +112,8 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         cfg.model = model.cfg
         model.train()
     else:
-        if ckpt.exists():  # the architecture it was saved with (a grown one differs)
-            saved_cfg = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
-            cfg.model = ModelConfig(**saved_cfg["model"])
+        if saved is not None:  # the architecture it was saved with (a grown one differs)
+            cfg.model = ModelConfig(**saved["config"]["model"])
         model = Transducer(cfg.model)
         model.encoder.feat_mean.copy_(feat_mean)
         model.encoder.feat_istd.copy_(feat_istd)
@@ -130,8 +130,7 @@ def train(data: Path, exp: Path, cfg: TrainConfig, feat_mean: torch.Tensor,
         if cfg.sparsity else None
     # SpecAugment's masks come from their own stream, dropout from torch's global one.
     gen = torch.Generator().manual_seed(cfg.seed)
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])  # its state follows the parameters' device
         state = saved["state"]
