@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge_asr.models.evaluate import word_error_rate
+from edge_asr.models.evaluate import summarize
+from edge_asr.models.scoreboard import speakers_of
 
 
 @dataclass
@@ -39,18 +39,12 @@ class SpeakerComparison:
 
 
 def wer_by_speaker(rows_file: Path) -> dict[str, float]:
-    refs, hyps = defaultdict(list), defaultdict(list)
-    for line in rows_file.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        speaker = next((t.removeprefix("speaker:") for t in row.get("tags", [])
-                        if t.startswith("speaker:")), None)
-        if speaker is None:
+    rows = [json.loads(line) for line in rows_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    for row in rows:
+        if not any(t.startswith("speaker:") for t in row.get("tags", [])):
             raise ValueError(f"{rows_file}: a row without a speaker: tag ({row.get('text')!r})")
-        refs[speaker].append(row["text"])
-        hyps[speaker].append(row.get("hypothesis") or "")
-    return {s: word_error_rate(refs[s], hyps[s]) for s in refs}
+    return speakers_of(summarize(rows))
 
 
 def compare(before: dict[str, float], after: dict[str, float], resamples: int = 2000,

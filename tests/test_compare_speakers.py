@@ -6,9 +6,17 @@ import pytest
 
 from edge_asr.models.compare_speakers import compare, wer_by_speaker
 
+# A row as `edge-asr eval --output` writes it, less the audio path.
+EVAL_ROW = {"text": "one two three four", "nbest": [], "rescored": None, "answer_waits": [],
+            "answers_missed": 0, "speculative_endpoint": None, "final_endpoint": None,
+            "reset": False, "false_starts": 0, "lattice_bytes": 100, "oracle_errors": 0,
+            "utterances": 1, "cpu_seconds": 0.1, "duration": 2.0, "speech_end": None,
+            "voice": None, "context_used": False, "context_names": [],
+            "context_names_recognized": []}
+
 
 def rows(path, hyps):
-    path.write_text("".join(json.dumps({"text": "one two three four", "hypothesis": h,
+    path.write_text("".join(json.dumps({**EVAL_ROW, "hypothesis": h,
                                         "tags": ["speechocean762", f"speaker:{s}"]}) + "\n"
                             for s, h in hyps))
     return path
@@ -34,7 +42,7 @@ def test_files_of_other_sets_are_refused(tmp_path):
     b = wer_by_speaker(rows(tmp_path / "b.jsonl", [("b", "one")]))
     with pytest.raises(ValueError, match="other speakers"):
         compare(a, b)
-    (tmp_path / "c.jsonl").write_text(json.dumps({"text": "one", "hypothesis": "one",
+    (tmp_path / "c.jsonl").write_text(json.dumps({**EVAL_ROW, "hypothesis": "one",
                                                   "tags": []}) + "\n")
     with pytest.raises(ValueError, match="without a speaker"):
         wer_by_speaker(tmp_path / "c.jsonl")
