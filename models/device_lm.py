@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +128,16 @@ def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
         card["device_lm"] = summary
         card_path.write_text(json.dumps(card, indent=2) + "\n")
     return summary
+
+
+def copy_device_lm(src: Path, model_dir: Path) -> dict:
+    """The LM files of an earlier export, unchanged, into model_dir; returns their summary
+    from src's card. A continuation that keeps its parent's LM changes only the acoustic
+    model, so its WER against the parent's is the acoustic model's doing."""
+    for name in LM_FILES:
+        shutil.copyfile(src / name, model_dir / name)
+    summary = json.loads((src / "model_card.json").read_text()).get("device_lm") or {}
+    return {**summary, "copied_from": str(src)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

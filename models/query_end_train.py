@@ -12,7 +12,7 @@
    `models/pause_sets.py`) replay the final end-pointer's rule offline (`replay`): the lowest
    threshold whose premature cuts stay under `--max-premature`.
 
-    python -m edge_asr.models.query_end_train --data DATA --model models/rnnt-v2-int4 \
+    python -m edge_asr.models.query_end_train --data DATA --model models/rnnt-v3-int4 \
         --dev eoq_dev_voices eoq_dev_voices_pause eoq_speechocean762_dev \
               eoq_speechocean762_dev_pause
 
@@ -253,13 +253,29 @@ def tune(model: QueryEndModel, utterances: Sequence[DecisionPoints], max_prematu
     return float(best.threshold), replays
 
 
+def training_sets(p: argparse.ArgumentParser, manifests: Path,
+                  named: list[str] | None) -> list[str]:
+    """The sets named, each of which must exist; or the default ones the folder has (a data
+    folder made without --other-engines lacks train_voices4), saying which are left out."""
+    present = [s for s in (named or TRAIN_SETS) if (manifests / f"{s}.jsonl").is_file()]
+    absent = [s for s in (named or TRAIN_SETS) if s not in present]
+    if named and absent:
+        p.error(f"--train: no {', '.join(str(manifests / s) + '.jsonl' for s in absent)}")
+    if not present:
+        p.error(f"none of the training sets {', '.join(TRAIN_SETS)} is in {manifests}")
+    if absent:
+        print(f"training sets not in {manifests}, left out: {', '.join(absent)}")
+    return present
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="the recipe's data folder")
     p.add_argument("--model", type=Path, required=True,
                    help="model folder to train for (and write query_end.json into)")
-    p.add_argument("--train", nargs="+", default=list(TRAIN_SETS),
-                   help="training manifests in DATA/manifests (never evaluation speakers)")
+    p.add_argument("--train", nargs="+", default=None,
+                   help="training manifests in DATA/manifests (never evaluation speakers); "
+                        f"default: those of {', '.join(TRAIN_SETS)} the data folder has")
     p.add_argument("--per-set", type=int, default=700, help="utterances drawn from each")
     p.add_argument("--dev", nargs="+", required=True,
                    help="eoq_* development sets (models/pause_sets.py) to tune the threshold")
@@ -268,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--cache", type=Path, help="keep recorded examples here (npz) and reuse them")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    recognizer = Recognizer.from_model_dir(args.model)
     manifests = args.data / "manifests"
+    args.train = training_sets(p, manifests, args.train)
+    recognizer = Recognizer.from_model_dir(args.model)
     digests = _model_digests(args.model)
     train = _cached(args.cache, _key("train", digests, args.train, args.per_set, args.seed),
                     lambda: training_examples(recognizer, [manifests / f"{s}.jsonl"

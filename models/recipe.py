@@ -133,6 +133,11 @@ def main() -> None:
     p.add_argument("--init-from", type=Path, default=None,
                    help="continue training this exported model folder (e.g. models/rnnt-v1) "
                         "instead of starting from random weights")
+    p.add_argument("--ctc-head-steps", type=int, default=CONTINUE_CTC_HEAD_STEPS, metavar="N",
+                   help="with --init-from: steps in which only the fresh CTC head learns")
+    p.add_argument("--keep-device-lm", action="store_true",
+                   help="with --init-from: the export keeps that model's device LM instead of "
+                        "training one (so that a comparison is of the acoustic models)")
     p.add_argument("--grow-layers", type=int, default=0, metavar="N",
                    help="with --init-from: N more encoder layers on top, starting silent "
                         "(models/grow.py)")
@@ -219,6 +224,8 @@ def main() -> None:
     if args.qat_block and (args.qat_bits not in blockwise.BITS
                            or not blockwise.valid_block(args.qat_block)):
         p.error("--qat-block takes a power of two of at least 16, with --qat-bits 4 or 8")
+    if args.keep_device_lm and not args.init_from:
+        p.error("--keep-device-lm keeps the LM of the --init-from model: give it --init-from")
     if args.grow_layers and not args.init_from:
         p.error("--grow-layers grows a trained model: give it --init-from")
     if args.init_from and not (args.init_from / "encoder.onnx").exists():
@@ -267,7 +274,7 @@ def main() -> None:
             cfg.warmup_augment_epochs = 0
             cfg.peak_lr = CONTINUE_PEAK_LR
             cfg.grow_layers = args.grow_layers
-            cfg.ctc_head_steps = CONTINUE_CTC_HEAD_STEPS
+            cfg.ctc_head_steps = args.ctc_head_steps
         if args.peak_lr:
             cfg.peak_lr = args.peak_lr
         cfg.sparsity, cfg.qat_bits, cfg.qat_block = args.sparsity, args.qat_bits, args.qat_block
@@ -280,11 +287,14 @@ def main() -> None:
         # A card left from an earlier model describes other files (the runtime would refuse
         # them); the evaluate stage writes the new one.
         (args.out / "model_card.json").unlink(missing_ok=True)
-        from edge_asr.models.device_lm import build_device_lm
+        from edge_asr.models.device_lm import build_device_lm, copy_device_lm
 
         # The evaluation decodes with the LM (the recognizer's default), so it comes first.
-        lm = build_device_lm(args.out, args.data, transcripts=[
-            args.data / "manifests" / f"{name}.jsonl" for name in real_sets])
+        if args.keep_device_lm:
+            lm = copy_device_lm(args.init_from, args.out)
+        else:
+            lm = build_device_lm(args.out, args.data, transcripts=[
+                args.data / "manifests" / f"{name}.jsonl" for name in real_sets])
         (exp / "device_lm.json").write_text(json.dumps(lm, indent=2) + "\n")
     if step("evaluate"):
         from edge_asr.models.card import EVAL_SETS, write_model_card

@@ -61,3 +61,22 @@ def test_recorded_speech_transcripts_join_the_lm_text(tiny_model_dir, tmp_path):
     assert summary["transcript_sentences"] == 1  # normalised, deduplicated, empty dropped
     assert summary["transcripts"] == ["people_train.jsonl"]
     assert after < 0.5 * before
+
+
+def test_a_continuation_can_keep_its_parents_lm_unchanged(tiny_model_dir, tmp_path):
+    """recipe --keep-device-lm: the parent's LM files, byte for byte, and its card's summary,
+    so that the child's WER beside the parent's measures the acoustic model alone."""
+    from edge_asr.models.device_lm import copy_device_lm
+
+    child = tmp_path / "child"
+    child.mkdir()
+    summary = copy_device_lm(tiny_model_dir, child)
+    for name in (LM_FILE, NAMES_FILE):
+        assert sha256_of(child / name) == sha256_of(tiny_model_dir / name)
+    parent = json.loads((tiny_model_dir / "model_card.json").read_text())["device_lm"]
+    assert summary["ngrams"] == parent["ngrams"]
+    assert summary["copied_from"] == str(tiny_model_dir)
+
+
+def test_the_recipe_keeps_an_lm_only_from_a_model_it_continues(recipe_refusal):
+    assert "--init-from" in recipe_refusal("--keep-device-lm")

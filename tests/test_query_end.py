@@ -26,7 +26,7 @@ from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.models import pause_sets
 from edge_asr.models.query_end_train import DecisionPoints, fit, record, replay, tune
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "rnnt-v2-int4"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "rnnt-v3-int4"
 
 
 def _model(hidden: int = 3, threshold: float = 0.5) -> QueryEndModel:
@@ -236,3 +236,26 @@ def test_recording_labels_a_pause_inside_unfinished_and_the_end_over(recognizer)
     assert inside.any() and not labels[inside].any()
     assert after.any() and labels[after].all()
     assert len(recorded.features[0]) == len(FEATURES)
+
+
+def test_training_uses_the_default_sets_a_data_folder_has_and_refuses_missing_named_ones(
+        tmp_path: Path, capsys) -> None:
+    """A data folder made without --other-engines lacks train_voices4: the default leaves it
+    out and says so; a set the user names must be there."""
+    import argparse
+
+    from edge_asr.models.query_end_train import TRAIN_SETS, training_sets
+
+    (tmp_path / "train.jsonl").write_text("")
+    (tmp_path / "speechocean762_train.jsonl").write_text("")
+    p = argparse.ArgumentParser()
+    assert training_sets(p, tmp_path, None) == ["train", "speechocean762_train"]
+    assert "train_voices4" in capsys.readouterr().out
+    assert training_sets(p, tmp_path, ["train"]) == ["train"]
+    with pytest.raises(SystemExit):
+        training_sets(p, tmp_path, ["train", "train_voices4"])
+    assert "train_voices4.jsonl" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        training_sets(p, tmp_path / "empty", None)
+    err = capsys.readouterr().err
+    assert all(s in err for s in TRAIN_SETS)
