@@ -34,7 +34,7 @@ from edge_asr.daemon.uplink.cloud_link import CloudLink
 from edge_asr.daemon.uplink.finisher import Finisher
 from edge_asr.daemon.uplink.lattice import serialize
 from edge_asr.daemon.uplink.lattice_oracle import concatenate, oracle_errors
-from edge_asr.simulator.cloud.rescore import encode_dev_line
+from edge_asr.simulator.cloud.dev_set import encode_dev_line
 
 
 def _percentile(values: list[float], q: float) -> float | None:

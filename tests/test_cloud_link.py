@@ -24,8 +24,8 @@ from edge_asr.daemon.uplink.cloud_link import (
 )
 from edge_asr.daemon.uplink.finisher import Finisher
 from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice
+from edge_asr.simulator.cloud.dev_set import load_dev_set
 from edge_asr.simulator.cloud.name_classes import Contacts
-from edge_asr.simulator.cloud.rescore import load_dev_set
 
 # The device's acoustics prefer a homophone the LM knows to be wrong.
 SPECULATIVE = [("turn of the kitchen", -4.0), ("turn off the kitchen", -5.0)]

@@ -15,6 +15,7 @@ from edge_asr.simulator.cloud.name_classes import (
     Contacts,
     ContextError,
     class_reading,
+    contacts_said,
 )
 from edge_asr.simulator.cloud.rescore import rescore
 
@@ -51,6 +52,13 @@ def test_a_path_reads_its_contacts_as_the_class_longest_first():
     assert class_reading("call ben oram and leroy".split(), contacts) == (
         ("call", CONTACT, "and", CONTACT), 2)
     assert class_reading("call mom".split(), contacts) == (("call", "mom"), 0)
+
+
+def test_the_contacts_a_text_says_are_found_longest_first():
+    contacts = Contacts.of(["Ben", "Ben Oram", "Leroy"])
+    assert contacts_said("call ben oram and ben".split(), contacts) == {("ben", "oram"),
+                                                                       ("ben",)}
+    assert contacts_said("call benoit".split(), contacts) == frozenset()
 
 
 def test_the_class_brings_a_listed_name_the_lm_never_saw(lm):

@@ -14,6 +14,13 @@ from edge_asr.daemon.recognition.ngram_arpa import save_arpa
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.daemon.uplink.lattice import Path, WordArc, build_lattice, parse, serialize
 from edge_asr.models.ngram_train import NgramOptions, train_ngram
+from edge_asr.simulator.cloud.dev_set import (
+    DevSetError,
+    DevUtterance,
+    encode_dev_line,
+    load_dev_set,
+    word_errors,
+)
 from edge_asr.simulator.cloud.lm import (
     CloudLM,
     CloudLmError,
@@ -26,15 +33,10 @@ from edge_asr.simulator.cloud.rescore import (
     DEVICE_BONUS_GRID,
     DEVICE_LM_WEIGHT_GRID,
     TOKEN_BONUS_GRID,
-    DevSetError,
-    DevUtterance,
     RescoreOptions,
-    encode_dev_line,
-    load_dev_set,
     main,
     rescore,
     tune,
-    word_errors,
 )
 
 TRAIN = [s.split() for s in [
@@ -157,6 +159,25 @@ def test_tuning_finds_the_contact_bonus_where_names_are_right(lm):
     assert without.wer > 0.0
     result = tune(dev, lm, device_bonuses=(0.0,))
     assert result.wer == 0.0 and result.weights.contact_bonus > 0.0
+
+
+def test_tuning_keeps_the_contacts_the_device_heard(lm):
+    # The bonus that keeps "giovanni", the one contact said, also keeps it where the device
+    # put it in wrongly (twice): fewest word errors alone would drop it everywhere.
+    listed = Contacts.of(["Giovanni", "Tendai"])
+    lattice = [make_path("call giovanni", -9.0), make_path("call javani", -4.0)]
+    dev = [DevUtterance(build_lattice(lattice, f"u{i}", 1, True), tuple(reference.split()),
+                        ("call", "giovanni"), listed)
+           for i, reference in enumerate(["call giovanni", "call javani", "call javani"])]
+    grid = {"lm_weights": (0.0,), "device_bonuses": (0.0,)}
+    fewest = tune(dev, lm, **grid, keep_recall=False)
+    assert fewest.weights.contact_bonus == 0.0
+    assert (fewest.device_name_recall, fewest.name_recall) == (1.0, 0.0)
+    kept = tune(dev, lm, **grid)
+    assert kept.weights.contact_bonus > 0.0 and kept.name_recall == 1.0
+    assert kept.wer > fewest.wer
+    # Where no contact is said, there is no recall to keep.
+    assert tune(dev[1:], lm, **grid).name_recall is None
 
 
 def test_tuning_trusts_the_device_where_its_choice_is_right(lm):

@@ -23,7 +23,7 @@ from edge_asr.daemon.uplink.word_lattice import (
     build_word_lattice,
     byte_budget,
 )
-from edge_asr.simulator.cloud.rescore import word_errors
+from edge_asr.simulator.cloud.dev_set import word_errors
 
 WIDE = LatticeOptions(beam=1e6, bytes_per_second=1e9)
 

@@ -62,20 +62,30 @@ class Contacts:
 NO_CONTACTS = Contacts()
 
 
-def class_reading(words: Sequence[str], contacts: Contacts) -> tuple[tuple[str, ...], int]:
-    """The words with every contact they say (longest first, left to right) as <contact>,
-    and how many were replaced (0: the words as they are)."""
-    out: list[str] = []
-    replaced = 0
+def _spans(words: Sequence[str], contacts: Contacts) -> list[tuple[str, ...] | str]:
+    """The words, with every contact they say (longest first, left to right) as one tuple."""
+    out: list[tuple[str, ...] | str] = []
     i = 0
     while i < len(words):
         for length in range(min(contacts.longest, len(words) - i), 0, -1):
             if tuple(words[i:i + length]) in contacts.names:
-                out.append(CONTACT)
-                replaced += 1
+                out.append(tuple(words[i:i + length]))
                 i += length
                 break
         else:
             out.append(words[i])
             i += 1
-    return tuple(out), replaced
+    return out
+
+
+def class_reading(words: Sequence[str], contacts: Contacts) -> tuple[tuple[str, ...], int]:
+    """The words with every contact they say as <contact>, and how many were replaced (0:
+    the words as they are)."""
+    spans = _spans(words, contacts)
+    return (tuple(CONTACT if isinstance(s, tuple) else s for s in spans),
+            sum(isinstance(s, tuple) for s in spans))
+
+
+def contacts_said(words: Sequence[str], contacts: Contacts) -> frozenset[tuple[str, ...]]:
+    """The contacts of the list that the words say."""
+    return frozenset(s for s in _spans(words, contacts) if isinstance(s, tuple))

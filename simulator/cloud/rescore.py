@@ -20,11 +20,9 @@ Rescoring enumerates the lattice's best `max_paths` paths by device score (A* in
 LM, so the best device score stands for them) and ranks them by total.
 
 Tuning grid-searches (lm_weight, length_bonus, ngram_lambda, device_lm_weight,
-token_bonus, device_bonus, contact_bonus) on dev lattices with reference texts for the
-lowest WER, and stores the result next to the LM (weights.json). The dev set is JSON
-Lines, one utterance a line: {"lattice": base64 of the serialized Lattice, "text": the
-normalised reference, optionally "device": what the device delivered and "contacts": the
-user's list}; `edge-asr eval SET --lattices FILE` writes it.
+token_bonus, device_bonus, contact_bonus) on dev lattices with reference texts
+(dev_set.py) for the lowest WER among the points that deliver as many of the user's
+contacts as the device heard, and stores the result next to the LM (weights.json).
 
     python -m edge_asr.simulator.cloud.rescore tune --lm models/cloud-lm --dev dev.jsonl --write
 """
@@ -32,10 +30,7 @@ user's list}; `edge-asr eval SET --lattices FILE` writes it.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import itertools
-import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -44,8 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.uplink.lattice import Lattice, LatticeError, parse
+from edge_asr.daemon.uplink.lattice import Lattice
 from edge_asr.daemon.uplink.lattice_paths import paths
+from edge_asr.simulator.cloud.dev_set import (
+    DevSetError,
+    DevUtterance,
+    load_dev_set,
+    word_errors,
+)
 from edge_asr.simulator.cloud.lm import (
     WEIGHTS_FILE,
     CloudLM,
@@ -56,8 +57,8 @@ from edge_asr.simulator.cloud.lm import (
 from edge_asr.simulator.cloud.name_classes import (
     NO_CONTACTS,
     Contacts,
-    ContextError,
     class_reading,
+    contacts_said,
 )
 
 DEFAULT_MAX_PATHS = 50
@@ -179,72 +180,6 @@ def rescore(lattice: Lattice, lm: CloudLM, options: RescoreOptions = RescoreOpti
 
 # -- tuning -----------------------------------------------------------------------------
 
-def word_errors(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
-    """Levenshtein distance over words (substitutions, insertions, deletions)."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref_word in enumerate(reference, start=1):
-        current = [i]
-        for j, hyp_word in enumerate(hypothesis, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1,
-                               previous[j - 1] + (ref_word != hyp_word)))
-        previous = current
-    return previous[-1]
-
-
-@dataclass(frozen=True)
-class DevUtterance:
-    lattice: Lattice
-    reference: tuple[str, ...]
-    # What the device itself delivered (its length-normalised best, which need not be the
-    # lattice's best path by summed score); None: take the lattice's best path.
-    device: tuple[str, ...] | None = None
-    contacts: Contacts = NO_CONTACTS  # the user's contacts the utterance was heard with
-
-
-class DevSetError(ValueError):
-    """A dev-set line is not {"lattice": base64 Lattice, "text": reference}."""
-
-
-def encode_dev_line(lattice_bytes: bytes, text: str, device: str | None = None,
-                    contacts: Sequence[str] = ()) -> str:
-    record: dict = {"lattice": base64.b64encode(lattice_bytes).decode("ascii"), "text": text}
-    if device is not None:
-        record["device"] = device
-    if contacts:
-        record["contacts"] = list(contacts)
-    return json.dumps(record)
-
-
-def load_dev_set(path: Path) -> list[DevUtterance]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-                data = base64.b64decode(record["lattice"], validate=True)
-                text = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError, binascii.Error) as exc:
-                raise DevSetError(f"{where}: expected {{\"lattice\": base64, \"text\": str}}: "
-                                  f"{exc}") from exc
-            device, contacts = record.get("device"), record.get("contacts", [])
-            if not isinstance(text, str) or not isinstance(device, str | None):
-                raise DevSetError(f"{where}: \"text\" or \"device\" is not a string")
-            if not isinstance(contacts, list) or not all(isinstance(c, str) for c in contacts):
-                raise DevSetError(f"{where}: \"contacts\" is not a list of strings")
-            try:
-                out.append(DevUtterance(parse(data), tuple(text.split()),
-                                        None if device is None else tuple(device.split()),
-                                        Contacts.of(contacts)))
-            except (LatticeError, ContextError) as exc:
-                raise DevSetError(f"{where}: {exc}") from exc
-    if not out:
-        raise DevSetError(f"{path} has no utterances")
-    return out
-
-
 @dataclass(frozen=True)
 class TuningResult:
     weights: RescoreWeights
@@ -252,12 +187,9 @@ class TuningResult:
     device_wer: float  # the device's own best path
     reference_words: int
     grid_points: int
-
-
-def _errors_of_best(prepared: list[tuple[list[_Candidate], tuple[str, ...]]],
-                    weights: RescoreWeights) -> int:
-    return sum(word_errors(reference, _rank(candidates, weights)[0].words)
-               for candidates, reference in prepared if candidates)
+    # Of the user's contacts the references say, the share each delivers (None: none said).
+    name_recall: float | None = None
+    device_name_recall: float | None = None
 
 
 @dataclass(frozen=True)
@@ -274,12 +206,14 @@ class _Features:
     chosen: np.ndarray  # 1 for the device's own choice
     contacts: np.ndarray
     errors: np.ndarray
+    recalled: np.ndarray  # contacts of the reference the candidate says
 
     @classmethod
-    def of(cls, candidates: list[_Candidate], reference: tuple[str, ...], share: float
-           ) -> _Features:
+    def of(cls, candidates: list[_Candidate], reference: tuple[str, ...], share: float,
+           listed: Contacts = NO_CONTACTS) -> _Features:
         ordered = sorted(candidates, key=lambda c: (-(c.acoustic + c.bias + c.device_lm),
                                                     c.words))
+        spoken = contacts_said(reference, listed)
         return cls(np.array([c.acoustic + c.bias for c in ordered]),
                    np.array([c.device_lm for c in ordered]),
                    np.array([max(r.score(share) for r in c.readings) for c in ordered]),
@@ -287,15 +221,16 @@ class _Features:
                    np.array([c.tokens for c in ordered], dtype=float),
                    np.array([c.device for c in ordered], dtype=float),
                    np.array([c.contacts for c in ordered], dtype=float),
-                   np.array([word_errors(reference, c.words) for c in ordered]))
+                   np.array([word_errors(reference, c.words) for c in ordered]),
+                   np.array([len(spoken & contacts_said(c.words, listed)) for c in ordered]))
 
-    def errors_of_best(self, grid: np.ndarray) -> np.ndarray:
-        """Word errors of the best candidate under each row of `grid`, whose columns weigh
+    def best_of(self, grid: np.ndarray) -> np.ndarray:
+        """The index of the best candidate under each row of `grid`, whose columns weigh
         (device_lm, lm, words, tokens, chosen, contacts) as `_rank` does."""
         parts = np.stack([self.device_lm, self.lm, self.words, self.tokens, self.chosen,
                           self.contacts])
         totals = self.device[None, :] + grid @ parts
-        return self.errors[np.argmax(totals, axis=1)]
+        return np.argmax(totals, axis=1)
 
 
 def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_PATHS,
@@ -305,47 +240,69 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
          device_lm_weights: Sequence[float] = DEVICE_LM_WEIGHT_GRID,
          token_bonuses: Sequence[float] = TOKEN_BONUS_GRID,
          device_bonuses: Sequence[float] = DEVICE_BONUS_GRID,
-         contact_bonuses: Sequence[float] = CONTACT_BONUS_GRID) -> TuningResult:
+         contact_bonuses: Sequence[float] = CONTACT_BONUS_GRID,
+         keep_recall: bool = True) -> TuningResult:
     """The grid point with the fewest word errors; ties keep the earlier point of the grid
-    (the grids start from the weakest LM influence, so a tie never adds LM weight)."""
+    (the grids start from the weakest LM influence, so a tie never adds LM weight).
+
+    keep_recall: only among the points that deliver at least as many of the user's contacts
+    as the device did (the name a user calls is the word that matters most; a point that
+    trades one for two function words is no better), or if none does, among those that
+    lose the fewest."""
     if not dev:
         raise DevSetError("no dev utterances to tune on")
-    prepared = [(_candidates(u.lattice, lm, max_paths, u.contacts, u.device), u.reference)
-                for u in dev]
-    reference_words = max(sum(len(r) for _, r in prepared), 1)
-    device_errors = 0
+    prepared = [(_candidates(u.lattice, lm, max_paths, u.contacts, u.device), u.reference,
+                 u.contacts) for u in dev]
+    reference_words = max(sum(len(r) for _, r, _ in prepared), 1)
+    device_errors = device_recalled = spoken = 0
     for u in dev:
         device = u.device
         if device is None:
             best = paths(u.lattice, limit=1)
             device = tuple(w.word for w in best[0].words) if best else ()
         device_errors += word_errors(u.reference, device)
+        said = contacts_said(u.reference, u.contacts)
+        spoken += len(said)
+        device_recalled += len(said & contacts_said(device, u.contacts))
     if lm.neural is None:
         lambdas = (1.0,)
-    best: tuple[int, RescoreWeights] | None = None
+    best: tuple[tuple[int, int], RescoreWeights] | None = None
     points = 0
     for share in lambdas:
-        features = [_Features.of(candidates, reference, share)
-                    for candidates, reference in prepared if candidates]
+        features = [_Features.of(candidates, reference, share, listed)
+                    for candidates, reference, listed in prepared if candidates]
         # Every grid point at once: one (points, candidates) product per utterance.
         points_here = list(itertools.product(device_lm_weights, lm_weights, length_bonuses,
                                              token_bonuses, device_bonuses, contact_bonuses))
         grid = np.array(points_here, dtype=float).reshape(-1, 6)
         errors = np.zeros(len(grid), dtype=np.int64)
+        recalled = np.zeros(len(grid), dtype=np.int64)
         for f in features:
-            errors += f.errors_of_best(grid)
+            chosen = f.best_of(grid)
+            errors += f.errors[chosen]
+            recalled += f.recalled[chosen]
         points += len(grid)
         if len(grid):
-            i = int(np.argmin(errors))  # the first of equals: the earlier grid point
-            if best is None or errors[i] < best[0]:
+            lost = np.maximum(device_recalled - recalled, 0) if keep_recall else 0 * recalled
+            # The first of equals: the earlier grid point.
+            i = int(np.lexsort((np.arange(len(grid)), errors, lost))[0])
+            key = (int(lost[i]), int(errors[i]))
+            if best is None or key < best[0]:
                 device, weight, bonus, token, choice, named = points_here[i]
-                best = (int(errors[i]),
-                        RescoreWeights(weight, bonus, share, device, token, choice, named))
+                best = (key, RescoreWeights(weight, bonus, share, device, token, choice, named))
     assert best is not None
-    # What serving ranks, to the word: the figure printed is _rank's, not the grid's
-    errors = _errors_of_best(prepared, best[1])
+    # What serving ranks, to the word: the figures printed are _rank's, not the grid's
+    errors = recalled_total = 0
+    for candidates, reference, listed in prepared:
+        if candidates:
+            words = _rank(candidates, best[1])[0].words
+            errors += word_errors(reference, words)
+            recalled_total += len(contacts_said(reference, listed)
+                                  & contacts_said(words, listed))
     return TuningResult(best[1], errors / reference_words, device_errors / reference_words,
-                        reference_words, points)
+                        reference_words, points,
+                        recalled_total / spoken if spoken else None,
+                        device_recalled / spoken if spoken else None)
 
 
 # -- command line -----------------------------------------------------------------------
@@ -377,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="bonuses for the device's own choice (Arc.device)")
     t.add_argument("--contact-bonuses", type=_floats, default=CONTACT_BONUS_GRID,
                    help="bonuses per contact of the user's list a path says")
+    t.add_argument("--any-recall", action="store_true",
+                   help="take the fewest word errors even where fewer of the user's contacts "
+                        "come through than the device heard")
     t.add_argument("--write", action="store_true",
                    help=f"store the best weights in the LM folder ({WEIGHTS_FILE})")
     args = parser.parse_args(argv)
@@ -386,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         result = tune(dev, lm, args.max_paths, args.lm_weights, args.length_bonuses,
                       args.lambdas, args.device_lm_weights, args.token_bonuses,
-                      args.device_bonuses, args.contact_bonuses)
+                      args.device_bonuses, args.contact_bonuses, not args.any_recall)
     except (CloudLmError, DevSetError, OSError, ValueError) as exc:
         print(f"rescore: error: {exc}", file=sys.stderr)
         return 2
@@ -394,6 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{result.grid_points} grid points in {time.perf_counter() - start:.1f} s")
     print(f"device WER {100 * result.device_wer:.2f}%, rescored WER {100 * result.wer:.2f}% "
           f"with {result.weights}")
+    if result.name_recall is not None:
+        print(f"contacts said: recall device {100 * result.device_name_recall:.1f}% -> "
+              f"rescored {100 * result.name_recall:.1f}%")
     if args.write:
         result.weights.save(args.lm / WEIGHTS_FILE)
         print(f"wrote {args.lm / WEIGHTS_FILE}")
