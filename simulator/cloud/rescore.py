@@ -283,7 +283,8 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
             recalled += f.recalled[chosen]
         points += len(grid)
         if len(grid):
-            lost = np.maximum(device_recalled - recalled, 0) if keep_recall else 0 * recalled
+            lost = (np.maximum(device_recalled - recalled, 0) if keep_recall
+                    else np.zeros_like(recalled))
             # The first of equals: the earlier grid point.
             i = int(np.lexsort((np.arange(len(grid)), errors, lost))[0])
             key = (int(lost[i]), int(errors[i]))
