@@ -257,8 +257,9 @@ def training_sets(p: argparse.ArgumentParser, manifests: Path,
                   named: list[str] | None) -> list[str]:
     """The sets named, each of which must exist; or the default ones the folder has (a data
     folder made without --other-engines lacks train_voices4), saying which are left out."""
-    present = [s for s in (named or TRAIN_SETS) if (manifests / f"{s}.jsonl").is_file()]
-    absent = [s for s in (named or TRAIN_SETS) if s not in present]
+    wanted = named or list(TRAIN_SETS)
+    present = [s for s in wanted if (manifests / f"{s}.jsonl").is_file()]
+    absent = [s for s in wanted if s not in present]
     if named and absent:
         p.error(f"--train: no {', '.join(str(manifests / s) + '.jsonl' for s in absent)}")
     if not present:

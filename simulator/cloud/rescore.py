@@ -180,6 +180,11 @@ def rescore(lattice: Lattice, lm: CloudLM, options: RescoreOptions = RescoreOpti
 
 # -- tuning -----------------------------------------------------------------------------
 
+def _names_kept(reference: Sequence[str], words: Sequence[str], listed: Contacts) -> int:
+    """How many of the contacts the reference says the words say too."""
+    return len(contacts_said(reference, listed) & contacts_said(words, listed))
+
+
 @dataclass(frozen=True)
 class TuningResult:
     weights: RescoreWeights
@@ -213,7 +218,6 @@ class _Features:
            listed: Contacts = NO_CONTACTS) -> _Features:
         ordered = sorted(candidates, key=lambda c: (-(c.acoustic + c.bias + c.device_lm),
                                                     c.words))
-        spoken = contacts_said(reference, listed)
         return cls(np.array([c.acoustic + c.bias for c in ordered]),
                    np.array([c.device_lm for c in ordered]),
                    np.array([max(r.score(share) for r in c.readings) for c in ordered]),
@@ -222,7 +226,7 @@ class _Features:
                    np.array([c.device for c in ordered], dtype=float),
                    np.array([c.contacts for c in ordered], dtype=float),
                    np.array([word_errors(reference, c.words) for c in ordered]),
-                   np.array([len(spoken & contacts_said(c.words, listed)) for c in ordered]))
+                   np.array([_names_kept(reference, c.words, listed) for c in ordered]))
 
     def best_of(self, grid: np.ndarray) -> np.ndarray:
         """The index of the best candidate under each row of `grid`, whose columns weigh
@@ -261,9 +265,8 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
             best = paths(u.lattice, limit=1)
             device = tuple(w.word for w in best[0].words) if best else ()
         device_errors += word_errors(u.reference, device)
-        said = contacts_said(u.reference, u.contacts)
-        spoken += len(said)
-        device_recalled += len(said & contacts_said(device, u.contacts))
+        spoken += len(contacts_said(u.reference, u.contacts))
+        device_recalled += _names_kept(u.reference, device, u.contacts)
     if lm.neural is None:
         lambdas = (1.0,)
     best: tuple[tuple[int, int], RescoreWeights] | None = None
@@ -298,8 +301,7 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
         if candidates:
             words = _rank(candidates, best[1])[0].words
             errors += word_errors(reference, words)
-            recalled_total += len(contacts_said(reference, listed)
-                                  & contacts_said(words, listed))
+            recalled_total += _names_kept(reference, words, listed)
     return TuningResult(best[1], errors / reference_words, device_errors / reference_words,
                         reference_words, points,
                         recalled_total / spoken if spoken else None,
