@@ -26,6 +26,7 @@ from pathlib import Path
 from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 from edge_asr.daemon.recognition.token_lm import LM_FILES
 from edge_asr.daemon.recognition.transducer import sha256_of
+from edge_asr.models import tokenizer_slim
 from edge_asr.models.blockwise import valid_block
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
 from edge_asr.models.packed import SUFFIX, bytes_on_disk, pack_dir, sparsity, weight_bits
@@ -80,10 +81,13 @@ def quantize_dir_block(src: Path, out: Path, block_size: int, bits: int = 4) -> 
 
 
 def _copy_other_files(src: Path, out: Path) -> None:
-    """Tokens and tokenizer, and the device LM when `src` has one: the same pieces, so the
-    same LM serves every version of the model (the daemon decodes with it by default)."""
+    """Tokens and tokenizer (slimmed, models/tokenizer_slim.py), and the device LM when `src`
+    has one: the same pieces, so the same LM serves every version of the model (the daemon
+    decodes with it by default)."""
     for name in OTHER_FILES:
         shutil.copy2(src / name, out / name)
+    # The device spells folded ASCII only: the tokenizer's Unicode table stays behind.
+    tokenizer_slim.write_slim(src / "bpe.model", out / "bpe.model")
     for name in LM_FILES:
         (out / name).unlink(missing_ok=True)
         if (src / name).is_file():
