@@ -23,12 +23,14 @@ zeros (the masks only grow from run to run) and is snapped back onto its grid, a
 30% sparse runs dev went from 13.43% for the newest alone to 13.03% averaged with the run
 before, yet the test sets did not follow (beam 4, int8 export: test_voices 16.22 ->
 16.61%, test_sentences 11.85 -> 12.50%, test_band8k 20.37 -> 21.02%, test_snr10 19.81%
-both), so the 4-bit model that ships is still the newest run alone.
+both), so the 4-bit model that ships is still the newest run alone. rnnt-v3 averaged with its
+one-epoch continuation (rnnt-v4) scored as rnnt-v3 on held-out people (RESULTS.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -43,7 +45,7 @@ from edge_asr.models.model import load_model, model_from_saved
 from edge_asr.models.tokenizer import Tokenizer
 from edge_asr.models.warm_start import load_from_onnx
 
-RUN_FILES = ("config.json", "log.jsonl", "lineage.json")
+RUN_FILES = ("config.json", "log.jsonl", "lineage.json", "device_lm.json")
 
 
 def load_run(run: Path) -> dict:
@@ -51,12 +53,22 @@ def load_run(run: Path) -> dict:
     back from its ONNX files: the committed model outlives the cache its run was in."""
     if (run / "encoder.onnx").is_file() and not (run / "final.pt").is_file():
         model = load_from_onnx(run)
-        return {"config": {"model": asdict(model.cfg), "sparsity": 0.0, "qat_bits": 0},
+        return {"config": {"model": asdict(model.cfg), **exported_compression(run)},
                 "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
     if not (run / "final.pt").is_file():
         raise FileNotFoundError(f"{run}: neither a training folder (final.pt) nor an exported "
                                 "fp32 model folder (encoder.onnx)")
     return torch.load(run / "final.pt", map_location="cpu", weights_only=False)
+
+
+def exported_compression(model_dir: Path) -> dict:
+    """How an exported model's run was compressed, from its card (dense fp32 without one):
+    a 4-bit QAT run's export holds weights on its grid and averages with its continuations."""
+    card_path = model_dir / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    return {"sparsity": card.get("trained_sparsity") or 0.0,
+            "qat_bits": card.get("trained_qat_bits") or 0,
+            "qat_block": card.get("trained_qat_block") or 0}
 
 
 def load_finals(runs: Sequence[Path]) -> list[dict]:
@@ -131,6 +143,9 @@ def main() -> None:
                         "for its run")
     p.add_argument("--out-exp", type=Path, required=True)
     p.add_argument("--out", type=Path, help="export the kept weights here, with a card")
+    p.add_argument("--lm-from", type=Path,
+                   help="with --out: the model folder whose device LM the export keeps "
+                        "unchanged (the runs' own, as the recipe's --keep-device-lm does)")
     p.add_argument("--eval-sets", nargs="*", default=None,
                    help="sets the card evaluates (default: the five test sets; the flag "
                         "alone: none, for weights that only feed models/quantize.py)")
@@ -139,6 +154,8 @@ def main() -> None:
                         "speakers training never hears)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    if args.lm_from and not args.out:
+        p.error("--lm-from names the device LM of the export: give --out too")
     torch.set_num_threads(args.threads)
     runs = [args.exp, *args.earlier]
     saved = load_finals(runs)
@@ -169,6 +186,11 @@ def main() -> None:
 
         export_onnx(load_model(args.out_exp / "final.pt"), lang / "tokens.txt", args.out)
         (args.out / "model_card.json").unlink(missing_ok=True)  # it described other files
+        if args.lm_from:  # before the card: its evaluation decodes with the LM
+            from edge_asr.models.device_lm import copy_device_lm
+
+            lm = copy_device_lm(args.lm_from, args.out)
+            (args.out_exp / "device_lm.json").write_text(json.dumps(lm, indent=2) + "\n")
         sets = EVAL_SETS if args.eval_sets is None else tuple(args.eval_sets)
         write_model_card(args.out, args.data, args.out_exp, sets)
 

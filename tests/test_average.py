@@ -106,5 +106,21 @@ def test_an_exported_model_folder_stands_for_its_run(tmp_path):
     torch.save({"model": {}, "config": _tiny_config(qat_bits=4)}, run / "final.pt")
     with pytest.raises(ValueError, match="compressed differently"):  # the export is dense fp32
         load_finals([run, export])
+    # An export whose card says its run trained on the 4-bit grid averages with a 4-bit run.
+    (export / "model_card.json").write_text(json.dumps(
+        {"config": config["model"], "trained_qat_bits": 4, "trained_sparsity": 0.0}))
+    assert [s["config"]["qat_bits"] for s in load_finals([run, export])] == [4, 4]
     with pytest.raises(FileNotFoundError, match="neither a training folder"):
         load_finals([tmp_path / "nothing"])
+
+
+def test_a_device_lm_without_an_export_is_refused(tmp_path, monkeypatch, capsys):
+    """--lm-from names the LM an export keeps: without --out nothing would carry it."""
+    from edge_asr.models import average
+
+    monkeypatch.setattr("sys.argv", ["average", "--data", str(tmp_path), "--exp", str(tmp_path),
+                                     "--earlier", str(tmp_path), "--out-exp", str(tmp_path / "o"),
+                                     "--lm-from", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        average.main()
+    assert "give --out too" in capsys.readouterr().err
