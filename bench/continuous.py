@@ -41,7 +41,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("manifest", type=Path)
-    p.add_argument("--model", type=Path, default=Path("models/rnnt-v3-int4"))
+    p.add_argument("--model", type=Path, default=Path("models/rnnt-v4-int4"))
     p.add_argument("--pairs", type=int, default=100)
     p.add_argument("--gap", type=float, nargs="+", default=[0.3, 1.0])
     p.add_argument("--json", type=Path)

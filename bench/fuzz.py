@@ -2,7 +2,7 @@
 exit status 1 when it found a crash or a hang (tests/test_fuzz.py runs the same cases, a
 few hundred, as a test).
 
-    python bench/fuzz.py [--cases 10000] [--model models/rnnt-v3-int4] [--seed 0]
+    python bench/fuzz.py [--cases 10000] [--model models/rnnt-v4-int4] [--seed 0]
 
 A real daemon (no audio source of its own, local-only) serves in this process on a Unix
 socket, as `edge-asr daemon --source none` would. Each case is one call of an RPC:
@@ -370,7 +370,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", type=int, default=10_000)
-    p.add_argument("--model", default=str(ROOT / "models" / "rnnt-v3-int4"))
+    p.add_argument("--model", default=str(ROOT / "models" / "rnnt-v4-int4"))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     served = ServedDaemon(args.model)

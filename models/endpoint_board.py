@@ -5,7 +5,7 @@ Each set goes through `edge-asr eval`'s pipeline twice, `[endpoint] query_end` o
 the table gives premature final cuts, end-point latency after the end of speech, resets and
 WER. With `--card` the figures go into the model card's query_end entry.
 
-    python -m edge_asr.models.endpoint_board --data DATA --model models/rnnt-v3-int4 \
+    python -m edge_asr.models.endpoint_board --data DATA --model models/rnnt-v4-int4 \
         --results DATA/endpoint-board --card
 """
 

@@ -12,7 +12,7 @@
    `models/pause_sets.py`) replay the final end-pointer's rule offline (`replay`): the lowest
    threshold whose premature cuts stay under `--max-premature`.
 
-    python -m edge_asr.models.query_end_train --data DATA --model models/rnnt-v3-int4 \
+    python -m edge_asr.models.query_end_train --data DATA --model models/rnnt-v4-int4 \
         --dev eoq_dev_voices eoq_dev_voices_pause eoq_speechocean762_dev \
               eoq_speechocean762_dev_pause
 

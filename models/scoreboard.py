@@ -1,7 +1,7 @@
 """Models side by side on the sets that say how they hear people, each against its target.
 
-    python -m edge_asr.models.scoreboard --data DATA --model models/rnnt-v3-int4 \
-        --model models/rnnt-v2-int4 [--output scoreboard.json] [--speakers]
+    python -m edge_asr.models.scoreboard --data DATA --model models/rnnt-v4-int4 \
+        --model models/rnnt-v3-int4 [--output scoreboard.json] [--speakers]
 
 Every set goes through `edge-asr eval`'s own pipeline (models/evaluate.py: streaming
 features, beam search with the device LM, end-pointers, the manifest's biasing context), one

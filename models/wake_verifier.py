@@ -1,6 +1,6 @@
 """Train the wake-word verifier (daemon/wakeword/verifier.py) for a model and a phrase.
 
-    python -m edge_asr.models.wake_verifier --model models/rnnt-v3-int4 \
+    python -m edge_asr.models.wake_verifier --model models/rnnt-v4-int4 \
         --manifests DATA/manifests [--phrase "hey marvin"]
 
 The spotter runs as the daemon runs it, with a low threshold so that it reports many

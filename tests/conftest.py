@@ -58,7 +58,7 @@ def shipped_model_dir() -> Path:
     """The shipped model's fp32 source: plain ONNX files, as sherpa-onnx and the recipe read
     them (the runtime's default is its 4-bit version)."""
     if not (SOURCE_MODEL_DIR / "model_card.json").is_file():
-        pytest.skip(f"no shipped model in {SOURCE_MODEL_DIR} yet: `make train-v3` makes it")
+        pytest.skip(f"no shipped model in {SOURCE_MODEL_DIR} yet: `make train-v4` makes it")
     return SOURCE_MODEL_DIR
 
 

@@ -26,7 +26,7 @@ from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.models import pause_sets
 from edge_asr.models.query_end_train import DecisionPoints, fit, record, replay, tune
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "rnnt-v3-int4"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "rnnt-v4-int4"
 
 
 def _model(hidden: int = 3, threshold: float = 0.5) -> QueryEndModel:

@@ -19,10 +19,10 @@ from edge_asr.daemon.recognition.transducer import MODEL_FILES, sha256_of
 from edge_asr.models.evaluate import evaluate
 
 DATA = Path(__file__).parent / "data"
-# rnnt-v3 (the fp32 source of the default model) measured 17.44% (greedy) and 13.33%
+# rnnt-v4 (the fp32 source of the default model) measured 19.49% (greedy) and 12.31%
 # (beam 4, with the device LM) on these 24 clips (`edge-asr eval tests/data/manifest.jsonl
-# --no-context --model models/rnnt-v3 --decoding ...`); bound = measurement + 5 points.
-WER_BOUND = {"greedy_search": 0.23, "modified_beam_search": 0.19}
+# --no-context --model models/rnnt-v4 --decoding ...`); bound = measurement + 5 points.
+WER_BOUND = {"greedy_search": 0.25, "modified_beam_search": 0.18}
 
 
 def test_bundled_clips_are_small_and_from_heldout_voices():
@@ -111,9 +111,12 @@ def test_sherpa_onnx_gives_the_same_greedy_transcripts(shipped_model_dir):
 # and 32.82% (without the LM). Each must also be smaller than fp32 by at least a factor, and
 # say how many bits its weights use.
 MODELS = Path(__file__).resolve().parent.parent / "models"
-# rnnt-v3-int4 (the default: rnnt-v3's weights on the 4-bit grid they trained on) 16.41%
-# and 13.33%; rnnt-v2-int4 (the default before) 19.49% and 8.21%.
+# rnnt-v4-int4 (the default: rnnt-v4's weights on the 4-bit grid they trained on) 19.49%
+# and 12.31%; rnnt-v3-int4 (the default before) 16.41% and 13.33%; rnnt-v2-int4 19.49% and
+# 8.21%.
 INT8 = {
+    "rnnt-v4-int4": ({"greedy_search": 0.25, "modified_beam_search": 0.18}, 7.5, 4,
+                     "rnnt-v4"),
     "rnnt-v3-int4": ({"greedy_search": 0.22, "modified_beam_search": 0.19}, 7.5, 4,
                      "rnnt-v3"),
     "rnnt-v2-int4": ({"greedy_search": 0.25, "modified_beam_search":

@@ -18,10 +18,10 @@ CONTEXT_CACHE_SIZE = 8  # graphs kept per recognizer; a device has one user, eva
 CONTEXT_CACHE_NODES = 30_000
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-# What the daemon, transcribe, eval and `make run` load: model v3 with 4-bit weights. Its
+# What the daemon, transcribe, eval and `make run` load: model v4 with 4-bit weights. Its
 # fp32 source (SOURCE_MODEL_DIR) is what training, export checks and sherpa-onnx read.
-DEFAULT_MODEL_DIR = MODELS_DIR / "rnnt-v3-int4"
-SOURCE_MODEL_DIR = MODELS_DIR / "rnnt-v3"
+DEFAULT_MODEL_DIR = MODELS_DIR / "rnnt-v4-int4"
+SOURCE_MODEL_DIR = MODELS_DIR / "rnnt-v4"
 
 
 @dataclass

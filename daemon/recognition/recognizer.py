@@ -1,6 +1,6 @@
 """Recognizer and stream, one object per concept (as sherpa-onnx's Python API has them).
 
-    recognizer = Recognizer.from_model_dir("models/rnnt-v3-int4")
+    recognizer = Recognizer.from_model_dir("models/rnnt-v4-int4")
     stream = recognizer.create_stream()
     stream.accept_waveform(16000, samples)   # any rate, any piece size, float32 in [-1, 1]
     recognizer.decode(stream)                # runs every chunk that is ready
