@@ -126,8 +126,10 @@ train-v2: $(VENV)/.installed
 # About 100 minutes of training on 2 cores.
 V3_REAL := $(DATA)/corpora/speechocean762 $(DATA)/corpora/speech_commands_test_v002 \
     $(DATA)/corpora/rhasspy_cathy
-V3_FLAGS := --threads 2 --n-train 5000 --real-repeat 3 --concat-prob 0.2 --vtlp-prob 0.5 \
-    --dev-set dev_mixed --qat-bits 4 --qat-block 128 --ctc-head-steps 0 --keep-device-lm
+# What v3's runs and v4's share: 2 threads, the 4-bit grid, dev_mixed, the parent's device LM.
+V34_FLAGS := --threads 2 --n-train 5000 --concat-prob 0.2 --vtlp-prob 0.5 --dev-set dev_mixed \
+    --qat-bits 4 --qat-block 128 --keep-device-lm
+V3_FLAGS := $(V34_FLAGS) --real-repeat 3 --ctc-head-steps 0
 .PHONY: train-v3
 train-v3: $(VENV)/.installed
 	$(PY) -m edge_asr.models.recipe --data $(DATA) --out $(DATA)/rnnt-v3-grown \
@@ -149,9 +151,7 @@ train-v3: $(VENV)/.installed
 train-v4: $(VENV)/.installed
 	$(PY) -m edge_asr.models.recipe --data $(DATA) --out models/rnnt-v4 \
 	    --init-from models/rnnt-v3 --epochs 1 --real $(V3_REAL) --real-repeat 4 --peak-lr 2e-4 \
-	    --threads 2 --n-train 5000 --concat-prob 0.2 --vtlp-prob 0.5 --dev-set dev_mixed \
-	    --qat-bits 4 --qat-block 128 --keep-device-lm --seed 3 --exp $(DATA)/exp-v4 \
-	    --until evaluate
+	    $(V34_FLAGS) --seed 3 --exp $(DATA)/exp-v4 --until evaluate
 	$(PY) -m edge_asr.models.quantize models/rnnt-v4 models/rnnt-v4-int4 --block-4bit 128
 	$(MAKE) query-end MODEL=models/rnnt-v4-int4
 	$(MAKE) wake-verifier MODEL=models/rnnt-v4-int4

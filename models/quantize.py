@@ -84,8 +84,7 @@ def _copy_other_files(src: Path, out: Path) -> None:
     """Tokens and tokenizer (slimmed, models/tokenizer_slim.py), and the device LM when `src`
     has one: the same pieces, so the same LM serves every version of the model (the daemon
     decodes with it by default)."""
-    for name in OTHER_FILES:
-        shutil.copy2(src / name, out / name)
+    shutil.copy2(src / "tokens.txt", out / "tokens.txt")
     # The device spells folded ASCII only: the tokenizer's Unicode table stays behind.
     tokenizer_slim.write_slim(src / "bpe.model", out / "bpe.model")
     for name in LM_FILES:
