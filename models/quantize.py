@@ -23,9 +23,11 @@ import shutil
 import time
 from pathlib import Path
 
+from edge_asr.daemon.endpointing.query_end import QUERY_END_FILE
 from edge_asr.daemon.recognition.recognizer import RecognizerConfig
 from edge_asr.daemon.recognition.token_lm import LM_FILES
 from edge_asr.daemon.recognition.transducer import sha256_of
+from edge_asr.daemon.wakeword.verifier import VERIFIER_FILE
 from edge_asr.models import tokenizer_slim
 from edge_asr.models.blockwise import valid_block
 from edge_asr.models.card import EVAL_SETS, evaluate_sets, loaded_model_bytes
@@ -93,13 +95,24 @@ def _copy_other_files(src: Path, out: Path) -> None:
             shutil.copy2(src / name, out / name)
 
 
+# Trained on an earlier encoder's outputs and scores: wrong for any other weights, and the
+# new card would not name them, so the runtime would load them unchecked.
+TRAINED_FOR_WEIGHTS = (QUERY_END_FILE, VERIFIER_FILE)
+
+
 def _clear(out: Path) -> None:
     """What an earlier model left in `out` describes other weights: the runtime would refuse
-    the new files against the old card, and a stale .pack would shadow them."""
+    the new files against the old card, a stale .pack would shadow them, and classifiers
+    trained on the old encoder would be loaded for the new one."""
     out.mkdir(parents=True, exist_ok=True)
     for stale in [out / "model_card.json",
                   *(out / (n + SUFFIX) for n in (*ONNX_FILES, *OTHER_FILES))]:
         stale.unlink(missing_ok=True)
+    for name in TRAINED_FOR_WEIGHTS:
+        if (out / name).is_file():
+            (out / name).unlink()
+            print(f"removed {out / name}: trained for the weights this folder held before; "
+                  "train it again for these (make query-end / make wake-verifier MODEL=...)")
 
 
 def calibration_inputs(src: Path, manifest: Path, utterances: int = 40,

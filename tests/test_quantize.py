@@ -12,7 +12,12 @@ from edge_asr.daemon.driver import recognize_samples
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.token_lm import LM_FILE, NAMES_FILE
 from edge_asr.daemon.recognition.transducer import TransducerModel, sha256_of
-from edge_asr.models.quantize import ONNX_FILES, calibration_inputs, quantize_dir
+from edge_asr.models.quantize import (
+    ONNX_FILES,
+    TRAINED_FOR_WEIGHTS,
+    calibration_inputs,
+    quantize_dir,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -65,9 +70,12 @@ def test_quantizing_again_into_a_shipped_folder_replaces_its_card_and_packs(tiny
     (out / "model_card.json").write_text(json.dumps({"name": "old", "sha256": {
         n: "0" * 64 for n in ONNX_FILES}}))
     pack_dir(out)  # what a shipped folder holds: packed files and their card
+    for name in TRAINED_FOR_WEIGHTS:  # and classifiers trained on the old encoder
+        (out / name).write_text("{}")
     quantize_dir(tiny_model_dir, out)
     assert not (out / "model_card.json").exists()
     assert not list(out.glob("*.pack"))
+    assert not [name for name in TRAINED_FOR_WEIGHTS if (out / name).exists()]
     base = tmp_path / "base"
     base.mkdir()
     for f in tiny_model_dir.iterdir():
