@@ -158,15 +158,20 @@ train-v4: $(VENV)/.installed
 	$(MAKE) scoreboard
 
 # The learned end-of-query model for MODEL (models/query_end_train.py): the pause sets of the
-# development and held-out speakers (models/pause_sets.py), then training on the training
-# split and the threshold tuned on the development sets.
+# development and held-out speakers (models/pause_sets.py), quiet and with music 10 dB under
+# the talker, then training on the training split and the threshold tuned on the
+# development sets.
 .PHONY: query-end
 query-end: $(VENV)/.installed
 	$(PY) -m edge_asr.models.pause_sets --data $(DATA) \
 	    --sets dev_voices speechocean762_dev test_voices test_hibari test_speechocean762
+	$(PY) -m edge_asr.models.pause_sets --data $(DATA) --noise music:10 \
+	    --sets dev_voices speechocean762_dev test_voices test_speechocean762
 	$(PY) -m edge_asr.models.query_end_train --data $(DATA) --model $(MODEL) \
 	    --dev eoq_dev_voices eoq_dev_voices_pause eoq_speechocean762_dev \
-	    eoq_speechocean762_dev_pause --cache $(DATA)/exp-query-end
+	    eoq_speechocean762_dev_pause eoq_dev_voices_music10 eoq_dev_voices_music10_pause \
+	    eoq_speechocean762_dev_music10 eoq_speechocean762_dev_music10_pause \
+	    --cache $(DATA)/exp-query-end
 
 # The wake word's verifier for MODEL (models/wake_verifier.py): the phrase and confusable
 # phrases said by the training voices, and the training speech, through the spotter; written
@@ -230,7 +235,8 @@ eval: $(VENV)/.installed
 
 # Every bundled scenario (simulator/scenarios) against a real daemon and cloud; a report per
 # scenario in sim-reports/NAME/report.md, music_playing again without echo cancellation, and
-# tv_household again without the wake word (the same room: what the TV sends to the cloud).
+# tv_household again without the wake word (the same room: what the TV sends to the cloud),
+# music_other_device again with Silero's network beside webrtcvad (vad_speech_model).
 # About 15 minutes: three scenarios play in real time.
 .PHONY: sim
 sim: $(VENV)/.installed
@@ -242,6 +248,8 @@ sim: $(VENV)/.installed
 	    --out sim-reports/music_playing_no_aec
 	$(VENV)/bin/edge-asr sim run tv_household --no-wake-word \
 	    --out sim-reports/tv_household_no_wake_word
+	$(VENV)/bin/edge-asr sim run music_other_device --vad-speech-model \
+	    --out sim-reports/music_other_device_speech_model
 	$(VENV)/bin/edge-asr sim table sim-reports/*
 
 # The cloud bench first: it needs only the committed cloud LM, not an acoustic model.

@@ -36,6 +36,7 @@ from edge_asr.daemon.endpointing.endpoint import (
 )
 from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
 from edge_asr.daemon.endpointing.query_end import QueryEnd
+from edge_asr.daemon.frontend.speech_gate import SpeechGate
 from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.recognition.context_graph import context_by_kind
 from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefix
@@ -102,6 +103,9 @@ class PipelineConfig:
     vad_frame_ms: int = 30
     vad_noise_gate_db: float = 3.0  # see daemon/frontend/vad.py
     vad_level_gate: float = 0.4  # see daemon/frontend/vad.py (level_gate)
+    # Silero's verdict too (daemon/frontend/speech_gate.py): music and television no longer
+    # pass for speech, but it loses short and quiet words (RESULTS.md, "A neural VAD gate")
+    vad_speech_model: bool = False
     preroll_s: float = 0.3  # audio before the detected onset fed to the new stream
     partials: bool = True
     model_version: str = ""
@@ -110,7 +114,8 @@ class PipelineConfig:
 
     def new_vad(self) -> Vad:
         return Vad(self.vad_mode, self.vad_frame_ms, self.vad_noise_gate_db,
-                   level_gate=self.vad_level_gate)
+                   level_gate=self.vad_level_gate,
+                   speech_gate=SpeechGate() if self.vad_speech_model else None)
 
 
 _ids = itertools.count(1)

@@ -1,5 +1,6 @@
 """The end-pointers side by side: the completeness rules and the learned end-of-query model
-on the same held-out requests, whole and with a pause in the middle (models/pause_sets.py).
+on the same held-out requests, whole and with a pause in the middle (models/pause_sets.py),
+quiet and with music 10 dB under the talker.
 
 Each set goes through `edge-asr eval`'s pipeline twice, `[endpoint] query_end` off and on;
 the table gives premature final cuts, end-point latency after the end of speech, resets and
@@ -23,7 +24,9 @@ from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.models.evaluate import Summary, evaluate, summarize
 
 SETS = ("eoq_test_voices", "eoq_test_voices_pause", "eoq_test_hibari", "eoq_test_hibari_pause",
-        "eoq_test_speechocean762", "eoq_test_speechocean762_pause")
+        "eoq_test_speechocean762", "eoq_test_speechocean762_pause",
+        "eoq_test_voices_music10", "eoq_test_voices_music10_pause",
+        "eoq_test_speechocean762_music10", "eoq_test_speechocean762_music10_pause")
 MODES = ("rules", "learned")
 
 

@@ -10,12 +10,18 @@ two sets of the same utterances (items the renderer already spoke with pauses le
   of the middle of the speech (mostly a gap between words), filled with the recording's own
   noise floor.
 
+With `--noise KIND:SNR` (music:10, babble:10, any kind of models/noise.py) both are made
+again with that noise throughout, pauses and tail too, at SNR dB under the speech:
+`eoq_<set>_<KIND><SNR>` and `eoq_<set>_<KIND><SNR>_pause`, the same utterances and pauses.
+Music and babble fill the pauses with sound the VAD takes for speech, as in a living room.
+
 Both carry speech_start and speech_end (`edge-asr eval` scores premature cuts and end-point
 latency against speech_end); where a manifest has no times, as the recorded corpora, they
 are measured from the signal's level. The same splicing makes the learned end-of-query
 model's training pauses (models/query_end_train.py).
 
     python -m edge_asr.models.pause_sets --data DATA --sets test_voices test_speechocean762
+    python -m edge_asr.models.pause_sets --data DATA --sets test_voices --noise music:10
 """
 
 from __future__ import annotations
@@ -31,12 +37,16 @@ import soundfile as sf
 
 from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
+from edge_asr.models.levels import add_noise
+from edge_asr.models.noise import NOISE_KINDS, make_babble, make_noise
 
 FRAME = SAMPLE_RATE // 100  # 10 ms level frames
 PAUSE_S = (0.3, 0.8)  # the pauses the end-of-query targets are stated for
 TAIL_S = 1.6  # background after the speech: longer than any end-pointer waits
 MIN_SPEECH_S = 0.6  # shorter utterances (one word) have no middle to pause in
 SEED = 33
+BACKGROUND_KINDS = (*NOISE_KINDS, "babble")
+BABBLE_POOL = 40  # clips of the set's own speakers that babble is made of
 
 
 def frame_db(samples: np.ndarray) -> np.ndarray:
@@ -92,6 +102,17 @@ def splice(samples: np.ndarray, at: float, seconds: float,
     return np.concatenate([samples[:cut], background(samples, seconds, rng), samples[cut:]])
 
 
+def mix(samples: np.ndarray, kind: str, snr_db: float, rng: np.random.Generator,
+        pool: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """`samples` with `kind` noise throughout, `snr_db` under the speech's active frames;
+    babble is made of the clips in `pool`."""
+    if kind not in BACKGROUND_KINDS:
+        raise ValueError(f"unknown noise {kind!r}; known: {', '.join(BACKGROUND_KINDS)}")
+    n = len(samples)
+    noise = make_babble(pool, n, rng) if kind == "babble" else make_noise(kind, n, rng)
+    return np.clip(add_noise(samples, noise, snr_db), -1.0, 1.0).astype(np.float32)
+
+
 @dataclass
 class Utterance:
     """One recording with where its speech lies (seconds)."""
@@ -129,21 +150,30 @@ class Utterance:
 
 
 def build(manifest: Path, out_dir: Path, audio_dir: Path, name: str, seed: int = SEED,
-          pause_s: tuple[float, float] = PAUSE_S) -> tuple[int, int]:
+          pause_s: tuple[float, float] = PAUSE_S,
+          noise: tuple[str, float] | None = None) -> tuple[int, int]:
     """Write eoq_NAME.jsonl and eoq_NAME_pause.jsonl (and their audio); returns the numbers
-    of utterances in each."""
+    of utterances in each. With `noise` (kind, SNR dB) the sets are eoq_NAME_KINDSNR[_pause]:
+    the same utterances and pauses (the noise draws from its own generator), noise added."""
     rng = np.random.default_rng(seed)
+    rows_in = _rows(manifest)
+    noisy = None
+    if noise is not None:
+        kind, snr_db = noise
+        pool = _babble_pool(manifest, rows_in, seed) if kind == "babble" else []
+        noise_rng = np.random.default_rng(seed + 1)
+        name = f"{name}_{kind}{snr_db:g}"
+
+        def noisy(samples: np.ndarray) -> np.ndarray:
+            return mix(samples, kind, snr_db, noise_rng, pool)
     whole_rows, pause_rows = [], []
     whole_dir, pause_dir = audio_dir / f"eoq_{name}", audio_dir / f"eoq_{name}_pause"
     whole_dir.mkdir(parents=True, exist_ok=True)
     pause_dir.mkdir(parents=True, exist_ok=True)
-    for i, row in enumerate(_rows(manifest)):
+    for i, row in enumerate(rows_in):
         if "pause" in (row.get("tags") or []):
             continue  # spoken with pauses already: neither a whole nor a one-pause request
-        path = Path(row["audio_filepath"])
-        if not path.is_absolute():
-            path = manifest.parent / path
-        utt = Utterance.read(path, row.get("speech_start"), row.get("speech_end"))
+        utt = Utterance.read(_path(manifest, row), row.get("speech_start"), row.get("speech_end"))
         if utt is None or utt.speech_s < MIN_SPEECH_S:
             continue
         whole = utt.with_tail(rng)
@@ -154,7 +184,8 @@ def build(manifest: Path, out_dir: Path, audio_dir: Path, name: str, seed: int =
                  {"pause_at": round(at, 3), "pause_s": round(paused.speech_s - whole.speech_s, 3),
                   "tags": [*(row.get("tags") or []), "mid_pause"]})):
             wav = folder / f"{i:06d}.wav"
-            sf.write(wav, out.samples, SAMPLE_RATE, subtype="PCM_16")
+            samples = out.samples if noisy is None else noisy(out.samples)
+            sf.write(wav, samples, SAMPLE_RATE, subtype="PCM_16")
             relative = Path("..") / wav.relative_to(audio_dir.parent)  # from DATA/manifests
             rows.append({**row, "audio_filepath": str(relative),
                          "duration": round(len(out.samples) / SAMPLE_RATE, 3),
@@ -164,6 +195,18 @@ def build(manifest: Path, out_dir: Path, audio_dir: Path, name: str, seed: int =
         with (out_dir / f"eoq_{name}{suffix}.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return len(whole_rows), len(pause_rows)
+
+
+def _babble_pool(manifest: Path, rows: list[dict], seed: int) -> list[np.ndarray]:
+    """Clips of the set's own speakers (never another split's) to make babble of."""
+    rng = np.random.default_rng(seed + 2)
+    picked = rng.choice(len(rows), size=min(BABBLE_POOL, len(rows)), replace=False)
+    return [read_audio(_path(manifest, rows[int(i)])) for i in picked]
+
+
+def _path(manifest: Path, row: dict) -> Path:
+    path = Path(row["audio_filepath"])
+    return path if path.is_absolute() else manifest.parent / path
 
 
 def _rows(manifest: Path) -> list[dict]:
@@ -178,12 +221,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--sets", nargs="+", required=True,
                    help="manifest names in DATA/manifests, e.g. test_voices test_speechocean762")
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--noise", type=_noise_arg, metavar="KIND:SNR",
+                   help=f"add noise throughout ({', '.join(BACKGROUND_KINDS)}), e.g. music:10")
     args = p.parse_args(argv)
     manifests = args.data / "manifests"
     for name in args.sets:
         n_whole, n_pause = build(manifests / f"{name}.jsonl", manifests, args.data / "audio",
-                                 name, args.seed)
+                                 name, args.seed, noise=args.noise)
+        if args.noise:
+            name = f"{name}_{args.noise[0]}{args.noise[1]:g}"
         print(f"eoq_{name}: {n_whole} utterances; eoq_{name}_pause: {n_pause}")
+
+
+def _noise_arg(text: str) -> tuple[str, float]:
+    kind, _, snr = text.partition(":")
+    if kind not in BACKGROUND_KINDS:
+        raise argparse.ArgumentTypeError(f"{kind!r}: not one of {', '.join(BACKGROUND_KINDS)}")
+    try:
+        return kind, float(snr)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give KIND:SNR, e.g. music:10") from None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
    more speech comes (a pause inside the request) or not (the request is over). Pauses come
    from the grammar (items rendered with pauses before names, numbers and digit groups and
    after "uh", `models/prepare.py`) and from `pause_sets.splice`: a 0.2-0.9 s pause at the
-   quietest point of the middle of an utterance, to most of them. A quarter get noise.
+   quietest point of the middle of an utterance, to most of them. Two fifths get noise
+   (steady, music or babble of the set's own speakers) throughout, pauses and tail too.
 2. Fit. A one-layer tanh MLP by logistic loss, the two answers weighted equally.
 3. Threshold. The same examples from development speakers (eoq_* sets of
    `models/pause_sets.py`) replay the final end-pointer's rule offline (`replay`): the lowest
@@ -25,7 +26,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.driver import microphone_pieces
 from edge_asr.daemon.endpointing.endpoint import Endpointer
 from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
@@ -48,12 +49,17 @@ from edge_asr.daemon.recognition.model_loading import load_device_lm
 from edge_asr.daemon.recognition.recognizer import Recognizer
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models import pause_sets
-from edge_asr.models.noise import make_noise
 
 TRAIN_SETS = ("train", "train_voices4", "speechocean762_train", "vctk_p239_train",
               "rhasspy_cathy_train")
 PAUSE_PROB = 0.6  # share of utterances given a spliced pause
-NOISE_PROB = 0.25
+NOISE_PROB = 0.4
+# Steady noise, and music and babble, which the VAD hears as speech: in a living room the
+# pause after a request is rarely silent, and a classifier that has heard only quiet pauses
+# waits through it for silence that never comes (sim music_other_device). Music and babble
+# twice: as likely as the four steady kinds together.
+NOISE_KINDS = ("pink", "fan", "kitchen", "white", "music", "music", "babble", "babble")
+NOISE_SNR_DB = (5.0, 20.0)
 MIN_SILENCE_S = 0.3  # the final end-pointer asks from final_silence_min (0.35 s) on
 END_SLACK_S = 0.05  # a decision this close before speech_end is already in the final pause
 # Held open: asked from the first blank, never ends before the longest pause has passed.
@@ -118,6 +124,9 @@ def training_examples(recognizer: Recognizer, manifests: Iterable[Path], per_set
         entries = read_manifest(manifest)
         picked = rng.choice(len(entries), size=min(per_set, len(entries)), replace=False)
         start = time.time()
+        pool = [read_audio(entries[int(i)].audio_filepath)
+                for i in rng.choice(len(entries), size=min(pause_sets.BABBLE_POOL, len(entries)),
+                                    replace=False)]
         for i in picked:
             entry = entries[int(i)]
             utt = pause_sets.Utterance.read(entry.audio_filepath, entry.speech_start,
@@ -129,12 +138,8 @@ def training_examples(recognizer: Recognizer, manifests: Iterable[Path], per_set
                 utt, _ = utt.with_pause(float(rng.uniform(0.2, 0.9)), rng)
             samples = utt.samples
             if rng.random() < NOISE_PROB:
-                speech_rms = math.sqrt(float(np.mean(samples**2)) + 1e-12)
-                snr_db = rng.uniform(5.0, 20.0)
-                noise = make_noise(str(rng.choice(["pink", "fan", "kitchen", "white"])),
-                                   len(samples), rng)
-                noisy = samples + noise * speech_rms * 10 ** (-snr_db / 20)
-                samples = np.clip(noisy, -1.0, 1.0).astype(np.float32)
+                samples = pause_sets.mix(samples, str(rng.choice(NOISE_KINDS)),
+                                         float(rng.uniform(*NOISE_SNR_DB)), rng, pool)
             out.append(record(recognizer, samples, utt.speech_end))
         print(f"{manifest.name}: {len(picked)} utterances, {time.time() - start:.0f} s",
               flush=True)
@@ -204,24 +209,30 @@ def replay(model: QueryEndModel, utterances: Sequence[DecisionPoints], threshold
            config: EndpointConfig | None = None) -> Replay:
     """The end-pointer's learned rule replayed on recorded decision points: the first point
     with at least final_silence_min of silence (and blanks, which recording required)
-    whose P(over) reaches the threshold; else silence_timeout into the final pause."""
+    whose P(over) reaches the threshold, or with silence_timeout of silence whatever it
+    says (a pause that long cuts the request whatever the classifier thinks)."""
     config = config or EndpointConfig()
     return _replay(utterances, lambda silence, x: silence >= config.final_silence_min
-                   and model.probability(x) >= threshold, threshold)
+                   and model.probability(x) >= threshold, threshold, config.silence_timeout)
 
 
-def _replay(utterances: Sequence[DecisionPoints], over, threshold: float) -> Replay:
-    """The first recorded point where `over(silence, features)` ends the utterance."""
+def _replay(utterances: Sequence[DecisionPoints], over, threshold: float,
+            silence_timeout: float) -> Replay:
+    """The first recorded point where `over(silence, features)` or the silence timeout ends
+    the utterance. One that nothing ends (noise kept the VAD from hearing silence long
+    enough) counts as ending when the recording stopped waiting: a lower bound."""
     cuts, latencies = 0, []
     for u in utterances:
         end_at = None
         for t, silence, x in zip(u.times, u.silences, u.features, strict=True):
-            if over(silence, x):
+            if silence >= silence_timeout or over(silence, x):
                 end_at = t
                 break
-        if end_at is not None and end_at < u.speech_end - END_SLACK_S:
+        if end_at is None:
+            latencies.append(_RECORDING.silence_timeout)
+        elif end_at < u.speech_end - END_SLACK_S:
             cuts += 1
-        elif end_at is not None:
+        else:
             latencies.append(end_at - u.speech_end)
     n = len(utterances)
     return Replay(threshold, cuts / n if n else 0.0,
@@ -233,15 +244,16 @@ def replay_rules(utterances: Sequence[DecisionPoints], config: EndpointConfig | 
                  ) -> Replay:
     """The completeness rules' wait replayed on the same points, for comparison: the rules'
     score and the noise flag are among the recorded features."""
+    config = config or EndpointConfig()
     score = [0.5]  # the recorded rules' score of the point being replayed
-    endpointer = Endpointer(config or EndpointConfig(), completeness=lambda _text: score[0])
+    endpointer = Endpointer(config, completeness=lambda _text: score[0])
     rules, noisy = FEATURES.index("rules"), FEATURES.index("noisy")
 
     def over(silence: float, x: np.ndarray) -> bool:
         score[0] = float(x[rules])
         return silence >= endpointer.final_silence_for("", noisy=bool(x[noisy]))
 
-    return _replay(utterances, over, threshold=0.0)
+    return _replay(utterances, over, 0.0, config.silence_timeout)
 
 
 def tune(model: QueryEndModel, utterances: Sequence[DecisionPoints], max_premature: float
@@ -289,11 +301,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.train = training_sets(p, manifests, args.train)
     recognizer = Recognizer.from_model_dir(args.model)
     digests = _model_digests(args.model)
-    train = _cached(args.cache, _key("train", digests, args.train, args.per_set, args.seed),
+    listening = _listening()
+    train = _cached(args.cache, _key("train", digests, listening, args.train, args.per_set,
+                                     args.seed, PAUSE_PROB, NOISE_PROB, NOISE_KINDS,
+                                     NOISE_SNR_DB),
                     lambda: training_examples(recognizer, [manifests / f"{s}.jsonl"
                                                            for s in args.train],
                                               args.per_set, args.seed))
-    dev = _cached(args.cache, _key("dev", digests, args.dev),
+    dev = _cached(args.cache, _key("dev", digests, listening, args.dev),
                   lambda: dev_examples(recognizer, [manifests / f"{s}.jsonl" for s in args.dev]))
     x, y = _points(train)
     print(f"training points: {len(y)} ({y.mean():.1%} in a final pause) from {len(train)} "
@@ -314,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "hidden_units": int(model.b1.size), "threshold": threshold,
         "training_sets": list(args.train), "training_utterances": len(train),
         "training_points": int(len(y)), "pause_share": PAUSE_PROB, "noise_share": NOISE_PROB,
-        "dev_sets": list(args.dev), "max_premature": args.max_premature,
+        "noise_kinds": sorted(set(NOISE_KINDS)), "noise_snr_db": list(NOISE_SNR_DB),
+        "vad": listening, "dev_sets": list(args.dev), "max_premature": args.max_premature,
         "dev_replay": {"premature": round(chosen.premature, 4), "final_ep50": chosen.ep50,
                        "final_ep90": chosen.ep90},
         "dev_replay_rules": {"premature": round(rules.premature, 4), "final_ep50": rules.ep50,
@@ -338,6 +354,14 @@ def _model_digests(model_dir: Path) -> dict:
     card = model_dir / "model_card.json"
     digests = json.loads(card.read_text()).get("sha256", {}) if card.is_file() else {}
     return {k: v for k, v in digests.items() if k != QUERY_END_FILE}
+
+
+def _listening() -> dict:
+    """How the recording pipeline hears silence (its VAD settings): the silences recorded,
+    and so the examples, depend on them."""
+    config = PipelineConfig()
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.name.startswith("vad_")}
 
 
 def _key(kind: str, *parts: object) -> str:

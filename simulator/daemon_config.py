@@ -48,7 +48,8 @@ def daemon_toml(scenario: Scenario, wav: Path, socket: str, cloud: str,
                                        if v is not None)
 
     return "\n".join([
-        f"vad_level_gate = {json.dumps(dev.vad_level_gate)}\n",
+        f"vad_level_gate = {json.dumps(dev.vad_level_gate)}\n"
+        f"vad_speech_model = {json.dumps(dev.vad_speech_model)}\n",
         table("recognizer", {"model_dir": model, "decoding_method": dev.decoding,
                              "beam": dev.beam, "context_beam": dev.context_beam,
                              "threads": dev.threads}),

@@ -62,6 +62,7 @@ class DeviceProfile:
     beam: int = 4
     context_beam: int = RecognizerConfig.context_beam  # beam while the context is set
     vad_level_gate: float = DaemonConfig.vad_level_gate  # daemon/frontend/vad.py; 0 turns it off
+    vad_speech_model: bool = DaemonConfig.vad_speech_model  # daemon/frontend/speech_gate.py
     threads: int = 1  # onnxruntime intra-op threads
     cores: list[int] = field(default_factory=list)  # pin the daemon here; [] = any core
     music_load: float = 0.0  # share of the daemon's first core a music player takes

@@ -3,7 +3,7 @@
     edge-asr sim list
     edge-asr sim run quiet_kitchen [--out DIR] [--fast] [--limit N] [--no-compare]
                                    [--[no-]echo-cancellation] [--noise-suppression M]
-                                   [--[no-]wake-word]
+                                   [--[no-]wake-word] [--[no-]vad-speech-model]
     edge-asr sim table sim-reports/*        # the figures of several reports side by side
 """
 
@@ -44,6 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="override the scenario's device.wake_word: --no-wake-word plays "
                           "the same room (the phrase still said) to a daemon that recognises "
                           "everything")
+    run.add_argument("--vad-speech-model", action=argparse.BooleanOptionalAction,
+                     default=None, help="override the scenario's device.vad_speech_model "
+                                        "(Silero's network beside webrtcvad)")
     run.set_defaults(func=cmd_run)
     table = simsub.add_parser("table", help="one Markdown table of several runs' summaries")
     table.add_argument("reports", nargs="+", type=Path, help="report folders (summary.json)")
@@ -80,7 +83,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = {k: v for k, v in (("echo_cancellation", args.echo_cancellation),
                                 ("echo_canceller", args.echo_canceller),
                                 ("noise_suppression", args.noise_suppression),
-                                ("wake_word", args.wake_word)) if v is not None}
+                                ("wake_word", args.wake_word),
+                                ("vad_speech_model", args.vad_speech_model)) if v is not None}
     if args.wake_word and not scenario.wake_word.enabled:
         raise ValueError(f"{args.scenario}: --wake-word needs the scenario's "
                          "[wake_word] phrase")

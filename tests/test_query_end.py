@@ -177,6 +177,46 @@ def test_build_writes_whole_and_paused_sets_of_the_same_utterances(tmp_path: Pat
         assert (manifests / p["audio_filepath"]).is_file()
 
 
+def test_noisy_sets_are_the_same_requests_and_pauses_with_noise_in_the_pauses(
+        tmp_path: Path) -> None:
+    """`--noise music:10`: what the clean sets hold, with music in the gaps and the tail,
+    where the end-pointer decides (the clean build is untouched)."""
+    audio, manifests = tmp_path / "audio", tmp_path / "manifests"
+    (audio / "src").mkdir(parents=True)
+    manifests.mkdir()
+    rows = []
+    for i, spans in enumerate([((0.5, 1.1), (1.3, 2.2)), ((0.4, 1.0), (1.2, 2.0))]):
+        sf.write(audio / "src" / f"{i}.wav", _words(*spans), SAMPLE_RATE)
+        rows.append({"text": f"utterance {i}", "audio_filepath": f"../audio/src/{i}.wav"})
+    (manifests / "demo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pause_sets.build(manifests / "demo.jsonl", manifests, audio, "demo")
+    for kind in ("music", "babble"):
+        assert pause_sets.build(manifests / "demo.jsonl", manifests, audio, "demo",
+                                noise=(kind, 10.0)) == (2, 2)
+        for suffix in ("", "_pause"):
+            clean = [json.loads(x) for x in
+                     (manifests / f"eoq_demo{suffix}.jsonl").read_text().splitlines()]
+            noisy = [json.loads(x) for x in
+                     (manifests / f"eoq_demo_{kind}10{suffix}.jsonl").read_text().splitlines()]
+            assert ([{k: r[k] for k in ("text", "speech_end", "duration")} for r in clean]
+                    == [{k: r[k] for k in ("text", "speech_end", "duration")} for r in noisy])
+            for c, n in zip(clean, noisy, strict=True):
+                quiet, _ = sf.read(manifests / c["audio_filepath"])
+                loud, _ = sf.read(manifests / n["audio_filepath"])
+                tail = slice(int((c["speech_end"] + 0.2) * SAMPLE_RATE), None)
+                speech_rms = np.sqrt(np.mean(quiet[:tail.start] ** 2))
+                # about 10 dB under the speech where there is no speech
+                assert np.sqrt(np.mean(loud[tail] ** 2)) > speech_rms / 10
+                assert np.sqrt(np.mean(quiet[tail] ** 2)) < speech_rms / 100
+
+
+def test_an_unknown_noise_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown noise 'rain'"):
+        pause_sets.mix(np.zeros(1600, np.float32), "rain", 10.0, np.random.default_rng(0))
+    with pytest.raises(SystemExit):
+        pause_sets.main(["--data", "/nonexistent", "--sets", "x", "--noise", "rain:10"])
+
+
 # ---------------------------------------------------------------- fit, replay, tune
 
 def _recorded(speech_end: float, pause: tuple[float, float] | None, over: float,
@@ -211,6 +251,18 @@ def test_replay_counts_cuts_in_a_pause_and_measures_the_rest() -> None:
     # the first point at or after final_silence_min (0.35 s) of silence
     assert high.ep50 == pytest.approx(0.36, abs=0.01)
     assert tune(model, utts, 0.0)[0] == pytest.approx(0.36)  # lowest without a cut
+
+
+def test_replay_counts_the_cuts_of_the_silence_timeout_and_the_ends_nothing_found() -> None:
+    """A pause longer than silence_timeout cuts whatever the classifier says, as the
+    end-pointer does; an end the classifier never calls counts at the recording's limit,
+    not as missing from the latencies."""
+    model = _linear()
+    long_pause = _recorded(3.0, (1.0, 2.7), over=0.9, inside=0.0)
+    assert replay(model, [long_pause], 0.6).premature == 1.0
+    never = _recorded(2.0, None, over=0.0, inside=0.0)  # silence up to 1.48 s, P 0.02
+    ended = replay(model, [never], 0.6)
+    assert ended.premature == 0.0 and ended.ep50 == pytest.approx(2.5)
 
 
 def test_fit_learns_what_tells_a_pause_from_the_end() -> None:

@@ -53,15 +53,16 @@ def test_device_settings_of_a_scenario_reach_the_daemons_configuration(tmp_path)
     from edge_asr.simulator.daemon_config import daemon_toml
 
     scenario = load_scenario(_scenario(tmp_path, "[device]\nvad_level_gate = 0.0\n"
+                                                 "vad_speech_model = true\n"
                                                  "context_beam = 0\nbeam = 6\n"))
     toml = tmp_path / "daemon.toml"
     toml.write_text(daemon_toml(scenario, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
     config = load_config(toml)
-    assert (config.vad_level_gate, config.recognizer.context_beam, config.recognizer.beam) == (
-        0.0, 0, 6)
+    assert (config.vad_level_gate, config.vad_speech_model, config.recognizer.context_beam,
+            config.recognizer.beam) == (0.0, True, 0, 6)
     default = load_scenario(_scenario(tmp_path, ""))
     toml.write_text(daemon_toml(default, tmp_path / "a.wav", "sock", "127.0.0.1:1", True))
-    assert load_config(toml).vad_level_gate == 0.4
+    assert (load_config(toml).vad_level_gate, load_config(toml).vad_speech_model) == (0.4, False)
 
 
 def test_accelerated_scenario_reports_every_request(tmp_path):

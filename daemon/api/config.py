@@ -74,6 +74,7 @@ class DaemonConfig:
     vad_noise_gate_db: float = 3.0  # a speech frame must be this far above the noise floor
     vad_level_gate: float = PipelineConfig.vad_level_gate  # ... and this share of the way
     # up to the speech level
+    vad_speech_model: bool = PipelineConfig.vad_speech_model  # ... and speech to Silero's net
     partials: bool = True
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     shutdown_grace_s: float = 3.0
@@ -92,6 +93,7 @@ class DaemonConfig:
         return PipelineConfig(endpoint=self.endpoint, vad_mode=self.vad_mode,
                               vad_noise_gate_db=self.vad_noise_gate_db,
                               vad_level_gate=self.vad_level_gate,
+                              vad_speech_model=self.vad_speech_model,
                               partials=self.partials if partials is None else partials,
                               model_version=model_version,
                               wake_word=self.wake_word if wake else WakeWordConfig(),

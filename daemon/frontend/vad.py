@@ -25,6 +25,9 @@ While the device plays, the echo canceller's leftovers come in bursts 25-30 dB u
 talker, loud enough for both gates; with `residual_echo` (the canceller's own estimate of
 what it left, per 10 ms) a frame must also clear that by ECHO_MARGIN_DB.
 
+With a `speech_gate` (speech_gate.py, Silero's network) a frame must also be speech to it:
+webrtcvad and the gates above still pass music and chatter that the network does not.
+
 `SpeechSmoother` removes isolated noise frames: a speech region opens only when N of the
 last M frames are speech. It adds no delay at the end of speech, so silence measured on
 its output starts when speech stops.
@@ -40,6 +43,7 @@ import webrtcvad
 
 from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.frontend.frames import FRAME
+from edge_asr.daemon.frontend.speech_gate import SpeechGate
 
 _LEVEL_SMOOTH_FRAMES = 3  # the level gate compares energy averaged over 90 ms: one loud
 # noise frame is not speech
@@ -67,7 +71,8 @@ class Vad:
 
     def __init__(self, mode: int = 2, frame_ms: int = 30, noise_gate_db: float = 0.0,
                  floor_rise_db_per_s: float = 3.0, level_gate: float = 0.0,
-                 level_decay_db_per_s: float = 1.0) -> None:
+                 level_decay_db_per_s: float = 1.0,
+                 speech_gate: SpeechGate | None = None) -> None:
         if isinstance(mode, bool) or not isinstance(mode, int) or mode not in MODES:
             raise ValueError(f"VAD mode must be one of {MODES}, got {mode!r}")
         if isinstance(frame_ms, bool) or not isinstance(frame_ms, int) \
@@ -93,6 +98,7 @@ class Vad:
         self._recent_db: deque[float] = deque(maxlen=_LEVEL_SMOOTH_FRAMES)
         self.frame_samples = SAMPLE_RATE * frame_ms // 1000
         self._vad = webrtcvad.Vad(mode)
+        self.speech_gate = speech_gate
         self._pending = np.zeros(0, np.int16)
         self._pending_echo = np.zeros(0)  # residual echo per pending sample
         self._frames_done = 0
@@ -119,6 +125,8 @@ class Vad:
     def reset(self) -> None:
         """Forget buffered audio and restart the clock (a new stream)."""
         self._vad = webrtcvad.Vad(self.mode)  # webrtcvad keeps adaptive noise state
+        if self.speech_gate is not None:
+            self.speech_gate.reset()
         self._pending = np.zeros(0, np.int16)
         self._pending_echo = np.zeros(0)
         self._frames_done = 0
@@ -150,6 +158,8 @@ class Vad:
         speech only if it is ECHO_MARGIN_DB louder than that."""
         pcm = _to_int16(samples)
         echo = self._echo_per_sample(residual_echo, pcm.size)
+        if self.speech_gate is not None:
+            self.speech_gate.feed(pcm.astype(np.float32) / 32768.0)
         if self._pending.size:
             pcm = np.concatenate([self._pending, pcm])
             echo = np.concatenate([self._pending_echo, echo])
@@ -159,6 +169,10 @@ class Vad:
         self._pending_echo = echo[cut:].copy()
         frames = pcm[:cut].reshape(n_frames, self.frame_samples)
         flags = [self._vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in frames]
+        if self.speech_gate is not None:
+            ends = (self._frames_done + np.arange(1, n_frames + 1)) * self.frame_samples
+            flags = [flag and self.speech_gate.speaking_at(int(end))
+                     for flag, end in zip(flags, ends, strict=True)]
         self._frames_done += n_frames
         if not n_frames:
             return flags
