@@ -160,9 +160,10 @@ def build(manifest: Path, out_dir: Path, audio_dir: Path, name: str, seed: int =
     noisy = None
     if noise is not None:
         kind, snr_db = noise
-        pool = _babble_pool(manifest, rows_in, seed) if kind == "babble" else []
+        pool = (babble_pool([_path(manifest, r) for r in rows_in], np.random.default_rng(seed + 2))
+                if kind == "babble" else [])
         noise_rng = np.random.default_rng(seed + 1)
-        name = f"{name}_{kind}{snr_db:g}"
+        name = noisy_name(name, noise)
 
         def noisy(samples: np.ndarray) -> np.ndarray:
             return mix(samples, kind, snr_db, noise_rng, pool)
@@ -197,11 +198,17 @@ def build(manifest: Path, out_dir: Path, audio_dir: Path, name: str, seed: int =
     return len(whole_rows), len(pause_rows)
 
 
-def _babble_pool(manifest: Path, rows: list[dict], seed: int) -> list[np.ndarray]:
-    """Clips of the set's own speakers (never another split's) to make babble of."""
-    rng = np.random.default_rng(seed + 2)
-    picked = rng.choice(len(rows), size=min(BABBLE_POOL, len(rows)), replace=False)
-    return [read_audio(_path(manifest, rows[int(i)])) for i in picked]
+def babble_pool(paths: Sequence[Path | str], rng: np.random.Generator) -> list[np.ndarray]:
+    """BABBLE_POOL clips drawn from `paths`: a set's own speakers (never another split's) to
+    make its babble of."""
+    picked = rng.choice(len(paths), size=min(BABBLE_POOL, len(paths)), replace=False)
+    return [read_audio(paths[int(i)]) for i in picked]
+
+
+def noisy_name(name: str, noise: tuple[str, float]) -> str:
+    """The set name `build` gives NAME made again with `noise` (kind, SNR dB): NAME_music10."""
+    kind, snr_db = noise
+    return f"{name}_{kind}{snr_db:g}"
 
 
 def _path(manifest: Path, row: dict) -> Path:
@@ -229,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         n_whole, n_pause = build(manifests / f"{name}.jsonl", manifests, args.data / "audio",
                                  name, args.seed, noise=args.noise)
         if args.noise:
-            name = f"{name}_{args.noise[0]}{args.noise[1]:g}"
+            name = noisy_name(name, args.noise)
         print(f"eoq_{name}: {n_whole} utterances; eoq_{name}_pause: {n_pause}")
 
 

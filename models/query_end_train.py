@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.driver import microphone_pieces
 from edge_asr.daemon.endpointing.endpoint import Endpointer
 from edge_asr.daemon.endpointing.endpoint_config import EndpointConfig
@@ -65,6 +64,7 @@ END_SLACK_S = 0.05  # a decision this close before speech_end is already in the 
 # Held open: asked from the first blank, never ends before the longest pause has passed.
 _RECORDING = EndpointConfig(final_silence_min=0.01, final_silence=0.01, final_silence_max=0.01,
                             silence_timeout=2.5, speculative=False, max_utterance=60.0)
+_RECORDING_PIPELINE = PipelineConfig(endpoint=_RECORDING, partials=False)
 
 
 @dataclass
@@ -107,8 +107,7 @@ def record(recognizer: Recognizer, samples: np.ndarray, speech_end: float,
            context=None) -> DecisionPoints:
     """Run one utterance through the pipeline with the final end-pointer held open."""
     recorder = _Recorder(recognizer)
-    pipeline = Pipeline(recognizer, PipelineConfig(endpoint=_RECORDING, partials=False),
-                        query_end=recorder)
+    pipeline = Pipeline(recognizer, _RECORDING_PIPELINE, query_end=recorder)
     pipeline.set_context(context)
     recorder.pipeline, recorder.utterance = pipeline, DecisionPoints(speech_end)
     for piece in microphone_pieces(samples):
@@ -124,9 +123,7 @@ def training_examples(recognizer: Recognizer, manifests: Iterable[Path], per_set
         entries = read_manifest(manifest)
         picked = rng.choice(len(entries), size=min(per_set, len(entries)), replace=False)
         start = time.time()
-        pool = [read_audio(entries[int(i)].audio_filepath)
-                for i in rng.choice(len(entries), size=min(pause_sets.BABBLE_POOL, len(entries)),
-                                    replace=False)]
+        pool = pause_sets.babble_pool([e.audio_filepath for e in entries], rng)
         for i in picked:
             entry = entries[int(i)]
             utt = pause_sets.Utterance.read(entry.audio_filepath, entry.speech_start,
@@ -359,9 +356,8 @@ def _model_digests(model_dir: Path) -> dict:
 def _listening() -> dict:
     """How the recording pipeline hears silence (its VAD settings): the silences recorded,
     and so the examples, depend on them."""
-    config = PipelineConfig()
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
-            if f.name.startswith("vad_")}
+    return {f.name: getattr(_RECORDING_PIPELINE, f.name)
+            for f in dataclasses.fields(_RECORDING_PIPELINE) if f.name.startswith("vad_")}
 
 
 def _key(kind: str, *parts: object) -> str:
