@@ -34,6 +34,7 @@ from edge_asr.daemon.uplink.cloud_link import CloudLink
 from edge_asr.daemon.uplink.finisher import Finisher
 from edge_asr.daemon.uplink.lattice import serialize
 from edge_asr.daemon.uplink.lattice_oracle import concatenate, oracle_errors
+from edge_asr.models.pause_sets import SHORT_PAUSE_S
 from edge_asr.simulator.cloud.dev_set import encode_dev_line
 
 
@@ -63,6 +64,10 @@ class Summary:
     final_ep50: float | None = None
     final_ep90: float | None = None
     premature_cuts: float = 0.0  # share of utterances whose final end-point cut speech
+    # ... of those whose longest pause is at most SHORT_PAUSE_S (sets of models/pause_sets.py
+    # say how long; None for others): what the end-of-query target is stated for
+    premature_cuts_short_pauses: float | None = None
+    short_pause_utterances: int = 0
     resets: float = 0.0  # share of utterances whose speculative lattice was revised
     no_endpoint: int = 0  # utterances where no end-point fired before the audio ended
     false_starts: int = 0  # utterances of noise alone that ended before the request began
@@ -98,7 +103,11 @@ class Summary:
             lines.append(
                 f"end-points after speech end: speculative EP50 {self.speculative_ep50}s "
                 f"EP90 {self.speculative_ep90}s; final EP50 {self.final_ep50}s "
-                f"EP90 {self.final_ep90}s; premature cuts {100 * self.premature_cuts:.1f}%; "
+                f"EP90 {self.final_ep90}s; premature cuts {100 * self.premature_cuts:.1f}%"
+                + ("" if self.premature_cuts_short_pauses is None else
+                   f" ({100 * self.premature_cuts_short_pauses:.1f}% of the "
+                   f"{self.short_pause_utterances} with pauses up to {SHORT_PAUSE_S} s)")
+                + "; "
                 f"resets {100 * self.resets:.1f}%; no end-point {self.no_endpoint}; "
                 f"false starts {self.false_starts}; "
                 f"lattice bytes median {self.lattice_bytes_median} (of the audio as 16 kHz "
@@ -240,6 +249,7 @@ def evaluate_entry(recognizer: Recognizer, entry: Entry, use_context: bool,
         "speech_end": entry.speech_end,
         "tags": entry.tags,
         "voice": entry.extra.get("voice"),
+        "longest_pause_s": entry.extra.get("longest_pause_s"),
         "context_used": context is not None,
         # The manifest's context names spoken in this utterance, and those recognised; scored
         # with or without the context given to the recognizer (--no-context).
@@ -287,6 +297,8 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
     premature = [r for r in timed if r["final_endpoint"] is not None
                  and r["final_endpoint"] < r["speech_end"]]
     ok = [r for r in timed if r not in premature]
+    short = [r for r in timed if r.get("longest_pause_s") is not None
+             and r["longest_pause_s"] <= SHORT_PAUSE_S]
     spec = [r["speculative_endpoint"] - r["speech_end"] for r in ok
             if r["speculative_endpoint"] is not None]
     final = [r["final_endpoint"] - r["speech_end"] for r in ok if r["final_endpoint"] is not None]
@@ -321,6 +333,9 @@ def summarize(rows: list[dict], errors: int = 0) -> Summary:
         final_ep50=_percentile(final, 50),
         final_ep90=_percentile(final, 90),
         premature_cuts=len(premature) / len(timed) if timed else 0.0,
+        premature_cuts_short_pauses=(sum(r in premature for r in short) / len(short)
+                                     if short else None),
+        short_pause_utterances=len(short),
         resets=sum(bool(r["reset"]) for r in rows) / len(rows) if rows else 0.0,
         no_endpoint=sum(r["final_endpoint"] is None for r in rows),
         false_starts=sum(r.get("false_starts", 0) for r in rows),

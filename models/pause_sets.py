@@ -17,8 +17,12 @@ Music and babble fill the pauses with sound the VAD takes for speech, as in a li
 
 Both carry speech_start and speech_end (`edge-asr eval` scores premature cuts and end-point
 latency against speech_end); where a manifest has no times, as the recorded corpora, they
-are measured from the signal's level. The same splicing makes the learned end-of-query
-model's training pauses (models/query_end_train.py).
+are measured from the signal's level. Each row also carries `longest_pause_s`, the longest
+silence inside its speech as the daemon's VAD hears it in the clean audio: the spliced pause
+joins any pause the speaker made at that point (readers of speechocean762 pause for a second
+and more), and the end-of-query targets are stated for pauses up to `SHORT_PAUSE_S`. The
+same splicing makes the learned end-of-query model's training pauses
+(models/query_end_train.py).
 
     python -m edge_asr.models.pause_sets --data DATA --sets test_voices test_speechocean762
     python -m edge_asr.models.pause_sets --data DATA --sets test_voices --noise music:10
@@ -37,11 +41,13 @@ import soundfile as sf
 
 from edge_asr.daemon.capture.audio import read_audio
 from edge_asr.daemon.constants import SAMPLE_RATE
+from edge_asr.daemon.pipeline import PipelineConfig
 from edge_asr.models.levels import add_noise
 from edge_asr.models.noise import NOISE_KINDS, make_babble, make_noise
 
 FRAME = SAMPLE_RATE // 100  # 10 ms level frames
-PAUSE_S = (0.3, 0.8)  # the pauses the end-of-query targets are stated for
+PAUSE_S = (0.3, 0.8)  # the pauses spliced in
+SHORT_PAUSE_S = 0.7  # premature cuts <= 1% is the target for pauses up to this long
 TAIL_S = 1.6  # background after the speech: longer than any end-pointer waits
 MIN_SPEECH_S = 0.6  # shorter utterances (one word) have no middle to pause in
 SEED = 33
@@ -74,6 +80,29 @@ def speech_bounds(samples: np.ndarray) -> tuple[float, float] | None:
         return None
     return (max(0, idx[0] - 1) * FRAME / SAMPLE_RATE,
             min(levels.size, idx[-1] + 2) * FRAME / SAMPLE_RATE)
+
+
+def longest_pause(samples: np.ndarray, speech_start: float, speech_end: float,
+                  config: PipelineConfig | None = None) -> float:
+    """The longest silence between two stretches of speech inside [speech_start,
+    speech_end], in seconds, as the end-pointer counts it from the daemon's VAD: a voiced
+    run shorter than `resume_speech` does not end it. 0 for speech without a pause."""
+    config = config or PipelineConfig()
+    frame_s = config.vad_frame_ms / 1000
+    resume = max(1, round(config.endpoint.resume_speech / frame_s))
+    flags = config.new_vad().process(samples)
+    first, last = int(speech_start / frame_s), int(np.ceil(speech_end / frame_s))
+    longest, silence, voiced, spoken = 0, 0, 0, False
+    for flag in flags[first:last]:
+        if not flag:
+            silence, voiced = silence + 1 + (voiced if silence else 0), 0
+            continue
+        voiced += 1
+        if voiced >= resume:  # speech goes on: the silence before it, if any, was a pause
+            if spoken:
+                longest = max(longest, silence)
+            spoken, silence = True, 0
+    return round(longest * frame_s, 3)
 
 
 def quiet_point(samples: np.ndarray, start: float, end: float,
@@ -184,6 +213,9 @@ def build(manifest: Path, out_dir: Path, audio_dir: Path, name: str, seed: int =
                 (paused, pause_dir, pause_rows,
                  {"pause_at": round(at, 3), "pause_s": round(paused.speech_s - whole.speech_s, 3),
                   "tags": [*(row.get("tags") or []), "mid_pause"]})):
+            # Heard in the clean audio: with music the VAD hears no pause at all.
+            extra = {**extra, "longest_pause_s": longest_pause(out.samples, out.speech_start,
+                                                               out.speech_end)}
             wav = folder / f"{i:06d}.wav"
             samples = out.samples if noisy is None else noisy(out.samples)
             sf.write(wav, samples, SAMPLE_RATE, subtype="PCM_16")

@@ -11,7 +11,9 @@
 2. Fit. A one-layer tanh MLP by logistic loss, the two answers weighted equally.
 3. Threshold. The same examples from development speakers (eoq_* sets of
    `models/pause_sets.py`) replay the final end-pointer's rule offline (`replay`): the lowest
-   threshold whose premature cuts stay under `--max-premature`.
+   threshold whose premature cuts stay under `--max-premature` on the requests whose longest
+   pause is at most `--pause-limit` (0.7 s, as the target; readers' pauses of a second and
+   more are cut more often, and the replay says how often).
 
     python -m edge_asr.models.query_end_train --data DATA --model models/rnnt-v4-int4 \
         --dev eoq_dev_voices eoq_dev_voices_pause eoq_speechocean762_dev \
@@ -200,45 +202,50 @@ class Replay:
     premature: float  # share of utterances cut before their speech ended
     ep50: float | None  # final end-point after speech_end, seconds, of the others
     ep90: float | None
+    premature_short: float | None = None  # ... of those with short pauses (`replay`)
 
 
 def replay(model: QueryEndModel, utterances: Sequence[DecisionPoints], threshold: float,
-           config: EndpointConfig | None = None) -> Replay:
+           config: EndpointConfig | None = None, short: Sequence[bool] | None = None
+           ) -> Replay:
     """The end-pointer's learned rule replayed on recorded decision points: the first point
     with at least final_silence_min of silence (and blanks, which recording required)
     whose P(over) reaches the threshold, or with silence_timeout of silence whatever it
-    says (a pause that long cuts the request whatever the classifier thinks)."""
+    says (a pause that long cuts the request whatever the classifier thinks). `short`:
+    which utterances have only short pauses (Replay.premature_short counts their cuts)."""
     config = config or EndpointConfig()
     return _replay(utterances, lambda silence, x: silence >= config.final_silence_min
-                   and model.probability(x) >= threshold, threshold, config.silence_timeout)
+                   and model.probability(x) >= threshold, threshold, config.silence_timeout,
+                   short)
 
 
 def _replay(utterances: Sequence[DecisionPoints], over, threshold: float,
-            silence_timeout: float) -> Replay:
+            silence_timeout: float, short: Sequence[bool] | None = None) -> Replay:
     """The first recorded point where `over(silence, features)` or the silence timeout ends
     the utterance. One that nothing ends (noise kept the VAD from hearing silence long
     enough) counts as ending when the recording stopped waiting: a lower bound."""
-    cuts, latencies = 0, []
+    cut, latencies = [], []
     for u in utterances:
         end_at = None
         for t, silence, x in zip(u.times, u.silences, u.features, strict=True):
             if silence >= silence_timeout or over(silence, x):
                 end_at = t
                 break
+        cut.append(end_at is not None and end_at < u.speech_end - END_SLACK_S)
         if end_at is None:
             latencies.append(_RECORDING.silence_timeout)
-        elif end_at < u.speech_end - END_SLACK_S:
-            cuts += 1
-        else:
+        elif not cut[-1]:
             latencies.append(end_at - u.speech_end)
     n = len(utterances)
-    return Replay(threshold, cuts / n if n else 0.0,
+    short_cuts = None if short is None else [c for c, s in zip(cut, short, strict=True) if s]
+    return Replay(threshold, sum(cut) / n if n else 0.0,
                   float(np.percentile(latencies, 50)) if latencies else None,
-                  float(np.percentile(latencies, 90)) if latencies else None)
+                  float(np.percentile(latencies, 90)) if latencies else None,
+                  sum(short_cuts) / len(short_cuts) if short_cuts else None)
 
 
-def replay_rules(utterances: Sequence[DecisionPoints], config: EndpointConfig | None = None
-                 ) -> Replay:
+def replay_rules(utterances: Sequence[DecisionPoints], config: EndpointConfig | None = None,
+                 short: Sequence[bool] | None = None) -> Replay:
     """The completeness rules' wait replayed on the same points, for comparison: the rules'
     score and the noise flag are among the recorded features."""
     config = config or EndpointConfig()
@@ -250,16 +257,34 @@ def replay_rules(utterances: Sequence[DecisionPoints], config: EndpointConfig | 
         score[0] = float(x[rules])
         return silence >= endpointer.final_silence_for("", noisy=bool(x[noisy]))
 
-    return _replay(utterances, over, 0.0, config.silence_timeout)
+    return _replay(utterances, over, 0.0, config.silence_timeout, short)
 
 
-def tune(model: QueryEndModel, utterances: Sequence[DecisionPoints], max_premature: float
-         ) -> tuple[float, list[Replay]]:
-    """The lowest threshold (fastest end-points) whose premature cuts are <= max_premature."""
-    replays = [replay(model, utterances, t) for t in np.round(np.arange(0.30, 0.991, 0.02), 2)]
-    ok = [r for r in replays if r.premature <= max_premature]
+def tune(model: QueryEndModel, utterances: Sequence[DecisionPoints], max_premature: float,
+         short: Sequence[bool] | None = None) -> tuple[float, list[Replay]]:
+    """The lowest threshold (fastest end-points) whose premature cuts are <= max_premature:
+    of the utterances `short` marks, if given, else of all."""
+    replays = [replay(model, utterances, t, short=short)
+               for t in np.round(np.arange(0.30, 0.991, 0.02), 2)]
+    ok = [r for r in replays
+          if (r.premature if short is None else r.premature_short) <= max_premature]
     best = ok[0] if ok else replays[-1]
     return float(best.threshold), replays
+
+
+def short_pauses(p: argparse.ArgumentParser, manifests: Path, dev: Sequence[str],
+                 limit: float) -> list[bool] | None:
+    """Which development utterances (in dev_examples' order) pause for at most `limit`
+    seconds, from their manifests' longest_pause_s; None with no limit."""
+    out: list[bool] = []
+    for name in dev if limit else ():
+        for entry in read_manifest(manifests / f"{name}.jsonl"):
+            pause = entry.extra.get("longest_pause_s")
+            if pause is None:
+                p.error(f"{name}: no longest_pause_s in its manifest (made by an older "
+                        "pause_sets: build it again, or give --pause-limit 0)")
+            out.append(pause <= limit)
+    return out if limit else None
 
 
 def training_sets(p: argparse.ArgumentParser, manifests: Path,
@@ -290,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--dev", nargs="+", required=True,
                    help="eoq_* development sets (models/pause_sets.py) to tune the threshold")
     p.add_argument("--max-premature", type=float, default=0.01,
-                   help="premature cuts allowed on the development sets")
+                   help="premature cuts allowed on the development sets' requests ...")
+    p.add_argument("--pause-limit", type=float, default=pause_sets.SHORT_PAUSE_S,
+                   help="... whose longest pause is at most this many seconds (0: on all)")
     p.add_argument("--cache", type=Path, help="keep recorded examples here (npz) and reuse them")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -310,14 +337,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     x, y = _points(train)
     print(f"training points: {len(y)} ({y.mean():.1%} in a final pause) from {len(train)} "
           "utterances")
+    short = short_pauses(p, manifests, args.dev, args.pause_limit)
     model = fit(train, seed=args.seed)
-    threshold, replays = tune(model, dev, args.max_premature)
-    rules = replay_rules(dev)
-    print(f"rules: premature {100 * rules.premature:.1f}%, EP50 {rules.ep50:.2f} s, "
-          f"EP90 {rules.ep90:.2f} s")
-    for r in replays:
-        print(f"threshold {r.threshold:.2f}: premature {100 * r.premature:.1f}%, "
-              f"EP50 {r.ep50 or float('nan'):.2f} s, EP90 {r.ep90 or float('nan'):.2f} s")
+    threshold, replays = tune(model, dev, args.max_premature, short)
+    rules = replay_rules(dev, short=short)
+    for name, r in [("rules", rules)] + [(f"threshold {r.threshold:.2f}", r) for r in replays]:
+        print(f"{name}: premature {100 * r.premature:.1f}%"
+              + ("" if short is None else f" ({100 * r.premature_short:.1f}% with pauses up "
+                                          f"to {args.pause_limit:g} s)")
+              + f", EP50 {r.ep50 or float('nan'):.2f} s, EP90 {r.ep90 or float('nan'):.2f} s")
     model = dataclasses.replace(model, threshold=threshold)
     model.save(args.model / QUERY_END_FILE)
     chosen = next(r for r in replays if r.threshold == threshold)
@@ -328,10 +356,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "training_points": int(len(y)), "pause_share": PAUSE_PROB, "noise_share": NOISE_PROB,
         "noise_kinds": sorted(set(NOISE_KINDS)), "noise_snr_db": list(NOISE_SNR_DB),
         "vad": listening, "dev_sets": list(args.dev), "max_premature": args.max_premature,
-        "dev_replay": {"premature": round(chosen.premature, 4), "final_ep50": chosen.ep50,
-                       "final_ep90": chosen.ep90},
-        "dev_replay_rules": {"premature": round(rules.premature, 4), "final_ep50": rules.ep50,
-                             "final_ep90": rules.ep90}})
+        "pause_limit_s": args.pause_limit or None,
+        **{key: {"premature": round(r.premature, 4), "final_ep50": r.ep50, "final_ep90": r.ep90,
+                 "premature_short_pauses": None if r.premature_short is None
+                 else round(r.premature_short, 4)}
+           for key, r in (("dev_replay", chosen), ("dev_replay_rules", rules))}})
     print(f"wrote {args.model / QUERY_END_FILE} (threshold {threshold:.2f})")
 
 

@@ -89,3 +89,22 @@ def test_a_cloud_that_never_answers_is_reported_not_hidden():
     s = summarize([{**_row("lights on", "lights on"), "answer_waits": [], "answers_missed": 1}])
     assert s.answered_in_time == 0.0 and s.answer_wait_p50 is None
     assert "0.0% inside the deadline" in s.format()
+
+
+def test_premature_cuts_are_also_counted_where_the_speaker_paused_at_most_0_7_s():
+    """The end-of-query target is stated for pauses up to 0.7 s: sets of pause_sets say
+    how long each request's longest pause is, and the summary counts their cuts apart."""
+    cut = {"final_endpoint": 1.0}  # before speech_end (1.5 s)
+    rows = [{**_row("a b", "a b"), "longest_pause_s": 0.5},
+            {**_row("a b", "a"), "longest_pause_s": 0.6, **cut},
+            {**_row("a b", "a"), "longest_pause_s": 1.2, **cut},
+            {**_row("a b", "a b"), "longest_pause_s": 1.4}]
+    s = summarize(rows)
+    assert s.premature_cuts == 0.5
+    assert s.premature_cuts_short_pauses == 0.5 and s.short_pause_utterances == 2
+    assert "premature cuts 50.0% (50.0% of the 2 with pauses up to 0.7 s)" in s.format()
+    rows[1]["longest_pause_s"] = 0.9
+    assert summarize(rows).premature_cuts_short_pauses == 0.0
+    # A set that does not say how long its pauses are has no such figure.
+    plain = summarize([_row("a b", "a b")])
+    assert plain.premature_cuts_short_pauses is None and "pauses up to" not in plain.format()

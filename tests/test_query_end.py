@@ -153,6 +153,23 @@ def test_a_spliced_pause_moves_the_end_and_sounds_like_the_background() -> None:
     assert len(tailed.samples) == int(2.2 * SAMPLE_RATE) + SAMPLE_RATE
 
 
+def test_the_longest_pause_is_the_silence_the_vad_hears_between_words() -> None:
+    """What the end-pointer waits through: a pause spliced between words is heard at its
+    length; spliced where the speaker already paused, the two make one longer pause."""
+    entries = read_manifest(Path(__file__).parent / "data" / "manifest.jsonl")
+    plain, paused_already = entries[2], entries[1]  # "dial seven ..."; rendered with a pause
+    rng = np.random.default_rng(0)
+    for entry, low, high in ((plain, 0.55, 0.75), (paused_already, 1.0, 1.4)):
+        utt = pause_sets.Utterance.read(entry.audio_filepath, entry.speech_start,
+                                        entry.speech_end)
+        spliced, _ = utt.with_pause(0.6, rng)
+        before = pause_sets.longest_pause(utt.samples, utt.speech_start, utt.speech_end)
+        after = pause_sets.longest_pause(spliced.samples, spliced.speech_start,
+                                         spliced.speech_end)
+        assert low <= after <= high and after >= before + 0.55
+    assert pause_sets.longest_pause(utt.samples, 0.0, 0.3) == 0.0  # no speech on both sides
+
+
 def test_build_writes_whole_and_paused_sets_of_the_same_utterances(tmp_path: Path) -> None:
     audio, manifests = tmp_path / "audio", tmp_path / "manifests"
     (audio / "src").mkdir(parents=True)
@@ -198,8 +215,9 @@ def test_noisy_sets_are_the_same_requests_and_pauses_with_noise_in_the_pauses(
                      (manifests / f"eoq_demo{suffix}.jsonl").read_text().splitlines()]
             noisy = [json.loads(x) for x in
                      (manifests / f"eoq_demo_{kind}10{suffix}.jsonl").read_text().splitlines()]
-            assert ([{k: r[k] for k in ("text", "speech_end", "duration")} for r in clean]
-                    == [{k: r[k] for k in ("text", "speech_end", "duration")} for r in noisy])
+            same = ("text", "speech_end", "duration", "longest_pause_s")  # heard in clean audio
+            assert ([{k: r[k] for k in same} for r in clean]
+                    == [{k: r[k] for k in same} for r in noisy])
             for c, n in zip(clean, noisy, strict=True):
                 quiet, _ = sf.read(manifests / c["audio_filepath"])
                 loud, _ = sf.read(manifests / n["audio_filepath"])
@@ -251,6 +269,10 @@ def test_replay_counts_cuts_in_a_pause_and_measures_the_rest() -> None:
     # the first point at or after final_silence_min (0.35 s) of silence
     assert high.ep50 == pytest.approx(0.36, abs=0.01)
     assert tune(model, utts, 0.0)[0] == pytest.approx(0.36)  # lowest without a cut
+    # Counting only the cuts of requests with short pauses (the first), 0.3 will do.
+    assert replay(model, utts, 0.3, short=[True, False]).premature_short == 0.0
+    assert replay(model, utts, 0.3, short=[False, True]).premature_short == 1.0
+    assert tune(model, utts, 0.0, short=[True, False])[0] == pytest.approx(0.30)
 
 
 def test_replay_counts_the_cuts_of_the_silence_timeout_and_the_ends_nothing_found() -> None:
@@ -311,3 +333,37 @@ def test_training_uses_the_default_sets_a_data_folder_has_and_refuses_missing_na
         training_sets(p, tmp_path / "empty", None)
     err = capsys.readouterr().err
     assert all(s in err for s in TRAIN_SETS)
+
+
+def test_the_threshold_is_tuned_on_requests_with_short_pauses_or_says_why_not(
+        tmp_path: Path) -> None:
+    import argparse
+
+    from edge_asr.models.query_end_train import short_pauses
+
+    rows = [{"audio_filepath": "a.wav", "longest_pause_s": 0.4},
+            {"audio_filepath": "b.wav", "longest_pause_s": 1.1}]
+    (tmp_path / "eoq_dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "old.jsonl").write_text(json.dumps({"audio_filepath": "a.wav"}) + "\n")
+    p = argparse.ArgumentParser()
+    assert short_pauses(p, tmp_path, ["eoq_dev"], 0.7) == [True, False]
+    assert short_pauses(p, tmp_path, ["old"], 0.0) is None  # no limit: every request counts
+    with pytest.raises(SystemExit):  # an older manifest: build it again
+        short_pauses(p, tmp_path, ["old"], 0.7)
+
+
+def test_the_endpoint_board_shows_the_cuts_of_requests_with_short_pauses() -> None:
+    from edge_asr.models.endpoint_board import table
+    from edge_asr.models.evaluate import summarize
+
+    row = {"text": "a b", "hypothesis": "a", "tags": [], "duration": 2.0, "cpu_seconds": 0.1,
+           "speech_end": 1.5, "speculative_endpoint": 1.2, "final_endpoint": 1.3,
+           "reset": False, "lattice_bytes": 100}
+    figures = {"eoq_x_pause": {"learned": summarize([{**row, "longest_pause_s": 0.5},
+                                                     {**row, "longest_pause_s": 1.5,
+                                                      "final_endpoint": 1.9}])},
+               "eoq_y": {"rules": summarize([row])}}
+    lines = table(figures).splitlines()
+    assert "pauses <= 0.7 s" in lines[0]
+    assert "| eoq_x_pause | learned | 50.0% / 100.0% |" in lines[2]
+    assert "| eoq_y | rules | 100.0% / - |" in lines[3]
