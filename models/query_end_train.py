@@ -266,8 +266,8 @@ def tune(model: QueryEndModel, utterances: Sequence[DecisionPoints], max_prematu
     of the utterances `short` marks, if given, else of all."""
     replays = [replay(model, utterances, t, short=short)
                for t in np.round(np.arange(0.30, 0.991, 0.02), 2)]
-    ok = [r for r in replays
-          if (r.premature if short is None else r.premature_short) <= max_premature]
+    ok = [r for r in replays  # (none marked short: all count)
+          if (r.premature if r.premature_short is None else r.premature_short) <= max_premature]
     best = ok[0] if ok else replays[-1]
     return float(best.threshold), replays
 
@@ -343,8 +343,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rules = replay_rules(dev, short=short)
     for name, r in [("rules", rules)] + [(f"threshold {r.threshold:.2f}", r) for r in replays]:
         print(f"{name}: premature {100 * r.premature:.1f}%"
-              + ("" if short is None else f" ({100 * r.premature_short:.1f}% with pauses up "
-                                          f"to {args.pause_limit:g} s)")
+              + ("" if r.premature_short is None else f" ({100 * r.premature_short:.1f}% "
+                                                      f"with pauses up to {args.pause_limit:g} s)")
               + f", EP50 {r.ep50 or float('nan'):.2f} s, EP90 {r.ep90 or float('nan'):.2f} s")
     model = dataclasses.replace(model, threshold=threshold)
     model.save(args.model / QUERY_END_FILE)

@@ -273,6 +273,7 @@ def test_replay_counts_cuts_in_a_pause_and_measures_the_rest() -> None:
     assert replay(model, utts, 0.3, short=[True, False]).premature_short == 0.0
     assert replay(model, utts, 0.3, short=[False, True]).premature_short == 1.0
     assert tune(model, utts, 0.0, short=[True, False])[0] == pytest.approx(0.30)
+    assert tune(model, utts, 0.0, short=[False, False])[0] == pytest.approx(0.36)  # none: all
 
 
 def test_replay_counts_the_cuts_of_the_silence_timeout_and_the_ends_nothing_found() -> None:
