@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_asr.daemon.capture.audio import read_audio
+from edge_asr.daemon.constants import SAMPLE_RATE
 from edge_asr.daemon.frontend.vad import SpeechSmoother
 from edge_asr.daemon.pipeline import PipelineConfig
 
@@ -39,7 +40,7 @@ def main() -> None:
     args = p.parse_args()
     samples = read_audio(args.report / "session.wav")
     spans = requests(args.report)
-    print(f"{args.report}: {len(samples) / 16000:.1f} s, {len(spans)} requests")
+    print(f"{args.report}: {len(samples) / SAMPLE_RATE:.1f} s, {len(spans)} requests")
     for gate in (False, True):
         config = dataclasses.replace(PipelineConfig(), vad_speech_model=gate)
         vad, smoother = config.new_vad(), SpeechSmoother()
@@ -54,7 +55,7 @@ def main() -> None:
         name = "webrtcvad + gates + Silero" if gate else "webrtcvad + gates"
         print(f"  {name:28s} speech in requests {flags[inside].mean():6.1%}   "
               f"between them {flags[~inside].mean():6.1%}   "
-              f"CPU per audio second {cpu / (len(samples) / 16000):.4f}")
+              f"CPU per audio second {cpu / (len(samples) / SAMPLE_RATE):.4f}")
 
 
 if __name__ == "__main__":

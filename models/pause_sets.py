@@ -94,7 +94,7 @@ def longest_pause(samples: np.ndarray, speech_start: float, speech_end: float,
     first, last = int(speech_start / frame_s), int(np.ceil(speech_end / frame_s))
     longest, silence, voiced, spoken = 0, 0, 0, False
     for flag in flags[first:last]:
-        if not flag:
+        if not flag:  # a voiced run too short to end the silence is part of it (endpoint.py)
             silence, voiced = silence + 1 + (voiced if silence else 0), 0
             continue
         voiced += 1

@@ -11,9 +11,8 @@
 2. Fit. A one-layer tanh MLP by logistic loss, the two answers weighted equally.
 3. Threshold. The same examples from development speakers (eoq_* sets of
    `models/pause_sets.py`) replay the final end-pointer's rule offline (`replay`): the lowest
-   threshold whose premature cuts stay under `--max-premature` on the requests whose longest
-   pause is at most `--pause-limit` (0.7 s, as the target; readers' pauses of a second and
-   more are cut more often, and the replay says how often).
+   threshold whose premature cuts stay under `--max-premature` on the requests pausing at
+   most `--pause-limit` (0.7 s, as the target; longer pauses are cut more, as printed).
 
     python -m edge_asr.models.query_end_train --data DATA --model models/rnnt-v4-int4 \
         --dev eoq_dev_voices eoq_dev_voices_pause eoq_speechocean762_dev \
@@ -211,8 +210,8 @@ def replay(model: QueryEndModel, utterances: Sequence[DecisionPoints], threshold
     """The end-pointer's learned rule replayed on recorded decision points: the first point
     with at least final_silence_min of silence (and blanks, which recording required)
     whose P(over) reaches the threshold, or with silence_timeout of silence whatever it
-    says (a pause that long cuts the request whatever the classifier thinks). `short`:
-    which utterances have only short pauses (Replay.premature_short counts their cuts)."""
+    says (a pause that long cuts the request whatever the classifier thinks). `short` marks
+    the utterances whose cuts Replay.premature_short counts."""
     config = config or EndpointConfig()
     return _replay(utterances, lambda silence, x: silence >= config.final_silence_min
                    and model.probability(x) >= threshold, threshold, config.silence_timeout,
@@ -276,15 +275,17 @@ def short_pauses(p: argparse.ArgumentParser, manifests: Path, dev: Sequence[str]
                  limit: float) -> list[bool] | None:
     """Which development utterances (in dev_examples' order) pause for at most `limit`
     seconds, from their manifests' longest_pause_s; None with no limit."""
+    if not limit:
+        return None
     out: list[bool] = []
-    for name in dev if limit else ():
+    for name in dev:
         for entry in read_manifest(manifests / f"{name}.jsonl"):
             pause = entry.extra.get("longest_pause_s")
             if pause is None:
                 p.error(f"{name}: no longest_pause_s in its manifest (made by an older "
                         "pause_sets: build it again, or give --pause-limit 0)")
             out.append(pause <= limit)
-    return out if limit else None
+    return out
 
 
 def training_sets(p: argparse.ArgumentParser, manifests: Path,

