@@ -39,7 +39,7 @@ from edge_asr.daemon.endpointing.query_end import QueryEnd
 from edge_asr.daemon.frontend.speech_gate import SpeechGate
 from edge_asr.daemon.frontend.vad import Vad
 from edge_asr.daemon.recognition.context_graph import context_by_kind
-from edge_asr.daemon.recognition.hypotheses import hypothesis_path, stable_prefix
+from edge_asr.daemon.recognition.hypotheses import hypothesis_path, no_words_share, stable_prefix
 from edge_asr.daemon.recognition.name_rescue import whole_word_bias
 from edge_asr.daemon.recognition.recognizer import Context, OnlineStream, Recognizer
 from edge_asr.daemon.uplink.lattice import Lattice
@@ -278,12 +278,24 @@ class Pipeline:
     def _nbest(self) -> list[tuple[str, float]]:
         result = self.recognizer.result(self._stream)
         scores = [lp + b for lp, b in zip(result.nbest_log_probs, result.nbest_bias, strict=True)]
-        return list(zip(result.nbest, scores, strict=True))
+        nbest = list(zip(result.nbest, scores, strict=True))
+        if self._no_words([bool(text.strip()) for text in result.nbest],
+                          result.nbest_log_probs):
+            return [(text, score) for text, score in nbest if not text.strip()]
+        return nbest
+
+    def _no_words(self, has_words: list[bool], log_probs: list[float]) -> bool:
+        """Sound without words (RecognizerConfig.no_words_share): its guesses are dropped."""
+        limit = self.recognizer.config.no_words_share
+        return limit < 1.0 and no_words_share(has_words, log_probs) >= limit
 
     def _lattice(self, revision: int, speculative: bool) -> Lattice:
         frame_s = 0.01 * self.recognizer.model.info.frames_per_output
         pieces = self.recognizer.model.tokens
         paths = [hypothesis_path(h, pieces, frame_s) for h in self._stream.hypotheses]
+        if self._no_words([bool(p.words) for p in paths],
+                          [h.log_prob for h in self._stream.hypotheses]):
+            paths = [p for p in paths if not p.words]
         phrases = self.recognizer.context_phrases(self._stream)
         if phrases:  # a path keeps the bonus of the phrases it says as whole words only
             paths = whole_word_bias(paths, phrases, self.recognizer.slot_bonus)

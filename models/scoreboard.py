@@ -120,15 +120,21 @@ def speaker_table(s: HeldOutSet, models: list[Path],
 
 def record_in_card(model: Path, sets: list[HeldOutSet],
                    scores: dict[str, dict[str, Summary | None]]) -> None:
-    """The model's WER per set into its card, with the command that measured it."""
+    """The model's WER per set into its card, with the command that measured it and the
+    date. A set not measured this time (not in the data folder) keeps its earlier entry
+    and that entry's date."""
     path = model / "model_card.json"
     card = json.loads(path.read_text())
-    measured = {}
+    earlier = card.get("heldout_evaluation", {})
+    today = time.strftime("%Y-%m-%d")
+    measured = {name: {"date": earlier.get("date"), **entry}
+                for name, entry in earlier.get("sets", {}).items()}
     for s in sets:
         got = scores[s.name].get(str(model))
         if got is not None:
             measured[s.name] = {"what": s.what, "wer": round(got.wer, 4),
-                                "utterances": got.utterances, "target": s.target}
+                                "utterances": got.utterances, "target": s.target,
+                                "date": today}
             if s.recorded:
                 measured[s.name]["wer_by_speaker"] = {
                     spk: round(w, 4) for spk, w in speakers_of(got).items()}
@@ -136,7 +142,7 @@ def record_in_card(model: Path, sets: list[HeldOutSet],
         "command": "python -m edge_asr.models.scoreboard --data DATA --model MODEL",
         "pipeline": "edge-asr eval defaults: modified beam search with the device LM, the "
                     "manifest's context",
-        "sets": measured, "date": time.strftime("%Y-%m-%d")}
+        "sets": measured, "date": today}
     path.write_text(json.dumps(card, indent=2) + "\n")
 
 

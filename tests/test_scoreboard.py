@@ -51,6 +51,17 @@ def test_scoreboard_prints_each_model_per_set_and_says_what_is_missing(
     assert set(card["sets"]) == {"test_fsdd"}  # a missing set is not recorded as measured
     assert card["sets"]["test_fsdd"]["wer"] == round(got["wer"], 4)
     assert set(card["sets"]["test_fsdd"]["wer_by_speaker"]) == {"s0", "s1"}
+    # Measured again where test_fsdd is missing: its entry stays, with the date it had.
+    (data / "manifests" / "test_fsdd.jsonl").rename(data / "manifests" / "test_hibari.jsonl")
+    card_path = model / "model_card.json"
+    old = json.loads(card_path.read_text())
+    old["heldout_evaluation"]["sets"]["test_fsdd"]["date"] = "2026-01-01"
+    card_path.write_text(json.dumps(old))
+    scoreboard.main()
+    card = json.loads(card_path.read_text())["heldout_evaluation"]["sets"]
+    assert card["test_fsdd"]["date"] == "2026-01-01" and card["test_fsdd"]["wer"] == \
+        round(got["wer"], 4)
+    assert card["test_hibari"]["date"] != "2026-01-01" and card["test_hibari"]["utterances"] == 2
 
 
 def test_people_come_first_in_the_report():

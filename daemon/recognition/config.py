@@ -107,6 +107,15 @@ class RecognizerConfig:
     # 83.2%. The grid and what the name class changed are in RESULTS.md.
     lm_scale: float = 0.3
     token_bonus: float = 1.0
+    # An utterance whose n-best gives "no words" at least this share of its acoustic
+    # probability (hypotheses.no_words_share) is sound the VAD took for speech: music after
+    # a request, a door. Its words ("yes", "no", "go") are guesses beside nothing and are
+    # dropped, lattice too; 1.0 keeps them. Real speech scores about 0 (`python
+    # bench/no_words.py`, development sets): 0.000 at most on the voices' requests, 1 of 210
+    # utterances of real speakers at or above 0.2 (a one-word fragment), 40 one- and
+    # two-word answers clean and in music 10 dB at most 0.098; what music after a request
+    # made, median 0.784, 92-100% at or above 0.2 (RESULTS.md, "Words heard in music").
+    no_words_share: float = 0.2
 
     @property
     def beam_with_context(self) -> int:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+
 from edge_asr.daemon.recognition.search import Hypothesis
 from edge_asr.daemon.uplink.lattice import Path, WordArc
 
@@ -63,3 +67,14 @@ def stable_prefix(texts: list[str]) -> str:
     if common and any(len(s) == len(common) for s in split):
         common = common[:-1]
     return " ".join(common)
+
+
+def no_words_share(has_words: Sequence[bool], log_probs: Sequence[float]) -> float:
+    """The share of the n-best's acoustic probability held by hypotheses without words.
+    Over speech the empty hypothesis is all but impossible (blank through every word);
+    over music or a door the beam keeps it beside the words it guesses."""
+    if not has_words:
+        return 0.0
+    lp = np.asarray(log_probs, np.float64)
+    posterior = np.exp(lp - np.logaddexp.reduce(lp))
+    return float(sum(p for p, words in zip(posterior, has_words, strict=True) if not words))

@@ -101,6 +101,9 @@ class Recognizer:
         if not (0.0 <= config.lm_scale < float("inf") and np.isfinite(config.token_bonus)):
             raise ValueError("lm_scale must be >= 0 and token_bonus finite, got "
                              f"{config.lm_scale} and {config.token_bonus}")
+        if not 0.0 < config.no_words_share <= 1.0:  # also refuses NaN
+            raise ValueError("no_words_share must be in (0, 1] (1 keeps every word), got "
+                             f"{config.no_words_share}")
         self.config = config
         self.model = model or TransducerModel(config.model_dir, threads=config.threads)
         uses_lm = config.lm_scale > 0 and config.decoding_method == "modified_beam_search"
