@@ -207,6 +207,21 @@ cloud-lm: $(VENV)/.installed $(CLOUD_TEXT)
 	    --exclude $(MANIFESTS)/speechocean762_dev.jsonl $(MANIFESTS)/test_speechocean762.jsonl \
 	    --public-text $(CLOUD_TEXT) --public-vocabulary 3000 --neural-seconds 1500
 
+# The cloud's rescoring weights for MODEL's lattices: each development set's lattices (the
+# recipe's held-out voices, names, voices at 10 dB and speechocean762's development speakers;
+# no test speaker or engine), then the grid search, which weighs the sets alike and writes
+# models/cloud-lm/weights.json. About 3 minutes.
+CLOUD_DEV := dev_voices dev_names dev_snr10 speechocean762_dev
+.PHONY: cloud-weights
+cloud-weights: $(VENV)/.installed
+	mkdir -p $(DATA)/lattices
+	for s in $(CLOUD_DEV); do \
+	  $(VENV)/bin/edge-asr eval $(MANIFESTS)/$$s.jsonl --model $(MODEL) \
+	    --lattices $(DATA)/lattices/$$s.jsonl > /dev/null || exit 1; \
+	done
+	$(PY) -m edge_asr.simulator.cloud.weight_tuning --lm models/cloud-lm --write \
+	    --dev $(foreach s,$(CLOUD_DEV),$(DATA)/lattices/$(s).jsonl)
+
 # One verse a line, as diatheke (the SWORD project's reader) prints the module.
 $(CLOUD_TEXT):
 	@dpkg -s diatheke sword-text-web >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "initial_weights": asdict(RescoreWeights(ngram_lambda=best_lambda)),
         "weights_note": f"{WEIGHTS_FILE} holds the weights in use; `python -m "
-                        "edge_asr.simulator.cloud.rescore tune` replaces them from dev lattices",
+                        "edge_asr.simulator.cloud.weight_tuning` replaces them from dev lattices",
         "timings_s": timings,
     }
     (args.out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

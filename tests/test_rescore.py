@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import random
+import re
 from pathlib import Path as FsPath
 
 import pytest
@@ -28,14 +30,14 @@ from edge_asr.simulator.cloud.lm import (
     interpolate,
 )
 from edge_asr.simulator.cloud.name_classes import Contacts
-from edge_asr.simulator.cloud.rescore import (
+from edge_asr.simulator.cloud.rescore import RescoreOptions, rescore
+from edge_asr.simulator.cloud.weight_tuning import (
     CONTACT_BONUS_GRID,
     DEVICE_BONUS_GRID,
     DEVICE_LM_WEIGHT_GRID,
+    OOV_PENALTY_GRID,
     TOKEN_BONUS_GRID,
-    RescoreOptions,
     main,
-    rescore,
     tune,
 )
 
@@ -149,6 +151,34 @@ def test_a_bonus_for_each_contact_the_path_says(lm):
     assert rescore(lattice, lm, weights=named)[0].text == "call javani"
 
 
+def test_a_penalty_for_each_word_the_lm_does_not_know(lm):
+    # The device pieced "zong" together; the LM reads it as <unk> and cannot tell it from
+    # a rare real word. The penalty charges it; a contact of the user's list is known.
+    lattice = build_lattice([make_path("next zong", -3.0), make_path("next song", -4.0)],
+                            "u", 1, True)
+    assert rescore(lattice, lm, weights=RescoreWeights(lm_weight=0.0))[0].text == "next zong"
+    charged = RescoreWeights(lm_weight=0.0, oov_penalty=2.0)
+    ranked = rescore(lattice, lm, weights=charged)
+    assert [p.text for p in ranked] == ["next song", "next zong"]
+    assert ranked[1].total == pytest.approx(-3.0 - 2.0)
+    named = build_lattice([make_path("call giovanni", -3.0), make_path("call dad", -4.0)],
+                          "u", 1, True)
+    assert rescore(named, lm, weights=charged)[0].text == "call dad"
+    listed = rescore(named, lm, weights=charged, contacts=Contacts.of(["Giovanni"]))
+    assert listed[0].text == "call giovanni" and listed[0].total == pytest.approx(-3.0)
+
+
+def test_tuning_finds_the_oov_penalty_where_non_words_win(lm):
+    dev = [DevUtterance(build_lattice([make_path(wrong, -3.0), make_path(right, -4.0)],
+                                      f"u{i}", 1, True), tuple(right.split()))
+           for i, (right, wrong) in enumerate([("next song", "next zong"),
+                                               ("lock the front door", "lock the frondoor")])]
+    grid = {"lm_weights": (0.0,), "length_bonuses": (0.0,), "device_bonuses": (0.0,)}
+    assert tune(dev, lm, **grid, oov_penalties=(0.0,)).wer > 0.0
+    result = tune(dev, lm, **grid)
+    assert result.wer == 0.0 and result.weights.oov_penalty > 0.0
+
+
 def test_tuning_finds_the_contact_bonus_where_names_are_right(lm):
     names = ["ksenia sokolov", "giovanni", "tendai"]
     dev = [DevUtterance(build_lattice([make_path(f"call {name}", -12.0),
@@ -169,7 +199,7 @@ def test_tuning_keeps_the_contacts_the_device_heard(lm):
     dev = [DevUtterance(build_lattice(lattice, f"u{i}", 1, True), tuple(reference.split()),
                         ("call", "giovanni"), listed)
            for i, reference in enumerate(["call giovanni", "call javani", "call javani"])]
-    grid = {"lm_weights": (0.0,), "device_bonuses": (0.0,)}
+    grid = {"lm_weights": (0.0,), "device_bonuses": (0.0,), "oov_penalties": (0.0,)}
     fewest = tune(dev, lm, **grid, keep_recall=False)
     assert fewest.weights.contact_bonus == 0.0
     assert (fewest.device_name_recall, fewest.name_recall) == (1.0, 0.0)
@@ -263,7 +293,8 @@ def test_tuning_finds_weights_that_let_the_lm_fix_the_errors(lm):
     assert result.wer == 0.0
     assert result.weights.lm_weight > 0.0
     # ties keep the weakest LM that works: weight 0 never wins when it is worse
-    no_lm = tune(_dev_set(), lm, lm_weights=(0.0,), length_bonuses=(0.0,))
+    no_lm = tune(_dev_set(), lm, lm_weights=(0.0,), length_bonuses=(0.0,),
+                 oov_penalties=(0.0,))
     assert no_lm.wer == pytest.approx(result.device_wer)
 
 
@@ -282,7 +313,8 @@ def test_tuning_searches_the_interpolation_weight_with_a_neural_lm(lm, tmp_path)
     result = tune(_dev_set(), both, lm_weights=(0.0, 0.5, 1.0), length_bonuses=(0.0,),
                   lambdas=(0.0, 0.5, 1.0))
     assert result.grid_points == (9 * len(DEVICE_LM_WEIGHT_GRID) * len(TOKEN_BONUS_GRID)
-                                  * len(DEVICE_BONUS_GRID) * len(CONTACT_BONUS_GRID))
+                                  * len(DEVICE_BONUS_GRID) * len(CONTACT_BONUS_GRID)
+                                  * len(OOV_PENALTY_GRID))
     assert result.wer == 0.0
     scored = rescore(_dev_set()[0].lattice, both, weights=RescoreWeights(1.0, 0.0, 0.5))
     assert scored[0].text == CONFUSIONS[0][0]
@@ -300,11 +332,64 @@ def test_tune_command_reads_jsonl_and_writes_weights_next_to_the_lm(lm, tmp_path
     dev_path.write_text("".join(encode_dev_line(serialize(u.lattice), " ".join(u.reference))
                                 + "\n" for u in _dev_set()))
     assert len(load_dev_set(dev_path)) == len(_dev_set())
-    assert main(["tune", "--lm", str(folder), "--dev", str(dev_path), "--write"]) == 0
+    assert main(["--lm", str(folder), "--dev", str(dev_path), "--write"]) == 0
     assert "rescored WER 0.00%" in capsys.readouterr().out
     stored = RescoreWeights.load(folder / "weights.json")
     assert stored.lm_weight > 0
     assert CloudLM.load(folder).weights == stored
+
+
+def _two_sets() -> list[DevUtterance]:
+    """Two dev sets: on "voices" the LM fixes every error; on "people" (long utterances the
+    device gets mostly wrong) the same LM weight adds one error to each, more errors in all
+    than it fixes."""
+    voices = [DevUtterance(make_lattice([(confusion, -5.0), (reference, -6.0)], f"v{i}"),
+                           tuple(reference.split()), dev_set="voices")
+              for i, (reference, confusion) in enumerate(CONFUSIONS[:2])]
+    said = "turn of the kitchen lights"  # as the speaker said it, and the audio says
+    people = [DevUtterance(make_lattice([(f"ya yb yc yd {said}", -5.0),
+                                         (f"ya yb yc yd {said.replace('of', 'off')}", -6.0)],
+                                        f"p{i}"),
+                           ("xa", "xb", "xc", "xd", *said.split()), dev_set="people")
+              for i in range(4)]
+    return voices + people
+
+
+def test_tuning_weighs_each_dev_set_alike(lm):
+    grid = {"lm_weights": (0.0, 1.0), "length_bonuses": (0.0,), "device_lm_weights": (0.0,),
+            "token_bonuses": (0.0,), "device_bonuses": (0.0,), "contact_bonuses": (0.0,)}
+    dev = _two_sets()
+    result = tune(dev, lm, **grid)
+    # Summed errors would keep the device's (18 against 20); per set the LM halves them.
+    assert result.weights.lm_weight == 1.0
+    assert result.per_set["voices"].wer == 0.0
+    assert result.per_set["voices"].device_wer == pytest.approx(2 / 11)
+    assert result.per_set["people"].wer == pytest.approx(20 / 36)
+    assert result.per_set["people"].device_wer == pytest.approx(16 / 36)
+    assert result.wer == pytest.approx(20 / 47) and result.device_wer == pytest.approx(18 / 47)
+    # One set: the fewest word errors, as before.
+    one = [dataclasses.replace(u, dev_set="all") for u in dev]
+    assert tune(one, lm, **grid).weights.lm_weight == 0.0
+
+
+def test_tune_command_takes_one_file_per_dev_set(lm, tmp_path, capsys):
+    folder = tmp_path / "lm"
+    _write_lm_folder(lm, folder)
+    files = []
+    for name in ("voices", "people"):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(encode_dev_line(serialize(u.lattice), " ".join(u.reference))
+                                + "\n" for u in _two_sets() if u.dev_set == name))
+        files.append(str(path))
+    assert main(["--lm", str(folder), "--dev", *files]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"voices .* device +18\.18% -> +0\.00% \(0\.000x\)", out)
+    assert re.search(r"people +36 words +device +44\.44% -> ", out)
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / "voices.jsonl"
+    twin.write_text((tmp_path / "voices.jsonl").read_text())
+    assert main(["--lm", str(folder), "--dev", files[0], str(twin)]) == 2
+    assert "two --dev files of one name" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("line,message", [

@@ -1,9 +1,9 @@
 """Development sets for tuning the cloud's weights: each utterance's lattice with its reference.
 
-One utterance a line of JSON: {"lattice": base64 of the serialized Lattice, "text": the
-normalised reference, optionally "device": what the device delivered and "contacts": the
-user's list}. `edge-asr eval SET --lattices FILE` writes it (`encode_dev_line`); `python -m
-edge_asr.simulator.cloud.rescore tune` reads it.
+One file a set, one utterance a line of JSON: {"lattice": base64 of the serialized Lattice,
+"text": the normalised reference, optionally "device": what the device delivered and
+"contacts": the user's list}. `edge-asr eval SET --lattices FILE` writes it
+(`encode_dev_line`); `python -m edge_asr.simulator.cloud.weight_tuning` reads it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class DevUtterance:
     # lattice's best path by summed score); None: take the lattice's best path.
     device: tuple[str, ...] | None = None
     contacts: Contacts = NO_CONTACTS  # the user's contacts the utterance was heard with
+    dev_set: str = ""  # the set it belongs to (its file's name): tuning weighs sets equally
 
 
 class DevSetError(ValueError):
@@ -77,7 +78,7 @@ def load_dev_set(path: Path) -> list[DevUtterance]:
             try:
                 out.append(DevUtterance(parse(data), tuple(text.split()),
                                         None if device is None else tuple(device.split()),
-                                        Contacts.of(contacts)))
+                                        Contacts.of(contacts), path.stem))
             except (LatticeError, ContextError) as exc:
                 raise DevSetError(f"{where}: {exc}") from exc
     if not out:

@@ -45,7 +45,8 @@ class CloudLmError(ValueError):
 class RescoreWeights:
     """total = acoustic + bias + device_lm_weight * device_lm + lm_weight * lm
     + length_bonus * words + token_bonus * tokens + device_bonus * [the device's answer]
-    + contact_bonus * [contacts the path says] (natural logs; simulator/cloud/rescore.py)."""
+    + contact_bonus * [contacts the path says] - oov_penalty * [words the LM does not know]
+    (natural logs; simulator/cloud/rescore.py)."""
 
     lm_weight: float = 0.5
     length_bonus: float = 0.0
@@ -63,6 +64,11 @@ class RescoreWeights:
     # because the list made it likely (its bias, a rescue), and a name read by a forced
     # alignment scores worse acoustically than the word the beam heard in its place.
     contact_bonus: float = 0.0
+    # Per word of the path the LM does not know (a contact of the user's list is known, as
+    # its class). The LMs read any such word as <unk>, whose probability is that of every
+    # rare word together: without a charge a pieced-together non-word ("anyonet") is as
+    # likely as a real one, and one in place of two real words is likelier.
+    oov_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -145,6 +151,10 @@ class CloudLM:
     def has_contact_class(self) -> bool:
         """Trained with names as <contact> (name_classes.py); older LMs were not."""
         return CONTACT in self.ngram.index
+
+    def knows(self, word: str) -> bool:
+        """Whether the word is in the LMs' vocabulary (else they read it as <unk>)."""
+        return word in self.ngram.index
 
     def component_logprobs(self, sentences: Sequence[Sequence[str]]
                            ) -> list[tuple[list[float], list[float] | None]]:
