@@ -5,10 +5,11 @@ to show what the LM costs) and the daemon's whole pipeline, without
 and with each clip's biasing context (the manifest's; the search then runs `context_beam`
 wide), and with the context but without the plain beam that runs beside the biased one
 (`context_fallback`), to show what that second beam costs; with `--wide-context-beam N`,
-also with the context searched N wide, and its cost against the default width.
+also with the context searched N wide, and its cost against the default width; with
+`--other-beam N`, the pipeline without the context at beam N, against the default beam.
 
     python bench/rtf.py [--model DIR [--model DIR2 ...]] [--clips DIR] [--repeats N]
-                        [--wide-context-beam N]
+                        [--wide-context-beam N] [--other-beam N]
 
 Feeds every bundled clip in 20 ms pieces, as the device does, and reports the median over
 repeats of CPU seconds per audio second, for greedy and modified beam search side by side.
@@ -55,6 +56,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--wide-context-beam", type=int, default=0,
                    help="also the pipeline with contexts at this context_beam")
+    p.add_argument("--other-beam", type=int, default=0,
+                   help="also the pipeline without contexts at this beam")
     args = p.parse_args()
     paths = sorted(args.clips.glob("*.flac"))
     clips = [read_audio(f) for f in paths]
@@ -75,7 +78,7 @@ def main() -> None:
     figures["rtf_features"] = round(statistics.median(runs), 5)
     models = args.model or [DEFAULT_MODEL_DIR]
     methods = ["greedy_search", "modified_beam_search", "modified_beam_search_no_lm",
-               "pipeline"]
+               "pipeline"] + (["pipeline_other_beam"] if args.other_beam else [])
     if any(contexts):
         methods += ["pipeline_context", "pipeline_context_no_fallback"]
         if args.wide_context_beam:
@@ -86,6 +89,7 @@ def main() -> None:
             model_dir=m, threads=1,
             decoding_method="greedy_search" if method == "greedy_search"
             else "modified_beam_search",
+            beam=args.other_beam if method == "pipeline_other_beam" else RecognizerConfig.beam,
             context_fallback=method != "pipeline_context_no_fallback",
             context_beam=(args.wide_context_beam if method == "pipeline_context_wide"
                           else RecognizerConfig.context_beam),
@@ -112,6 +116,7 @@ def main() -> None:
                    "rtf_pipeline_modified_beam_search_context_no_fallback",
                "pipeline_context_wide":
                    f"rtf_pipeline_modified_beam_search_context_beam{args.wide_context_beam}",
+               "pipeline_other_beam": f"rtf_pipeline_modified_beam_search_beam{args.other_beam}",
                }.get(method, f"rtf_{method}")
         for i, m in enumerate(models):
             name = "" if len(models) == 1 else f"{Path(m).name}:"
@@ -122,11 +127,12 @@ def main() -> None:
                 figures[name + key + "_ratio_to_" + Path(models[0]).name] = round(
                     statistics.median(ratios), 3)
         runs_of[method] = runs
-        if method == "pipeline_context_wide":  # against the default width, repeat by repeat
+        against = {"pipeline_context_wide": "pipeline_context",
+                   "pipeline_other_beam": "pipeline"}.get(method)
+        if against:  # against the default width, repeat by repeat
             for i, m in enumerate(models):
                 name = "" if len(models) == 1 else f"{Path(m).name}:"
-                ratios = [a / b for a, b in zip(runs[i], runs_of["pipeline_context"][i],
-                                                strict=True)]
+                ratios = [a / b for a, b in zip(runs[i], runs_of[against][i], strict=True)]
                 figures[name + key + "_ratio_to_default"] = round(statistics.median(ratios), 3)
     print(json.dumps(figures, indent=2))
     if args.json:

@@ -380,9 +380,9 @@ class Pipeline:
             return []
         uid = self._utterance_id
         if self._start_event is not None and kind is not EventKind.RESET \
-                and not self._stream.best_text:
-            # Opened at the phrase, and the end-pointer closed it before any word: a pause
-            # after the phrase. Still awake; the request opens on the next onset.
+                and not (self._stream.best_text and self._nbest()[0][0].strip()):
+            # Opened at the phrase, closed before any word (or one the no-words check drops):
+            # a pause after the phrase. Still awake; the request opens on the next onset.
             self._stream, self._start_event, self._request_start = None, None, None
             self.utterances -= 1
             self._awake_until = self.now + self._wake.awake_s

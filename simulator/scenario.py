@@ -59,7 +59,7 @@ class CloudSim:
 class DeviceProfile:
     model: str = ""  # acoustic model folder; "" = the shipped one
     decoding: str = "modified_beam_search"
-    beam: int = 4
+    beam: int = RecognizerConfig.beam
     context_beam: int = RecognizerConfig.context_beam  # beam while the context is set
     vad_level_gate: float = DaemonConfig.vad_level_gate  # daemon/frontend/vad.py; 0 turns it off
     vad_speech_model: bool = DaemonConfig.vad_speech_model  # daemon/frontend/speech_gate.py

@@ -386,7 +386,7 @@ def occurrences(tokens: list[int], phrase: list[int]) -> int:
 
 def test_context_boosts_a_phrase_the_model_scores_low(model_dir, audio, sp):
     # beam 4 with and without the context, so that the two searches compare like for like
-    rec = Recognizer(no_lm(model_dir=model_dir, context_bonus=1.5, context_beam=0))
+    rec = Recognizer(no_lm(model_dir=model_dir, beam=4, context_bonus=1.5, context_beam=0))
     phrase = sp.encode(PHRASE)
     plain = decode(rec, audio)
     assert plain.nbest_bias == [0.0] * len(plain.nbest)
@@ -420,7 +420,7 @@ def test_a_context_widens_the_beam_to_context_beam(model_dir, sp):
     # context_beam is a floor, never a cap; 0 turns it off
     assert Recognizer(no_lm(model_dir=model_dir, beam=12, context_beam=8),
                       model=rec.model).new_search(graph).beam == 12
-    assert Recognizer(no_lm(model_dir=model_dir, context_beam=0),
+    assert Recognizer(no_lm(model_dir=model_dir, beam=4, context_beam=0),
                       model=rec.model).new_search(graph).beam == 4
     with pytest.raises(ValueError, match="context_beam"):
         Recognizer(no_lm(model_dir=model_dir, context_beam=-1), model=rec.model)

@@ -63,8 +63,10 @@ def test_sherpa_onnx_decodes_our_files_like_we_do(random_model, method):
     audio = (rng.standard_normal(16000 * 2) * 0.1).astype(np.float32)
     tail = np.zeros(int(0.66 * 16000), np.float32)
 
-    # The contract is the ONNX files: sherpa-onnx knows nothing of our device LM.
-    ours = Recognizer(RecognizerConfig(model_dir=out, decoding_method=method, lm_scale=0.0))
+    # The contract is the ONNX files: sherpa-onnx knows nothing of our device LM, and
+    # searches 4 paths (its max_active_paths).
+    ours = Recognizer(RecognizerConfig(model_dir=out, decoding_method=method, lm_scale=0.0,
+                                       beam=4))
     stream = ours.create_stream()
     stream.accept_waveform(16000, np.concatenate([audio, tail]))
     ours.decode(stream)

@@ -118,10 +118,10 @@ def test_with_every_slot_kept_for_the_model_a_context_only_reranks_the_beam():
 
     plain = beam(RecognizerConfig(beam=8, name_rescue=False), None)
     wide = 8  # the context beam, as wide as the plain one
-    assert beam(RecognizerConfig(context_beam=wide, context_own_slots=wide, name_rescue=False),
-                context) == plain
-    assert beam(RecognizerConfig(context_beam=wide, context_own_slots=1, name_rescue=False),
-                context) != plain
+    assert beam(RecognizerConfig(beam=wide, context_beam=wide, context_own_slots=wide,
+                                 name_rescue=False), context) == plain
+    assert beam(RecognizerConfig(beam=wide, context_beam=wide, context_own_slots=1,
+                                 name_rescue=False), context) != plain
 
 
 @pytest.mark.parametrize("bad", [{"beam": 0}, {"context_beam": -1}, {"context_own_slots": -1}])

@@ -28,7 +28,13 @@ SOURCE_MODEL_DIR = MODELS_DIR / "rnnt-v4"
 class RecognizerConfig:
     model_dir: str | Path = DEFAULT_MODEL_DIR
     decoding_method: str = "modified_beam_search"  # or "greedy_search"
-    beam: int = 4
+    # As wide as the biased beam below: without lists, on the development sets (`edge-asr
+    # eval SET --no-context --beam B`, rnnt-v4-int4) beam 4 / 8 / 16: dev_voices 16.93 /
+    # 14.15 / 12.83% WER, dev_snr10 16.45 / - / 14.20%, speechocean762_dev 73.69 / 72.55 /
+    # 71.80% (its lattices' oracle 70.58 / 63.84 / 59.89%), the same in 10 dB babble
+    # (models/pause_sets.py --noise babble:10) 84.38 / 84.91 / 83.40%, for RTF 0.0079 ->
+    # 0.0105.
+    beam: int = 16
     # Beam width while a biasing context is set (at least `beam`; 0: just `beam`). Boosted
     # partial matches of names take beam slots from the paths the audio supports; a wider
     # beam keeps both. On dev (rnnt-v1, bonus 1.5) 8 instead of 4 took WER with the context
