@@ -81,8 +81,8 @@ class SetFigures:
 @dataclass(frozen=True)
 class _Features:
     """One utterance's candidates as arrays, for scoring a grid point in one step: the
-    parts of `_rank`'s total, and each candidate's word errors. Candidates are in `_rank`'s
-    tie order (better device score, then words), so argmax picks what `_rank` would."""
+    parts of `rescore.rank`'s total, and each candidate's word errors. Candidates are in
+    its tie order (better device score, then words), so argmax picks what it would."""
 
     device: np.ndarray  # acoustic + bias
     device_lm: np.ndarray
@@ -113,7 +113,7 @@ class _Features:
 
     def best_of(self, grid: np.ndarray) -> np.ndarray:
         """The index of the best candidate under each row of `grid`, whose columns weigh
-        (device_lm, lm, words, tokens, chosen, contacts, -unknown) as `_rank` does."""
+        (device_lm, lm, words, tokens, chosen, contacts, -unknown) as `rescore.rank` does."""
         parts = np.stack([self.device_lm, self.lm, self.words, self.tokens, self.chosen,
                           self.contacts, -self.unknown])
         totals = self.device[None, :] + grid @ parts
@@ -187,7 +187,7 @@ def tune(dev: Sequence[DevUtterance], lm: CloudLM, max_paths: int = DEFAULT_MAX_
                 best = (key, RescoreWeights(weight, bonus, share, device, token, choice, named,
                                             unknown))
     assert best is not None
-    # What serving ranks, to the word: the figures printed are _rank's, not the grid's
+    # What serving ranks, to the word: the figures printed are rank's, not the grid's
     errors = fixed_errors.copy()
     recalled_total = 0
     for p in prepared:
