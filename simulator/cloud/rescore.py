@@ -94,8 +94,8 @@ class Candidate:
 
 
 def lattice_candidates(lattice: Lattice, lm: CloudLM, max_paths: int,
-                contacts: Contacts = NO_CONTACTS,
-                device: tuple[str, ...] | None = None) -> list[Candidate]:
+                       contacts: Contacts = NO_CONTACTS,
+                       device: tuple[str, ...] | None = None) -> list[Candidate]:
     """`device`: the words the device chose, where the lattice does not mark them."""
     best: dict[tuple[str, ...], tuple[float, float, float, int]] = {}
     chosen: set[tuple[str, ...]] = set() if device is None else {device}
@@ -110,14 +110,12 @@ def lattice_candidates(lattice: Lattice, lm: CloudLM, max_paths: int,
     readings: list[tuple[int, tuple[str, ...], float]] = [(i, s, 0.0)
                                                            for i, s in enumerate(sequences)]
     said = [0] * len(sequences)
-    unknown = [sum(not lm.knows(w) for w in words) for words in sequences]
-    if contacts:
-        for i, words in enumerate(sequences):
-            classed, said[i] = class_reading(words, contacts)
-            if said[i]:
-                unknown[i] = sum(w != CONTACT and not lm.knows(w) for w in classed)
-            if said[i] and lm.has_contact_class:
-                readings.append((i, classed, said[i] * contacts.in_class_logprob))
+    unknown = [0] * len(sequences)  # counted on the class reading: a contact is known
+    for i, words in enumerate(sequences):
+        classed, said[i] = class_reading(words, contacts) if contacts else (words, 0)
+        unknown[i] = sum(w != CONTACT and not lm.knows(w) for w in classed)
+        if said[i] and lm.has_contact_class:
+            readings.append((i, classed, said[i] * contacts.in_class_logprob))
     parts = lm.component_logprobs([words for _, words, _ in readings])
     by_sequence: list[list[_Reading]] = [[] for _ in sequences]
     for (i, _, in_class), (ngram, neural) in zip(readings, parts, strict=True):
