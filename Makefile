@@ -192,6 +192,27 @@ scoreboard: heldout
 	$(PY) -m edge_asr.models.scoreboard --data $(DATA) --model models/rnnt-v4-int4 \
 	    --model models/rnnt-v3-int4 --speakers --card --output $(DATA)/scoreboard.json
 
+# The device LM of rnnt-v4 and its int4 form (the same files in both): the recipe's corpus
+# counted three times, the transcripts of speechocean762's and cathy's training speakers, and
+# general English: the CC0 sentences of Common Voice (server/data/en/*.txt of
+# github.com/common-voice/common-voice; CV_TEXT names a folder of them), less every sentence
+# of the evaluation sets. Writes lm.arpa.gz, lm_names.arpa.gz, lm.tables.npz and the cards'
+# entries. About 15 seconds a folder.
+CV_TEXT ?= $(DATA)/corpora/cv_sentences
+LM_EXCLUDE = $(wildcard $(DATA)/manifests/test_*.jsonl $(DATA)/manifests/dev*.jsonl) \
+    $(DATA)/manifests/speechocean762_dev.jsonl
+.PHONY: device-lm
+device-lm: $(VENV)/.installed
+	@ls $(CV_TEXT)/*.txt >/dev/null 2>&1 || { echo "no $(CV_TEXT)/*.txt: copy server/data/en/*.txt of github.com/common-voice/common-voice there (CC0)"; exit 1; }
+	for m in models/rnnt-v4 models/rnnt-v4-int4; do \
+	  $(PY) -m edge_asr.models.device_lm --data $(DATA) --model $$m --domain-repeat 3 \
+	    --transcripts $(DATA)/manifests/speechocean762_train.jsonl \
+	    $(DATA)/manifests/rhasspy_cathy_train.jsonl \
+	    --text $(CV_TEXT)/*.txt --exclude $(LM_EXCLUDE) \
+	    --text-source "Common Voice's sentences (github.com/common-voice/common-voice, server/data/en/*.txt), CC0 1.0" \
+	    > /dev/null || exit 1; \
+	done
+
 # The cloud's language models (n-gram + LSTM): the generated corpus in $(DATA)/cloud_lm,
 # the transcripts of speechocean762's training speakers (the acoustic recipe's manifest;
 # its dev and test sentences left out) and the World English Bible (public domain, from

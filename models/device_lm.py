@@ -5,7 +5,11 @@ in the card.
 
 The training sentences of the corpus (data/corpus/train.jsonl; the held-out sentences and
 names are never in it) are spelled with the model's own bpe.model and counted into an
-interpolated modified Kneser-Ney n-gram over those pieces (models/ngram_train.py).
+interpolated modified Kneser-Ney n-gram over those pieces (models/ngram_train.py). Beside
+them: the transcripts of the recorded training speech (`--transcripts`) and general English
+(`--text`, e.g. Common Voice's CC0 sentences, less every sentence of `--exclude`'s
+evaluation sets), for the people who say other things than the requests; the domain's
+sentences are then counted `--domain-repeat` times so that the requests keep their weight.
 
 People's names are a class: each contact in a sentence is one word, `<contact>`, that no
 model token spells. Trained on the names themselves, the LM learnt the 2,000 training names
@@ -30,9 +34,16 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from edge_asr.daemon.recognition.backoff_tables import BackoffTables
 from edge_asr.daemon.recognition.ngram_arpa import save_arpa
 from edge_asr.daemon.recognition.ngram_lm import perplexity
-from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, LM_FILES, NAMES_FILE
+from edge_asr.daemon.recognition.token_lm import (
+    CONTACT,
+    LM_FILE,
+    LM_FILES,
+    NAMES_FILE,
+    TABLES_FILE,
+)
 from edge_asr.daemon.recognition.transducer import read_model_file, sha256_of
 from edge_asr.daemon.text import normalize_text
 from edge_asr.models.ngram_train import NgramOptions, train_ngram
@@ -82,12 +93,31 @@ def manifest_sentences(paths: Sequence[Path]) -> list[dict]:
     return rows
 
 
+def text_sentences(paths: Sequence[Path], exclude: set[str]) -> list[dict]:
+    """General English from plain text files, one sentence a line, normalised as the
+    device spells: each distinct sentence once, none of `exclude` (evaluation sentences)."""
+    rows: dict[str, dict] = {}
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            text = normalize_text(line)
+            if text and text not in exclude:
+                rows.setdefault(text, {"text": text, "entities": []})
+    return list(rows.values())
+
+
 def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
                     cutoffs: tuple[int, ...] = DEFAULT_CUTOFFS,
-                    transcripts: Sequence[Path] = ()) -> dict:
+                    transcripts: Sequence[Path] = (), texts: Sequence[Path] = (),
+                    exclude: Sequence[Path] = (), domain_repeat: int = 1,
+                    text_source: str = "") -> dict:
     """Writes the LM files (LM_FILES) into model_dir and their entries into its
     model_card.json; returns the summary. `transcripts`: training manifests whose texts
-    join the corpus's training sentences (each distinct sentence once)."""
+    join the corpus's training sentences (each distinct sentence once). `texts`: plain
+    text of general English (`text_sentences`), less every sentence of the `exclude`
+    manifests; the domain's sentences are then counted `domain_repeat` times, so that the
+    requests keep their weight and their rarer n-grams outlive the count cutoffs."""
+    if domain_repeat < 1:
+        raise ValueError(f"domain_repeat must be >= 1, got {domain_repeat}")
     sp = spm.SentencePieceProcessor(model_proto=read_model_file(model_dir, "bpe.model"))
     names = {normalize_text(n) for n in (data / "corpus" / "names_train.txt").read_text(
         encoding="utf-8").splitlines() if n.strip()}
@@ -98,11 +128,14 @@ def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
                                    & names) for r in rows]
 
     recorded = list({r["text"]: r for r in manifest_sentences(transcripts)}.values())
-    train = spell(_rows(data / "corpus" / "train.jsonl") + recorded)
+    general = text_sentences(texts, {r["text"] for r in manifest_sentences(exclude)})
+    train = spell(_rows(data / "corpus" / "train.jsonl") + recorded) * domain_repeat \
+        + spell(general)
     dev = spell(_rows(data / "corpus" / "dev.jsonl"))
     start = time.perf_counter()
     lm = train_ngram(train, NgramOptions(order=order, cutoffs=cutoffs))
     save_arpa(lm, model_dir / LM_FILE)
+    BackoffTables.of(lm).save(model_dir / TABLES_FILE, sha256_of(model_dir / LM_FILE))
     spelled_names = [sp.encode(n, out_type=str) for n in sorted(names)]
     name_lm = train_ngram(spelled_names, NgramOptions(order=NAME_ORDER))
     save_arpa(name_lm, model_dir / NAMES_FILE)
@@ -111,6 +144,10 @@ def build_device_lm(model_dir: Path, data: Path, order: int = DEFAULT_ORDER,
         "name_class": CONTACT, "ngrams": lm.num_ngrams(), "train_sentences": len(train),
         "transcript_sentences": len(recorded),
         "transcripts": [p.name for p in transcripts],
+        "general_text": {"files": [p.name for p in texts], "sentences": len(general),
+                         "excluded_manifests": [p.name for p in exclude],
+                         "source": text_source},
+        "domain_repeat": domain_repeat,
         "train_pieces": sum(map(len, train)),
         "dev_perplexity_per_piece": round(perplexity(lm, dev), 3),
         "name_model": {"order": NAME_ORDER, "names": len(spelled_names),
@@ -135,7 +172,9 @@ def copy_device_lm(src: Path, model_dir: Path) -> dict:
     from src's card. A continuation that keeps its parent's LM changes only the acoustic
     model, so its WER against the parent's is the acoustic model's doing."""
     for name in LM_FILES:
-        shutil.copyfile(src / name, model_dir / name)
+        (model_dir / name).unlink(missing_ok=True)
+        if (src / name).is_file():  # an LM saved before its tables were has none
+            shutil.copyfile(src / name, model_dir / name)
     summary = json.loads((src / "model_card.json").read_text()).get("device_lm") or {}
     return {**summary, "copied_from": str(src)}
 
@@ -152,9 +191,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--transcripts", type=Path, nargs="*", default=[],
                    help="training manifests whose transcripts join the LM's text (the real "
                         "speech the model trained on)")
+    p.add_argument("--text", type=Path, nargs="*", default=[],
+                   help="plain text of general English, one sentence a line (e.g. Common "
+                        "Voice's CC0 sentences: server/data/en/*.txt of "
+                        "github.com/common-voice/common-voice)")
+    p.add_argument("--exclude", type=Path, nargs="*", default=[], metavar="MANIFEST",
+                   help="evaluation manifests whose sentences --text must not hold")
+    p.add_argument("--text-source", default="",
+                   help="where --text comes from and its licence, for the model card")
+    p.add_argument("--domain-repeat", type=int, default=1,
+                   help="count the corpus and the transcripts this many times beside --text")
     args = p.parse_args(argv)
+    if args.domain_repeat < 1:
+        p.error("--domain-repeat must be at least 1")
+    missing = [str(f) for f in [*args.text, *args.exclude] if not f.is_file()]
+    if missing:
+        p.error(f"no such file: {', '.join(missing)}")
     summary = build_device_lm(args.model, args.data, args.order, tuple(args.cutoffs),
-                              args.transcripts)
+                              args.transcripts, args.text, args.exclude, args.domain_repeat,
+                              args.text_source)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from edge_asr.daemon.recognition.ngram_lm import UNK
@@ -63,14 +63,17 @@ def prose_sentences(text: str) -> list[list[str]]:
     return out
 
 
-def public_text(paths: Sequence[Path], known: set[str], vocabulary: int
-                ) -> list[list[str]]:
-    """The sentences of plain-text files, their words outside `known` and outside the
-    `vocabulary` most frequent of the files as <unk>."""
+def public_text(paths: Sequence[Path], known: set[str], vocabulary: int,
+                held: Collection[Sequence[str]] = ()) -> list[list[str]]:
+    """The sentences of plain-text files but those of `held` (evaluation sentences, which
+    public text may hold too), their words outside `known` and outside the `vocabulary`
+    most frequent of the files as <unk>."""
+    held = {tuple(s) for s in held}
     sentences = []
     for path in paths:
         try:
-            sentences += prose_sentences(Path(path).read_text(encoding="utf-8"))
+            sentences += [s for s in prose_sentences(Path(path).read_text(encoding="utf-8"))
+                          if tuple(s) not in held]
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: not UTF-8 text: {exc}") from exc
     if not sentences:

@@ -69,6 +69,14 @@ def test_public_text_keeps_the_frequent_and_known_words(tmp_path):
     assert sentences[0][:3] == ["the", "cat", "sat"] and UNK in sentences[0]
 
 
+def test_public_text_drops_the_sentences_of_the_evaluation_sets(tmp_path):
+    book = tmp_path / "sentences.txt"
+    book.write_text("Tell me what it is.\nWhat does she say?\nTell me what it was.\n")
+    held = [["tell", "me", "what", "it", "is"]]  # a test sentence the text also holds
+    assert public_text([book], set(), 10, held) == [["what", "does", "she", "say"],
+                                                    ["tell", "me", "what", "it", "was"]]
+
+
 def test_text_that_is_not_prose_is_refused_with_its_name(tmp_path):
     binary = tmp_path / "x.bin"
     binary.write_bytes(bytes([0xff, 0xfe, 0x00, 0x81]) * 10)

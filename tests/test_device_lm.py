@@ -7,7 +7,7 @@ import sentencepiece as spm
 from conftest import tiny_corpus
 
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
-from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, NAMES_FILE
+from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, LM_FILES, NAMES_FILE
 from edge_asr.daemon.recognition.transducer import sha256_of
 from edge_asr.models.device_lm import build_device_lm, spell_with_classes
 
@@ -31,7 +31,7 @@ def test_the_lm_goes_beside_the_model_and_into_its_card(tiny_model_dir, tmp_path
         (folder / name).unlink()
     summary = build_device_lm(folder, tiny_corpus(tmp_path / "data"))
     card = json.loads((folder / "model_card.json").read_text())
-    for name in (LM_FILE, NAMES_FILE):
+    for name in LM_FILES:  # the ARPA files and the tables the daemon reads
         assert card["sha256"][name] == sha256_of(folder / name)
         assert card["device_lm"]["bytes"][name] == (folder / name).stat().st_size
     assert summary["name_model"]["names"] == 2 and summary["ngrams"][0] > 3
@@ -61,6 +61,41 @@ def test_recorded_speech_transcripts_join_the_lm_text(tiny_model_dir, tmp_path):
     assert summary["transcript_sentences"] == 1  # normalised, deduplicated, empty dropped
     assert summary["transcripts"] == ["people_train.jsonl"]
     assert after < 0.5 * before
+
+
+def test_general_text_joins_the_lm_but_never_an_evaluation_sentence(tiny_model_dir,
+                                                                       tmp_path):
+    """Plain text of general English (one sentence a line) teaches the LM how people talk
+    outside the requests, less every sentence of the evaluation manifests; counting the
+    domain's sentences more often gives the requests their weight back."""
+    from edge_asr.daemon.recognition.ngram_arpa import load_arpa
+    from edge_asr.daemon.recognition.ngram_lm import perplexity
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    data = tiny_corpus(tmp_path / "data")
+    general, held_out = "the ducks want some bread", "mark is going to see the elephant"
+    text = tmp_path / "sentences.txt"
+    text.write_text(f"The ducks want some bread.\n{general}\n\n{held_out.upper()}\n")
+    test_set = tmp_path / "test_people.jsonl"
+    test_set.write_text(json.dumps({"audio_filepath": "a.wav", "text": held_out}) + "\n")
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "bpe.model"))
+    score = {}
+    general_lm = {"texts": [text], "exclude": [test_set], "text_source": "made here, CC0"}
+    for name, kwargs in {"domain": {}, "general": general_lm,
+                         "weighted": {**general_lm, "domain_repeat": 3}}.items():
+        summary = build_device_lm(folder, data, **kwargs)
+        lm = load_arpa(folder / LM_FILE)
+        score[name] = [perplexity(lm, [sp.encode(s, out_type=str)])
+                       for s in (general, held_out, "turn on the lava lamp")]
+    assert summary["general_text"] == {"files": ["sentences.txt"], "sentences": 1,
+                                       "excluded_manifests": ["test_people.jsonl"],
+                                       "source": "made here, CC0"}
+    assert summary["domain_repeat"] == 3
+    assert score["general"][0] < 0.5 * score["domain"][0]  # learnt
+    assert score["general"][1] > 0.9 * score["domain"][1]  # the test sentence was not
+    assert score["weighted"][2] < score["general"][2]  # the requests weigh more again
+    Recognizer(RecognizerConfig(model_dir=folder, lm_scale=0.3))  # loads, checked
 
 
 def test_a_continuation_can_keep_its_parents_lm_unchanged(tiny_model_dir, tmp_path):

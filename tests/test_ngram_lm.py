@@ -7,9 +7,11 @@ import random
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 
-from edge_asr.daemon.recognition.ngram_arpa import load_arpa, save_arpa
+from edge_asr.daemon.recognition.backoff_tables import BackoffTables, TableBuilder
+from edge_asr.daemon.recognition.ngram_arpa import load_arpa, load_arpa_tables, save_arpa
 from edge_asr.daemon.recognition.ngram_lm import BOS, EOS, UNK, LmFormatError, NgramLM, perplexity
 from edge_asr.models.ngram_train import (
     FALLBACK_DISCOUNTS,
@@ -79,8 +81,8 @@ def test_every_long_context_of_a_pruned_model_is_a_distribution(pruned, context)
 
 
 def _stored_ngrams(lm: NgramLM) -> list[tuple[int, ...]]:
-    return [(*context, word) for context, (words, _) in lm.followers().items()
-            for word in words]
+    return [tuple(lm.ids_of_key(key, n)) for n in range(1, lm.order + 1)
+            for key in lm.logprobs[n]]
 
 
 def test_cutoffs_drop_rarely_seen_ngrams_and_keep_the_model_closed(pruned):
@@ -193,16 +195,18 @@ def _add_bigram(text: str) -> str:
     (lambda t: re.sub(r"ngram 3=\d+\n", "", t), "declares no 3-grams"),
     (lambda t: t.replace("\\2-grams:\n", "\\2-grams:\n\\oops\n"), "not an ARPA line"),
 ])
-def test_malformed_arpa_is_refused_with_a_reason(lm, tmp_path, damage, message):
+@pytest.mark.parametrize("load", [load_arpa, load_arpa_tables], ids=["dicts", "tables"])
+def test_malformed_arpa_is_refused_with_a_reason(lm, tmp_path, damage, message, load):
     save_arpa(lm, tmp_path / "good.arpa")
     (tmp_path / "bad.arpa").write_text(damage((tmp_path / "good.arpa").read_text()))
     with pytest.raises(LmFormatError, match=message):
-        load_arpa(tmp_path / "bad.arpa")
+        load(tmp_path / "bad.arpa")
 
 
-def test_missing_arpa_file_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("load", [load_arpa, load_arpa_tables], ids=["dicts", "tables"])
+def test_missing_arpa_file_is_a_clear_error(tmp_path, load):
     with pytest.raises(LmFormatError, match="cannot read"):
-        load_arpa(tmp_path / "missing.arpa")
+        load(tmp_path / "missing.arpa")
 
 
 def test_modified_kneser_ney_discounts_follow_count_of_counts():
@@ -221,12 +225,61 @@ def test_training_input_errors():
     assert build_vocab([["a", "b", "a"]], min_count=2) == [BOS, EOS, UNK, "a"]
 
 
-def test_followers_group_every_stored_ngram_by_its_context(any_lm):
-    # Each (context, word) is a stored n-gram: scored without backing off, at the ln p
-    # the follower list gives; and every stored n-gram is in a list, once.
-    followers = any_lm.followers()
-    for context, (words, logprobs) in followers.items():
-        for word, logprob in zip(words, logprobs, strict=True):
-            assert any_lm.score_id(context, word)[0] == logprob
-    listed = [(*c, w) for c, (words, _) in followers.items() for w in words]
-    assert len(set(listed)) == len(listed) == sum(any_lm.num_ngrams())
+def _tables_logprob(tables: BackoffTables, context: tuple[int, ...], word: int) -> float:
+    """ln p(word | context) from the tables alone, backing off as the model does."""
+    penalty = 0.0
+    while True:
+        found = tables.find(context)
+        if found is not None and word in found[0]:
+            return penalty + float(found[1][list(found[0]).index(word)])
+        penalty += found[2] if found is not None else 0.0
+        context = context[1:]
+
+
+@pytest.mark.parametrize("source", ["memory", "arpa"])
+def test_the_devices_tables_store_every_ngram_once_with_the_models_scores(any_lm, source,
+                                                                         tmp_path):
+    """The flat tables the device keeps (from the model in memory or read from its ARPA
+    file) list every stored n-gram once, after its context, at its ln p, and back off
+    to the same score for any other word."""
+    if source == "memory":
+        tables = BackoffTables.of(any_lm)
+    else:
+        save_arpa(any_lm, tmp_path / "lm.arpa.gz")
+        tables = load_arpa_tables(tmp_path / "lm.arpa.gz")
+    assert tables.vocab == any_lm.vocab and tables.num_ngrams() == any_lm.num_ngrams()
+    listed = []
+    for ngram in _stored_ngrams(any_lm):
+        words, logprobs, _ = tables.find(ngram[:-1])
+        (at,) = [i for i, w in enumerate(words) if w == ngram[-1]]
+        assert logprobs[at] == pytest.approx(any_lm.score_id(ngram[:-1], ngram[-1])[0],
+                                             abs=1e-5)
+        listed.append(ngram)
+    assert len(set(listed)) == len(listed) == sum(tables.num_ngrams())
+    for context in CONTEXTS:
+        ids = tuple(any_lm.word_id(w) for w in context)
+        assert tables.backoff(ids) == pytest.approx(any_lm.backoff(ids), abs=1e-5)
+        for word in any_lm.predictable_ids():
+            assert _tables_logprob(tables, ids, word) == pytest.approx(
+                any_lm.score_id(ids, word)[0], abs=1e-5)
+
+
+def test_tables_refuse_a_vocabulary_their_keys_cannot_hold():
+    words = [BOS, EOS, UNK] + [f"w{i}" for i in range(70_000)]
+    with pytest.raises(LmFormatError, match="64-bit"):
+        TableBuilder(words, order=5)
+
+
+def test_saved_tables_load_as_they_were_and_a_damaged_file_is_refused(pruned, tmp_path):
+    tables = BackoffTables.of(pruned)
+    tables.save(tmp_path / "lm.tables.npz", "ab" * 32)
+    loaded = BackoffTables.load(tmp_path / "lm.tables.npz")
+    assert loaded.vocab == tables.vocab and loaded.order == tables.order
+    assert loaded.source_sha256 == "ab" * 32 and loaded.nbytes() == tables.nbytes()
+    for ngram in _stored_ngrams(pruned):
+        for a, b in zip(loaded.find(ngram[:-1]), tables.find(ngram[:-1]), strict=True):
+            assert np.array_equal(a, b)
+    data = (tmp_path / "lm.tables.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(LmFormatError, match="cannot read LM tables"):
+        BackoffTables.load(tmp_path / "cut.npz")

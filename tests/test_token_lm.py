@@ -6,11 +6,18 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_asr.daemon.recognition.ngram_arpa import save_arpa
+from edge_asr.daemon.recognition.backoff_tables import BackoffTables
+from edge_asr.daemon.recognition.ngram_arpa import load_arpa, save_arpa
 from edge_asr.daemon.recognition.recognizer import Recognizer, RecognizerConfig
 from edge_asr.daemon.recognition.search import ModifiedBeamSearch
-from edge_asr.daemon.recognition.token_lm import CONTACT, LM_FILE, NAMES_FILE, TokenLM
-from edge_asr.daemon.recognition.transducer import ModelError
+from edge_asr.daemon.recognition.token_lm import (
+    CONTACT,
+    LM_FILE,
+    NAMES_FILE,
+    TABLES_FILE,
+    TokenLM,
+)
+from edge_asr.daemon.recognition.transducer import ModelError, sha256_of
 from edge_asr.models.ngram_train import NgramOptions, train_ngram
 
 PIECES = ["<blk>", "<unk>", "▁call", "▁now", "▁turn", "▁on", "▁the", "▁lamp",
@@ -280,3 +287,22 @@ def test_a_corrupt_or_foreign_lm_is_refused_by_name(tiny_model_dir, tmp_path):
 def test_lm_settings_out_of_range_are_refused(bad, tiny_model_dir):
     with pytest.raises(ValueError, match="lm_scale"):
         Recognizer(RecognizerConfig(model_dir=tiny_model_dir, **bad))
+
+
+def test_the_daemon_reads_the_lms_saved_tables_only_while_they_stand_for_its_arpa_file(
+        tiny_model_dir, tmp_path):
+    """lm.tables.npz (the recipe's, for a fast start) is what the daemon reads while it was
+    made from the folder's lm.arpa.gz; tables left from another LM are not used."""
+    folder = _copy(tiny_model_dir, tmp_path)
+    tokens = Recognizer(RecognizerConfig(model_dir=folder, lm_scale=0)).model.tokens
+    arpa, names = load_arpa(folder / LM_FILE), load_arpa(folder / NAMES_FILE)
+    pieces = [t for t in tokens if t.startswith("▁") and len(t) > 1][:3]
+    other = train_ngram([pieces, [pieces[0], CONTACT]] * 5, NgramOptions(order=2))
+    said = [tokens.index(p) for p in pieces]
+    from_arpa = _chain(TokenLM(arpa, tokens, names), said)[0]
+    from_other = _chain(TokenLM(other, tokens, names), said)[0]
+    assert from_other != pytest.approx(from_arpa, abs=1e-2)
+    BackoffTables.of(other).save(folder / TABLES_FILE, sha256_of(folder / LM_FILE))
+    assert _chain(TokenLM.load(folder, tokens), said)[0] == pytest.approx(from_other)
+    BackoffTables.of(other).save(folder / TABLES_FILE, "0" * 64)  # made from another file
+    assert _chain(TokenLM.load(folder, tokens), said)[0] == pytest.approx(from_arpa)

@@ -8,15 +8,31 @@ or gzip-compressed text (a name ending in .gz).
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
+from edge_asr.daemon.recognition.backoff_tables import BackoffTables, TableBuilder
 from edge_asr.daemon.recognition.ngram_lm import BOS, LmFormatError, NgramLM
 
 LN10 = math.log(10.0)
 ARPA_NO_PROB = -99.0  # what ARPA files write as the log10 probability of <s>
+
+
+class _Builder(Protocol):
+    """What the reader fills: n-grams by packed key, ln p and ln back-off (None: none)."""
+
+    index: dict[str, int]
+
+    def key(self, ids: list[int]) -> int: ...
+
+    def put(self, n: int, key: int, logprob: float | None, backoff: float | None) -> None: ...
+
+    def finish(self) -> NgramLM | BackoffTables: ...
+
 
 _SECTION = re.compile(r"^\\(\d+)-grams:$")
 _COUNT = re.compile(r"^ngram (\d+)=(\d+)$")
@@ -25,8 +41,9 @@ _COUNT = re.compile(r"^ngram (\d+)=(\d+)$")
 def save_arpa(lm: NgramLM, path: Path) -> None:
     """Writes the model as ARPA text (gzip-compressed when the name ends in .gz)."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", encoding="utf-8") as f:
+    # No time stamp in the gzip header: the same model makes the same bytes (and sha256).
+    with (io.TextIOWrapper(gzip.GzipFile(path, "wb", mtime=0), encoding="utf-8")
+          if path.suffix == ".gz" else open(path, "w", encoding="utf-8")) as f:
         f.write("\n\\data\\\n")
         for n, count in enumerate(lm.num_ngrams(), start=1):
             f.write(f"ngram {n}={count + (1 if n == 1 else 0)}\n")
@@ -51,23 +68,55 @@ def save_arpa(lm: NgramLM, path: Path) -> None:
 
 def load_arpa(path: Path) -> NgramLM:
     """The model an ARPA file (plain or .gz) holds; LmFormatError says what is wrong."""
+    return _load(path, _DictBuilder)
+
+
+def load_arpa_tables(path: Path) -> BackoffTables:
+    """The same model as read-only flat arrays (backoff_tables.py): what the device keeps,
+    a thirtieth of the memory."""
+    return _load(path, TableBuilder)
+
+
+class _DictBuilder:
+    """Fills an NgramLM's dicts, as `TableBuilder` fills its arrays."""
+
+    def __init__(self, vocab: list[str], order: int) -> None:
+        self.lm = NgramLM(vocab, order, [{} for _ in range(order + 1)],
+                          [{} for _ in range(order + 1)])
+        self.index = self.lm.index
+
+    def key(self, ids: list[int]) -> int:
+        return self.lm.key(ids)
+
+    def put(self, n: int, key: int, logprob: float | None, backoff: float | None) -> None:
+        if logprob is not None:
+            self.lm.logprobs[n][key] = logprob
+        if backoff:
+            self.lm.backoffs[n][key] = backoff
+
+    def finish(self) -> NgramLM:
+        return self.lm
+
+
+def _load(path: Path, builder: Callable[[list[str], int], _Builder]):
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as f:
-            return _read_arpa(f, str(path))
+            return _read_arpa(f, str(path), builder)
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise LmFormatError(f"cannot read ARPA file {path}: {exc}") from exc
 
 
-def _read_arpa(lines: Iterable[str], name: str) -> NgramLM:
-    """Parses ARPA text; n-grams may only use words of the unigram section.
+def _read_arpa(lines: Iterable[str], name: str, builder: Callable[[list[str], int], _Builder]):
+    """Parses ARPA text into what `builder(vocab, order)` makes; n-grams may only use words
+    of the unigram section.
 
     One pass, each n-gram put in its table as it is read: the daemon loads a megabyte of
     ARPA text at start, and a list of every parsed line first cost 70 MB at its peak."""
     declared: dict[int, int] = {}
     unigrams: list[tuple[str, float, float | None]] = []
-    lm: NgramLM | None = None
+    tables: _Builder | None = None
     read = [0]  # n-grams read per order
     section = None  # "data", or the order being read
     ended = False
@@ -82,13 +131,12 @@ def _read_arpa(lines: Iterable[str], name: str) -> NgramLM:
                 unigrams.append((words[0], log10p, log10bow))
                 continue
             try:
-                key = lm.key([lm.index[w] for w in words])
+                key = tables.key([tables.index[w] for w in words])
             except KeyError as exc:
                 raise LmFormatError(f"{name}: {section}-gram {' '.join(words)!r} uses "
                                     f"{exc.args[0]!r}, which is not a unigram") from None
-            lm.logprobs[section][key] = log10p * LN10
-            if log10bow is not None and log10bow != 0.0:
-                lm.backoffs[section][key] = log10bow * LN10
+            tables.put(section, key, log10p * LN10,
+                       log10bow * LN10 if log10bow is not None else None)
             continue
         where = f"{name}:{number}"
         if line == "\\data\\":
@@ -104,7 +152,7 @@ def _read_arpa(lines: Iterable[str], name: str) -> NgramLM:
                 raise LmFormatError(f"{where}: the header declares no {section}-grams")
             read.append(0)
             if section == 2:
-                lm = _with_unigrams(unigrams, declared, name)
+                tables = _with_unigrams(unigrams, declared, name, builder)
         elif section == "data":
             if not (match := _COUNT.match(line)):
                 raise LmFormatError(f"{where}: expected 'ngram N=COUNT', got {line!r}")
@@ -123,27 +171,23 @@ def _read_arpa(lines: Iterable[str], name: str) -> NgramLM:
         if declared[n] != read[n]:
             raise LmFormatError(f"{name}: header says {declared[n]} {n}-grams, "
                                 f"the file has {read[n]}")
-    if lm is None:  # a unigram model
-        lm = _with_unigrams(unigrams, declared, name)
-    return lm
+    if tables is None:  # a unigram model
+        tables = _with_unigrams(unigrams, declared, name, builder)
+    return tables.finish()
 
 
 def _with_unigrams(unigrams: list[tuple[str, float, float | None]], declared: dict[int, int],
-                   name: str) -> NgramLM:
-    """The model with its vocabulary and unigram tables; the higher orders are filled in
-    by the caller, up to the order the header declares."""
+                   name: str, builder: Callable[[list[str], int], _Builder]) -> _Builder:
+    """The builder with the vocabulary and the unigrams; the higher orders are put in by
+    the caller, up to the order the header declares."""
     vocab = [word for word, _, _ in unigrams]
     if len(set(vocab)) != len(vocab):
         raise LmFormatError(f"{name}: a word is listed twice among the unigrams")
-    order = max(declared, default=1)
-    lm = NgramLM(vocab, order, [{} for _ in range(order + 1)], [{} for _ in range(order + 1)])
+    tables = builder(vocab, max(declared, default=1))  # LmFormatError if <s>... missing
     for i, (word, log10p, log10bow) in enumerate(unigrams):
-        key = lm.key([i])
-        if word != BOS:
-            lm.logprobs[1][key] = log10p * LN10
-        if log10bow is not None and log10bow != 0.0:
-            lm.backoffs[1][key] = log10bow * LN10
-    return lm
+        tables.put(1, tables.key([i]), log10p * LN10 if word != BOS else None,
+                   log10bow * LN10 if log10bow is not None else None)
+    return tables
 
 
 def _arpa_entry(line: str, n: int, name: str, number: int

@@ -22,6 +22,15 @@ BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 LmState = tuple[int, ...]  # word ids of the context the next word is scored in
 
 
+def pack(ids: Sequence[int], base: int) -> int:
+    """An n-gram's table key: its word ids packed into one integer, digits id + 1 in
+    `base` (the vocabulary's size + 1), so that the context of a key is key // base."""
+    key = 0
+    for i in ids:
+        key = key * base + i + 1
+    return key
+
+
 class LmFormatError(ValueError):
     """An ARPA file, or the sentences to train on, are not what the model needs."""
 
@@ -51,10 +60,7 @@ class NgramLM:
 
     def key(self, ids: Sequence[int]) -> int:
         """The table key of an n-gram (word ids): the ids packed into one integer."""
-        key = 0
-        for i in ids:
-            key = key * self._base + i + 1
-        return key
+        return pack(ids, self._base)
 
     def ids_of_key(self, key: int, n: int) -> list[int]:
         """The word ids of an n-gram's key."""
@@ -115,24 +121,6 @@ class NgramLM:
     def backoff(self, context: Sequence[int]) -> float:
         """ln back-off weight of `context` (word ids): 0 for a context that stores none."""
         return self.backoffs[len(context)].get(self.key(context), 0.0)
-
-    def followers(self) -> dict[tuple[int, ...], tuple[list[int], list[float]]]:
-        """Every context that stores n-grams (word ids) -> the words stored after it and
-        their ln p. Grouped on the packed keys (a key's context is key // base), so that
-        only the contexts are spelled out, not every n-gram: this runs at daemon start."""
-        grouped: dict[tuple[int, ...], tuple[list[int], list[float]]] = {}
-        for n in range(1, self.order + 1):
-            by_context: dict[int, tuple[list[int], list[float]]] = {}
-            for key, logprob in self.logprobs[n].items():
-                context, word = divmod(key, self._base)
-                entry = by_context.get(context)
-                if entry is None:
-                    entry = by_context[context] = ([], [])
-                entry[0].append(word - 1)
-                entry[1].append(logprob)
-            for context, entry in by_context.items():
-                grouped[tuple(self.ids_of_key(context, n - 1))] = entry
-        return grouped
 
     def predictable_ids(self) -> list[int]:
         """The ids every distribution covers: the vocabulary without <s>."""

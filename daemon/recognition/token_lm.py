@@ -14,11 +14,11 @@ piece after p(<contact> | history), a further piece, or, once the name ends, the
 word's piece after "<contact>". The state says whether the tokens so far end inside a name.
 So a name the LM never saw costs what a seen one does, spelled piece by piece.
 
-Both files are ARPA back-off models (`ngram_lm.NgramLM`) whose words are sentencepiece
-pieces. A search needs, for each hypothesis, the log-prob of every token at once; in a
-back-off model that vector is the one of the context's suffix plus the context's back-off
-weight, with the n-grams stored for the context put over it, so it is built with a few
-array operations per order and cached per context.
+Both files are ARPA back-off models whose words are sentencepiece pieces, kept as flat
+arrays (`backoff_tables.BackoffTables`). A search needs, for each hypothesis, the log-prob
+of every token at once; in a back-off model that vector is the one of the context's suffix
+plus the context's back-off weight, with the n-grams stored for the context put over it,
+so it is built with a few array operations per order and cached per context.
 """
 
 from __future__ import annotations
@@ -28,12 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_asr.daemon.recognition.ngram_arpa import load_arpa
+from edge_asr.daemon.recognition.backoff_tables import BackoffTables
+from edge_asr.daemon.recognition.ngram_arpa import load_arpa_tables
 from edge_asr.daemon.recognition.ngram_lm import LmFormatError, NgramLM
+from edge_asr.daemon.recognition.transducer import sha256_of
 
 LM_FILE = "lm.arpa.gz"  # in the model folder, beside tokens.txt
 NAMES_FILE = "lm_names.arpa.gz"
-LM_FILES = (LM_FILE, NAMES_FILE)  # what a model folder holds of the LM
+# LM_FILE's tables as the device keeps them (backoff_tables.py), read instead of it when
+# they were made from it: parsing the ARPA text takes a second of the daemon's start.
+TABLES_FILE = "lm.tables.npz"
+LM_FILES = (LM_FILE, NAMES_FILE, TABLES_FILE)  # what a model folder holds of the LM
 CONTACT = "<contact>"  # the word model's word for a person's name
 CACHE_SIZE = 8192  # contexts whose vectors are kept (a few hundred per utterance)
 
@@ -44,7 +49,7 @@ TokenLmState = tuple[tuple[int, ...], tuple[int, ...] | None]
 class _Vectors:
     """ln p of every model token after a context of one back-off model, cached."""
 
-    def __init__(self, ngram: NgramLM, tokens: Sequence[str]) -> None:
+    def __init__(self, ngram: BackoffTables, tokens: Sequence[str]) -> None:
         known = sum(t in ngram.index for t in tokens)
         if known < (len(ngram.vocab) - 3) // 2:  # pieces of another sentencepiece model
             raise LmFormatError(f"an LM knows {known} of the model's {len(tokens)} tokens: "
@@ -53,13 +58,7 @@ class _Vectors:
         # Model token id -> LM word id; tokens the LM never saw (blank, <unk>, rare pieces)
         # are scored as the LM's <unk>.
         self.lm_id = np.array([ngram.index.get(t, ngram.unk) for t in tokens], dtype=np.int64)
-        self._followers = self._index_followers()
         self._vectors: dict[tuple[int, ...], np.ndarray] = {}
-
-    def _index_followers(self) -> dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
-        """Context (LM ids) -> (next LM ids, ln p): the n-grams stored, grouped by context."""
-        return {c: (np.array(w, np.int64), np.array(p, np.float32))
-                for c, (w, p) in self.ngram.followers().items()}
 
     def start(self) -> tuple[int, ...]:
         return (self.ngram.bos,) if self.ngram.order > 1 else ()
@@ -73,16 +72,15 @@ class _Vectors:
         cached = self._vectors.get(context)
         if cached is not None:
             return cached
-        followers = self._followers.get(context)
+        stored = self.ngram.find(context)
         if context:
             vector = self.lm_vector(context[1:])
-            backoff = self.ngram.backoff(context)
-            if backoff or followers is not None:  # else it is the suffix's, shared
-                vector = vector + np.float32(backoff)
+            if stored is not None:  # else it is the suffix's, shared
+                vector = vector + np.float32(stored[2])
         else:  # unigrams: every word has one, except <s>
             vector = np.full(len(self.ngram.vocab), -np.inf, np.float32)
-        if followers is not None:
-            vector[followers[0]] = followers[1]
+        if stored is not None:
+            vector[stored[0]] = stored[1]
         if len(self._vectors) >= CACHE_SIZE:
             self._vectors.clear()  # plain dict operations: streams of several threads share it
         self._vectors[context] = vector
@@ -96,11 +94,16 @@ class _Vectors:
         return float(self.lm_vector(context)[lm_word])
 
 
+def _tables(lm: BackoffTables | NgramLM) -> BackoffTables:
+    return lm if isinstance(lm, BackoffTables) else BackoffTables.of(lm)
+
+
 class TokenLM:
     """ln p of the model's tokens given the tokens before: word model and name class."""
 
-    def __init__(self, words: NgramLM, tokens: Sequence[str], names: NgramLM | None = None
-                 ) -> None:
+    def __init__(self, words: BackoffTables | NgramLM, tokens: Sequence[str],
+                 names: BackoffTables | NgramLM | None = None) -> None:
+        words, names = _tables(words), _tables(names) if names is not None else None
         self.words = _Vectors(words, tokens)
         self.contact = words.index.get(CONTACT)
         if (names is None) != (self.contact is None):
@@ -114,9 +117,12 @@ class TokenLM:
     @classmethod
     def load(cls, folder: Path, tokens: Sequence[str]) -> TokenLM:
         """The LM of a model folder: lm.arpa.gz, and lm_names.arpa.gz when it has a class."""
-        names = Path(folder) / NAMES_FILE
-        return cls(load_arpa(Path(folder) / LM_FILE), tokens,
-                   load_arpa(names) if names.is_file() else None)
+        folder = Path(folder)
+        names, tables = folder / NAMES_FILE, folder / TABLES_FILE
+        words = BackoffTables.load(tables) if tables.is_file() else None
+        if words is None or words.source_sha256 != sha256_of(folder / LM_FILE):
+            words = load_arpa_tables(folder / LM_FILE)  # no tables, or another LM's
+        return cls(words, tokens, load_arpa_tables(names) if names.is_file() else None)
 
     def start(self) -> TokenLmState:
         return (self.words.start(), None)
