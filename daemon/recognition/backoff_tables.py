@@ -6,7 +6,8 @@ follower lists the device built from it, the device LM's 135,000 n-grams took 55
 daemon's memory. The device asks one thing of its LM (token_lm.py): every word stored after
 a context, and the context's back-off weight. Here the contexts of each length are their
 packed keys, sorted, each with its back-off and a slice of two flat arrays (the words stored
-after it and their ln p): about 12 bytes an n-gram, found by binary search.
+after it and their ln p): about 17 bytes an n-gram, the contexts included, found by binary
+search.
 
 ngram_arpa.load_arpa_tables fills them from an ARPA file line by line, never holding the
 dict form; `BackoffTables.of` converts a model in memory (training, tests). Parsing a
