@@ -195,8 +195,9 @@ scoreboard: heldout
 # The device LM of rnnt-v4 and its int4 form (the same files in both): the recipe's corpus
 # counted three times, the transcripts of speechocean762's and cathy's training speakers, and
 # general English: the CC0 sentences of Common Voice (server/data/en/*.txt of
-# github.com/common-voice/common-voice; CV_TEXT names a folder of them), less every sentence
-# of the evaluation sets. Writes lm.arpa.gz, lm_names.arpa.gz, lm.tables.npz and the cards'
+# github.com/common-voice/common-voice at commit 26249db69c2d, 2020-09-22, the shipped LM's;
+# later commits hold more; CV_TEXT names a folder of them), less every sentence of the
+# evaluation sets. Writes lm.arpa.gz, lm_names.arpa.gz, lm.tables.npz and the cards'
 # entries. About 15 seconds a folder.
 CV_TEXT ?= $(DATA)/corpora/cv_sentences
 LM_EXCLUDE = $(wildcard $(DATA)/manifests/test_*.jsonl $(DATA)/manifests/dev*.jsonl) \
@@ -209,7 +210,7 @@ device-lm: $(VENV)/.installed
 	    --transcripts $(DATA)/manifests/speechocean762_train.jsonl \
 	    $(DATA)/manifests/rhasspy_cathy_train.jsonl \
 	    --text $(CV_TEXT)/*.txt --exclude $(LM_EXCLUDE) \
-	    --text-source "Common Voice's sentences (github.com/common-voice/common-voice, server/data/en/*.txt), CC0 1.0" \
+	    --text-source "Common Voice's sentences, server/data/en/*.txt of github.com/common-voice/common-voice as of 2020-09-22 (commit 26249db69c2d, as its fork skanderbenalaya/common-voice holds it), CC0 1.0" \
 	    > /dev/null || exit 1; \
 	done
 
