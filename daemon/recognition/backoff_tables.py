@@ -116,11 +116,6 @@ class BackoffTables:
         start, end = level.starts[i], level.starts[i + 1]
         return level.words[start:end], level.logprobs[start:end], float(level.backoffs[i])
 
-    def backoff(self, context: Sequence[int]) -> float:
-        """ln back-off weight of `context`: 0 for a context that stores none."""
-        found = self.find(context)
-        return found[2] if found is not None else 0.0
-
     def num_ngrams(self) -> list[int]:
         return [len(level.words) for level in self._levels]
 

@@ -116,7 +116,8 @@ class TokenLM:
 
     @classmethod
     def load(cls, folder: Path, tokens: Sequence[str]) -> TokenLM:
-        """The LM of a model folder: lm.arpa.gz, and lm_names.arpa.gz when it has a class."""
+        """The LM of a model folder: lm.arpa.gz (from lm.tables.npz while that was made from
+        it), and lm_names.arpa.gz when it has a class."""
         folder = Path(folder)
         names, tables = folder / NAMES_FILE, folder / TABLES_FILE
         words = BackoffTables.load(tables) if tables.is_file() else None
