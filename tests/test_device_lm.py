@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import pytest
 import sentencepiece as spm
 from conftest import tiny_corpus
 
@@ -115,3 +116,20 @@ def test_a_continuation_can_keep_its_parents_lm_unchanged(tiny_model_dir, tmp_pa
 
 def test_the_recipe_keeps_an_lm_only_from_a_model_it_continues(recipe_refusal):
     assert "--init-from" in recipe_refusal("--keep-device-lm")
+
+
+def test_a_domain_counted_under_once_or_text_that_is_not_there_is_refused(tiny_model_dir,
+                                                                           tmp_path, capsys):
+    from edge_asr.models.device_lm import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    data = tiny_corpus(tmp_path / "data")
+    with pytest.raises(ValueError, match="domain_repeat"):
+        build_device_lm(folder, data, domain_repeat=0)
+    for args, message in ((["--domain-repeat", "0"], "at least 1"),
+                          (["--text", str(tmp_path / "missing.txt")], "no such file")):
+        with pytest.raises(SystemExit):
+            main(["--data", str(data), "--model", str(folder), *args])
+        assert message in capsys.readouterr().err
+    assert (folder / LM_FILE).read_bytes() == (tiny_model_dir / LM_FILE).read_bytes()
